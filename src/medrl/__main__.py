@@ -1,0 +1,3 @@
+from medrl.cli import main
+
+main()

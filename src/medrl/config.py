@@ -1,0 +1,326 @@
+"""The study as configuration: pydantic models, presets shipped in the package, `key.sub=value` overrides.
+
+Precedence: model defaults, then the preset (or a YAML file), then command-line overrides. The top-level
+`train:` block holds defaults that every arm inherits; an arm's own keys win.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+
+class ConfigError(ValueError):
+    """A configuration the user must fix; the message names the setting and the fix."""
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+Arch = Literal["qwen2-vl", "qwen2.5-vl", "qwen3-vl"]
+Method = Literal["none", "sft", "lora", "grpo", "dr_grpo"]
+
+
+class ModelConfig(Strict):
+    base: str = Field(
+        "Qwen/Qwen2-VL-2B-Instruct",
+        description="Hub id, local directory or store URI of the base model; `tiny:<arch>` builds a tiny model.",
+    )
+    arch: Arch = Field("qwen2-vl", description="Model family, for the tiny builder and loading checks.")
+    dtype: Literal["float32", "bfloat16", "float16"] = Field("float32", description="Weights and compute dtype.")
+    attn_implementation: str | None = Field(None, description="e.g. flash_attention_2 on GPUs, sdpa, eager.")
+    min_pixels: int = Field(3136, ge=784, description="Lower bound on image pixels after resizing (processor).")
+    max_pixels: int = Field(401_408, ge=784, description="Upper bound on image pixels (the paper: 401,408).")
+    trust_remote_code: bool = Field(False, description="Run model code from the checkpoint. Off: medical sites.")
+
+    @model_validator(mode="after")
+    def _pixels(self) -> ModelConfig:
+        if self.min_pixels > self.max_pixels:
+            raise ValueError(f"model.min_pixels ({self.min_pixels}) must be <= model.max_pixels ({self.max_pixels})")
+        return self
+
+
+class DataConfig(Strict):
+    source: str = Field("synthetic", description="synthetic | pmc-vqa | vqa-rad | path-vqa | slake | omnimedvqa | jsonl")
+    input: str | None = Field(None, description="Where the source lies on disk (not used by `synthetic`).")
+    train_size: int | None = Field(256, ge=1, description="Rows kept for training (None: all).")
+    test_size: int | None = Field(64, ge=1, description="Rows kept for testing (None: all).")
+    seed: int = Field(0, description="Seed of the subset draw and of synthetic images.")
+    image_size: int = Field(56, ge=28, description="Side of synthetic images in pixels.")
+    max_bad_fraction: float = Field(0.01, ge=0.0, le=1.0, description="Prep fails above this share of bad rows.")
+
+
+class LoraConfig(Strict):
+    r: int = Field(16, ge=1)
+    alpha: int = Field(32, ge=1)
+    dropout: float = Field(0.05, ge=0.0, lt=1.0)
+    target_modules: list[str] = Field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+    freeze_vision: bool = Field(True, description="Keep the vision tower frozen.")
+
+
+class RewardSpec(Strict):
+    name: str = Field(description="A reward of medrl.rewards.REWARDS, e.g. format, accuracy.")
+    weight: float = 1.0
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, name: str) -> str:
+        from medrl.rewards import REWARDS
+
+        if name not in REWARDS:
+            raise ValueError(f"unknown reward '{name}'; choose from: {', '.join(REWARDS)}")
+        return name
+
+
+class TrainConfig(Strict):
+    """Settings of one arm's training; the study's `train:` block gives the defaults."""
+
+    method: Method = Field("none", description="none (zero-shot) | sft | lora | grpo | dr_grpo")
+    init: str = Field("base", description="base | arm:<name> | a hub id, directory or store URI.")
+    learning_rate: float = Field(1e-6, gt=0)
+    max_steps: int = Field(-1, description="Optimizer steps; -1: run `epochs` epochs.")
+    epochs: float = Field(1.0, gt=0)
+    per_device_batch_size: int = Field(
+        1, ge=1, description="Examples per device and step; for GRPO, prompts (each sampled num_generations times)."
+    )
+    grad_accum: int = Field(2, ge=1)
+    warmup_ratio: float = Field(0.0, ge=0, lt=1)
+    weight_decay: float = Field(0.0, ge=0)
+    max_grad_norm: float = Field(1.0, gt=0)
+    seed: int = 0
+    # GRPO / Dr.GRPO
+    num_generations: int = Field(8, ge=2, description="Completions sampled per prompt.")
+    max_completion_length: int = Field(700, ge=1, description="Tokens per sampled completion.")
+    temperature: float = Field(1.0, gt=0)
+    beta: float = Field(0.04, ge=0, description="KL coefficient against the reference model.")
+    rewards: list[RewardSpec] = Field(default_factory=lambda: [RewardSpec(name="format"), RewardSpec(name="accuracy")])
+    # LoRA
+    lora: LoraConfig = Field(default_factory=LoraConfig)
+    # Precision / parallelism
+    bf16: bool = False
+    gradient_checkpointing: bool = False
+    save_steps: int = Field(100, ge=1, description="Checkpoint every N steps.")
+    save_total_limit: int = Field(2, ge=1, description="Checkpoints kept.")
+    logging_steps: int = Field(1, ge=1)
+
+
+class ArmConfig(TrainConfig):
+    label: str = Field("", description="Row label in Table 1 (default: the arm's name).")
+    model: str | None = Field(None, description="Base model of this arm if not the study's (e.g. scratch).")
+
+
+class EvalConfig(Strict):
+    batch_size: int = Field(8, ge=1, description="Prompts generated together.")
+    max_new_tokens: int = Field(700, ge=1)
+    limit: int | None = Field(None, ge=1, description="Evaluate only the first N test rows.")
+
+
+class ReportConfig(Strict):
+    baseline: str | None = Field(None, description="Arm the others are compared with (default: the first).")
+    title: str = "medrl study"
+
+
+class StudyConfig(Strict):
+    name: str = "study"
+    experiment: str = Field("medrl", description="Folder in the store and Kubeflow experiment name.")
+    store: str = Field("file://./medrl-runs", description="file:///path or s3://bucket/prefix")
+    prompt: str = Field(
+        "Output the thinking process in <think> </think> and final answer in <answer> </answer> tags.",
+        description="Instruction appended to every question (the paper's).",
+    )
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    arms: dict[str, ArmConfig] = Field(default_factory=dict)
+    evaluate: EvalConfig = Field(default_factory=EvalConfig)
+    report: ReportConfig = Field(default_factory=ReportConfig)
+
+    @model_validator(mode="after")
+    def _arms(self) -> StudyConfig:
+        if not self.arms:
+            raise ValueError("arms: a study needs at least one arm")
+        for name, arm in self.arms.items():
+            if not re.fullmatch(r"[a-z0-9][a-z0-9_-]{0,62}", name):
+                raise ValueError(f"arms.{name}: arm names are lowercase letters, digits, '-' and '_'")
+            if not arm.label:
+                arm.label = name
+            if arm.init.startswith("arm:"):
+                parent = arm.init[4:]
+                if parent not in self.arms:
+                    raise ValueError(f"arms.{name}.init: arm '{parent}' is not in this study (have {list(self.arms)})")
+                if parent == name:
+                    raise ValueError(f"arms.{name}.init: an arm cannot start from itself")
+        self.levels()  # raises on cycles
+        return self
+
+    def levels(self) -> list[list[str]]:
+        """Arms grouped so that each arm's parent (`init: arm:<name>`) sits in an earlier group."""
+        level: dict[str, int] = {}
+
+        def depth(name: str, seen: tuple[str, ...] = ()) -> int:
+            if name in seen:
+                raise ValueError(f"arms: initialisation cycle {' -> '.join((*seen, name))}")
+            if name not in level:
+                init = self.arms[name].init
+                level[name] = depth(init[4:], (*seen, name)) + 1 if init.startswith("arm:") else 0
+            return level[name]
+
+        for name in self.arms:
+            depth(name)
+        groups: list[list[str]] = [[] for _ in range(max(level.values()) + 1)]
+        for name in self.arms:
+            groups[level[name]].append(name)
+        return groups
+
+    def baseline_arm(self) -> str:
+        return self.report.baseline or next(iter(self.arms))
+
+
+MAX_LEVELS = 3  # the pipeline has one fan-out per level: base -> SFT -> GRPO covers every shipped study
+
+
+# --------------------------------------------------------------------------------------------- loading
+
+
+def preset_names() -> list[str]:
+    return sorted(p.name[:-5] for p in resources.files("medrl.presets").iterdir() if p.name.endswith(".yaml"))
+
+
+def yaml_mapping(text: str, what: str) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{what} is not valid YAML: {err}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{what} must hold a mapping at the top level")
+    return data
+
+
+def read_yaml(path: Path | str) -> dict[str, Any]:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist; pass a YAML file or --preset NAME") from None
+    return yaml_mapping(text, f"config file {path}")
+
+
+def preset_dict(name: str) -> dict[str, Any]:
+    file = resources.files("medrl.presets") / f"{name}.yaml"
+    if not file.is_file():
+        raise ConfigError(f"unknown preset '{name}'; choose one of: {', '.join(preset_names())}")
+    return read_yaml(Path(str(file)))
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """`arms.grpo.learning_rate=1e-5` -> (['arms', 'grpo', 'learning_rate'], 1e-5). Values are YAML."""
+    key, sep, value = text.partition("=")
+    if not sep or not key or any(not part for part in key.split(".")):
+        raise ConfigError(f"override '{text}' must look like key.sub=value (e.g. train.learning_rate=1e-5)")
+    try:
+        parsed = yaml.safe_load(value) if value != "" else ""
+    except yaml.YAMLError:
+        parsed = value
+    return key.split("."), parsed
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    raw = copy.deepcopy(raw)
+    for text in overrides:
+        path, value = parse_override(text)
+        node = raw
+        for part in path[:-1]:
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                raise ConfigError(f"override '{text}': '{part}' is a value, not a section")
+            node = child
+        node[path[-1]] = value
+    return raw
+
+
+def _deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(base)
+    for key, value in top.items():
+        out[key] = _deep_merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def build_config(raw: dict[str, Any]) -> StudyConfig:
+    """Validate a raw mapping; arms inherit the `train:` block. Errors name each bad setting."""
+    raw = copy.deepcopy(raw)
+    defaults = raw.get("train") or {}
+    arms = raw.get("arms") or {}
+    if not isinstance(arms, dict):
+        raise ConfigError("arms: must be a mapping of arm name -> settings")
+    raw["arms"] = {name: _deep_merge(defaults, arm or {}) for name, arm in arms.items()}
+    try:
+        return StudyConfig.model_validate(raw)
+    except ValidationError as err:
+        lines = []
+        for e in err.errors():
+            where = ".".join(str(p) for p in e["loc"]) or "config"
+            got = "" if e["type"] == "missing" else f" (got {e.get('input')!r})"[:120]
+            hint = " — not a known setting; check the spelling" if e["type"] == "extra_forbidden" else ""
+            lines.append(f"  {where}: {e['msg']}{got}{hint}")
+        raise ConfigError("invalid configuration:\n" + "\n".join(lines)) from None
+
+
+def load_config(
+    preset: str | None = None,
+    file: Path | str | None = None,
+    overrides: list[str] | None = None,
+    arms: list[str] | None = None,
+    text: str | None = None,
+) -> StudyConfig:
+    """Defaults <- preset, file or YAML text <- overrides; `arms` keeps only those arms (and their parents)."""
+    if sum(bool(x) for x in (preset, file, text)) > 1:
+        raise ConfigError("give one of --preset or --config, not both")
+    raw: dict[str, Any] = {}
+    if preset:
+        raw = preset_dict(preset)
+    elif file:
+        raw = read_yaml(file)
+    elif text:
+        raw = yaml_mapping(text, "config")
+    raw = apply_overrides(raw, overrides or [])
+    if arms:
+        raw = select_arms(raw, arms)
+    return build_config(raw)
+
+
+def select_arms(raw: dict[str, Any], wanted: list[str]) -> dict[str, Any]:
+    have = raw.get("arms") or {}
+    unknown = [a for a in wanted if a not in have]
+    if unknown:
+        raise ConfigError(f"--arms: unknown arm(s) {', '.join(unknown)}; this study has: {', '.join(have)}")
+    keep: list[str] = []
+
+    def add(name: str) -> None:
+        init = (have[name] or {}).get("init") or (raw.get("train") or {}).get("init", "base")
+        if isinstance(init, str) and init.startswith("arm:") and init[4:] in have:
+            add(init[4:])
+        if name not in keep:
+            keep.append(name)
+
+    for name in wanted:
+        add(name)
+    raw = copy.deepcopy(raw)
+    raw["arms"] = {name: have[name] for name in have if name in keep}
+    return raw
+
+
+def dump_config(cfg: StudyConfig) -> str:
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
+
+
+def config_from_text(text: str) -> StudyConfig:
+    return build_config(yaml_mapping(text, "stored run config"))

@@ -1,0 +1,1 @@
+"""Datasets: the record format, sources, validation with quarantine, prompts."""

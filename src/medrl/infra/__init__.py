@@ -1,0 +1,1 @@
+"""Infrastructure: the artifact store, run layout, metrics, launchers."""

@@ -1,0 +1,161 @@
+"""`medrl tiny-model`: a Qwen2-VL-architecture checkpoint small enough to train on a laptop CPU.
+
+The tokenizer is a byte-level BPE trained here on a small built-in corpus, with Qwen's special tokens and a
+Qwen-style chat template (images as <|vision_start|><|image_pad|><|vision_end|>). The result is an ordinary
+Hugging Face directory: AutoProcessor and AutoModelForImageTextToText load it offline.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+QWEN_SPECIAL_TOKENS = [
+    "<|endoftext|>",
+    "<|im_start|>",
+    "<|im_end|>",
+    "<|object_ref_start|>",
+    "<|object_ref_end|>",
+    "<|box_start|>",
+    "<|box_end|>",
+    "<|quad_start|>",
+    "<|quad_end|>",
+    "<|vision_start|>",
+    "<|vision_end|>",
+    "<|vision_pad|>",
+    "<|image_pad|>",
+    "<|video_pad|>",
+]
+
+CHAT_TEMPLATE = (
+    "{%- for message in messages -%}"
+    "{%- if loop.first and message['role'] != 'system' -%}"
+    "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
+    "{%- endif -%}"
+    "<|im_start|>{{ message['role'] }}\n"
+    "{%- if message['content'] is string -%}{{ message['content'] }}"
+    "{%- else -%}{%- for part in message['content'] -%}"
+    "{%- if part['type'] == 'image' -%}<|vision_start|><|image_pad|><|vision_end|>"
+    "{%- elif part['type'] == 'video' -%}<|vision_start|><|video_pad|><|vision_end|>"
+    "{%- elif part['type'] == 'text' -%}{{ part['text'] }}{%- endif -%}"
+    "{%- endfor -%}{%- endif -%}"
+    "<|im_end|>\n"
+    "{%- endfor -%}"
+    "{%- if add_generation_prompt -%}<|im_start|>assistant\n{%- endif -%}"
+)
+
+# Words the demo and tests use, so that they tokenize into few pieces; anything else still encodes byte-wise.
+CORPUS = [
+    "You are a helpful assistant.",
+    "Output the thinking process in <think> </think> and final answer in <answer> </answer> tags.",
+    "Choose between the following options: A: B: C: D:",
+    "<think>The bright round lesion lies in the upper left part of the CT image.</think>",
+    "<answer>upper right</answer> <answer>lower left</answer> <answer>lower right</answer>",
+    "Where is the lesion located in this MRI image? In which region of the X-ray scan is the bright lesion?",
+    "Which part of this CT image shows the abnormality? yes no normal abnormal",
+    "The findings show no pleural effusion. Possible consolidation in the left lower lobe. Cardiomegaly.",
+    "No acute cardiopulmonary process. Pneumothorax atelectasis edema fracture opacity nodule mass lesion",
+    "[0.12, 0.34, 0.56, 0.78] <|box_start|> <|box_end|> heart lung liver brain kidney chest",
+    "system user assistant",
+]
+
+
+# M-RoPE gives the width axis of an image the lowest rotary frequencies; with Qwen's theta (1e6) and a tiny
+# head, image columns are almost indistinguishable and a tiny model cannot tell left from right (measured:
+# theta 10 -> 0.56 held-out accuracy on the synthetic task, theta 1 -> 1.0). Theta 1 rotates every
+# frequency by one radian per position, which keeps neighbouring image positions apart.
+ROPE_THETA = 1.0
+
+
+def mrope(head_dim: int) -> list[int]:
+    """>>> mrope(16)
+    [2, 3, 3]
+    """
+    half = head_dim // 2
+    return [half - 2 * (half * 3 // 8), half * 3 // 8, half * 3 // 8]
+
+
+def build_tokenizer(vocab_size: int = 512):
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=QWEN_SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(CORPUS * 20, trainer)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        chat_template=CHAT_TEMPLATE,
+        padding_side="left",
+        model_max_length=4096,
+    )
+
+
+def build_qwen2_vl(out: Path, seed: int = 0, image_pixels: int = 3136, hidden: int = 64, layers: int = 2) -> Path:
+    import torch
+    from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration, Qwen2VLImageProcessor, Qwen2VLProcessor
+    from transformers.models.qwen2_vl.video_processing_qwen2_vl import Qwen2VLVideoProcessor
+
+    tokenizer = build_tokenizer()
+    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in QWEN_SPECIAL_TOKENS}
+    config = Qwen2VLConfig(
+        text_config={
+            "vocab_size": len(tokenizer),
+            "hidden_size": hidden,
+            "intermediate_size": hidden * 2,
+            "num_hidden_layers": layers,
+            "num_attention_heads": 4,
+            "num_key_value_heads": 2,
+            "max_position_embeddings": 4096,
+            # The three M-RoPE sections (time, height, width) sum to head_dim / 2.
+            "rope_parameters": {"rope_type": "default", "rope_theta": ROPE_THETA, "mrope_section": mrope(hidden // 4)},
+            "bos_token_id": ids["<|endoftext|>"],
+            "eos_token_id": ids["<|im_end|>"],
+            "pad_token_id": ids["<|endoftext|>"],
+        },
+        vision_config={
+            "depth": 2,
+            "embed_dim": 32,
+            "hidden_size": hidden,
+            "num_heads": 2,
+            "mlp_ratio": 2,
+            "patch_size": 14,
+            "spatial_merge_size": 2,
+            "temporal_patch_size": 2,
+        },
+        image_token_id=ids["<|image_pad|>"],
+        video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"],
+        vision_end_token_id=ids["<|vision_end|>"],
+    )
+    torch.manual_seed(seed)
+    model = Qwen2VLForConditionalGeneration(config)
+    model.generation_config.eos_token_id = ids["<|im_end|>"]
+    model.generation_config.pad_token_id = ids["<|endoftext|>"]
+    model.generation_config.bos_token_id = ids["<|endoftext|>"]
+    processor = Qwen2VLProcessor(
+        image_processor=Qwen2VLImageProcessor(min_pixels=image_pixels, max_pixels=image_pixels),
+        tokenizer=tokenizer,
+        video_processor=Qwen2VLVideoProcessor(),
+        chat_template=CHAT_TEMPLATE,
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out)
+    processor.save_pretrained(out)
+    return out
+
+
+BUILDERS = {"qwen2-vl": build_qwen2_vl}
+
+
+def build_tiny(arch: str, out: Path, seed: int = 0) -> Path:
+    if arch not in BUILDERS:
+        raise ValueError(f"--arch {arch}: no tiny builder for it; choose one of: {', '.join(BUILDERS)}")
+    return BUILDERS[arch](Path(out), seed=seed)

@@ -1,0 +1,84 @@
+"""Reading completions: the text of a TRL completion, the <think> and last <answer> parts, option matching."""
+
+from __future__ import annotations
+
+import re
+import string
+from typing import Any
+
+from medrl.data.records import LETTERS
+
+ANSWER_RE = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
+THINK_RE = re.compile(r"<think>(.*?)</think>", re.DOTALL)
+LETTER_RE = re.compile(r"^\(?([A-J])\)?\s*(?:[:.)]\s*(.*))?$", re.DOTALL)
+_PUNCT = str.maketrans({c: " " for c in string.punctuation})
+
+
+def completion_text(completion: Any) -> str:
+    """TRL passes plain strings, or conversations: [{"role": "assistant", "content": "..."}]."""
+    if isinstance(completion, str):
+        return completion
+    if isinstance(completion, list) and completion:
+        content = completion[-1].get("content", "")
+        if isinstance(content, list):
+            return "".join(part.get("text", "") for part in content if isinstance(part, dict))
+        return str(content)
+    return ""
+
+
+def answer_text(text: str) -> str | None:
+    """The content of the last <answer>...</answer>, stripped; None when there is none."""
+    found = ANSWER_RE.findall(text)
+    return found[-1].strip() if found else None
+
+
+def think_text(text: str) -> str:
+    """The reasoning inside the first <think>...</think>, or '' when absent."""
+    found = THINK_RE.search(text)
+    return found.group(1).strip() if found else ""
+
+
+def normalize(text: str) -> str:
+    """Case, punctuation and spacing do not matter.
+
+    >>> normalize("  Upper-Left. ")
+    'upper left'
+    """
+    return " ".join(text.lower().translate(_PUNCT).split())
+
+
+def chosen_option(answer: str, choices: list[str]) -> int | None:
+    """Index of the option an answer names (by letter or by text), None if it names none or several.
+
+    >>> chosen_option("(B)", ["liver", "lung"]), chosen_option("Lung.", ["liver", "lung"])
+    (1, 1)
+    >>> chosen_option("A, B", ["liver", "lung"]) is None
+    True
+    """
+    answer = answer.strip()
+    if not answer or not choices:
+        return None
+    normalized = [normalize(c) for c in choices]
+    m = LETTER_RE.match(answer)
+    if m:
+        index = LETTERS.index(m.group(1))
+        if index >= len(choices):
+            return None
+        rest = normalize(m.group(2) or "")
+        if rest and rest != normalized[index]:
+            return None  # "B: <text of another option>" is ambiguous, so wrong
+        return index
+    text = normalize(answer)
+    matches = [i for i, c in enumerate(normalized) if c == text]
+    return matches[0] if len(matches) == 1 else None
+
+
+def is_correct(text: str, answer: str, choices: list[str] | None) -> bool:
+    """Whether a completion's last <answer> is the reference: option match for closed, normalized for open."""
+    given = answer_text(text)
+    if given is None:
+        return False
+    if choices:
+        index = chosen_option(given, choices)
+        return index is not None and normalize(choices[index]) == normalize(answer)
+    return bool(given) and normalize(given) == normalize(answer)

@@ -1,0 +1,154 @@
+"""A study run as five steps over one run folder in the store: init, prep, train(arm), evaluate(arm), report.
+
+The Kubeflow components, `medrl run` (through kfp.local) and the PyTorchJob entrypoint all call these
+functions; each reads the run's frozen `config.yaml` and writes committed artifacts. Steps whose output is
+already committed return it without redoing the work, so a re-tried pipeline resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+from pathlib import Path
+
+from medrl.config import MAX_LEVELS, StudyConfig, config_from_text, dump_config, load_config
+from medrl.infra import store
+from medrl.infra.layout import RunLayout, new_run_id
+
+log = logging.getLogger("medrl")
+
+
+def init_run(
+    preset: str | None = None,
+    config_text: str | None = None,
+    overrides: list[str] | None = None,
+    store_uri: str | None = None,
+    run_id: str | None = None,
+    arms: list[str] | None = None,
+) -> str:
+    """Resolve the configuration, freeze it as `<run>/config.yaml`, build a tiny base model if asked; return
+    the run's URI."""
+    overrides = list(overrides or [])
+    if store_uri:
+        overrides.append(f"store={store_uri}")
+    cfg = load_config(preset=preset, text=config_text, overrides=overrides, arms=arms or None)
+    cfg.store = store.normalize(cfg.store)
+    run = RunLayout.create(cfg.store, cfg.experiment, run_id or new_run_id())
+    if store.exists(run.config):
+        return run.uri  # a retried init: the frozen config stands
+    if cfg.model.base.startswith("tiny:"):
+        from medrl.models.tiny import build_tiny
+
+        if not store.is_committed(run.base_model):
+            with store.commit_dir(run.base_model) as out:
+                build_tiny(cfg.model.base[len("tiny:") :], out, seed=cfg.data.seed)
+        cfg.model.base = run.base_model
+    if len(cfg.levels()) > MAX_LEVELS:
+        raise ValueError(f"arms: chains of more than {MAX_LEVELS} arms (init: arm:...) are not supported")
+    store.write_text(run.config, dump_config(cfg))
+    log.info("run %s initialised with arms %s", run.run_id, ", ".join(cfg.arms))
+    return run.uri
+
+
+def load_run(run_uri: str) -> tuple[RunLayout, StudyConfig]:
+    run = RunLayout(run_uri)
+    return run, config_from_text(store.read_text(run.config))
+
+
+def arms_at_level(run_uri: str, level: int) -> list[str]:
+    _, cfg = load_run(run_uri)
+    levels = cfg.levels()
+    return levels[level] if level < len(levels) else []
+
+
+def prep(run_uri: str) -> str:
+    from medrl.data.prep import prepare
+
+    run, cfg = load_run(run_uri)
+    if not store.is_committed(run.data):
+        with store.commit_dir(run.data) as out:
+            summary = prepare(cfg.data, out)
+        log.info("prepared %d train / %d test rows (%d quarantined)", summary["train"], summary["test"],
+                 summary["quarantined"])
+    return run.data
+
+
+def model_of(run: RunLayout, cfg: StudyConfig, arm: str) -> str:
+    """The model an arm evaluates: its trained model, or for `method: none` the model it starts from."""
+    if cfg.arms[arm].method == "none":
+        return init_of(run, cfg, arm)
+    return run.arm(arm).model
+
+
+def init_of(run: RunLayout, cfg: StudyConfig, arm: str) -> str:
+    init = cfg.arms[arm].init
+    if init == "base":
+        return cfg.arms[arm].model or cfg.model.base
+    if init.startswith("arm:"):
+        return model_of(run, cfg, init[4:])
+    return init
+
+
+def train(run_uri: str, arm: str) -> str:
+    """Train one arm in this process; returns the URI of the model it evaluates."""
+    from medrl.train import train_arm
+
+    run, cfg = load_run(run_uri)
+    if cfg.arms[arm].method == "none" or store.is_committed(run.arm(arm).model):
+        return model_of(run, cfg, arm)
+    data_dir = store.open_dir(run.data)
+    with tempfile.TemporaryDirectory(prefix=f"medrl-{arm}-") as work, store.commit_dir(run.arm(arm).model) as out:
+        work_dir = Path(work)
+        summary = train_arm(cfg, arm, data_dir, init_of(run, cfg, arm), out, work_dir)
+        log_file = work_dir / "train_log.jsonl"
+        if log_file.exists():
+            store.put_file(run.arm(arm).train_log, log_file)
+    log.info("arm %s trained: %s steps", arm, summary.get("global_step"))
+    return run.arm(arm).model
+
+
+def evaluate(run_uri: str, arm: str) -> str:
+    """Evaluate one arm on the test split; returns the URI of its metrics.json."""
+    from medrl.evaluate import evaluate_model
+
+    run, cfg = load_run(run_uri)
+    paths = run.arm(arm)
+    if store.exists(paths.metrics):
+        return paths.metrics
+    rows, metrics = evaluate_model(cfg, model_of(run, cfg, arm), store.open_dir(run.data))
+    store.write_text(paths.predictions, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    spec = cfg.arms[arm]
+    doc = {"arm": arm, "label": spec.label, "method": spec.method, "n": len(rows), "metrics": metrics}
+    store.write_text(paths.metrics, json.dumps(doc, indent=2) + "\n")
+    log.info("arm %s: accuracy %.3f on %d questions", arm, metrics["accuracy"]["mean"] or 0.0, len(rows))
+    return paths.metrics
+
+
+def collect(run_uri: str) -> list:
+    """Every arm's results, in the order of the config (arms not evaluated are left out)."""
+    from medrl.report import ArmResult
+
+    run, cfg = load_run(run_uri)
+    summary = json.loads((store.open_dir(run.data) / "summary.json").read_text())
+    results = []
+    for name, spec in cfg.arms.items():
+        paths = run.arm(name)
+        if not store.exists(paths.metrics):
+            continue
+        metrics = json.loads(store.read_text(paths.metrics))["metrics"]
+        train_log = []
+        if store.exists(paths.train_log):
+            train_log = [json.loads(line) for line in store.read_text(paths.train_log).splitlines() if line]
+        results.append(ArmResult(name, spec.label, spec.method, summary.get("train"), metrics, train_log))
+    return results
+
+
+def report(run_uri: str) -> str:
+    """Write the report of every evaluated arm; returns the URI of the report folder."""
+    from medrl.report import build_report
+
+    run, cfg = load_run(run_uri)
+    with store.commit_dir(run.report) as out:
+        build_report(cfg.report.title, collect(run_uri), out)
+    return run.report

@@ -1,0 +1,51 @@
+"""GRPO and Dr.GRPO through TRL's GRPOTrainer, with the rewards named in the arm's config.
+
+GRPO: advantage (r - mean) / std within each group, per-sequence length normalisation
+(`loss_type="grpo"`, `scale_rewards="group"`). Dr.GRPO: advantage r - mean, no std scaling and no
+per-response length normalisation (`loss_type="dr_grpo"`, `scale_rewards="none"`). TRL's default loss is
+DAPO, so both are set explicitly.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from medrl.config import StudyConfig
+from medrl.models.load import load_model, load_processor
+from medrl.rewards import REWARDS
+from medrl.train.common import JsonlLog, finish, trainer_args, vision_dataset
+
+LOSS = {
+    "grpo": {"loss_type": "grpo", "scale_rewards": "group"},
+    "dr_grpo": {"loss_type": "dr_grpo", "scale_rewards": "none"},
+}
+
+
+def train_grpo(cfg: StudyConfig, arm: str, data_dir: Path, init_ref: str, out_dir: Path, work_dir: Path) -> dict:
+    from trl import GRPOConfig, GRPOTrainer
+
+    spec = cfg.arms[arm]
+    processor = load_processor(init_ref, cfg.model)
+    model = load_model(init_ref, cfg.model)
+    reward_funcs = [REWARDS[r.name] for r in spec.rewards]
+    args = GRPOConfig(
+        # TRL counts completions per device; the config counts prompts, each sampled num_generations times.
+        **trainer_args(spec, work_dir, spec.per_device_batch_size * spec.num_generations),
+        num_generations=spec.num_generations,
+        max_completion_length=spec.max_completion_length,
+        temperature=spec.temperature,
+        beta=spec.beta,
+        reward_weights=[r.weight for r in spec.rewards],
+        log_completions=False,  # completions are patient-derived text: never in logs
+        **LOSS[spec.method],
+    )
+    trainer = GRPOTrainer(
+        model=model,
+        reward_funcs=reward_funcs,
+        args=args,
+        train_dataset=vision_dataset(cfg, data_dir, "train"),
+        processing_class=processor,
+        callbacks=[JsonlLog(work_dir / "train_log.jsonl")],
+    )
+    trainer.train()
+    return finish(trainer, out_dir, processor)
