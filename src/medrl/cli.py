@@ -27,7 +27,8 @@ app.add_typer(pipeline_app, name="pipeline")
 log = logging.getLogger("medrl")
 
 Overrides = Annotated[
-    list[str] | None, typer.Argument(help="Settings as key.sub=value, e.g. train.learning_rate=1e-5", show_default=False)
+    list[str] | None,
+    typer.Argument(help="Settings as key.sub=value, e.g. train.learning_rate=1e-5", show_default=False),
 ]
 Preset = Annotated[str | None, typer.Option("--preset", "-p", help=f"A shipped study: {', '.join(preset_names())}")]
 ConfigFile = Annotated[Path | None, typer.Option("--config", "-c", help="A study YAML file instead of a preset.")]
@@ -212,7 +213,9 @@ def run(
     overrides: Overrides = None,
     preset: Preset = None,
     config: ConfigFile = None,
-    arms: Annotated[str | None, typer.Option(help="Comma-separated arms to run (and the arms they start from).")] = None,
+    arms: Annotated[
+        str | None, typer.Option(help="Comma-separated arms to run (and the arms they start from).")
+    ] = None,
     store: Annotated[str | None, typer.Option("--store", help="Store URI: file:///path or s3://bucket/prefix.")] = None,
     run_id: Annotated[str | None, typer.Option(help="Run id (default: time-based).")] = None,
     pipeline_root: Annotated[Path | None, typer.Option(help="kfp.local working folder.")] = None,

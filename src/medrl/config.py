@@ -48,7 +48,9 @@ class ModelConfig(Strict):
 
 
 class DataConfig(Strict):
-    source: str = Field("synthetic", description="synthetic | pmc-vqa | vqa-rad | path-vqa | slake | omnimedvqa | jsonl")
+    source: str = Field(
+        "synthetic", description="synthetic | pmc-vqa | vqa-rad | path-vqa | slake | omnimedvqa | jsonl"
+    )
     input: str | None = Field(None, description="Where the source lies on disk (not used by `synthetic`).")
     train_size: int | None = Field(256, ge=1, description="Rows kept for training (None: all).")
     test_size: int | None = Field(64, ge=1, description="Rows kept for testing (None: all).")

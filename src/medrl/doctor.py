@@ -33,8 +33,13 @@ def local_checks() -> list[Check]:
     checks.append(Check("accelerator", True, f"{gpus} CUDA device(s)" if gpus else "CPU only (tiny models, demo)"))
     offline = os.environ.get("HF_HUB_OFFLINE") == "1"
     checks.append(
-        Check("model hub", True, "offline (HF_HUB_OFFLINE=1): models load from disk or the store" if offline else
-              "online lookups allowed; set HF_HUB_OFFLINE=1 on air-gapped clusters")
+        Check(
+            "model hub",
+            True,
+            "offline (HF_HUB_OFFLINE=1): models load from disk or the store"
+            if offline
+            else "online lookups allowed; set HF_HUB_OFFLINE=1 on air-gapped clusters",
+        )
     )
     try:
         from medrl.pipeline import project_root

@@ -43,7 +43,7 @@ def compile_pipeline(out: Path | None = None, image: str | None = None) -> Path:
             del sys.modules[name]
     out = Path(out) if out else project_root() / COMPILED
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
+    tmp = out.with_name(f".tmp-{out.name}")
     compiler.Compiler().compile(_import_pipeline(), str(tmp))
     os.replace(tmp, out)
     return out

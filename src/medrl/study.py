@@ -69,8 +69,12 @@ def prep(run_uri: str) -> str:
     if not store.is_committed(run.data):
         with store.commit_dir(run.data) as out:
             summary = prepare(cfg.data, out)
-        log.info("prepared %d train / %d test rows (%d quarantined)", summary["train"], summary["test"],
-                 summary["quarantined"])
+        log.info(
+            "prepared %d train / %d test rows (%d quarantined)",
+            summary["train"],
+            summary["test"],
+            summary["quarantined"],
+        )
     return run.data
 
 

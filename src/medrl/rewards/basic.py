@@ -9,7 +9,10 @@ from typing import Any
 
 from medrl.rewards.parse import completion_text, is_correct
 
-FORMAT_RE = re.compile(r"^\s*<think>(?:(?!</?think>|</?answer>).)*</think>\s*<answer>(?:(?!</?think>|</?answer>).)*</answer>\s*$", re.DOTALL)
+FORMAT_RE = re.compile(
+    r"^\s*<think>(?:(?!</?think>|</?answer>).)*</think>\s*<answer>(?:(?!</?think>|</?answer>).)*</answer>\s*$",
+    re.DOTALL,
+)
 
 
 def format_reward(completions: list[Any], **kwargs: Any) -> list[float]:
@@ -32,5 +35,6 @@ def accuracy_reward(
     """
     choices = choices or [[] for _ in completions]
     return [
-        1.0 if is_correct(completion_text(c), a, ch) else 0.0 for c, a, ch in zip(completions, answer, choices, strict=True)
+        1.0 if is_correct(completion_text(c), a, ch) else 0.0
+        for c, a, ch in zip(completions, answer, choices, strict=True)
     ]

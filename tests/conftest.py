@@ -1,0 +1,33 @@
+"""Shared fixtures: offline Hugging Face, a tiny model and a synthetic dataset built once per session."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from pathlib import Path
+
+import pytest
+
+from medrl.config import DataConfig
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> Path:
+    """A tiny Qwen2-VL checkpoint (random weights, tokenizer trained here)."""
+    from medrl.models.tiny import build_tiny
+
+    return build_tiny("qwen2-vl", tmp_path_factory.mktemp("tiny") / "qwen2-vl", seed=0)
+
+
+@pytest.fixture(scope="session")
+def synthetic_data(tmp_path_factory) -> Path:
+    """A small prepared synthetic dataset (64 train / 16 test)."""
+    from medrl.data.prep import prepare
+
+    out = tmp_path_factory.mktemp("data") / "synthetic"
+    prepare(DataConfig(source="synthetic", train_size=64, test_size=16, seed=0), out)
+    return out

@@ -1,0 +1,83 @@
+"""Configuration: every preset validates, overrides apply, mistakes name the setting and the fix."""
+
+import pytest
+
+from medrl.config import ConfigError, build_config, config_from_text, dump_config, load_config, preset_names
+
+
+@pytest.mark.parametrize("name", preset_names())
+def test_every_shipped_preset_validates(name):
+    cfg = load_config(preset=name)
+    assert cfg.arms
+    assert config_from_text(dump_config(cfg)) == cfg  # what a run freezes reads back the same
+
+
+def test_arms_inherit_train_defaults_and_keep_their_own():
+    cfg = load_config(preset="demo")
+    assert cfg.arms["sft"].per_device_batch_size == 16  # from train:
+    assert cfg.arms["sft-grpo"].per_device_batch_size == 2  # the arm's own
+    assert cfg.arms["zero-shot"].label == "Tiny Qwen2-VL (no fine-tuning)"
+
+
+def test_overrides_reach_defaults_and_single_arms():
+    cfg = load_config(preset="demo", overrides=["train.seed=7", "arms.sft.learning_rate=1e-4", "data.seed=3"])
+    assert {arm.seed for arm in cfg.arms.values()} == {7}
+    assert cfg.arms["sft"].learning_rate == 1e-4
+    assert cfg.arms["sft-grpo"].learning_rate == 5e-5
+    assert cfg.data.seed == 3
+
+
+def test_override_values_are_yaml():
+    cfg = load_config(preset="demo", overrides=["arms.sft-grpo.rewards=[{name: accuracy, weight: 2}]"])
+    assert [(r.name, r.weight) for r in cfg.arms["sft-grpo"].rewards] == [("accuracy", 2.0)]
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("train.learning_rat=1", "train.learning_rat"),
+        ("arms.sft.learning_rate=fast", "arms.sft.learning_rate"),
+        ("arms.sft.method=ppo", "arms.sft.method"),
+        ("arms.sft-grpo.init=arm:nope", "arm 'nope' is not in this study"),
+        ("arms.sft.rewards=[{name: vibes}]", "unknown reward 'vibes'"),
+        ("model.min_pixels=999999", "model.min_pixels"),
+        ("noequals", "must look like key.sub=value"),
+    ],
+)
+def test_bad_settings_name_the_setting(override, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(preset="demo", overrides=[override])
+
+
+def test_unknown_preset_lists_the_shipped_ones():
+    with pytest.raises(ConfigError, match="demo"):
+        load_config(preset="nope")
+
+
+def test_levels_order_arms_after_the_arm_they_start_from():
+    cfg = load_config(preset="demo")
+    assert cfg.levels() == [["zero-shot", "sft"], ["sft-grpo", "sft-drgrpo"]]
+
+
+def test_cycles_are_rejected():
+    raw = {"arms": {"a": {"method": "sft", "init": "arm:b"}, "b": {"method": "sft", "init": "arm:a"}}}
+    with pytest.raises(ConfigError, match="cycle"):
+        build_config(raw)
+
+
+def test_selecting_arms_keeps_their_parents():
+    cfg = load_config(preset="demo", arms=["sft-grpo"])
+    assert list(cfg.arms) == ["sft", "sft-grpo"]
+    with pytest.raises(ConfigError, match="unknown arm"):
+        load_config(preset="demo", arms=["grpo-from-mars"])
+
+
+def test_config_file(tmp_path):
+    path = tmp_path / "study.yaml"
+    path.write_text("name: mine\narms:\n  base:\n    method: none\n")
+    assert load_config(file=path).name == "mine"
+    path.write_text("- just\n- a list\n")
+    with pytest.raises(ConfigError, match="mapping"):
+        load_config(file=path)
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(file=tmp_path / "missing.yaml")

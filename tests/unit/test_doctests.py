@@ -1,0 +1,21 @@
+"""Run the examples in docstrings, so that they stay true."""
+
+import doctest
+import importlib
+
+import pytest
+
+MODULES = [
+    "medrl.rewards.basic",
+    "medrl.rewards.parse",
+    "medrl.data.prompt",
+    "medrl.report.build",
+    "medrl.models.tiny",
+]
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_docstring_examples(name):
+    result = doctest.testmod(importlib.import_module(name))
+    assert result.attempted > 0, f"{name} has no docstring examples"
+    assert result.failed == 0
