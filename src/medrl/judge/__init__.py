@@ -1,0 +1,6 @@
+"""LLM judges behind one small interface: Yes/No verdicts (the semantic reward) and 1-10 scores (the
+thinking reward). Backends live beside this module; `build_judge` picks one from the config."""
+
+from medrl.judge.base import Judge, KeywordJudge, build_judge
+
+__all__ = ["Judge", "KeywordJudge", "build_judge"]
