@@ -118,10 +118,22 @@ class ArmConfig(TrainConfig):
     model: str | None = Field(None, description="Base model of this arm if not the study's (e.g. scratch).")
 
 
+class JudgeConfig(Strict):
+    """Which judge answers: the semantic reward's Yes/No during training, the thinking score in evaluation."""
+
+    backend: str = Field("keyword", description="keyword (deterministic local stand-in) | openai | hf | embedding")
+    model: str | None = Field(None, description="Model the backend serves or loads, e.g. BioMistral/BioMistral-7B.")
+    url: str | None = Field(None, description="Base URL of an OpenAI-compatible server (backend openai).")
+    max_unscorable_fraction: float = Field(
+        0.5, ge=0.0, le=1.0, description="Training stops when more of a step's completions cannot be judged."
+    )
+
+
 class EvalConfig(Strict):
     batch_size: int = Field(8, ge=1, description="Prompts generated together.")
     max_new_tokens: int = Field(700, ge=1)
     limit: int | None = Field(None, ge=1, description="Evaluate only the first N test rows.")
+    judge: JudgeConfig = Field(default_factory=JudgeConfig, description="Judge of the thinking score (1-10).")
 
 
 class ReportConfig(Strict):
@@ -140,6 +152,7 @@ class StudyConfig(Strict):
     model: ModelConfig = Field(default_factory=ModelConfig)
     data: DataConfig = Field(default_factory=DataConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
+    judge: JudgeConfig = Field(default_factory=JudgeConfig, description="Judge of the semantic reward (Yes/No).")
     arms: dict[str, ArmConfig] = Field(default_factory=dict)
     evaluate: EvalConfig = Field(default_factory=EvalConfig)
     report: ReportConfig = Field(default_factory=ReportConfig)

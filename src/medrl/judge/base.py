@@ -9,6 +9,8 @@ from __future__ import annotations
 import re
 from typing import Protocol, runtime_checkable
 
+from medrl.config import JudgeConfig
+
 
 @runtime_checkable
 class Judge(Protocol):
@@ -50,9 +52,9 @@ class KeywordJudge:
         return [min(10, 1 + len(self.TERMS.findall(self._judged(p)))) for p in prompts]
 
 
-def build_judge(backend: str = "keyword", **settings) -> Judge:
-    """A judge by backend name. Backends other than `keyword` are added beside this module."""
-    backends = {"keyword": KeywordJudge}
-    if backend not in backends:
-        raise ValueError(f"judge.backend={backend}: unknown; choose one of: {', '.join(backends)}")
-    return backends[backend](**settings)
+def build_judge(cfg: JudgeConfig) -> Judge:
+    """The judge a config names. Backends other than `keyword` are added beside this module."""
+    backends = {"keyword": lambda cfg: KeywordJudge()}
+    if cfg.backend not in backends:
+        raise ValueError(f"judge.backend={cfg.backend}: unknown; choose one of: {', '.join(backends)}")
+    return backends[cfg.backend](cfg)

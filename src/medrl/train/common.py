@@ -85,6 +85,11 @@ class JsonlLog(TrainerCallback):
             f.write(json.dumps(row) + "\n")
 
 
+def training_callbacks(work_dir: Path) -> list[TrainerCallback]:
+    """Callbacks every trainer gets: the JSONL log (and the metrics exporter and checkpoint upload)."""
+    return [JsonlLog(work_dir / "train_log.jsonl")]
+
+
 def finish(trainer, out_dir: Path, processor) -> dict:
     """Save the final model (safetensors) and processor; return what the run did."""
     trainer.save_model(str(out_dir))

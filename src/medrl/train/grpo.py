@@ -13,7 +13,7 @@ from pathlib import Path
 from medrl.config import StudyConfig
 from medrl.models.load import load_model, load_processor
 from medrl.rewards import REWARDS
-from medrl.train.common import JsonlLog, finish, trainer_args, vision_dataset
+from medrl.train.common import finish, trainer_args, training_callbacks, vision_dataset
 
 LOSS = {
     "grpo": {"loss_type": "grpo", "scale_rewards": "group"},
@@ -45,7 +45,7 @@ def train_grpo(cfg: StudyConfig, arm: str, data_dir: Path, init_ref: str, out_di
         args=args,
         train_dataset=vision_dataset(cfg, data_dir, "train"),
         processing_class=processor,
-        callbacks=[JsonlLog(work_dir / "train_log.jsonl")],
+        callbacks=training_callbacks(work_dir),
     )
     trainer.train()
     return finish(trainer, out_dir, processor)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from medrl.config import StudyConfig
 from medrl.models.load import load_model, load_processor
-from medrl.train.common import JsonlLog, finish, trainer_args, vision_dataset
+from medrl.train.common import finish, trainer_args, training_callbacks, vision_dataset
 
 
 def lora_config(cfg: StudyConfig, arm: str):
@@ -41,7 +41,7 @@ def train_sft(cfg: StudyConfig, arm: str, data_dir: Path, init_ref: str, out_dir
         train_dataset=vision_dataset(cfg, data_dir, "train", completions=True),
         processing_class=processor,
         peft_config=lora_config(cfg, arm) if spec.method == "lora" else None,
-        callbacks=[JsonlLog(work_dir / "train_log.jsonl")],
+        callbacks=training_callbacks(work_dir),
     )
     trainer.train()
     if spec.method == "lora":
