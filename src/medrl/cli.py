@@ -99,24 +99,28 @@ def train(
     config: ConfigFile = None,
     arm: Annotated[str | None, typer.Option(help="Arm of the config to train (default: the only trained one).")] = None,
     init: Annotated[str | None, typer.Option(help="Start from this model instead of the arm's `init`.")] = None,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue from the newest complete checkpoint in the work folder.")
+    ] = False,
+    work: Annotated[
+        Path | None, typer.Option(help="Folder for checkpoints and the log (default: <out>.work beside a local --out).")
+    ] = None,
 ) -> None:
-    """Train one arm of a study config on a prepared dataset.
+    """Train one arm of a study config on a prepared dataset; checkpoints every `save_steps`.
+
+    Several processes: torchrun --nproc_per_node 4 -m medrl train ... (rank 0 writes the model).
 
     Example: medrl train --preset demo --arm sft --data ./data --out ./sft-model
+    Example: medrl train --config study.yaml --arm grpo --data ./data --out ./grpo-model --resume
     """
-    from medrl.infra import store
-    from medrl.train import train_arm
+    from medrl.train.run import rank, train_to_store
 
     cfg = load_config(preset=preset, file=config, overrides=overrides or [])
     name = _pick_arm(cfg, arm)
     start = init or _standalone_init(cfg, name)
-    data_dir = store.open_dir(store.normalize(data))
-    with tempfile.TemporaryDirectory(prefix="medrl-train-") as work, store.commit_dir(store.normalize(out)) as staging:
-        summary = train_arm(cfg, name, data_dir, start, staging, Path(work))
-        log_file = Path(work) / "train_log.jsonl"
-        if log_file.exists():
-            (staging / "train_log.jsonl").write_bytes(log_file.read_bytes())
-    typer.echo(f"arm {name} trained for {summary['global_step']} steps; model in {out}")
+    summary = train_to_store(cfg, name, data, out, start, work=work, resume=resume)
+    if rank() == 0:
+        typer.echo(f"arm {name} trained for {summary['global_step']} steps; model in {out}")
 
 
 def _standalone_init(cfg, name: str) -> str:
@@ -286,10 +290,11 @@ def doctor() -> None:
 def main() -> None:
     from medrl.data.prep import PrepError
     from medrl.infra.store import StoreError
+    from medrl.rewards import UnscorableError
 
     _setup_logging()
     try:
         app()
-    except (ConfigError, PrepError, StoreError, FileNotFoundError, ValueError) as err:
+    except (ConfigError, PrepError, StoreError, UnscorableError, FileNotFoundError, ValueError) as err:
         typer.echo(f"error: {err}", err=True)
         sys.exit(2)

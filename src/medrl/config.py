@@ -25,7 +25,7 @@ class Strict(BaseModel):
 
 
 Arch = Literal["qwen2-vl", "qwen2.5-vl", "qwen3-vl"]
-Method = Literal["none", "sft", "lora", "grpo", "dr_grpo"]
+Method = Literal["none", "sft", "lora", "dpo", "grpo", "dr_grpo"]
 
 
 class ModelConfig(Strict):
@@ -63,13 +63,39 @@ class LoraConfig(Strict):
     r: int = Field(16, ge=1)
     alpha: int = Field(32, ge=1)
     dropout: float = Field(0.05, ge=0.0, lt=1.0)
-    target_modules: list[str] = Field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
-    freeze_vision: bool = Field(True, description="Keep the vision tower frozen.")
+    target_modules: list[str] = Field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"], description="Language-model modules adapted."
+    )
+    freeze_vision: bool = Field(True, description="Keep the vision tower frozen (no adapters in it).")
+    vision_target_modules: list[str] = Field(
+        default_factory=lambda: ["qkv", "proj"], description="Vision-tower modules adapted when freeze_vision is off."
+    )
+
+
+class DpoConfig(Strict):
+    """DPO on preference pairs built from multiple-choice records (medrl.data.pairs)."""
+
+    beta: float = Field(0.1, gt=0, description="DPO temperature: higher stays closer to the reference model.")
+    loss_type: Literal["sigmoid", "ipo", "hinge", "robust"] = Field(
+        "sigmoid", description="TRL DPO loss: sigmoid (the original DPO), ipo, hinge, robust."
+    )
+    rejected: Literal["one", "all"] = Field(
+        "one", description="one: one wrong option per question (seeded); all: a pair for every wrong option."
+    )
+    answer: Literal["text", "letter", "letter_text"] = Field(
+        "text", description="How an option is written inside <answer>: `lung`, `B` or `B: lung`."
+    )
+    reasoning: Literal["shared", "empty"] = Field(
+        "shared", description="shared: both sides carry the record's rationale in <think>; empty: <think></think>."
+    )
 
 
 class RewardSpec(Strict):
     name: str = Field(description="A reward of medrl.rewards.REWARDS, e.g. format, accuracy.")
     weight: float = 1.0
+    cap: int | None = Field(
+        None, ge=1, description="ecr, cwr: words of reasoning at which the length reward reaches 1 (default 256)."
+    )
 
     @field_validator("name")
     @classmethod
@@ -80,11 +106,17 @@ class RewardSpec(Strict):
             raise ValueError(f"unknown reward '{name}'; choose from: {', '.join(REWARDS)}")
         return name
 
+    @model_validator(mode="after")
+    def _cap(self) -> RewardSpec:
+        if self.cap is not None and self.name not in ("ecr", "cwr"):
+            raise ValueError(f"reward {self.name}: `cap` applies to the length rewards ecr and cwr only")
+        return self
+
 
 class TrainConfig(Strict):
     """Settings of one arm's training; the study's `train:` block gives the defaults."""
 
-    method: Method = Field("none", description="none (zero-shot) | sft | lora | grpo | dr_grpo")
+    method: Method = Field("none", description="none (zero-shot) | sft | lora | dpo | grpo | dr_grpo")
     init: str = Field("base", description="base | arm:<name> | a hub id, directory or store URI.")
     learning_rate: float = Field(1e-6, gt=0)
     max_steps: int = Field(-1, description="Optimizer steps; -1: run `epochs` epochs.")
@@ -105,12 +137,34 @@ class TrainConfig(Strict):
     rewards: list[RewardSpec] = Field(default_factory=lambda: [RewardSpec(name="format"), RewardSpec(name="accuracy")])
     # LoRA
     lora: LoraConfig = Field(default_factory=LoraConfig)
+    # DPO
+    dpo: DpoConfig = Field(default_factory=DpoConfig)
     # Precision / parallelism
     bf16: bool = False
     gradient_checkpointing: bool = False
+    deepspeed: str | None = Field(
+        None, description="zero2 (shipped ZeRO-2 bf16 config), a DeepSpeed JSON file, or None (no DeepSpeed)."
+    )
+
+    @field_validator("deepspeed")
+    @classmethod
+    def _deepspeed(cls, value: str | None) -> str | None:
+        if value is not None and value != "zero2" and not value.endswith(".json"):
+            raise ValueError(f"deepspeed={value}: give zero2 (the shipped config) or the path of a DeepSpeed .json")
+        return value
+
     save_steps: int = Field(100, ge=1, description="Checkpoint every N steps.")
     save_total_limit: int = Field(2, ge=1, description="Checkpoints kept.")
     logging_steps: int = Field(1, ge=1)
+
+    @field_validator("rewards")
+    @classmethod
+    def _once_each(cls, rewards: list[RewardSpec]) -> list[RewardSpec]:
+        names = [r.name for r in rewards]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(f"reward(s) {', '.join(twice)} listed twice; list each once (TRL logs each by name)")
+        return rewards
 
 
 class ArmConfig(TrainConfig):

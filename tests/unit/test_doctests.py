@@ -11,6 +11,11 @@ MODULES = [
     "medrl.data.prompt",
     "medrl.report.build",
     "medrl.models.tiny",
+    "medrl.rewards.length",
+    "medrl.rewards.semantic",
+    "medrl.judge.templates",
+    "medrl.data.pairs",
+    "medrl.train.checkpoints",
 ]
 
 

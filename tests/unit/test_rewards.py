@@ -2,7 +2,20 @@
 
 import pytest
 
-from medrl.rewards import REWARDS, accuracy_reward, format_reward
+from medrl.config import JudgeConfig, RewardSpec
+from medrl.judge import KeywordJudge
+from medrl.judge.templates import SEMANTIC_TEMPLATE, semantic_prompt
+from medrl.rewards import (
+    REWARDS,
+    SemanticReward,
+    UnscorableError,
+    accuracy_reward,
+    cwr_reward,
+    ecr_reward,
+    format_reward,
+    reward_functions,
+    semantic_reward,
+)
 from medrl.rewards.parse import chosen_option
 
 CHOICES = ["Liver", "Lung", "Kidney", "Heart"]  # reference: Lung (B)
@@ -87,3 +100,136 @@ def test_duplicate_option_texts_are_ambiguous():
 def test_every_reward_is_registered_by_config_name():
     assert REWARDS["format"] is format_reward
     assert REWARDS["accuracy"] is accuracy_reward
+    assert REWARDS["semantic"] is semantic_reward
+    assert REWARDS["ecr"] is ecr_reward
+    assert REWARDS["cwr"] is cwr_reward
+
+
+# ------------------------------------------------------------------------------------------ length rewards
+
+ECR_CASES = [  # cap 4 words
+    ("<think>one two</think><answer>B</answer>", 0.5),
+    ("<think>one two three four</think><answer>B</answer>", 1.0),
+    ("<think>" + "word " * 50 + "</think><answer>B</answer>", 1.0),  # capped: longer pays no more
+    ("<think>one</think>", 0.25),  # no answer: length still counts (ECR looks at reasoning only)
+    ("<think></think><answer>B</answer>", 0.0),
+    ("<think>   \n\t </think><answer>B</answer>", 0.0),  # whitespace is not reasoning
+    ("one two three four five <answer>B</answer>", 0.0),  # words outside <think> do not count
+    ("<answer>one two three</answer>", 0.0),
+    ("", 0.0),
+]
+
+
+@pytest.mark.parametrize(("text", "expected"), ECR_CASES)
+def test_ecr_reward(text, expected):
+    assert ecr_reward([text], cap=4) == [expected]
+
+
+def test_ecr_grows_with_reasoning_length_up_to_the_cap():
+    values = ecr_reward([f"<think>{'w ' * n}</think><answer>B</answer>" for n in range(0, 12)], cap=8)
+    assert values == sorted(values)
+    assert values[0] == 0.0 and values[8:] == [1.0] * 4
+    with pytest.raises(ValueError, match="cap"):
+        ecr_reward(["<think>a</think>"], cap=0)
+
+
+CWR_CASES = [  # cap 4 words; reference Lung (B)
+    ("<think>one two</think><answer>B</answer>", 0.5),
+    ("<think>one two three four five six</think><answer>Lung</answer>", 1.0),
+    ("<think>one two</think><answer>A</answer>", 0.0),  # wrong: length earns nothing
+    ("<think>" + "word " * 50 + "</think><answer>B: Liver</answer>", 0.0),  # long and ambiguous
+    ("<think></think><answer>B</answer>", 0.0),  # right but no reasoning
+    ("<think>one two</think><answer></answer>", 0.0),  # empty answer
+    ("<think>one two</think>", 0.0),  # no answer
+]
+
+
+@pytest.mark.parametrize(("text", "expected"), CWR_CASES)
+def test_cwr_reward(text, expected):
+    assert cwr_reward([text], answer=["Lung"], choices=[CHOICES], cap=4) == [expected]
+
+
+def test_cwr_on_open_questions():
+    texts = ["<think>a b</think><answer>yes</answer>", "<think>a b</think><answer>no</answer>"]
+    assert cwr_reward(texts, answer=["Yes", "Yes"], cap=2) == [1.0, 0.0]
+
+
+# --------------------------------------------------------------------------------------- semantic reward
+
+
+class ScriptedJudge:
+    """A stub judge (a 7B clinical model cannot run here) answering from a script; records what it was asked."""
+
+    name = "scripted"
+    proxy = True
+
+    def __init__(self, verdicts):
+        self.verdicts = list(verdicts)
+        self.prompts: list[str] = []
+
+    def yes_no(self, prompts):
+        self.prompts.extend(prompts)
+        return [self.verdicts.pop(0) for _ in prompts]
+
+    def score(self, prompts):
+        return [None for _ in prompts]
+
+
+SEMANTIC_CASES = [  # the keyword judge says Yes when the reasoning names a medical term
+    ("<think>A round mass in the upper left lung.</think><answer>A</answer>", 1.0),
+    ("<think>I like turtles.</think><answer>A</answer>", 0.0),
+    ("<think></think><answer>lung</answer>", 0.0),  # no reasoning: 0 without asking
+    ("The lung. <answer>A</answer>", 0.0),  # medical words outside <think> are not judged
+    ("<think>nothing here >>> lung</think><answer>A</answer>", 1.0),  # delimiters cannot hide text
+    ("", 0.0),
+]
+
+
+@pytest.mark.parametrize(("text", "expected"), SEMANTIC_CASES)
+def test_semantic_reward_with_the_keyword_judge(text, expected):
+    assert semantic_reward([text], judge=KeywordJudge()) == [expected]
+    assert semantic_reward([[{"role": "assistant", "content": text}]], judge=KeywordJudge()) == [expected]
+
+
+def test_semantic_reward_judges_the_reasoning_with_the_paper_template():
+    judge = ScriptedJudge([True, False, None])
+    texts = [
+        "<think>Mass in the lung.</think><answer>A</answer>",
+        "<think>Bad reasoning.</think><answer>B</answer>",
+        "<answer>C</answer>",
+        "<think>Unclear {braces}.</think><answer>D</answer>",
+    ]
+    assert semantic_reward(texts, judge=judge) == [1.0, 0.0, 0.0, None]  # Yes, No, not asked, unscorable
+    assert len(judge.prompts) == 3
+    assert judge.prompts[0] == semantic_prompt("Mass in the lung.")
+    assert judge.prompts[2].splitlines()[2] == "Given Statement: <<<Unclear {braces}.>>>"
+    assert "Answer 'Yes' if the statement is medically coherent and accurate, or 'No' otherwise." in SEMANTIC_TEMPLATE
+    assert "<answer>" not in "".join(judge.prompts)  # only the reasoning is judged
+
+
+def test_too_many_unscorable_completions_stop_training():
+    texts = ["<think>lung</think><answer>A</answer>"] * 4
+    reward = SemanticReward(ScriptedJudge([None, None, True, False]), max_unscorable_fraction=0.5)
+    assert reward(texts) == [None, None, 1.0, 0.0]  # 2 of 4 missing: at the limit, training goes on
+    reward = SemanticReward(ScriptedJudge([None, None, None, False]), max_unscorable_fraction=0.5)
+    with pytest.raises(UnscorableError, match=r"3 of 4 completions .* judge.max_unscorable_fraction=0.5"):
+        reward(texts)
+
+
+def test_factory_binds_settings_and_names_each_reward_for_trl():
+    specs = [RewardSpec(name=n) for n in ("format", "accuracy", "semantic")]
+    specs += [RewardSpec(name="ecr", cap=2), RewardSpec(name="cwr")]
+    funcs = reward_functions(specs, JudgeConfig(backend="keyword"))
+    assert [f.__name__ for f in funcs] == ["format", "accuracy", "semantic", "ecr", "cwr"]
+    text = "<think>" + "lung " * 300 + "</think><answer>B</answer>"
+    columns = {"answer": ["Lung"], "choices": [CHOICES], "id": ["x"], "trainer_state": None}
+    values = [f(completions=[text], prompts=["p"], completion_ids=[[1]], **columns)[0] for f in funcs]
+    assert values == [1.0, 1.0, 1.0, 1.0, 1.0]  # ECR capped at 2 words; CWR at the default cap of 256
+    short = "<think>lung lung</think><answer>B</answer>"
+    assert funcs[4](completions=[short], **columns) == [2 / 256]
+    assert funcs[3](completions=[short], **columns) == [1.0]
+
+
+def test_unknown_judge_backend_is_named():
+    with pytest.raises(ValueError, match="nope"):
+        reward_functions([RewardSpec(name="semantic")], JudgeConfig(backend="nope"))

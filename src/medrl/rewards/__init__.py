@@ -1,10 +1,62 @@
-"""Rewards as pure functions over lists (TRL's contract). `REWARDS` maps config names to functions."""
+"""Rewards as pure functions over lists (TRL's contract). `REWARDS` maps config names to functions;
+`reward_functions` binds the ones that need settings (judge, length cap) for one arm."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
 
 from medrl.rewards.basic import accuracy_reward, format_reward
+from medrl.rewards.length import DEFAULT_CAP, cwr_reward, ecr_reward
+from medrl.rewards.semantic import SemanticReward, UnscorableError, semantic_reward
+
+if TYPE_CHECKING:
+    from medrl.config import JudgeConfig, RewardSpec
 
 REWARDS = {
     "format": format_reward,
     "accuracy": accuracy_reward,
+    "semantic": semantic_reward,
+    "ecr": ecr_reward,
+    "cwr": cwr_reward,
 }
 
-__all__ = ["REWARDS", "accuracy_reward", "format_reward"]
+
+class NamedReward:
+    """A reward function with its settings bound, named for TRL's logs (rewards/<name>/mean)."""
+
+    def __init__(self, name: str, func: Any, **settings: Any):
+        self.__name__ = name
+        self.func = func
+        self.settings = settings
+
+    def __call__(self, completions: list[Any], **kwargs: Any) -> list[float | None]:
+        return self.func(completions, **kwargs, **self.settings)
+
+
+def reward_functions(specs: list[RewardSpec], judge: JudgeConfig) -> list[Any]:
+    """One callable per configured reward, in order; the judge is built once, only if a reward needs it."""
+    funcs: list[Any] = []
+    for spec in specs:
+        if spec.name == "semantic":
+            from medrl.judge import build_judge
+
+            funcs.append(SemanticReward(build_judge(judge), judge.max_unscorable_fraction, name=spec.name))
+        elif spec.name in ("ecr", "cwr"):
+            funcs.append(NamedReward(spec.name, REWARDS[spec.name], cap=spec.cap or DEFAULT_CAP))
+        else:
+            funcs.append(NamedReward(spec.name, REWARDS[spec.name]))
+    return funcs
+
+
+__all__ = [
+    "REWARDS",
+    "NamedReward",
+    "SemanticReward",
+    "UnscorableError",
+    "accuracy_reward",
+    "cwr_reward",
+    "ecr_reward",
+    "format_reward",
+    "reward_functions",
+    "semantic_reward",
+]

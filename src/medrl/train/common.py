@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
+import os
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from transformers import TrainerCallback
 
-from medrl.config import ArmConfig, StudyConfig
+from medrl.config import ArmConfig, ConfigError, StudyConfig
 from medrl.data.prompt import prompt_messages, target_completion
 from medrl.data.records import read_records
+from medrl.train.checkpoints import CheckpointCommit
 
 
 def has_cuda() -> bool:
@@ -58,7 +62,7 @@ def trainer_args(arm: ArmConfig, work_dir: Path, per_device_batch_size: int) -> 
         "logging_steps": arm.logging_steps,
         "save_strategy": "steps",
         "save_steps": arm.save_steps,
-        "save_total_limit": arm.save_total_limit,
+        "save_total_limit": None,  # CheckpointCommit rotates, after the new checkpoint is committed
         "bf16": arm.bf16,
         "gradient_checkpointing": arm.gradient_checkpointing,
         "report_to": [],
@@ -66,15 +70,47 @@ def trainer_args(arm: ArmConfig, work_dir: Path, per_device_batch_size: int) -> 
         "use_cpu": not has_cuda(),
         "dataloader_num_workers": 0,
     }
+    if arm.deepspeed:
+        args["deepspeed"] = str(deepspeed_file(arm.deepspeed))
     return args
 
 
+def config_file(name: str) -> Path:
+    """A launcher config shipped in the package: zero2.json (DeepSpeed), accelerate-zero2.yaml (accelerate)."""
+    path = Path(str(resources.files("medrl.train") / "configs" / name))
+    if not path.is_file():
+        raise FileNotFoundError(f"{name} is not shipped in medrl/train/configs; reinstall medrl")
+    return path
+
+
+def deepspeed_file(setting: str) -> Path:
+    """The DeepSpeed JSON an arm's `deepspeed` names: `zero2` is the shipped ZeRO-2 config."""
+    if setting == "zero2":
+        return config_file("zero2.json")
+    path = Path(setting).expanduser()
+    if not path.is_file():
+        raise ConfigError(f"deepspeed={setting}: no such file; give zero2 or the path of a DeepSpeed JSON config")
+    return path
+
+
 class JsonlLog(TrainerCallback):
-    """Appends each of TRL's log records (step, loss, rewards, KL, lengths...) to a JSONL file on rank 0."""
+    """Appends each of TRL's log records (step, loss, rewards, KL, lengths...) to a JSONL file on rank 0.
+
+    A resumed run first drops the rows logged after its checkpoint: those steps are trained again.
+    """
 
     def __init__(self, path: Path):
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if not state.is_world_process_zero or not self.path.exists():
+            return
+        lines = self.path.read_text(encoding="utf-8").splitlines()
+        kept = [line for line in lines if line.strip() and json.loads(line).get("step", 0) <= state.global_step]
+        tmp = self.path.with_name(f".{self.path.name}.tmp")
+        tmp.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+        os.replace(tmp, self.path)
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if not state.is_world_process_zero or not logs:
@@ -85,15 +121,48 @@ class JsonlLog(TrainerCallback):
             f.write(json.dumps(row) + "\n")
 
 
-def training_callbacks(work_dir: Path) -> list[TrainerCallback]:
-    """Callbacks every trainer gets: the JSONL log (and the metrics exporter and checkpoint upload)."""
-    return [JsonlLog(work_dir / "train_log.jsonl")]
+def training_callbacks(work_dir: Path, save_total_limit: int = 2) -> list[TrainerCallback]:
+    """Callbacks every trainer gets: the JSONL log and checkpoint commits (and the metrics exporter and upload)."""
+    return [JsonlLog(work_dir / "train_log.jsonl"), CheckpointCommit(keep=save_total_limit)]
+
+
+def weights_digest(model) -> str:
+    """sha256 over the names and bytes of a model's parameters: equal digests, equal weights."""
+    import torch
+
+    digest = hashlib.sha256()
+    for name, param in sorted(model.named_parameters()):
+        digest.update(name.encode())
+        digest.update(param.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def rank_digests(model) -> list[str]:
+    """Every rank's weights digest (one entry when not distributed); raises if the ranks disagree."""
+    import torch.distributed as dist
+
+    mine = weights_digest(model)
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return [mine]
+    digests: list[str] = [""] * dist.get_world_size()
+    dist.all_gather_object(digests, mine)
+    if len(set(digests)) > 1:
+        raise RuntimeError(
+            f"ranks hold different weights after training ({len(set(digests))} distinct digests): the gradient "
+            "all-reduce did not keep them in sync; check the launcher (torchrun/accelerate) and the backend"
+        )
+    return digests
 
 
 def finish(trainer, out_dir: Path, processor) -> dict:
-    """Save the final model (safetensors) and processor; return what the run did."""
+    """Save the final model (safetensors) and processor on rank 0; return what the run did, with each rank's
+    weights digest (they must agree)."""
     trainer.save_model(str(out_dir))
-    processor.save_pretrained(str(out_dir))
-    (out_dir / "training_args.bin").unlink(missing_ok=True)  # a pickle; the run's config.yaml says it all
+    if trainer.is_world_process_zero():
+        processor.save_pretrained(str(out_dir))
+        (out_dir / "training_args.bin").unlink(missing_ok=True)  # a pickle; the run's config.yaml says it all
     state = trainer.state
-    return {"global_step": state.global_step, "epoch": state.epoch}
+    plugin = trainer.accelerator.state.deepspeed_plugin
+    sharded = plugin is not None and plugin.zero_stage == 3  # each rank holds a shard: nothing to compare
+    digests = [] if sharded else rank_digests(trainer.accelerator.unwrap_model(trainer.model))
+    return {"global_step": state.global_step, "epoch": state.epoch, "weights_sha256": digests}

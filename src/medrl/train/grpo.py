@@ -8,11 +8,12 @@ DAPO, so both are set explicitly.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from medrl.config import StudyConfig
 from medrl.models.load import load_model, load_processor
-from medrl.rewards import REWARDS
+from medrl.rewards import reward_functions
 from medrl.train.common import finish, trainer_args, training_callbacks, vision_dataset
 
 LOSS = {
@@ -21,13 +22,33 @@ LOSS = {
 }
 
 
-def train_grpo(cfg: StudyConfig, arm: str, data_dir: Path, init_ref: str, out_dir: Path, work_dir: Path) -> dict:
+class NoSampleText(logging.Filter):
+    """TRL warns with the whole prompt and completion when every reward of a sample is None (e.g. the judge was
+    the only reward and could not answer): patient-derived text, so the record is replaced by a count-free note."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if "All reward functions returned None" in str(record.msg):
+            record.msg, record.args = "every reward of a completion was None (unscorable); text not logged", None
+        return True
+
+
+logging.getLogger("trl.trainer.grpo_trainer").addFilter(NoSampleText())
+
+
+def train_grpo(
+    cfg: StudyConfig,
+    arm: str,
+    data_dir: Path,
+    init_ref: str,
+    out_dir: Path,
+    work_dir: Path,
+    resume_from: Path | None = None,
+) -> dict:
     from trl import GRPOConfig, GRPOTrainer
 
     spec = cfg.arms[arm]
     processor = load_processor(init_ref, cfg.model)
     model = load_model(init_ref, cfg.model)
-    reward_funcs = [REWARDS[r.name] for r in spec.rewards]
     args = GRPOConfig(
         # TRL counts completions per device; the config counts prompts, each sampled num_generations times.
         **trainer_args(spec, work_dir, spec.per_device_batch_size * spec.num_generations),
@@ -41,11 +62,11 @@ def train_grpo(cfg: StudyConfig, arm: str, data_dir: Path, init_ref: str, out_di
     )
     trainer = GRPOTrainer(
         model=model,
-        reward_funcs=reward_funcs,
+        reward_funcs=reward_functions(spec.rewards, cfg.judge),
         args=args,
         train_dataset=vision_dataset(cfg, data_dir, "train"),
         processing_class=processor,
-        callbacks=training_callbacks(work_dir),
+        callbacks=training_callbacks(work_dir, spec.save_total_limit),
     )
-    trainer.train()
+    trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     return finish(trainer, out_dir, processor)

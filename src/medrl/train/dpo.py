@@ -1,0 +1,80 @@
+"""DPO through TRL's DPOTrainer on vision preference pairs built from multiple-choice records
+(medrl.data.pairs: chosen = the correct option in the answer format, rejected = a wrong option).
+
+The reference model is a frozen copy of the starting model; `dpo.beta` and `dpo.loss_type` are TRL's.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from medrl.config import ConfigError, StudyConfig
+from medrl.data.pairs import preference_pairs
+from medrl.data.prompt import prompt_messages
+from medrl.data.records import read_records
+from medrl.models.load import load_model, load_processor
+from medrl.train.common import finish, trainer_args, training_callbacks
+
+log = logging.getLogger("medrl")
+
+
+def preference_dataset(cfg: StudyConfig, arm: str, data_dir: Path):
+    """Rows with the conversational `prompt`, the `image` and the `chosen` / `rejected` assistant turns."""
+    from datasets import Dataset, Image
+
+    records = read_records(data_dir, "train")
+    spec = cfg.arms[arm]
+    pairs, counts = preference_pairs(records, spec.dpo, seed=spec.seed)
+    skipped = {reason: n for reason, n in counts.items() if reason != "pairs"}
+    if skipped:
+        log.info("dpo: %d pairs; records without a pair: %s", counts["pairs"], skipped)
+    if not pairs:
+        raise ConfigError(
+            f"arms.{arm}.method=dpo: no preference pairs in {data_dir} (records without one: {skipped}); DPO needs "
+            "multiple-choice records whose answer is one of their choices"
+        )
+    rows = []
+    for pair in pairs:
+        rec = records[pair["record"]]
+        rows.append(
+            {
+                "prompt": prompt_messages(rec, cfg.prompt),
+                "image": str(Path(data_dir) / rec.images[0]) if rec.images else None,
+                "chosen": [{"role": "assistant", "content": pair["chosen"]}],
+                "rejected": [{"role": "assistant", "content": pair["rejected"]}],
+            }
+        )
+    return Dataset.from_list(rows).cast_column("image", Image())
+
+
+def train_dpo(
+    cfg: StudyConfig,
+    arm: str,
+    data_dir: Path,
+    init_ref: str,
+    out_dir: Path,
+    work_dir: Path,
+    resume_from: Path | None = None,
+) -> dict:
+    from trl import DPOConfig, DPOTrainer
+
+    spec = cfg.arms[arm]
+    processor = load_processor(init_ref, cfg.model)
+    model = load_model(init_ref, cfg.model)
+    args = DPOConfig(
+        **trainer_args(spec, work_dir, spec.per_device_batch_size),
+        beta=spec.dpo.beta,
+        loss_type=[spec.dpo.loss_type],
+        max_length=None,  # never cut image tokens out of a prompt
+    )
+    trainer = DPOTrainer(
+        model=model,
+        ref_model=load_model(init_ref, cfg.model),
+        args=args,
+        train_dataset=preference_dataset(cfg, arm, data_dir),
+        processing_class=processor,
+        callbacks=training_callbacks(work_dir, spec.save_total_limit),
+    )
+    trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    return finish(trainer, out_dir, processor)

@@ -1,0 +1,68 @@
+"""One arm, from a prepared dataset to a committed model, the same way in one process or under torchrun:
+every rank trains, rank 0 alone writes the model and the log. `medrl train` (and the PyTorchJob) call this."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from medrl.config import StudyConfig
+from medrl.infra import store
+from medrl.train import train_arm
+from medrl.train.checkpoints import latest_checkpoint, step_of
+
+log = logging.getLogger("medrl")
+
+
+def rank() -> int:
+    """This process's global rank: torchrun and the PyTorchJob operator set RANK."""
+    return int(os.environ.get("RANK", "0"))
+
+
+def default_work_dir(out_uri: str) -> Path:
+    """Checkpoints and the log live beside a local `--out` (`<out>.work`), or in a folder of the temp dir named
+    after a store URI, so that a re-run with --resume finds them."""
+    if out_uri.startswith("file://"):
+        out = Path(out_uri[len("file://") :])
+        return out.with_name(out.name + ".work")
+    return Path(tempfile.gettempdir()) / "medrl-work" / hashlib.sha256(out_uri.encode()).hexdigest()[:16]
+
+
+def train_to_store(
+    cfg: StudyConfig,
+    arm: str,
+    data: str,
+    out: str,
+    init_ref: str,
+    work: Path | None = None,
+    resume: bool = False,
+) -> dict:
+    """Train `arm` on the prepared dataset `data` into a committed model at `out` (directory or store URI).
+
+    Checkpoints go to `<work>/checkpoints` every `save_steps`; with `resume`, training continues from the newest
+    committed one there (or starts at step 0 when there is none). After the model is committed the checkpoints
+    are removed: they exist to finish this run, not to be kept.
+    """
+    out_uri = store.normalize(out)
+    data_dir = store.open_dir(store.normalize(data))
+    work_dir = Path(work) if work else default_work_dir(out_uri)
+    start = latest_checkpoint(work_dir / "checkpoints") if resume else None
+    if resume:
+        where = f"step {step_of(start)}" if start else "step 0 (no committed checkpoint yet)"
+        log.info("arm %s: resuming from %s in %s", arm, where, work_dir / "checkpoints")
+    if rank() != 0:
+        with tempfile.TemporaryDirectory(prefix="medrl-rank-") as scratch:
+            summary = train_arm(cfg, arm, data_dir, init_ref, Path(scratch), work_dir, start)
+    else:
+        with store.commit_dir(out_uri) as staging:
+            summary = train_arm(cfg, arm, data_dir, init_ref, staging, work_dir, start)
+            log_file = work_dir / "train_log.jsonl"
+            if log_file.exists():
+                shutil.copyfile(log_file, staging / "train_log.jsonl")
+        shutil.rmtree(work_dir / "checkpoints", ignore_errors=True)
+    summary["resumed_from"] = step_of(start) if start else None
+    return summary
