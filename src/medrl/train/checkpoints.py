@@ -106,3 +106,35 @@ class CheckpointCommit(TrainerCallback):
             for old in committed[: -self.keep]:
                 shutil.rmtree(old, ignore_errors=True)
         PartialState().wait_for_everyone()
+
+
+def restore_weights(model, checkpoint: Path) -> None:
+    """Load a checkpoint's full weights into `model` the way `from_pretrained` reads them.
+
+    The trainer's resume reads model.safetensors with a plain, non-strict `load_state_dict`. Vision-language models
+    are saved under their original key names (`model.layers.*`, where the class has `model.language_model.*`), so
+    that load silently skips the language model and training would go on from the initial weights
+    (transformers#43701, open in 5.23). Reading the checkpoint with `from_pretrained` applies the key conversion;
+    a strict load then fails loudly if anything is still missing.
+    """
+    import torch
+
+    loaded = type(model).from_pretrained(str(checkpoint), dtype=next(model.parameters()).dtype)
+    with torch.no_grad():
+        model.load_state_dict(loaded.state_dict(), strict=True)
+    del loaded
+
+
+class ResumeWeights(TrainerCallback):
+    """Restores the weights of the checkpoint a run resumes from, after the trainer's own (partial) load."""
+
+    def __init__(self, checkpoint: Path):
+        self.checkpoint = Path(checkpoint)
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        # DeepSpeed restores the module from its own files, in the model's key names; PEFT checkpoints hold
+        # adapters only, which the trainer loads through peft.
+        if args.deepspeed or not (self.checkpoint / "model.safetensors").is_file():
+            return
+        restore_weights(model, self.checkpoint)
+        log.info("resumed weights from %s (full key conversion)", self.checkpoint.name)

@@ -15,7 +15,7 @@ from transformers import TrainerCallback
 from medrl.config import ArmConfig, ConfigError, StudyConfig
 from medrl.data.prompt import prompt_messages, target_completion
 from medrl.data.records import read_records
-from medrl.train.checkpoints import CheckpointCommit
+from medrl.train.checkpoints import CheckpointCommit, ResumeWeights
 
 
 def has_cuda() -> bool:
@@ -121,9 +121,15 @@ class JsonlLog(TrainerCallback):
             f.write(json.dumps(row) + "\n")
 
 
-def training_callbacks(work_dir: Path, save_total_limit: int = 2) -> list[TrainerCallback]:
-    """Callbacks every trainer gets: the JSONL log and checkpoint commits (and the metrics exporter and upload)."""
-    return [JsonlLog(work_dir / "train_log.jsonl"), CheckpointCommit(keep=save_total_limit)]
+def training_callbacks(
+    work_dir: Path, save_total_limit: int = 2, resume_from: Path | None = None
+) -> list[TrainerCallback]:
+    """Callbacks every trainer gets: the JSONL log, checkpoint commits, the weights of the checkpoint a run
+    resumes from (and the metrics exporter and upload)."""
+    callbacks: list[TrainerCallback] = [JsonlLog(work_dir / "train_log.jsonl"), CheckpointCommit(save_total_limit)]
+    if resume_from is not None:
+        callbacks.append(ResumeWeights(resume_from))
+    return callbacks
 
 
 def weights_digest(model) -> str:

@@ -66,7 +66,7 @@ def train_grpo(
         args=args,
         train_dataset=vision_dataset(cfg, data_dir, "train"),
         processing_class=processor,
-        callbacks=training_callbacks(work_dir, spec.save_total_limit),
+        callbacks=training_callbacks(work_dir, spec.save_total_limit, resume_from),
     )
     trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     return finish(trainer, out_dir, processor)

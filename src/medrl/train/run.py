@@ -4,6 +4,7 @@ every rank trains, rank 0 alone writes the model and the log. `medrl train` (and
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import shutil
@@ -44,8 +45,9 @@ def train_to_store(
     """Train `arm` on the prepared dataset `data` into a committed model at `out` (directory or store URI).
 
     Checkpoints go to `<work>/checkpoints` every `save_steps`; with `resume`, training continues from the newest
-    committed one there (or starts at step 0 when there is none). After the model is committed the checkpoints
-    are removed: they exist to finish this run, not to be kept.
+    committed one there (or starts at step 0 when there is none). Beside the model, `train_summary.json` holds
+    the steps, the checkpoint resumed from and each rank's weights digest. After the model is committed the
+    checkpoints are removed: they exist to finish this run, not to be kept.
     """
     out_uri = store.normalize(out)
     data_dir = store.open_dir(store.normalize(data))
@@ -57,12 +59,20 @@ def train_to_store(
     if rank() != 0:
         with tempfile.TemporaryDirectory(prefix="medrl-rank-") as scratch:
             summary = train_arm(cfg, arm, data_dir, init_ref, Path(scratch), work_dir, start)
-    else:
-        with store.commit_dir(out_uri) as staging:
-            summary = train_arm(cfg, arm, data_dir, init_ref, staging, work_dir, start)
-            log_file = work_dir / "train_log.jsonl"
-            if log_file.exists():
-                shutil.copyfile(log_file, staging / "train_log.jsonl")
-        shutil.rmtree(work_dir / "checkpoints", ignore_errors=True)
+            summary["resumed_from"] = step_of(start) if start else None
+        return summary
+    # The model is written into the work folder first: until training ends, nothing exists at `out`.
+    final = work_dir / "model"
+    shutil.rmtree(final, ignore_errors=True)
+    summary = train_arm(cfg, arm, data_dir, init_ref, final, work_dir, start)
     summary["resumed_from"] = step_of(start) if start else None
+    with store.commit_dir(out_uri) as staging:
+        for path in final.iterdir():
+            shutil.move(path, staging / path.name)
+        (staging / "train_summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+        log_file = work_dir / "train_log.jsonl"
+        if log_file.exists():
+            shutil.copyfile(log_file, staging / "train_log.jsonl")
+    shutil.rmtree(work_dir / "checkpoints", ignore_errors=True)
+    shutil.rmtree(final, ignore_errors=True)
     return summary

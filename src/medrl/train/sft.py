@@ -60,7 +60,7 @@ def train_sft(
         train_dataset=vision_dataset(cfg, data_dir, "train", completions=True),
         processing_class=processor,
         peft_config=lora_config(cfg, arm) if spec.method == "lora" else None,
-        callbacks=training_callbacks(work_dir, spec.save_total_limit),
+        callbacks=training_callbacks(work_dir, spec.save_total_limit, resume_from),
     )
     trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     if spec.method == "lora":
