@@ -252,3 +252,18 @@ def test_paper_preset_holds_every_arm_of_table1_with_appendix_a_settings():
     assert cfg.model.base == "Qwen/Qwen2-VL-2B-Instruct" and cfg.model.attn_implementation == "flash_attention_2"
     assert cfg.model.max_pixels == 401_408 and cfg.model.dtype == "bfloat16"
     assert cfg.judge.backend == "openai" and "BioMistral" in (cfg.judge.model or "")
+
+
+def test_arms_start_from_the_instruct_model_the_base_model_or_another_arm():
+    from medrl import study
+    from medrl.infra.layout import RunLayout
+
+    cfg = load_config(
+        preset="paper-table1",
+        overrides=["arms.grpo-after-sft.method=grpo", "arms.grpo-after-sft.init=arm:sft-full"],
+    )
+    run = RunLayout("file:///runs/paper-table1/r1")
+    assert study.init_of(run, cfg, "grpo") == "Qwen/Qwen2-VL-2B-Instruct"
+    assert study.init_of(run, cfg, "grpo-scratch") == "Qwen/Qwen2-VL-2B"  # "from scratch": the base model
+    assert study.init_of(run, cfg, "grpo-after-sft") == run.arm("sft-full").model
+    assert cfg.levels() == [[n for n in cfg.arms if n != "grpo-after-sft"], ["grpo-after-sft"]]
