@@ -16,13 +16,13 @@ def test_compiled_pipeline_is_current(tmp_path):
     fresh = compile_pipeline(tmp_path / "study.yaml", image="ghcr.io/medrl/medrl:0.1.0")
     committed = project_root() / COMPILED
     assert committed.is_file(), "run `make compile` and commit pipelines/compiled/study.yaml"
-    assert yaml.safe_load(fresh.read_text()) == yaml.safe_load(committed.read_text()), (
+    assert list(yaml.safe_load_all(fresh.read_text())) == list(yaml.safe_load_all(committed.read_text())), (
         "pipelines/compiled/study.yaml is stale: run `make compile` and commit it"
     )
 
 
 def test_compiled_pipeline_shape(tmp_path):
-    spec = yaml.safe_load(compile_pipeline(tmp_path / "study.yaml").read_text())
+    spec, _platform = yaml.safe_load_all(compile_pipeline(tmp_path / "study.yaml").read_text())
     params = spec["root"]["inputDefinitions"]["parameters"]
     assert {"preset", "config", "overrides", "store", "run_id", "arms"} <= set(params)
     executors = spec["deploymentSpec"]["executors"]
