@@ -373,7 +373,7 @@ def pipeline_runs(
 
 @app.command("train-arm")
 def train_arm_entry(
-    run: Annotated[str, typer.Option("--run", help="The run's URI: <store>/<experiment>/<run_id>.")],
+    run: Annotated[str, typer.Option("--run", "--run-uri", help="The run's URI: <store>/<experiment>/<run_id>.")],
     arm: Annotated[str, typer.Option("--arm", help="The arm to train.")],
 ) -> None:
     """Train one arm of a study run on this node: the PyTorchJob container's entrypoint.

@@ -47,7 +47,8 @@ def rank_command(env: Mapping[str, str], run_uri: str, arm: str, deepspeed_confi
     node_rank = _int(env, "PET_NODE_RANK", 0)
     addr = env.get("PET_MASTER_ADDR") or env.get("MASTER_ADDR") or "127.0.0.1"
     port = env.get("PET_MASTER_PORT") or env.get("MASTER_PORT") or "23456"
-    rank_args = ["train-arm", "--run", run_uri, "--arm", arm]
+    # `--run-uri`, not `--run`: torchrun's parser would take `--run` for an abbreviation of its `--run-path`.
+    rank_args = ["train-arm", "--run-uri", run_uri, "--arm", arm]
     if deepspeed_config is None:
         # CPU ranks (gloo): torchrun with a static rendezvous on the operator's master service.
         return [

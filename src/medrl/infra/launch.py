@@ -49,6 +49,7 @@ class TrainSpec:
     backoff_limit: int = 3
     active_deadline_seconds: int = 0  # 0: no deadline
     metrics_port: int = METRICS_PORT
+    poll_seconds: float = 10.0  # how often the launcher asks the API server about the job
 
     def __post_init__(self) -> None:
         if self.nodes < 1:

@@ -209,9 +209,12 @@ def admission_errors(job: dict[str, Any]) -> list[str]:
 
 
 def _client(namespace: str):
+    import os
+
     from kubeflow.training import TrainingClient
 
-    return TrainingClient(namespace=namespace)
+    # The kubernetes client reads KUBECONFIG once, at import; read it now. In a pod: the service account.
+    return TrainingClient(config_file=os.environ.get("KUBECONFIG") or None, namespace=namespace)
 
 
 def _conflict(err: Exception) -> bool:
@@ -265,8 +268,8 @@ class PyTorchJobHandle:
 
 
 class PyTorchJobLauncher:
-    def __init__(self, client=None, poll_s: float = 10.0):
-        self._client, self.poll_s = client, poll_s
+    def __init__(self, client=None):
+        self._client = client
 
     def submit(self, spec: TrainSpec) -> PyTorchJobHandle:
         job = build_pytorchjob(spec)
@@ -274,7 +277,7 @@ class PyTorchJobLauncher:
         if errors:
             raise LaunchError("the PyTorchJob would be rejected:\n  " + "\n  ".join(errors))
         client = self._client or _client(spec.namespace)
-        handle = PyTorchJobHandle(client, spec.job_name, spec.namespace, poll_s=self.poll_s)
+        handle = PyTorchJobHandle(client, spec.job_name, spec.namespace, poll_s=spec.poll_seconds)
         if spec.active_deadline_seconds:
             handle.timeout_s = spec.active_deadline_seconds + 600
         try:
@@ -289,7 +292,7 @@ class PyTorchJobLauncher:
             if "Failed" in handle._conditions():
                 log.info("PyTorchJob %s failed before; starting it again", spec.job_name)
                 handle.delete()
-                self._wait_gone(client, spec)
+                _wait_gone(client, spec)
                 client.create_job(job=job, namespace=spec.namespace)
             else:
                 log.info("PyTorchJob %s exists; following it", spec.job_name)
@@ -297,15 +300,16 @@ class PyTorchJobLauncher:
                  spec.nproc_per_node)  # fmt: skip
         return handle
 
-    def _wait_gone(self, client, spec: TrainSpec, timeout_s: float = 300) -> None:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            try:
-                client.get_job(name=spec.job_name, namespace=spec.namespace)
-            except RuntimeError:
-                return
-            time.sleep(min(self.poll_s, 5))
-        raise LaunchError(f"PyTorchJob {spec.namespace}/{spec.job_name} was not deleted within {timeout_s:.0f} s")
+
+def _wait_gone(client, spec: TrainSpec, timeout_s: float = 300) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            client.get_job(name=spec.job_name, namespace=spec.namespace)
+        except RuntimeError:
+            return
+        time.sleep(min(spec.poll_seconds, 5))
+    raise LaunchError(f"PyTorchJob {spec.namespace}/{spec.job_name} was not deleted within {timeout_s:.0f} s")
 
 
 def delete_jobs_of_run(pipeline_run: str, namespace: str, client=None) -> list[str]:
