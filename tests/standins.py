@@ -124,8 +124,10 @@ class KfpStandIn(_Server):
 class KubeHandler(_Handler):
     def route(self, method, path, query, body):
         s = self.state
-        if path == "/version":
-            return self._json(200, {"major": "1", "minor": "33", "gitVersion": "v1.33.0-standin"})
+        if path.rstrip("/") == "/version":
+            return self._json(200, {"major": "1", "minor": "33", "gitVersion": "v1.33.0-standin", "gitCommit": "0",
+                                    "gitTreeState": "clean", "buildDate": "2026-01-01T00:00:00Z", "goVersion": "go",
+                                    "compiler": "gc", "platform": "linux/amd64"})  # fmt: skip
         if path == "/apis/kubeflow.org/v1":
             if not s.crd:
                 return self._json(404, _status(404, "the server could not find the requested resource"))

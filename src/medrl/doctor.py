@@ -118,7 +118,8 @@ def cluster_checks(
         api = _api_client(kubeconfig, context)
         version = client.VersionApi(api).get_code()
     except Exception as err:  # any failure to load or reach is the same finding for the user
-        return [Check("Kubernetes API", False, f"{type(err).__name__}: {str(err)[:200]}", _KUBECONFIG_FIX)]
+        first = (str(err).splitlines() or [""])[0][:200]
+        return [Check("Kubernetes API", False, f"{type(err).__name__}: {first}", _KUBECONFIG_FIX)]
     checks = [Check("Kubernetes API", True, f"{api.configuration.host} ({version.git_version})")]
     core = client.CoreV1Api(api)
     checks.append(_crd_check(api))
