@@ -222,3 +222,18 @@ def test_secret_template_has_no_values():
     secret = yaml.safe_load((K8S / "base" / "store-secret.template.yaml").read_text())
     assert secret["kind"] == "Secret" and set(secret["stringData"]) == {"accesskey", "secretkey"}
     assert all(v == "" for v in secret["stringData"].values()) and "data" not in secret
+
+
+EXAMPLE = TrainSpec(
+    run_uri="s3://medrl/runs/paper-table1/20261122-020000-ab12", arm="grpo",
+    pipeline_run="3f2a9c1e-0000-4000-8000-000000000000", image="registry.hospital.internal/medrl/medrl:0.1.0",
+    nodes=2, gpus_per_node=4, cpu="32", memory="256Gi", shm_size="64Gi",
+    node_selector={"nvidia.com/gpu.product": "NVIDIA-A100-SXM4-80GB"},
+    tolerations=[{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+)  # fmt: skip
+
+
+def test_example_pytorchjob_is_what_medrl_builds():
+    """k8s/examples/pytorchjob-grpo.yaml: regenerate with medrl.infra.pytorchjob.to_yaml(build_pytorchjob(EXAMPLE))."""
+    committed = yaml.safe_load((K8S / "examples" / "pytorchjob-grpo.yaml").read_text())
+    assert committed == to_dict(build_pytorchjob(EXAMPLE)), "k8s/examples/pytorchjob-grpo.yaml is stale"

@@ -11,6 +11,7 @@ import re
 import sys
 import tomllib
 from pathlib import Path
+from typing import Any
 
 from packaging.markers import default_environment
 from packaging.requirements import Requirement
@@ -30,7 +31,7 @@ def project_requirements(pyproject: Path) -> list[Requirement]:
 
 def closure(requirements: list[Requirement]) -> dict[str, str]:
     """Every distribution the requirements pull in (transitively) in this environment: {name: version}."""
-    env = default_environment() | {"extra": ""}
+    env: dict[str, Any] = {**default_environment(), "extra": ""}
     found: dict[str, str] = {}
     todo = [r for r in requirements if r.marker is None or r.marker.evaluate(env)]
     while todo:
@@ -57,7 +58,7 @@ def render(pins: dict[str, str]) -> str:
 
 
 def read_lock(path: Path) -> dict[str, str]:
-    pins = {}
+    pins: dict[str, str] = {}
     for line in Path(path).read_text(encoding="utf-8").splitlines():
         line = line.split("#", 1)[0].strip()
         if line:

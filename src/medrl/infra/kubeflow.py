@@ -89,7 +89,7 @@ def package_parameters(package: Path) -> dict[str, dict[str, Any]]:
         docs = list(yaml.safe_load_all(Path(package).read_text(encoding="utf-8")))
     except FileNotFoundError:
         raise KubeflowError(f"--package {package}: no such file; run `medrl pipeline compile`") from None
-    spec = docs[0] if docs else None
+    spec: Any = docs[0] if docs else None
     try:
         params = spec["root"]["inputDefinitions"]["parameters"]
     except (TypeError, KeyError):

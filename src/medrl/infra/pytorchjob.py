@@ -324,3 +324,14 @@ def delete_jobs_of_run(pipeline_run: str, namespace: str, client=None) -> list[s
             names.append(job.metadata.name)
     log.info("deleted %d PyTorchJob(s) matching %s", len(names), selector)
     return names
+
+
+def to_yaml(job) -> str:
+    """The job as YAML that yamllint accepts (sequences indented under their key)."""
+    import yaml
+
+    class Dumper(yaml.SafeDumper):
+        def increase_indent(self, flow=False, indentless=False):
+            return super().increase_indent(flow, False)
+
+    return yaml.dump(to_dict(job), Dumper=Dumper, sort_keys=False, default_flow_style=False, width=120)
