@@ -255,9 +255,21 @@ class PyTorchJobHandle:
             )
         except (RuntimeError, TimeoutError) as err:
             raise LaunchError(
-                f"PyTorchJob {self.namespace}/{self.name} did not succeed ({err}); "
-                f"see `kubectl -n {self.namespace} describe pytorchjob {self.name}` and the log above"
+                f"PyTorchJob {self.namespace}/{self.name} did not succeed: {self._last_condition() or err}. "
+                "Its master's log is above; pod events: "
+                f"kubectl -n {self.namespace} get events --field-selector involvedObject.name={self.name}-master-0"
             ) from None
+
+    def _last_condition(self) -> str:
+        try:
+            job = self.client.get_job(name=self.name, namespace=self.namespace)
+        except RuntimeError:
+            return ""
+        conditions = [c for c in ((job.status.conditions or []) if job.status else []) if c.status == "True"]
+        if not conditions:
+            return ""
+        last = conditions[-1]
+        return " ".join(x for x in (last.type, last.reason, last.message) if x)
 
     def delete(self) -> None:
         try:
