@@ -10,7 +10,9 @@ import sys
 
 import pytest
 import yaml
+from typer.testing import CliRunner
 
+from medrl.cli import app
 from medrl.infra import kubeflow
 from medrl.pipeline import COMPILED, project_root
 from tests.standins import KfpStandIn
@@ -85,12 +87,23 @@ def test_bad_schedule_input_exits_2_naming_the_option_and_sends_nothing(kfp_api,
     assert "Traceback" not in out.stderr and kfp_api.requests == []
 
 
+def test_an_unreachable_server_is_named_with_the_fix(tmp_path):
+    with KfpStandIn() as gone:
+        url = gone.url
+    with pytest.raises(kubeflow.KubeflowError, match=rf"--host {url}: the Kubeflow Pipelines API failed.*port-forward"):
+        kubeflow.submit(url, PACKAGE, {})
+
+
 def test_runs_lists_newest_first(kfp_api, capsys):
     for preset in ("demo", "paper-table1"):
         kubeflow.submit(kfp_api.url, PACKAGE, {"preset": preset}, experiment="medrl", run_name=f"run {preset}")
     rows = kubeflow.runs(kfp_api.url, experiment="medrl")
     assert [r["name"] for r in rows] == ["run paper-table1", "run demo"]
     assert {r["state"] for r in rows} == {"PENDING"} and all(r["created"] == "2026-11-22 01:00:00" for r in rows)
+    out = CliRunner().invoke(app, ["pipeline", "runs", "--host", kfp_api.url, "--experiment", "medrl"])
+    assert out.exit_code == 0, out.output
+    lines = out.output.splitlines()
+    assert lines[0].split()[:3] == ["RUN", "ID", "STATE"] and lines[1].endswith("run paper-table1")
 
 
 @pytest.mark.parametrize(

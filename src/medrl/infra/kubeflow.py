@@ -147,6 +147,11 @@ def client(host: str, token: str | None = None, namespace: str | None = None):
 
     if not re.match(r"^https?://", host or ""):
         raise KubeflowError(f"--host {host!r}: give the Kubeflow Pipelines address with its scheme, e.g. http://...")
+    # Fail fast: kfp.Client retries an unreachable server for half a minute before it says so.
+    import httpx
+
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    httpx.get(f"{host.rstrip('/')}/apis/v2beta1/healthz", headers=headers, timeout=10).raise_for_status()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
         return kfp.Client(host=host, existing_token=token or None, namespace=namespace or "kubeflow")
@@ -156,6 +161,22 @@ def _quiet(fn, *args, **kwargs):
     """kfp.Client prints links on stdout; medrl prints its own summary."""
     with contextlib.redirect_stdout(io.StringIO()):
         return fn(*args, **kwargs)
+
+
+@contextlib.contextmanager
+def _api(host: str):
+    """Turn the API's failures (unreachable, refused, unauthorised) into one message naming the host."""
+    try:
+        yield
+    except KubeflowError:
+        raise
+    except Exception as err:  # kfp raises ApiException, urllib3 and timeout errors alike
+        first = (str(err).strip().splitlines() or [""])[0][:200]
+        raise KubeflowError(
+            f"--host {host}: the Kubeflow Pipelines API failed ({type(err).__name__}: {first}). Check the address "
+            "(e.g. kubectl -n kubeflow port-forward svc/ml-pipeline-ui 8080:80, then --host http://localhost:8080) "
+            "and --token"
+        ) from None
 
 
 def submit(
@@ -169,17 +190,17 @@ def submit(
     token: str | None = None,
 ) -> dict[str, str]:
     """Start one run of the package in `experiment`; returns its id and UI link."""
-    kfp_client = client(host, token, namespace)
     name = run_name or f"medrl {args.get('preset') or 'study'} {time.strftime('%Y-%m-%d %H:%M:%S')}"
-    result = _quiet(
-        kfp_client.create_run_from_pipeline_package,
-        str(package),
-        arguments=args,
-        run_name=name,
-        experiment_name=experiment,
-        namespace=namespace or None,
-        service_account=service_account or None,
-    )
+    with _api(host):
+        result = _quiet(
+            client(host, token, namespace).create_run_from_pipeline_package,
+            str(package),
+            arguments=args,
+            run_name=name,
+            experiment_name=experiment,
+            namespace=namespace or None,
+            service_account=service_account or None,
+        )
     return {"run_id": result.run_id, "name": name, "url": f"{host.rstrip('/')}/#/runs/details/{result.run_id}"}
 
 
@@ -200,19 +221,20 @@ def schedule(
     cron = validate_cron(cron)
     if not 1 <= max_concurrency <= MAX_CONCURRENCY:
         raise KubeflowError(f"--max-concurrency {max_concurrency}: must be within 1-{MAX_CONCURRENCY}")
-    kfp_client = client(host, token, namespace)
-    exp = _quiet(kfp_client.create_experiment, name=experiment, namespace=namespace or None)
     name = name or f"medrl {args.get('preset') or 'study'} ({cron})"
-    job = kfp_client.create_recurring_run(
-        experiment_id=exp.experiment_id,
-        job_name=name,
-        cron_expression=cron,
-        max_concurrency=max_concurrency,
-        no_catchup=not catchup,
-        params=args,
-        pipeline_package_path=str(package),
-        service_account=service_account or None,
-    )
+    with _api(host):
+        kfp_client = client(host, token, namespace)
+        exp = _quiet(kfp_client.create_experiment, name=experiment, namespace=namespace or None)
+        job = kfp_client.create_recurring_run(
+            experiment_id=exp.experiment_id,
+            job_name=name,
+            cron_expression=cron,
+            max_concurrency=max_concurrency,
+            no_catchup=not catchup,
+            params=args,
+            pipeline_package_path=str(package),
+            service_account=service_account or None,
+        )
     return {"recurring_run_id": job.recurring_run_id, "name": name, "cron": cron}
 
 
@@ -220,11 +242,13 @@ def runs(
     host: str, experiment: str | None = None, limit: int = 20, namespace: str | None = None, token: str | None = None
 ) -> list[dict[str, str]]:
     """The newest runs (of `experiment` if given), newest first."""
-    kfp_client = client(host, token, namespace)
-    experiment_id = None
-    if experiment:
-        experiment_id = _quiet(kfp_client.get_experiment, experiment_name=experiment, namespace=namespace).experiment_id
-    page = kfp_client.list_runs(page_size=limit, sort_by="created_at desc", experiment_id=experiment_id)
+    with _api(host):
+        kfp_client = client(host, token, namespace)
+        experiment_id = None
+        if experiment:
+            found = _quiet(kfp_client.get_experiment, experiment_name=experiment, namespace=namespace)
+            experiment_id = found.experiment_id
+        page = kfp_client.list_runs(page_size=limit, sort_by="created_at desc", experiment_id=experiment_id)
     out = []
     for r in page.runs or []:
         created = r.created_at.strftime("%Y-%m-%d %H:%M:%S") if r.created_at else ""
