@@ -21,7 +21,9 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-pipeline_app = typer.Typer(help="Compile the study pipeline for Kubeflow.", no_args_is_help=True)
+pipeline_app = typer.Typer(
+    help="Compile the study pipeline, start and schedule runs on Kubeflow Pipelines, list runs.", no_args_is_help=True
+)
 app.add_typer(pipeline_app, name="pipeline")
 
 log = logging.getLogger("medrl")
@@ -265,16 +267,168 @@ def pipeline_compile(
     typer.echo(f"compiled: {compile_pipeline(out, image)}")
 
 
-@app.command()
-def doctor() -> None:
-    """Check this environment: Python packages, accelerator, offline model loading, the pipeline files.
+# ------------------------------------------------------------------ pipeline submit | schedule | runs (Kubeflow)
+KfpHost = Annotated[
+    str,
+    typer.Option(
+        "--host", envvar="KF_PIPELINES_ENDPOINT", help="Kubeflow Pipelines address, e.g. http://localhost:8080."
+    ),
+]
+KfpPackage = Annotated[Path | None, typer.Option("--package", help="Compiled pipeline (default: the checkout's).")]
+KfpParams = Annotated[
+    list[str] | None, typer.Option("--param", help="Pipeline parameter name=value (repeat), e.g. gpus_per_node=4.")
+]
+KfpExperiment = Annotated[str, typer.Option("--experiment", help="Kubeflow experiment the run goes into.")]
+KfpNamespace = Annotated[str | None, typer.Option("--namespace", help="Profile namespace (multi-user Kubeflow).")]
+KfpServiceAccount = Annotated[str | None, typer.Option("--service-account", help="Service account of the run.")]
+KfpToken = Annotated[str | None, typer.Option("--token", envvar="MEDRL_KFP_TOKEN", help="Bearer token for the API.")]
 
-    Example: medrl doctor
+
+def _package(package: Path | None) -> Path:
+    from medrl.pipeline import COMPILED, project_root
+
+    return package or project_root() / COMPILED
+
+
+@pipeline_app.command("submit")
+def pipeline_submit(
+    host: KfpHost,
+    overrides: Overrides = None,
+    preset: Preset = None,
+    param: KfpParams = None,
+    experiment: KfpExperiment = "medrl",
+    run_name: Annotated[str | None, typer.Option("--run-name", help="Name shown in the UI.")] = None,
+    package: KfpPackage = None,
+    namespace: KfpNamespace = None,
+    service_account: KfpServiceAccount = None,
+    token: KfpToken = None,
+) -> None:
+    """Start one run of the study pipeline on Kubeflow Pipelines.
+
+    Example: medrl pipeline submit --host http://localhost:8080 --preset paper-table1 --param gpus_per_node=4
     """
-    from medrl.doctor import local_checks
+    from medrl.infra import kubeflow
 
+    pkg = _package(package)
+    args = kubeflow.arguments(pkg, param, preset, overrides)
+    run = kubeflow.submit(host, pkg, args, experiment, run_name, namespace, service_account, token)
+    typer.echo(f"run {run['run_id']} started in experiment {experiment}: {run['url']}")
+
+
+@pipeline_app.command("schedule")
+def pipeline_schedule(
+    host: KfpHost,
+    cron: Annotated[str, typer.Option("--cron", help="Six fields, seconds first: '0 0 2 * * 0' = Sundays 02:00.")],
+    overrides: Overrides = None,
+    preset: Preset = None,
+    param: KfpParams = None,
+    experiment: KfpExperiment = "medrl",
+    name: Annotated[str | None, typer.Option("--name", help="Name of the recurring run.")] = None,
+    max_concurrency: Annotated[int, typer.Option("--max-concurrency", help="Runs at once (1-10).")] = 1,
+    catchup: Annotated[
+        bool, typer.Option("--catchup/--no-catchup", help="Start the runs missed while paused (Kubeflow's default).")
+    ] = True,
+    package: KfpPackage = None,
+    namespace: KfpNamespace = None,
+    service_account: KfpServiceAccount = None,
+    token: KfpToken = None,
+) -> None:
+    """Schedule the study pipeline as a recurring run (e.g. weekly re-runs on fresh data).
+
+    Example: medrl pipeline schedule --host http://localhost:8080 --cron "0 0 2 * * 0" --no-catchup
+    """
+    from medrl.infra import kubeflow
+
+    pkg = _package(package)
+    args = kubeflow.arguments(pkg, param, preset, overrides)
+    job = kubeflow.schedule(
+        host, pkg, args, cron, experiment, name, max_concurrency, catchup, namespace, service_account, token
+    )
+    typer.echo(f"recurring run {job['recurring_run_id']} ({job['name']}) scheduled: {job['cron']}")
+
+
+@pipeline_app.command("runs")
+def pipeline_runs(
+    host: KfpHost,
+    experiment: Annotated[str | None, typer.Option("--experiment", help="Only runs of this experiment.")] = None,
+    limit: Annotated[int, typer.Option("--limit", help="How many runs, newest first.")] = 20,
+    namespace: KfpNamespace = None,
+    token: KfpToken = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """List the newest runs on Kubeflow Pipelines with their state.
+
+    Example: medrl pipeline runs --host http://localhost:8080 --experiment medrl
+    """
+    from medrl.infra import kubeflow
+
+    rows = kubeflow.runs(host, experiment, limit, namespace, token)
+    if as_json:
+        typer.echo(kubeflow.to_json(rows))
+        return
+    typer.echo(f"{'RUN ID':<38} {'STATE':<11} {'CREATED':<20} NAME")
+    for r in rows:
+        typer.echo(f"{r['run_id']:<38} {r['state']:<11} {r['created']:<20} {r['name']}")
+
+
+@app.command("train-arm")
+def train_arm_entry(
+    run: Annotated[str, typer.Option("--run", "--run-uri", help="The run's URI: <store>/<experiment>/<run_id>.")],
+    arm: Annotated[str, typer.Option("--arm", help="The arm to train.")],
+) -> None:
+    """Train one arm of a study run on this node: the PyTorchJob container's entrypoint.
+
+    Reads the training operator's environment (PET_NNODES, PET_NPROC_PER_NODE, PET_NODE_RANK, MASTER_ADDR/PORT),
+    starts one process per GPU with DeepSpeed ZeRO-2, and resumes from the newest committed checkpoint.
+
+    Example: medrl train-arm --run s3://medrl/runs/paper/20261121-120000-ab12 --arm grpo
+    """
+    from medrl.infra.entrypoint import main as entry
+
+    raise typer.Exit(entry(run, arm))
+
+
+@app.command()
+def doctor(
+    kubeconfig: Annotated[
+        str | None, typer.Option("--kubeconfig", help="Check this cluster (default: KUBECONFIG).")
+    ] = None,
+    context: Annotated[str | None, typer.Option("--context", help="Kubeconfig context.")] = None,
+    local: Annotated[bool, typer.Option("--local", help="Check only this machine, even with a kubeconfig.")] = False,
+    namespace: Annotated[str, typer.Option("--namespace", help="medrl's namespace (PyTorchJobs, judge).")] = "medrl",
+    kfp_namespace: Annotated[str, typer.Option("--kfp-namespace", help="Where pipeline pods run.")] = "kubeflow",
+    service_account: Annotated[
+        str, typer.Option("--service-account", help="Service account of pipeline runs.")
+    ] = "pipeline-runner",
+    gpus: Annotated[int, typer.Option("--gpus", help="GPUs a training node needs (gpus_per_node).")] = 0,
+    store: Annotated[str | None, typer.Option("--store-endpoint", help="S3 endpoint (default: ConfigMap).")] = None,
+    prometheus: Annotated[str | None, typer.Option("--prometheus", help="Prometheus address.")] = None,
+    pushgateway: Annotated[str | None, typer.Option("--pushgateway", help="Pushgateway address.")] = None,
+    judge: Annotated[str | None, typer.Option("--judge", help="Judge server address.")] = None,
+) -> None:
+    """Check what a run needs, each failure with its fix: with a kubeconfig the cluster (PyTorchJob CRD, RBAC,
+    store, Prometheus, Pushgateway, judge, GPUs), else this machine (packages, accelerator, pipeline files).
+
+    Example: medrl doctor --gpus 4 --judge http://medrl-judge.medrl.svc:8000
+    """
+    from medrl.doctor import cluster_checks, kubeconfig_available, local_checks
+
+    checks = local_checks()
+    if not local and kubeconfig_available(kubeconfig):
+        endpoints = {"store": store, "prometheus": prometheus, "pushgateway": pushgateway, "judge": judge}
+        checks += cluster_checks(
+            kubeconfig,
+            context,
+            namespace,
+            kfp_namespace,
+            service_account,
+            gpus,
+            {k: v for k, v in endpoints.items() if v},
+        )
+    elif not local:
+        typer.echo("no kubeconfig: checking this machine only (give --kubeconfig to check a cluster)")
     failed = 0
-    for check in local_checks():
+    for check in checks:
         mark = "ok " if check.ok else "FAIL"
         typer.echo(f"[{mark}] {check.name}: {check.detail}")
         if not check.ok:
