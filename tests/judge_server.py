@@ -142,3 +142,22 @@ class JudgeServer:
             choice = {"index": 0, "text": text, "finish_reason": "stop"}
         reply = {"id": "x", "object": "chat.completion", "model": body.get("model"), "choices": [choice]}
         return 200, {}, json.dumps(reply).encode()
+
+
+def main() -> None:
+    """Serve in a process of its own (the benchmarks: a judge server is another process, as vLLM is). Prints the
+    port, then serves until stdin closes."""
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--mode", default="ok")
+    parser.add_argument("--delay", type=float, default=0.0)
+    args = parser.parse_args()
+    with JudgeServer(mode=args.mode, delay_s=args.delay) as server:
+        print(server.port, flush=True)
+        sys.stdin.read()
+
+
+if __name__ == "__main__":
+    main()
