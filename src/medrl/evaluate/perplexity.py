@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 
-from medrl.evaluate.similarity import MetricUnavailable, resolve_model_dir
+from medrl.evaluate.similarity import MetricUnavailable, model_source, unavailable_error
 
 PAPER_MODEL = "microsoft/biogpt"
 
@@ -17,14 +17,10 @@ class PerplexityScorer:
     ):
         from medrl.models.causal_lm import load_causal_lm
 
-        path = resolve_model_dir(name, "evaluate.perplexity_model")
         try:
-            self.lm = load_causal_lm(str(path), device, trust_remote_code)
-        except (OSError, ValueError) as err:  # not a causal LM, or files missing
-            raise MetricUnavailable(
-                f"evaluate.perplexity_model={name}: cannot be loaded as a causal LM ({type(err).__name__}); "
-                "give a causal LM such as microsoft/biogpt"
-            ) from None
+            self.lm = load_causal_lm(model_source(name), device, trust_remote_code)
+        except Exception as err:  # not cached offline, unknown id, not a causal LM: the model is not here
+            raise unavailable_error(name, "evaluate.perplexity_model", err) from None
         self.name = name
         self.batch_size = batch_size
         self.max_tokens = min(max_tokens, self.lm.max_tokens)

@@ -16,40 +16,49 @@ class MetricUnavailable(RuntimeError):
     """A metric's model cannot be had here; the message names the setting and the fix."""
 
 
-def resolve_model_dir(name: str, setting: str) -> Path:
-    """A local directory for a model name: the packaged embedding model, a directory, a store URI, or a hub id
-    (downloaded, or from the local cache when HF_HUB_OFFLINE=1)."""
+def unavailable_error(name: str, setting: str, err: BaseException) -> MetricUnavailable:
+    return MetricUnavailable(
+        f"{setting}={name}: the model is not available here ({type(err).__name__}); put it in the local Hugging "
+        f"Face cache or a hub mirror, or set {setting} to a local directory"
+    )
+
+
+def model_source(name: str) -> str:
+    """What to load: the packaged embedding model's folder, a store URI's local copy, or the name as given (a
+    directory, or a hub id that the loaders fetch file by file)."""
     if name == PACKAGED:
-        return Path(embedding_model_path(name))
+        return embedding_model_path(name)
     if name.startswith(("file://", "s3://")):
         from medrl.models.load import local_dir
 
-        return Path(local_dir(name))
-    if Path(name).expanduser().is_dir():
-        return Path(name).expanduser()
+        return local_dir(name)
+    return name
+
+
+def _model_file(source: str, filename: str) -> Path | None:
+    """One small file of a model, from its folder or the hub (cache); None when it has none."""
+    if Path(source).expanduser().is_dir():
+        path = Path(source).expanduser() / filename
+        return path if path.is_file() else None
     try:
-        from huggingface_hub import snapshot_download
+        from huggingface_hub import hf_hub_download
 
-        return Path(snapshot_download(name))
-    except Exception as err:  # offline and not cached, unknown id, no network: all mean "not here"
-        raise MetricUnavailable(
-            f"{setting}={name}: the model is not available here ({type(err).__name__}); put it in the local "
-            f"Hugging Face cache or a hub mirror, or set {setting} to a local directory"
-        ) from None
+        return Path(hf_hub_download(source, filename))
+    except Exception:  # absent from the repository, or from the cache when offline: either way, not there
+        return None
 
 
-def is_cross_encoder(path: Path) -> bool:
-    """A cross-encoder scores a pair in one pass: sentence-transformers marks it so, or (older checkpoints) it is a
-    sequence classifier with no sentence-transformers modules."""
-    st_config = path / "config_sentence_transformers.json"
-    if st_config.is_file() and json.loads(st_config.read_text()).get("model_type") == "CrossEncoder":
+def is_cross_encoder(source: str | Path) -> bool:
+    """A cross-encoder scores a pair in one pass: sentence-transformers marks it so, or (older checkpoints such as
+    cross-encoder/stsb-roberta-base) it is a sequence classifier with no sentence-transformers modules."""
+    source = str(source)
+    st_config = _model_file(source, "config_sentence_transformers.json")
+    if st_config and json.loads(st_config.read_text()).get("model_type") == "CrossEncoder":
         return True
-    if (path / "modules.json").is_file():
+    if _model_file(source, "modules.json"):
         return False
-    config = path / "config.json"
-    if not config.is_file():
-        return False
-    architectures = json.loads(config.read_text()).get("architectures") or []
+    config = _model_file(source, "config.json")
+    architectures = (json.loads(config.read_text()).get("architectures") or []) if config else []
     return any(a.endswith("ForSequenceClassification") for a in architectures)
 
 
@@ -57,19 +66,22 @@ class SimilarityScorer:
     def __init__(self, name: str, kind: str = "auto", device: str = "auto", batch_size: int = 16):
         from medrl.models.causal_lm import pick_device
 
-        path = resolve_model_dir(name, "evaluate.similarity_model")
+        source = model_source(name)
         self.name = name
-        self.kind = ("cross-encoder" if is_cross_encoder(path) else "bi-encoder") if kind == "auto" else kind
         self.batch_size = batch_size
         device = pick_device(device)
-        if self.kind == "cross-encoder":
-            from sentence_transformers import CrossEncoder
+        try:
+            self.kind = ("cross-encoder" if is_cross_encoder(source) else "bi-encoder") if kind == "auto" else kind
+            if self.kind == "cross-encoder":
+                from sentence_transformers import CrossEncoder
 
-            self.model = CrossEncoder(str(path), device=device)
-        else:
-            from sentence_transformers import SentenceTransformer
+                self.model = CrossEncoder(source, device=device)
+            else:
+                from sentence_transformers import SentenceTransformer
 
-            self.model = SentenceTransformer(str(path), device=device)
+                self.model = SentenceTransformer(source, device=device)
+        except Exception as err:  # not cached offline, unknown id, unreadable files: the model is not here
+            raise unavailable_error(name, "evaluate.similarity_model", err) from None
 
     @property
     def proxy(self) -> bool:

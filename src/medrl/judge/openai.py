@@ -27,8 +27,18 @@ logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per judge 
 
 # One per prompt: ok (parsed), unparsable (answered, but not Yes/No or 1..10), garbage (a 200 that is not an
 # OpenAI reply), timeout, http_error (429/5xx after retries), connection_error, rejected (other 4xx),
-# breaker_open (never sent: the breaker was open).
-OUTCOMES = ("ok", "unparsable", "garbage", "timeout", "http_error", "connection_error", "rejected", "breaker_open")
+# breaker_open (never sent: the breaker was open), internal_error (a fault of ours, logged by type).
+OUTCOMES = (
+    "ok",
+    "unparsable",
+    "garbage",
+    "timeout",
+    "http_error",
+    "connection_error",
+    "rejected",
+    "breaker_open",
+    "internal_error",
+)
 RETRYABLE = {408, 425, 429, *range(500, 600)}
 CONNECTIONS_PER_CLIENT = 8
 REPLY_TOKENS = 8  # "Yes", "No" or "10" with room for a stray space or full stop when unguided
@@ -117,7 +127,7 @@ class OpenAIJudge:
                 type(err).__name__,
                 len(prompts),
             )
-            replies = [("connection_error", None)] * len(prompts)
+            replies = [("internal_error", None)] * len(prompts)
         values, batch = [], Counter()
         for outcome, reply in replies:
             value = parse(reply) if outcome == "ok" else None

@@ -15,7 +15,7 @@ h1 { font-size: 1.6em; border-bottom: 1px solid #bbb; padding-bottom: .3em; }
 h2 { font-size: 1.25em; margin-top: 1.8em; }
 table { border-collapse: collapse; margin: .8em 0; font-size: .92em; }
 th, td { border: 1px solid #ccc; padding: .3em .6em; text-align: right; }
-th:first-child, td:first-child { text-align: left; }
+th:first-child, td:first-child, table.provenance td, table.provenance th { text-align: left; }
 th { background: #eee; }
 figure { margin: 1em 0; }
 figure img { max-width: 100%; border: 1px solid #ddd; }
