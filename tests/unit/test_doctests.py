@@ -11,6 +11,11 @@ MODULES = [
     "medrl.data.prompt",
     "medrl.report.build",
     "medrl.models.tiny",
+    "medrl.judge.templates",
+    "medrl.judge.openai",
+    "medrl.evaluate.accuracy",
+    "medrl.evaluate.stats",
+    "medrl.report.figures",
 ]
 
 
