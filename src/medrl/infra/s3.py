@@ -47,6 +47,9 @@ from medrl.infra.store import (
 )
 
 log = logging.getLogger("medrl.store")
+# urllib3 logs each request's path at DEBUG, and object keys carry file names of the data (patients' images):
+# keep its connection pool at INFO even when a user turns on DEBUG.
+logging.getLogger("urllib3.connectionpool").setLevel(logging.INFO)
 
 T = TypeVar("T")
 NOT_FOUND = {"NoSuchKey", "NoSuchObject", "NotFound", "ResourceNotFound"}
