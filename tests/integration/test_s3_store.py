@@ -219,3 +219,16 @@ def test_store_commands(s3_bucket, tmp_path, seaweed):
     assert named.returncode == 1 and "damaged file: config.json" in named.stderr
     missing = medrl("get", f"{s3_bucket}/run/nothing", str(tmp_path / "x"))
     assert missing.returncode == 2 and "does not exist" in missing.stderr
+
+
+def test_concurrent_readers_share_one_cached_copy(s3_bucket):
+    from concurrent.futures import ThreadPoolExecutor
+
+    uri = f"{s3_bucket}/base-model"
+    weights = os.urandom(1 << 20)
+    with store.commit_dir(uri) as staging:
+        fill(staging, {"model.safetensors": weights, "config.json": b"{}"})
+    with ThreadPoolExecutor(4) as pool:
+        paths = list(pool.map(lambda _: store.open_dir(uri), range(4)))
+    assert len(set(paths)) == 1 and (paths[0] / "model.safetensors").read_bytes() == weights
+    assert not [p for p in paths[0].parent.iterdir() if p.name.startswith(".staging")]

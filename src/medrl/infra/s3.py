@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, BinaryIO, TypeVar, cast
 from urllib.parse import urlparse
 
 import urllib3
@@ -338,7 +338,7 @@ class S3Backend:
         def run() -> str:
             with path.open("rb") as f:
                 reader = HashingReader(f)
-                self.client.put_object(bucket, key, reader, size, part_size=self.settings.part_size)
+                self.client.put_object(bucket, key, cast(BinaryIO, reader), size, part_size=self.settings.part_size)
             if reader.size != size:
                 raise StoreError(f"{what}: the local file changed while it was uploaded; commit again")
             return reader.sha.hexdigest()
@@ -470,8 +470,11 @@ class S3Backend:
             for future in futures:
                 future.result()
 
-    def download(self, uri: str, dest: Path) -> Path:
-        """Fetch the committed artifact into `dest` (replaced as a whole), checking every file's sha256."""
+    def download(self, uri: str, dest: Path, replace: bool = True) -> Path:
+        """Fetch the committed artifact into `dest` (replaced as a whole), checking every file's sha256.
+
+        With `replace=False` a `dest` that another process placed first is kept (and ours dropped): readers
+        may already be using it."""
         _, data, doc = self._manifest(uri)
         dest.parent.mkdir(parents=True, exist_ok=True)
         staging = dest.parent / f".staging-{dest.name}-{uuid.uuid4().hex[:8]}"
@@ -480,7 +483,14 @@ class S3Backend:
             self._fetch_all(uri, doc["files"], staging)
             (staging / MANIFEST).write_bytes(data)
             (staging / COMMITTED).write_text(marker_text(data))
-            place_dir(staging, dest)
+            if replace:
+                place_dir(staging, dest)
+            else:
+                try:
+                    os.rename(staging, dest)  # fails on a non-empty `dest`: someone else's finished copy
+                except OSError:
+                    if not (dest / COMMITTED).is_file():
+                        raise
         finally:
             shutil.rmtree(staging, ignore_errors=True)
         return dest
@@ -496,7 +506,7 @@ class S3Backend:
             if verify:
                 verify_dir(local, uri)
             return local
-        return self.download(uri, local)
+        return self.download(uri, local, replace=False)
 
     def verify(self, uri: str) -> dict:
         """Hash every file in the store against the manifest, without keeping a copy."""
@@ -547,9 +557,6 @@ class S3Backend:
                 found[name] = found.get(name, False) or is_dir
         return sorted(found.items())
 
-    def list(self, uri: str) -> list[str]:
-        return [name for name, _ in self.entries(uri)]
-
     def delete(self, uri: str) -> None:
         bucket, key = split(uri)
         if not key:
@@ -572,3 +579,6 @@ class S3Backend:
         for folder in sorted(folders, key=lambda f: -f.count("/")):
             with contextlib.suppress(StoreError):
                 self._remove(bucket, folder, f"removal of an empty folder under s3://{bucket}/{key}")
+
+    def list(self, uri: str) -> list[str]:  # last: below it, `list` in annotations would mean this method
+        return [name for name, _ in self.entries(uri)]
