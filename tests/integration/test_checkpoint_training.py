@@ -30,11 +30,12 @@ def test_checkpoints_survive_a_store_restart_and_resume_takes_the_newest_committ
 
     commit = checkpoint_store.commit_checkpoint
     committed: list[int] = []
+    restart = threading.Thread(target=lambda: (time.sleep(2), own_seaweed.start()))
 
     def commit_through_an_outage(local, uri, step, keep):
-        if not committed:  # the store dies as the first checkpoint goes up, and is back 2 s later
+        if not committed and restart.ident is None:  # the store dies as the first checkpoint goes up...
             own_seaweed.kill()
-            threading.Thread(target=lambda: (time.sleep(2), own_seaweed.start()), daemon=True).start()
+            restart.start()  # ...and is back 2 s later
         result = commit(local, uri, step, keep)
         committed.append(step)
         return result
@@ -42,8 +43,9 @@ def test_checkpoints_survive_a_store_restart_and_resume_takes_the_newest_committ
     monkeypatch.setattr(checkpoint_store, "commit_checkpoint", commit_through_an_outage)
     with caplog.at_level("INFO"):
         study.train(run_uri, "grpo")
+    restart.join()
 
-    assert committed == [2, 4, 6]
+    assert committed == [2, 4, 6] and own_seaweed.proc.poll() is None
     assert any("retrying" in r.getMessage() for r in caplog.records if r.name == "medrl.store")
     assert not any("was not uploaded" in r.getMessage() for r in caplog.records)
     assert [n for n, _ in checkpoint_store.steps(arm.checkpoints)] == [4, 6]  # keep 2: step-2 was pruned

@@ -115,8 +115,11 @@ def test_prometheus_scrapes_the_training_exporter(observed):
         lambda: promql(prometheus, "query", query='medrl_train_reward{arm="grpo"}'), 30, "medrl_train_reward in PromQL"
     )
     assert rewards[0]["metric"]["job"] == "medrl-train" and 0.0 <= float(rewards[0]["value"][1]) <= 2.0
+    step = promql(prometheus, "query", query='medrl_train_global_step{arm="grpo"}')
+    assert float(step[0]["value"][1]) == 6
+    # The counter is per process: other runs in this process (other tests) may have added to it.
     steps = promql(prometheus, "query", query='medrl_train_steps_total{arm="grpo"}')
-    assert float(steps[0]["value"][1]) == 6
+    assert float(steps[0]["value"][1]) >= 6
     # Scraped while training ran, not only afterwards: the step gauge was seen at several values.
     start, end = observed["train_window"]
     history = promql(

@@ -157,7 +157,12 @@ def test_server_killed_mid_upload_leaves_no_checkpoint_and_resume_takes_the_prev
     monkeypatch.setattr(s3.HashingReader, "read", original_read)
 
     own_seaweed.start()
+    monkeypatch.setenv("MEDRL_STORE_RETRY_SECONDS", "60")  # the restarted server may answer 500 for a moment
     assert not store.is_committed(f"{ckpts}/step-2")
+    b, key = s3.split(ckpts)
+    unfinished = own_seaweed.client()._list_multipart_uploads(b, prefix=key + "/").uploads
+    assert [u.object_name for u in unfinished] == [f"{key}/step-2/model.safetensors"]  # invisible, not yet tidied
+    assert "model.safetensors" not in store.list_dir(f"{ckpts}/step-2")
     restored = checkpoint_store.restore_latest(ckpts, tmp_path / "resume")
     assert restored == tmp_path / "resume" / "checkpoint-1"
     assert (restored / "trainer_state.json").read_bytes() == b'{"global_step": 1}'
@@ -165,7 +170,6 @@ def test_server_killed_mid_upload_leaves_no_checkpoint_and_resume_takes_the_prev
     # The next checkpoint's commit tidies up: the torn step-2 and its unfinished multipart upload go.
     checkpoint_store.commit_checkpoint(step2, ckpts, 3, keep=2)
     assert [n for n, _ in checkpoint_store.steps(ckpts)] == [1, 3]
-    b, key = s3.split(ckpts)
     assert own_seaweed.client()._list_multipart_uploads(b, prefix=key + "/").uploads == []
 
 
@@ -177,19 +181,19 @@ def test_server_restarted_mid_commit_is_carried_through_by_retries(own_seaweed, 
     local = tmp_path / "ckpt"
     fill(local, {f"shard-{i}.bin": os.urandom(2 << 20) for i in range(6)})
     original_read = s3.HashingReader.read
-    restarted = threading.Event()
+    restart = threading.Thread(target=lambda: (time.sleep(1.5), own_seaweed.start()))
 
     def read_and_restart(self, size=-1):
-        if not restarted.is_set():
-            restarted.set()
+        if not restart.is_alive() and restart.ident is None:
             own_seaweed.kill()  # the server goes away for a few seconds, then comes back on the same data
-            threading.Thread(target=lambda: (time.sleep(1.5), own_seaweed.start()), daemon=True).start()
+            restart.start()
         return original_read(self, size)
 
     monkeypatch.setattr(s3.HashingReader, "read", read_and_restart)
     with caplog.at_level("WARNING", logger="medrl.store"):
         store.commit_from(local, uri)
-    assert restarted.is_set() and any("retrying" in r.getMessage() for r in caplog.records)
+    restart.join()
+    assert own_seaweed.proc.poll() is None and any("retrying" in r.getMessage() for r in caplog.records)
     root = store.open_dir(uri, verify=True)
     for path in local.iterdir():
         assert (root / path.name).read_bytes() == path.read_bytes()
