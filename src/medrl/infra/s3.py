@@ -308,8 +308,9 @@ class S3Backend:
     def _remove(self, bucket: str, key: str, what: str) -> None:
         self.call(self._missing_ok(lambda: self.client.remove_object(bucket, key)), what)
 
-    def abort_uploads(self, bucket: str, prefix: str) -> int:
-        """Abort unfinished multipart uploads under `prefix` (left by a crash); returns how many."""
+    def abort_uploads(self, bucket: str, prefix: str, what: str) -> int:
+        """Abort unfinished multipart uploads under `prefix` (left by a crash); returns how many. `what` names
+        them in messages (never the key: it may be a data file's name)."""
 
         def run() -> int:
             n = 0
@@ -321,13 +322,13 @@ class S3Backend:
             return n
 
         try:
-            n = self.call(run, f"clean-up of unfinished uploads under s3://{bucket}/{prefix}")
+            n = self.call(run, f"clean-up of unfinished uploads of {what}")
         except StoreError as err:
             # Unfinished uploads are invisible to readers; failing to tidy them must not fail a commit.
             log.warning("%s", err)
             return 0
         if n:
-            log.info("aborted %d unfinished multipart upload(s) under s3://%s/%s", n, bucket, prefix)
+            log.info("aborted %d unfinished multipart upload(s) of %s", n, what)
         return n
 
     # ------------------------------------------------------------------------------------------ files
@@ -343,7 +344,7 @@ class S3Backend:
                 raise StoreError(f"{what}: the local file changed while it was uploaded; commit again")
             return reader.sha.hexdigest()
 
-        digest = self.call(run, what, before_retry=lambda: self.abort_uploads(bucket, key))
+        digest = self.call(run, what, before_retry=lambda: self.abort_uploads(bucket, key, what))
         return {"size": size, "sha256": digest}
 
     def _download_file(self, bucket: str, key: str, dest: Path | None, what: str) -> tuple[int, str]:
@@ -403,7 +404,7 @@ class S3Backend:
         stale = [o.object_name for o in self._objects(bucket, key + "/", True) if o.object_name not in wanted]
         self._remove_many(bucket, stale, f"removal of stale files of {uri}")
         self._remove_folders(bucket, key, stale, include_root=False)
-        self.abort_uploads(bucket, key + "/")
+        self.abort_uploads(bucket, key + "/", uri)
         data = manifest_bytes({"version": 1, "files": entries})
         self._put_bytes(bucket, f"{key}/{MANIFEST}", data, f"upload of {MANIFEST} to {uri}")
         self._put_bytes(bucket, f"{key}/{COMMITTED}", marker_text(data).encode(), f"commit of {uri}")
@@ -564,7 +565,7 @@ class S3Backend:
         self._remove(bucket, f"{key}/{COMMITTED}", f"un-commit of {uri}")
         keys = [o.object_name for o in self._objects(bucket, key + "/", True)]
         self._remove_many(bucket, keys, f"removal of {uri}")
-        self.abort_uploads(bucket, key + "/")
+        self.abort_uploads(bucket, key + "/", uri)
         self._remove(bucket, key, f"removal of {uri}")
         self._remove_folders(bucket, key, keys, include_root=True)
 
