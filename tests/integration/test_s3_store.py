@@ -117,7 +117,9 @@ def test_a_flipped_byte_fails_the_download_loudly(s3_bucket, seaweed, tmp_path):
     assert not (tmp_path / "copy").exists()
 
 
-def test_wrong_credentials_and_a_dead_endpoint_are_named(s3_bucket, monkeypatch):
+def test_wrong_credentials_a_bad_bucket_and_a_dead_endpoint_are_named(s3_bucket, monkeypatch):
+    with pytest.raises(store.StoreError, match="bucket names are 3-63 lowercase"):
+        store.write_text("s3://Bad_Bucket/x.txt", "x")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not-the-secret")
     with pytest.raises(store.StoreError, match="AWS_SECRET_ACCESS_KEY"):
         store.write_text(f"{s3_bucket}/x.txt", "x")

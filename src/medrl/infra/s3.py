@@ -246,8 +246,9 @@ class S3Backend:
             if exc.code == "NoSuchBucket":
                 return StoreError(f"{what}: bucket '{exc.bucket_name}' does not exist; create it or fix the URI")
             return StoreError(f"{what}: {describe(exc)}")
-        if isinstance(exc, ValueError):  # the client's checks of bucket and object names
-            return StoreError(f"{what}: {exc}; S3 bucket names are 3-63 lowercase letters, digits, '-' and '.'")
+        if isinstance(exc, ValueError):  # the client's checks of bucket and object names (which name no object)
+            hint = "; S3 bucket names are 3-63 lowercase letters, digits, '-' and '.'" if "bucket" in str(exc) else ""
+            return StoreError(f"{what}: {exc}{hint}")
         return StoreError(f"{what}: {describe(exc)}")
 
     def _missing_ok(self, fn: Callable[[], T]) -> Callable[[], T | None]:
