@@ -22,7 +22,9 @@ from components.train import train
 from medrl.config import MAX_LEVELS
 
 STORE_CONFIG = "medrl-store"  # ConfigMap in the pipeline's namespace: default store URI and S3 endpoint
-STORE_CONFIG_KEYS = {key: key for key in ("MEDRL_STORE", "AWS_ENDPOINT_URL_S3", "AWS_REGION", "HF_HUB_OFFLINE")}
+STORE_CONFIG_KEYS = {
+    key: key for key in ("MEDRL_STORE", "AWS_ENDPOINT_URL_S3", "AWS_REGION", "HF_HUB_OFFLINE", "MEDRL_PUSHGATEWAY_URL")
+}
 SHM_SIZE = os.environ.get("MEDRL_EVAL_SHM_SIZE", "16Gi")  # /dev/shm of the evaluate pods (compile time)
 UID = 1000  # the image's non-root user
 

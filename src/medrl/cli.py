@@ -25,6 +25,8 @@ pipeline_app = typer.Typer(
     help="Compile the study pipeline, start and schedule runs on Kubeflow Pipelines, list runs.", no_args_is_help=True
 )
 app.add_typer(pipeline_app, name="pipeline")
+store_app = typer.Typer(help="Look into the artifact store (a directory, file:// or s3:// URI).", no_args_is_help=True)
+app.add_typer(store_app, name="store")
 
 log = logging.getLogger("medrl")
 
@@ -34,6 +36,21 @@ Overrides = Annotated[
 ]
 Preset = Annotated[str | None, typer.Option("--preset", "-p", help=f"A shipped study: {', '.join(preset_names())}")]
 ConfigFile = Annotated[Path | None, typer.Option("--config", "-c", help="A study YAML file instead of a preset.")]
+MetricsPort = Annotated[
+    int | None, typer.Option(help="Serve training's Prometheus /metrics on this port (rank 0); env MEDRL_METRICS_PORT.")
+]
+Pushgateway = Annotated[
+    str | None,
+    typer.Option(help="Push batch stages' metrics to this Pushgateway URL; env MEDRL_PUSHGATEWAY_URL."),
+]
+
+
+def _metrics_env(port: int | None, pushgateway: str | None) -> None:
+    """Options become environment variables, so kfp.local's subprocesses and torchrun's ranks see them too."""
+    if port is not None:
+        os.environ["MEDRL_METRICS_PORT"] = str(port)
+    if pushgateway:
+        os.environ["MEDRL_PUSHGATEWAY_URL"] = pushgateway
 
 
 def _setup_logging() -> None:
@@ -101,19 +118,25 @@ def train(
     config: ConfigFile = None,
     arm: Annotated[str | None, typer.Option(help="Arm of the config to train (default: the only trained one).")] = None,
     init: Annotated[str | None, typer.Option(help="Start from this model instead of the arm's `init`.")] = None,
+    metrics_port: MetricsPort = None,
 ) -> None:
     """Train one arm of a study config on a prepared dataset.
 
     Example: medrl train --preset demo --arm sft --data ./data --out ./sft-model
     """
-    from medrl.infra import store
+    from medrl.infra import metrics, store
     from medrl.train import train_arm
 
+    _metrics_env(metrics_port, None)
     cfg = load_config(preset=preset, file=config, overrides=overrides or [])
     name = _pick_arm(cfg, arm)
     start = init or _standalone_init(cfg, name)
     data_dir = store.open_dir(store.normalize(data))
-    with tempfile.TemporaryDirectory(prefix="medrl-train-") as work, store.commit_dir(store.normalize(out)) as staging:
+    with (
+        tempfile.TemporaryDirectory(prefix="medrl-train-") as work,
+        store.commit_dir(store.normalize(out)) as staging,
+        metrics.training_arm(name),
+    ):
         summary = train_arm(cfg, name, data_dir, start, staging, Path(work))
         log_file = Path(work) / "train_log.jsonl"
         if log_file.exists():
@@ -221,6 +244,8 @@ def run(
     store: Annotated[str | None, typer.Option("--store", help="Store URI: file:///path or s3://bucket/prefix.")] = None,
     run_id: Annotated[str | None, typer.Option(help="Run id (default: time-based).")] = None,
     pipeline_root: Annotated[Path | None, typer.Option(help="kfp.local working folder.")] = None,
+    metrics_port: MetricsPort = None,
+    pushgateway: Pushgateway = None,
 ) -> None:
     """Run a whole study (every arm, then the report) through the Kubeflow pipeline, locally.
 
@@ -228,6 +253,7 @@ def run(
     """
     if not preset and not config:
         raise ConfigError("give --preset NAME or --config FILE")
+    _metrics_env(metrics_port, pushgateway)
     _run_study(preset, config, overrides, arms, store, run_id, pipeline_root)
 
 
@@ -265,6 +291,80 @@ def pipeline_compile(
     from medrl.pipeline import compile_pipeline
 
     typer.echo(f"compiled: {compile_pipeline(out, image)}")
+
+
+@store_app.command("ls")
+def store_ls(uri: Annotated[str, typer.Argument(help="A store URI (s3://bucket/prefix, file:///path) or a path.")]):
+    """List what lies under a URI; committed artifacts show their file count and size.
+
+    Example: medrl store ls s3://medrl/medrl/20261121-120000-ab12/arms/grpo/checkpoints
+    """
+    from medrl.infra import store
+
+    entries = store.ls(store.normalize(uri))
+    if not entries:
+        typer.echo(f"nothing under {uri}")
+    for e in entries:
+        if e["kind"] == "committed":
+            typer.echo(f"{e['name'] + '/':<32} committed  {e['files']:>6} files  {_size(e['bytes']):>10}")
+        elif e["kind"] == "folder":
+            typer.echo(f"{e['name'] + '/':<32} folder (not committed)")
+        else:
+            typer.echo(e["name"])
+
+
+@store_app.command("get")
+def store_get(
+    uri: Annotated[str, typer.Argument(help="A committed artifact or a single object.")],
+    dest: Annotated[Path, typer.Argument(help="Local directory (artifact) or file (object) to write.")],
+):
+    """Download a committed artifact (every file checked against its sha256) or one object.
+
+    Example: medrl store get s3://medrl/medrl/20261121-120000-ab12/arms/grpo/model ./grpo-model
+    """
+    from medrl.infra import store
+
+    uri = store.normalize(uri)
+    if store.is_committed(uri):
+        store.download(uri, dest)
+        typer.echo(f"{uri} -> {dest}/ (verified)")
+    else:
+        data = store.read_bytes(uri)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dest.with_name(f".{dest.name}.part")
+        tmp.write_bytes(data)
+        os.replace(tmp, dest)
+        typer.echo(f"{uri} -> {dest} ({_size(len(data))})")
+
+
+@store_app.command("verify")
+def store_verify(
+    uri: Annotated[str, typer.Argument(help="A committed artifact.")],
+    show_paths: Annotated[bool, typer.Option(help="Name a damaged file (file names may carry patient data).")] = False,
+):
+    """Check every file of a committed artifact against the sha256 in its MANIFEST.json; exit 1 if damaged.
+
+    Example: medrl store verify s3://medrl/medrl/20261121-120000-ab12/data
+    """
+    from medrl.infra import store
+
+    uri = store.normalize(uri)
+    try:
+        summary = store.verify(uri)
+    except store.IntegrityError as err:
+        typer.echo(f"DAMAGED: {err}", err=True)
+        if show_paths and err.file:
+            typer.echo(f"damaged file: {err.file}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"ok: {summary['files']} files, {_size(summary['bytes'])} match {uri}/MANIFEST.json")
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GiB"
 
 
 # ------------------------------------------------------------------ pipeline submit | schedule | runs (Kubeflow)
@@ -439,11 +539,12 @@ def doctor(
 
 def main() -> None:
     from medrl.data.prep import PrepError
+    from medrl.infra.metrics import MetricsError
     from medrl.infra.store import StoreError
 
     _setup_logging()
     try:
         app()
-    except (ConfigError, PrepError, StoreError, FileNotFoundError, ValueError) as err:
+    except (ConfigError, PrepError, StoreError, MetricsError, FileNotFoundError, ValueError) as err:
         typer.echo(f"error: {err}", err=True)
         sys.exit(2)

@@ -13,7 +13,8 @@ import tempfile
 from pathlib import Path
 
 from medrl.config import MAX_LEVELS, StudyConfig, config_from_text, dump_config, load_config
-from medrl.infra import store
+from medrl.infra import checkpoint_store, store
+from medrl.infra import metrics as prom
 from medrl.infra.layout import RunLayout, new_run_id
 
 log = logging.getLogger("medrl")
@@ -67,8 +68,9 @@ def prep(run_uri: str) -> str:
 
     run, cfg = load_run(run_uri)
     if not store.is_committed(run.data):
-        with store.commit_dir(run.data) as out:
+        with prom.batch_stage("prep", run.run_id) as pushed, store.commit_dir(run.data) as out:
             summary = prepare(cfg.data, out)
+            pushed.prep(summary)
         log.info(
             "prepared %d train / %d test rows (%d quarantined)",
             summary["train"],
@@ -102,8 +104,16 @@ def train(run_uri: str, arm: str) -> str:
     if cfg.arms[arm].method == "none" or store.is_committed(run.arm(arm).model):
         return model_of(run, cfg, arm)
     data_dir = store.open_dir(run.data)
-    with tempfile.TemporaryDirectory(prefix=f"medrl-{arm}-") as work, store.commit_dir(run.arm(arm).model) as out:
+    paths = run.arm(arm)
+    with (
+        tempfile.TemporaryDirectory(prefix=f"medrl-{arm}-") as work,
+        store.commit_dir(paths.model) as out,
+        checkpoint_store.upload_to(paths.checkpoints, cfg.arms[arm].save_total_limit),
+        prom.training_arm(arm),
+    ):
         work_dir = Path(work)
+        # A retried step resumes: the newest committed checkpoint goes where the trainer looks for one.
+        checkpoint_store.restore_latest(paths.checkpoints, work_dir / "checkpoints")
         summary = train_arm(cfg, arm, data_dir, init_of(run, cfg, arm), out, work_dir)
         log_file = work_dir / "train_log.jsonl"
         if log_file.exists():
@@ -122,15 +132,18 @@ def evaluate(run_uri: str, arm: str) -> str:
         done = json.loads(store.read_text(paths.metrics))
         if metrics_complete(done["metrics"]) or not store.exists(paths.predictions):
             return paths.metrics
-        # A metric was cut short (the judge was down): score the stored answers again, without generating.
-        stored = [json.loads(line) for line in store.read_text(paths.predictions).splitlines() if line]
-        rows, metrics = rescore(cfg, store.open_dir(run.data), stored)
-    else:
-        rows, metrics = evaluate_model(cfg, model_of(run, cfg, arm), store.open_dir(run.data))
-    store.write_text(paths.predictions, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
-    spec = cfg.arms[arm]
-    doc = {"arm": arm, "label": spec.label, "method": spec.method, "n": len(rows), "metrics": metrics}
-    store.write_text(paths.metrics, json.dumps(doc, indent=2) + "\n")
+    with prom.batch_stage("evaluate", run.run_id, arm=arm, judge=True) as pushed:
+        if store.exists(paths.metrics):
+            # A metric was cut short (the judge was down): score the stored answers again, without generating.
+            stored = [json.loads(line) for line in store.read_text(paths.predictions).splitlines() if line]
+            rows, metrics = rescore(cfg, store.open_dir(run.data), stored)
+        else:
+            rows, metrics = evaluate_model(cfg, model_of(run, cfg, arm), store.open_dir(run.data))
+        store.write_text(paths.predictions, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+        spec = cfg.arms[arm]
+        doc = {"arm": arm, "label": spec.label, "method": spec.method, "n": len(rows), "metrics": metrics}
+        store.write_text(paths.metrics, json.dumps(doc, indent=2) + "\n")
+        pushed.evaluation(metrics, len(rows))
     log.info("arm %s: accuracy %.3f on %d questions", arm, metrics["accuracy"]["mean"] or 0.0, len(rows))
     return paths.metrics
 
@@ -160,6 +173,14 @@ def report(run_uri: str) -> str:
     from medrl.report import build_report
 
     run, cfg = load_run(run_uri)
-    with store.commit_dir(run.report) as out:
-        build_report(cfg.report.title, collect(run_uri), out, baseline=cfg.baseline_arm())
+    with prom.batch_stage("report", run.run_id) as pushed, store.commit_dir(run.report) as out:
+        results = collect(run_uri)
+        build_report(cfg.report.title, results, out, baseline=cfg.baseline_arm())
+        pushed.set("report_arms", len(results), "Arms in the report.")
     return run.report
+
+
+def forget_metrics(run_uri: str) -> int:
+    """Delete the run's groups (prep, evaluate per arm, report) from the Pushgateway, e.g. when a run is done."""
+    run, cfg = load_run(run_uri)
+    return prom.delete_run(run.run_id, list(cfg.arms))

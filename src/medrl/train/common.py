@@ -86,8 +86,19 @@ class JsonlLog(TrainerCallback):
 
 
 def training_callbacks(work_dir: Path) -> list[TrainerCallback]:
-    """Callbacks every trainer gets: the JSONL log (and the metrics exporter and checkpoint upload)."""
-    return [JsonlLog(work_dir / "train_log.jsonl")]
+    """Callbacks every trainer gets: the JSONL log, the Prometheus exporter (/metrics when MEDRL_METRICS_PORT is
+    set) and, inside `checkpoint_store.upload_to(...)`, the upload of each checkpoint to the store."""
+    from medrl.infra import checkpoint_store, metrics
+    from medrl.infra.trainer_hooks import CheckpointUpload, PrometheusExporter
+
+    callbacks: list[TrainerCallback] = [
+        JsonlLog(work_dir / "train_log.jsonl"),
+        PrometheusExporter(metrics.current_arm(), metrics.port_from_env()),
+    ]
+    target = checkpoint_store.active_target()
+    if target is not None:
+        callbacks.append(CheckpointUpload(target, work_dir / "checkpoint-uploads"))
+    return callbacks
 
 
 def finish(trainer, out_dir: Path, processor) -> dict:
