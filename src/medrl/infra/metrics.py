@@ -176,7 +176,20 @@ class TrainingRecorder:
 
 # ------------------------------------------------------------------------------------------------ judge
 
-JUDGE_OUTCOMES = ("ok", "error", "timeout", "rate_limited", "unparsable", "circuit_open", "other")
+# The outcomes of medrl.judge.openai (one per HTTP attempt), and "other" for anything else.
+JUDGE_OUTCOMES = (
+    "ok",
+    "unparsable",
+    "garbage",
+    "timeout",
+    "http_error",
+    "connection_error",
+    "rejected",
+    "guided_rejected",
+    "breaker_open",
+    "internal_error",
+    "other",
+)
 JUDGE_REQUESTS = Counter(
     "medrl_judge_requests", "Judge requests by outcome: " + ", ".join(JUDGE_OUTCOMES), ["outcome"], registry=REGISTRY
 )

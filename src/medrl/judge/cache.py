@@ -12,6 +12,8 @@ import sqlite3
 import threading
 from pathlib import Path
 
+from medrl.infra import metrics as prom
+
 
 def cache_key(backend: str, model: str, kind: str, prompt: str) -> str:
     h = hashlib.sha256()
@@ -53,6 +55,8 @@ class VerdictCache:
             hit = sum(v is not None for v in found)
             self.hits += hit
             self.misses += len(keys) - hit
+            prom.judge_cache(True, hit)
+            prom.judge_cache(False, len(keys) - hit)
             return found
 
     def put_many(self, items: dict[str, int]) -> None:
@@ -93,6 +97,8 @@ class CachedJudge:
             fresh = {k: int(v) for k, v in zip(todo, answers, strict=True) if v is not None}
             self.cache.put_many(fresh)
             found = [v if v is not None else fresh.get(k) for k, v in zip(keys, found, strict=True)]
+        unscorable = sum(v is None for v in found)
+        prom.judge_verdicts(len(found) - unscorable, unscorable)
         return found
 
     def yes_no(self, prompts: list[str]) -> list[bool | None]:

@@ -19,6 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 
 from medrl.config import JudgeConfig
+from medrl.infra import metrics as prom
 from medrl.judge.breaker import CircuitBreaker
 from medrl.judge.templates import SCORES, YES_NO, parse_score, parse_yes_no
 
@@ -212,7 +213,9 @@ class OpenAIJudge:
                 return last, None
             self.attempts += 1
             self.retries += attempt > 0
+            started = time.monotonic()
             outcome, reply, wait = await self._attempt(client, prompt, choices)
+            prom.judge_request(outcome, time.monotonic() - started)
             if outcome == "guided_rejected":
                 continue  # asked again at once, without the guidance this server does not know
             if outcome in ("ok", "garbage", "rejected"):
