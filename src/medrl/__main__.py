@@ -1,3 +1,4 @@
 from medrl.cli import main
 
-main()
+if __name__ == "__main__":  # worker processes (multiprocessing forkserver/spawn) import this module too
+    main()
