@@ -92,6 +92,8 @@ def test_vqa_rad_saved_dataset(tmp_path):
     summary = prep("vqa-rad", src, tmp_path / "out")
     assert (summary["train"], summary["test"]) == (16, 8)
     assert summary["reasons"] == {"duplicate": 1}  # the repeated (image, question) pair
+    quarantined = json.loads((tmp_path / "out" / "quarantine.jsonl").read_text())
+    assert quarantined == {"file": "train", "source_row": 17, "reason": "duplicate"}
     train, test = read_records(tmp_path / "out", "train"), read_records(tmp_path / "out", "test")
     closed = [r for r in train if r.meta["answer_type"] == "closed"]
     opened = [r for r in train if r.meta["answer_type"] == "open"]
@@ -151,3 +153,50 @@ def test_hub_name_without_a_hub_is_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(PrepError, match="not a local path, and loading it as a hub dataset failed"):
         prep("vqa-rad", "nobody-here/not-a-dataset", tmp_path / "out")
+
+
+@pytest.mark.parametrize("name", ["medrl.data.images", "medrl.data.sources", "medrl.data.prep"])
+def test_docstring_examples(name):
+    import doctest
+    import importlib
+
+    result = doctest.testmod(importlib.import_module(name))
+    assert result.attempted > 0 and result.failed == 0
+
+
+def _drop_field(path, field):
+    entries = json.loads(path.read_text(encoding="utf-8"))
+    path.write_text(json.dumps([{k: v for k, v in e.items() if k != field} for e in entries]), encoding="utf-8")
+    return path
+
+
+def _drop_column(path, column):
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(path)
+    pq.write_table(table.drop_columns([column]), path)
+    return path
+
+
+@pytest.mark.parametrize("source", ["slake", "omnimedvqa", "path-vqa", "vqa-rad"])
+def test_a_missing_field_names_the_file_and_what_is_expected(tmp_path, source):
+    if source == "slake":
+        src = slake(tmp_path / "s")
+        bad = _drop_field(src / "validation.json", "answer")
+        match = rf"{bad}: missing field\(s\) answer; expected a JSON list of objects with img_name, question, answer"
+    elif source == "omnimedvqa":
+        src = omnimedvqa(tmp_path / "o", per_dataset=3)
+        bad = _drop_field(src / "QA_information" / "Open-access" / "ACRIMA.json", "gt_answer")
+        match = rf"{bad}: missing field\(s\) gt_answer; expected .*option_A"
+    elif source == "path-vqa":
+        src = hf_parquet(tmp_path / "p")
+        bad = _drop_column(src / "data" / "test-00000-of-00001.parquet", "question")
+        match = rf"{bad}: missing column\(s\) question; expected columns image, question, answer"
+    else:
+        import datasets
+
+        src = tmp_path / "v"
+        datasets.Dataset.from_dict({"img": [b"x"], "question": ["q"], "answer": ["a"]}).save_to_disk(str(src))
+        match = rf"{src}: missing column\(s\) image; expected columns image, question, answer"
+    with pytest.raises(PrepError, match=match):
+        prep(source, src, tmp_path / "out")

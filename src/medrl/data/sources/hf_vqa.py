@@ -37,16 +37,18 @@ def _saved(path: Path) -> list[Part]:
         raise PrepError(
             f"{path}: cannot load it as a saved dataset ({type(err).__name__}); expected columns {EXPECTED}"
         ) from None
-    splits = loaded.items() if isinstance(loaded, datasets.DatasetDict) else [(path.name, loaded)]
-    return [_dataset_part(f"{path.name}/{key}", key, ds) for key, ds in splits]
+    if isinstance(loaded, datasets.DatasetDict):
+        return [_dataset_part(str(path / key), key, key, ds) for key, ds in loaded.items()]
+    return [_dataset_part(str(path), path.name, path.name, loaded)]
 
 
-def _dataset_part(label: str, key: str, ds) -> Part:
+def _dataset_part(where: str, label: str, key: str, ds) -> Part:
+    """`where` names the data in errors, `label` in quarantine rows (no folders of this machine)."""
     import datasets
 
     missing = [c for c in COLUMNS if c not in ds.column_names]
     if missing:
-        raise PrepError(f"{label}: missing column(s) {', '.join(missing)}; expected columns {EXPECTED}")
+        raise PrepError(f"{where}: missing column(s) {', '.join(missing)}; expected columns {EXPECTED}")
     if isinstance(ds.features.get("image"), datasets.Image):
         ds = ds.cast_column("image", datasets.Image(decode=False))  # bytes as stored; nothing decoded here
     ds = ds.select_columns(list(COLUMNS))
@@ -95,7 +97,7 @@ def _hub(name: str) -> list[Part]:
             f"--input {name}: not a local path, and loading it as a hub dataset failed ({type(err).__name__}). "
             "Where no hub is reachable, save the dataset (save_to_disk or its parquet files) and pass that folder."
         ) from None
-    return [_dataset_part(f"{name}/{key}", key, ds) for key, ds in loaded.items()]
+    return [_dataset_part(f"{name} ({key})", key, key, ds) for key, ds in loaded.items()]
 
 
 def parts(cfg: DataConfig) -> tuple[Path | None, list[Part]]:
