@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import mmap
 import multiprocessing
 import os
 import shutil
@@ -37,6 +36,11 @@ log = logging.getLogger("medrl")
 BATCH = 512  # rows per batch handed to the image workers
 IN_FLIGHT = 2  # batches checked while the next one is read
 FORMAT_ALIASES = {"JPG": "JPEG", "TIF": "TIFF"}
+HINTS = {
+    "image_format_not_allowed": "To accept another format, list it in --image-formats (data.image_formats).",
+    "image_missing": "Are the images unpacked where the source expects them (see README: medrl prep)?",
+    "question_not_utf8": "Is the file saved in another encoding? Convert it to UTF-8.",
+}
 
 
 def _synthetic(cfg: DataConfig, scratch: Path) -> tuple[Path, Iterator[Row]]:
@@ -193,12 +197,16 @@ class Spill:
         order = np.argsort(np.frombuffer(self.keys, dtype=np.uint64), kind="stable")
         if size is not None:
             order = order[:size]
-        if not self.keys:
-            return
-        with self.path.open("rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as view:
-            for i in order.tolist():
+        end = self.path.stat().st_size
+        # pread, not mmap or a buffered reader: touched pages of a mapped spill would count as resident memory
+        fd = os.open(self.path, os.O_RDONLY)
+        try:
+            for i in order:
                 start = self.offsets[i]
-                yield json.loads(view[start : view.find(b"\n", start)])
+                stop = self.offsets[i + 1] if i + 1 < len(self.offsets) else end
+                yield json.loads(os.pread(fd, stop - start, start))
+        finally:
+            os.close(fd)
 
 
 class Tally:
@@ -315,6 +323,9 @@ def _prepare(cfg: DataConfig, out: Path, scratch: Path, formats: tuple[str, ...]
     finally:
         checker.close(ok)
         tally.file.close()
+        if not ok:
+            for spill in spills.values():
+                spill.file.close()
 
     bad = tally.outcomes["bad"]
     considered = tally.rows - tally.outcomes["filtered"]
@@ -327,9 +338,10 @@ def _prepare(cfg: DataConfig, out: Path, scratch: Path, formats: tuple[str, ...]
             for r, n in tally.reasons.most_common()
             if r != "duplicate"
         )
+        hints = "".join(f" {HINTS[r]}" for r, _ in tally.reasons.most_common(3) if r in HINTS)
         raise PrepError(
             f"{bad} of {considered} rows of source '{cfg.source}' are bad ({bad_fraction:.1%} > "
-            f"data.max_bad_fraction={cfg.max_bad_fraction}): {_top(top)}. Fix the input, or raise "
+            f"data.max_bad_fraction={cfg.max_bad_fraction}): {_top(top)}.{hints} Fix the input, or raise "
             "--max-bad-fraction to prepare the good rows and quarantine the rest."
         )
 
