@@ -1,4 +1,4 @@
 from medrl.cli import main
 
-if __name__ == "__main__":  # worker processes (multiprocessing forkserver/spawn) import this module too
+if __name__ == "__main__":  # spawned worker processes (multiprocessing) import this module too
     main()
