@@ -76,20 +76,36 @@ def tiny_model(
     typer.echo(f"tiny {arch} model written to {out}")
 
 
+SOURCE_NAMES = "synthetic | pmc-vqa | vqa-rad | path-vqa | slake | omnimedvqa | jsonl"
+
+
 @app.command()
 def prep(
     out: Annotated[str, typer.Option(help="Where the prepared dataset goes: a directory or store URI.")],
-    source: Annotated[str, typer.Option(help="synthetic | ... (see README).")] = "synthetic",
-    input: Annotated[str | None, typer.Option("--input", help="The source on disk (not for synthetic).")] = None,
-    train_size: Annotated[int | None, typer.Option(help="Training rows kept.")] = 256,
-    test_size: Annotated[int | None, typer.Option(help="Test rows kept.")] = 64,
+    source: Annotated[str, typer.Option(help=f"The dataset's layout: {SOURCE_NAMES}.")] = "synthetic",
+    input: Annotated[
+        str | None, typer.Option("--input", help="The source as downloaded: folder, file or hub name (not synthetic).")
+    ] = None,
+    train_size: Annotated[int | None, typer.Option(help="Training rows kept (default: all; synthetic 256).")] = None,
+    test_size: Annotated[int | None, typer.Option(help="Test rows kept (default: all; synthetic 64).")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the subset draw.")] = 0,
     image_size: Annotated[int, typer.Option(help="Side of synthetic images.")] = 56,
     max_bad_fraction: Annotated[float, typer.Option(help="Fail above this share of bad rows.")] = 0.01,
+    lang: Annotated[str, typer.Option(help="Question language kept (SLAKE): en, zh or all.")] = "en",
+    test_fraction: Annotated[float, typer.Option(help="Share of images held out where a source has no split.")] = 0.2,
+    yes_no_choices: Annotated[
+        bool, typer.Option(help="Give yes/no questions the options yes and no (closed, like multiple choice).")
+    ] = True,
+    image_formats: Annotated[str, typer.Option(help="Allowed image formats, comma-separated.")] = "PNG,JPEG",
+    workers: Annotated[
+        int | None, typer.Option(help="Image-checking processes (default: CPU count, at most 8).")
+    ] = None,
 ) -> None:
     """Turn a source into a prepared dataset (train.jsonl, test.jsonl, images/, quarantine.jsonl, summary.json).
 
-    Example: medrl prep --source synthetic --out ./data --train-size 256 --test-size 64 --seed 0
+    Sources: synthetic, pmc-vqa, vqa-rad, path-vqa, slake, omnimedvqa, jsonl (see README).
+
+    Example: medrl prep --source pmc-vqa --input ./PMC-VQA --out ./data --train-size 10000 --test-size 7000 --seed 0
     """
     from medrl.config import DataConfig
     from medrl.data.prep import prepare
@@ -103,9 +119,13 @@ def prep(
         seed=seed,
         image_size=image_size,
         max_bad_fraction=max_bad_fraction,
+        lang=None if lang == "all" else lang,
+        test_fraction=test_fraction,
+        yes_no_choices=yes_no_choices,
+        image_formats=[f.strip() for f in image_formats.split(",") if f.strip()],
     )
     with store.commit_dir(store.normalize(out)) as staging:
-        summary = prepare(cfg, staging)
+        summary = prepare(cfg, staging, workers=workers)
     typer.echo(json.dumps(summary, indent=2))
 
 

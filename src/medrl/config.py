@@ -57,6 +57,14 @@ class DataConfig(Strict):
     seed: int = Field(0, description="Seed of the subset draw and of synthetic images.")
     image_size: int = Field(56, ge=28, description="Side of synthetic images in pixels.")
     max_bad_fraction: float = Field(0.01, ge=0.0, le=1.0, description="Prep fails above this share of bad rows.")
+    lang: str | None = Field("en", description="Question language kept where a source has several (SLAKE); null: all.")
+    test_fraction: float = Field(
+        0.2, gt=0.0, lt=1.0, description="Share of images held out for testing when the source has no split."
+    )
+    yes_no_choices: bool = Field(True, description="Yes/no questions get the options [yes, no], as multiple choice.")
+    image_formats: list[str] = Field(
+        default_factory=lambda: ["PNG", "JPEG"], description="Image formats a row may use; others are quarantined."
+    )
 
 
 class LoraConfig(Strict):
