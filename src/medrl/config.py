@@ -57,6 +57,10 @@ class DataConfig(Strict):
     seed: int = Field(0, description="Seed of the subset draw and of synthetic images.")
     image_size: int = Field(56, ge=28, description="Side of synthetic images in pixels.")
     max_bad_fraction: float = Field(0.01, ge=0.0, le=1.0, description="Prep fails above this share of bad rows.")
+    images: str | None = Field(None, description="ms-cxr: the MIMIC-CXR-JPG folder its boxes refer to.")
+    cxr_tasks: list[Literal["report", "grounding"]] = Field(
+        default_factory=lambda: ["report", "grounding"], description="Chest X-ray sources: tasks to write."
+    )
 
 
 class LoraConfig(Strict):
@@ -116,6 +120,7 @@ class TrainConfig(Strict):
 class ArmConfig(TrainConfig):
     label: str = Field("", description="Row label in Table 1 (default: the arm's name).")
     model: str | None = Field(None, description="Base model of this arm if not the study's (e.g. scratch).")
+    prompt: str | None = Field(None, description="Instruction of this arm if not the study's (e.g. thinking).")
 
 
 class JudgeConfig(Strict):
@@ -193,6 +198,11 @@ class StudyConfig(Strict):
         for name in self.arms:
             groups[level[name]].append(name)
         return groups
+
+    def for_arm(self, arm: str) -> StudyConfig:
+        """The study as `arm` trains and is evaluated: its own instruction in place of the study's `prompt`."""
+        prompt = self.arms[arm].prompt
+        return self if prompt is None else self.model_copy(update={"prompt": prompt})
 
     def baseline_arm(self) -> str:
         return self.report.baseline or next(iter(self.arms))

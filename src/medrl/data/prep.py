@@ -17,6 +17,8 @@ from PIL import Image
 
 from medrl.config import DataConfig
 from medrl.data import synthetic
+from medrl.data.cxr import mimic_cxr, ms_cxr, vindr_cxr
+from medrl.data.cxr import synthetic as cxr_synthetic
 from medrl.data.records import LETTERS, Record, write_json, write_jsonl
 
 
@@ -52,7 +54,13 @@ def _synthetic(cfg: DataConfig, staging: Path) -> tuple[Path, Iterator[Row]]:
     return staging, rows()
 
 
-SOURCES: dict[str, Source] = {"synthetic": _synthetic}
+SOURCES: dict[str, Source] = {
+    "synthetic": _synthetic,
+    "cxr-synthetic": cxr_synthetic.source,
+    "mimic-cxr": mimic_cxr.source,
+    "ms-cxr": ms_cxr.source,
+    "vindr-cxr": vindr_cxr.source,
+}
 
 
 def check_image(root: Path, rel: str) -> str | None:
