@@ -139,6 +139,9 @@ class EvalConfig(Strict):
     max_new_tokens: int = Field(700, ge=1)
     limit: int | None = Field(None, ge=1, description="Evaluate only the first N test rows.")
     judge: JudgeConfig = Field(default_factory=JudgeConfig, description="Judge of the thinking score (1-10).")
+    report_scorers: dict[Literal["bertscore", "ratescore", "radcliq", "green"], str] = Field(
+        default_factory=dict, description="Model-based report scores -> local weights; unset ones are skipped."
+    )
 
 
 class ReportConfig(Strict):

@@ -120,7 +120,7 @@ def evaluate(run_uri: str, arm: str) -> str:
     paths = run.arm(arm)
     if store.exists(paths.metrics):
         return paths.metrics
-    rows, metrics = evaluate_model(cfg, model_of(run, cfg, arm), store.open_dir(run.data))
+    rows, metrics = evaluate_model(cfg.for_arm(arm), model_of(run, cfg, arm), store.open_dir(run.data))
     store.write_text(paths.predictions, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
     spec = cfg.arms[arm]
     doc = {"arm": arm, "label": spec.label, "method": spec.method, "n": len(rows), "metrics": metrics}

@@ -11,6 +11,13 @@ MODULES = [
     "medrl.data.prompt",
     "medrl.report.build",
     "medrl.models.tiny",
+    "medrl.rewards.grounding",
+    "medrl.rewards.report",
+    "medrl.evaluate.cxr",
+    "medrl.data.cxr.common",
+    "medrl.data.cxr.dicom",
+    "medrl.data.cxr.mimic_cxr",
+    "medrl.data.cxr.vindr_cxr",
 ]
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from medrl.config import StudyConfig
 from medrl.data.records import read_records
+from medrl.evaluate.cxr import score_tasks
 from medrl.evaluate.generate import generate
 from medrl.models.load import load_model, load_processor
 from medrl.rewards.basic import format_reward
@@ -54,4 +55,5 @@ def evaluate_model(cfg: StudyConfig, model_ref: str, data_dir: Path) -> tuple[li
         "format": summarize([float(r["format"]) for r in rows]),
         "think_tokens": summarize([float(r["think_tokens"]) for r in rows]),
     }
+    metrics = score_tasks(records, rows, metrics, cfg.evaluate.report_scorers)  # report and grounding records
     return rows, metrics

@@ -88,6 +88,9 @@ def build_report(title: str, arms: list[ArmResult], out_dir: Path) -> Path:
         "Thinking token length: tokens inside `<think>`. Other cells: mean (± std) over test questions; "
         "'-' where a metric was not measured."
     )
+    from medrl.report.cxr import cxr_section
+
+    parts += cxr_section(arms)  # chest X-ray report/grounding metrics, when an arm has them
     if reward_curve(arms, out_dir / "figures" / "reward_curve.png"):
         parts += ["", "## Training", "", "![GRPO reward](figures/reward_curve.png)"]
     path = out_dir / "report.md"
