@@ -43,10 +43,11 @@ def average_precision(predicted: list[Box | None], reference: list[Box], thresho
 
 def label_f1_scores(generated: list[str], reference: list[str]) -> dict[str, float | None]:
     """Micro F1 (pooled over observations and reports) and macro F1 (mean over observations that either side
-    has) of the present CheXpert observations (positive or uncertain).
+    has) of the present CheXpert observations (positive or uncertain). "No edema." alone is a normal report
+    (No Finding present), so it disagrees with "Edema." twice.
 
     >>> label_f1_scores(["Cardiomegaly.", "Edema."], ["Cardiomegaly.", "No edema."])
-    {'micro': 0.6666666666666666, 'macro': 0.5}
+    {'micro': 0.5, 'macro': 0.3333333333333333}
     """
     counts = {obs: [0, 0, 0] for obs in OBSERVATIONS}  # tp, fp, fn
     for gen, ref in zip(generated, reference, strict=True):

@@ -32,8 +32,8 @@ def _first(value) -> float:
 def window(arr: np.ndarray, center: float, width: float) -> np.ndarray:
     """DICOM's linear VOI function (PS3.3 C.11.2.1.2) mapped to 0..1.
 
-    >>> window(np.array([0.0, 1000.0, 2000.0, 3000.0]), 1500.0, 1001.0).round(3).tolist()
-    [0.0, 0.0, 0.5, 1.0]
+    >>> window(np.array([500.0, 1500.0, 2500.0]), 1500.0, 1001.0).round(2).tolist()
+    [0.0, 0.5, 1.0]
     """
     width = max(width, 1.0)
     out = (arr - (center - 0.5)) / (width - 1.0) + 0.5 if width > 1.0 else (arr > center - 0.5).astype(float)

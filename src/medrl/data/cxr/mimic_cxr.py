@@ -46,7 +46,9 @@ def report_target(findings: str, impression: str) -> str:
 
 
 def study_dir(subject: str, study: str) -> str:
-    """>>> study_dir("10000032", "50414267")
+    """The folder of a study in the MIMIC-CXR-JPG tree.
+
+    >>> study_dir("10000032", "50414267")
     'files/p10/p10000032/s50414267'
     """
     return f"files/p{subject[:2]}/p{subject}/s{study}"
