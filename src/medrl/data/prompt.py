@@ -36,7 +36,6 @@ def target_completion(record: Record, instruction: str = DEFAULT_INSTRUCTION) ->
 
 # Chest X-ray tasks: the sources write these questions into records; SFT targets follow the arm's instruction.
 REPORT_QUESTION = "Write the findings and impression of the radiology report for this chest X-ray."
-THINKING_INSTRUCTION = "Think step by step inside <think> </think>, then give the answer after </think>."
 
 
 def grounding_question(phrase: str) -> str:
@@ -68,8 +67,12 @@ def cxr_target(record: Record, instruction: str) -> str:
 
     >>> r = Record(id="1", question="q", answer="[0.10, 0.20, 0.30, 0.40]", task="grounding",
     ...            meta={"rationale": "Bright focus, left upper zone."})
-    >>> cxr_target(r, ""), cxr_target(r, THINKING_INSTRUCTION)
-    ('[0.10, 0.20, 0.30, 0.40]', '<think>Bright focus, left upper zone.</think>[0.10, 0.20, 0.30, 0.40]')
+    >>> cxr_target(r, "")
+    '[0.10, 0.20, 0.30, 0.40]'
+    >>> cxr_target(r, DEFAULT_INSTRUCTION)
+    '<think>Bright focus, left upper zone.</think><answer>[0.10, 0.20, 0.30, 0.40]</answer>'
+    >>> cxr_target(r, "Think inside <think> </think> first.")
+    '<think>Bright focus, left upper zone.</think>[0.10, 0.20, 0.30, 0.40]'
     """
     answer = f"<answer>{record.answer}</answer>" if "<answer>" in instruction else record.answer
     if "<think>" in instruction:
