@@ -67,10 +67,16 @@ def prep(
     seed: Annotated[int, typer.Option(help="Seed of the subset draw.")] = 0,
     image_size: Annotated[int, typer.Option(help="Side of synthetic images.")] = 56,
     max_bad_fraction: Annotated[float, typer.Option(help="Fail above this share of bad rows.")] = 0.01,
+    images: Annotated[str | None, typer.Option(help="ms-cxr: the MIMIC-CXR-JPG folder of its images.")] = None,
+    cxr_tasks: Annotated[
+        str, typer.Option(help="Chest X-ray sources: report,grounding (or one).")
+    ] = "report,grounding",
 ) -> None:
     """Turn a source into a prepared dataset (train.jsonl, test.jsonl, images/, quarantine.jsonl, summary.json).
 
     Example: medrl prep --source synthetic --out ./data --train-size 256 --test-size 64 --seed 0
+
+    Example: medrl prep --source vindr-cxr --input /data/vindr-cxr --out ./vindr --train-size 5000
     """
     from medrl.config import DataConfig
     from medrl.data.prep import prepare
@@ -84,6 +90,8 @@ def prep(
         seed=seed,
         image_size=image_size,
         max_bad_fraction=max_bad_fraction,
+        images=images,
+        cxr_tasks=[t.strip() for t in cxr_tasks.split(",") if t.strip()],
     )
     with store.commit_dir(store.normalize(out)) as staging:
         summary = prepare(cfg, staging)

@@ -409,3 +409,17 @@ def test_cxr_tasks_select_records(tmp_path):
     assert summary["train"] == 30
     with pytest.raises(PrepError, match="cxr_tasks"):
         prepare(DataConfig(source="mimic-cxr", input=str(tmp_path), cxr_tasks=["grounding"]), tmp_path / "m")
+
+
+def test_cli_prep_writes_cxr_records(tmp_path):
+    from typer.testing import CliRunner
+
+    from medrl.cli import app
+
+    out = tmp_path / "cli"
+    args = ["prep", "--source", "cxr-synthetic", "--out", str(out), "--train-size", "8", "--test-size", "2"]
+    done = CliRunner().invoke(app, [*args, "--cxr-tasks", "report"])
+    assert done.exit_code == 0, done.output
+    assert {r.task for r in read_records(out, "train")} == {"report"}
+    bad = CliRunner().invoke(app, [*args, "--cxr-tasks", "captions"])
+    assert bad.exit_code != 0
