@@ -77,10 +77,10 @@ def test_score_tasks_adds_task_metrics_and_keeps_accuracy_to_vqa():
     assert metrics["map50"]["mean"] == 0.75
     assert rows[3]["box_f1"] == pytest.approx(2 * 1.0 / 4)
     assert metrics["skipped_scorers"] == {
-        "bertscore": "no weights configured (evaluate.report_scorers)",
-        "ratescore": "no weights configured (evaluate.report_scorers)",
-        "radcliq": "no weights configured (evaluate.report_scorers)",
-        "green": "no weights configured (evaluate.report_scorers)",
+        "bertscore": "no weights in evaluate.report_scorers",
+        "ratescore": "no weights in evaluate.report_scorers",
+        "radcliq": "no weights in evaluate.report_scorers",
+        "green": "no weights in evaluate.report_scorers",
     }
 
 
@@ -114,7 +114,7 @@ def _arms():
         "rouge_l": {"mean": 0.2812, "std": 0.11},
         "label_f1_micro": {"mean": 0.5, "std": None},
         "map50": {"mean": 0.4, "std": None},
-        "skipped_scorers": {"green": "no weights configured (evaluate.report_scorers)"},
+        "skipped_scorers": {"green": "no weights in evaluate.report_scorers"},
     }
     return [
         ArmResult("base", "Qwen3-VL (general)", "none", 100, {"accuracy": {"mean": None}}),
@@ -133,6 +133,6 @@ def test_report_gains_the_cxr_section_only_when_measured(tmp_path):
     text = build_report("Study", _arms(), tmp_path / "a").read_text()
     assert "## Chest X-ray report generation and grounding" in text
     assert "| RadVLM + GRPO | 100 | 28.12 (± 11.00) | 50.00 | 40.00 |" in text
-    assert "Model-based scores skipped: green (no weights configured" in text
+    assert "Model-based scores skipped: green (no weights in evaluate.report_scorers)" in text
     vqa_only = [ArmResult("base", "Base", "none", 100, {"accuracy": {"mean": 0.5, "std": 0.5}})]
     assert "Chest X-ray" not in build_report("Study", vqa_only, tmp_path / "b").read_text()

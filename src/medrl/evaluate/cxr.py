@@ -113,7 +113,7 @@ def model_scores(generated: list[str], reference: list[str], scorers: dict[str, 
     for name in MODEL_SCORERS:
         weights = scorers.get(name)
         if not weights:
-            skipped[name] = "no weights configured (evaluate.report_scorers)"
+            skipped[name] = "no weights in evaluate.report_scorers"
         elif name == "bertscore":
             values[name] = bertscore_f1(generated, reference, weights)
         else:
