@@ -61,7 +61,7 @@ def _setup_logging() -> None:
 @app.command("tiny-model")
 def tiny_model(
     out: Annotated[Path, typer.Option(help="Directory to write the checkpoint to.")],
-    arch: Annotated[str, typer.Option(help="Architecture: qwen2-vl.")] = "qwen2-vl",
+    arch: Annotated[str, typer.Option(help="Architecture: qwen2-vl, qwen2.5-vl or qwen3-vl.")] = "qwen2-vl",
     seed: Annotated[int, typer.Option(help="Seed of the random weights.")] = 0,
 ) -> None:
     """Build a tiny model of a real architecture, with a tokenizer trained here (tests, the demo).
@@ -100,12 +100,19 @@ def prep(
     workers: Annotated[
         int | None, typer.Option(help="Image-checking processes (default: CPU count, at most 8).")
     ] = None,
+    images: Annotated[str | None, typer.Option(help="ms-cxr: the MIMIC-CXR-JPG folder of its images.")] = None,
+    cxr_tasks: Annotated[
+        str, typer.Option(help="Chest X-ray sources: report,grounding (or one).")
+    ] = "report,grounding",
 ) -> None:
     """Turn a source into a prepared dataset (train.jsonl, test.jsonl, images/, quarantine.jsonl, summary.json).
 
-    Sources: synthetic, pmc-vqa, vqa-rad, path-vqa, slake, omnimedvqa, jsonl (see README).
+    Sources: synthetic, pmc-vqa, vqa-rad, path-vqa, slake, omnimedvqa, jsonl, and for chest X-rays
+    cxr-synthetic, mimic-cxr, ms-cxr, vindr-cxr (see README).
 
     Example: medrl prep --source pmc-vqa --input ./PMC-VQA --out ./data --train-size 10000 --test-size 7000 --seed 0
+
+    Example: medrl prep --source vindr-cxr --input /data/vindr-cxr --out ./vindr --train-size 5000
     """
     from medrl.config import DataConfig
     from medrl.data.prep import prepare
@@ -123,6 +130,8 @@ def prep(
         test_fraction=test_fraction,
         yes_no_choices=yes_no_choices,
         image_formats=[f.strip() for f in image_formats.split(",") if f.strip()],
+        images=images,
+        cxr_tasks=[t.strip() for t in cxr_tasks.split(",") if t.strip()],
     )
     with store.commit_dir(store.normalize(out)) as staging:
         summary = prepare(cfg, staging, workers=workers)

@@ -49,7 +49,9 @@ class ModelConfig(Strict):
 
 class DataConfig(Strict):
     source: str = Field(
-        "synthetic", description="synthetic | pmc-vqa | vqa-rad | path-vqa | slake | omnimedvqa | jsonl"
+        "synthetic",
+        description="synthetic | pmc-vqa | vqa-rad | path-vqa | slake | omnimedvqa | jsonl | cxr-synthetic | "
+        "mimic-cxr | ms-cxr | vindr-cxr",
     )
     input: str | None = Field(None, description="Where the source lies on disk (not used by `synthetic`).")
     train_size: int | None = Field(256, ge=1, description="Rows kept for training (None: all).")
@@ -64,6 +66,10 @@ class DataConfig(Strict):
     yes_no_choices: bool = Field(True, description="Yes/no questions get the options [yes, no], as multiple choice.")
     image_formats: list[str] = Field(
         default_factory=lambda: ["PNG", "JPEG"], description="Image formats a row may use; others are quarantined."
+    )
+    images: str | None = Field(None, description="ms-cxr: the MIMIC-CXR-JPG folder its boxes refer to.")
+    cxr_tasks: list[Literal["report", "grounding"]] = Field(
+        default_factory=lambda: ["report", "grounding"], description="Chest X-ray sources: tasks to write."
     )
 
 
@@ -124,6 +130,7 @@ class TrainConfig(Strict):
 class ArmConfig(TrainConfig):
     label: str = Field("", description="Row label in Table 1 (default: the arm's name).")
     model: str | None = Field(None, description="Base model of this arm if not the study's (e.g. scratch).")
+    prompt: str | None = Field(None, description="Instruction of this arm if not the study's (e.g. thinking).")
 
 
 class JudgeConfig(Strict):
@@ -195,6 +202,9 @@ class EvalConfig(Strict):
     metric_device: str = Field("auto", description="auto | cpu | cuda | cuda:N for the metric models.")
     bootstrap_samples: int = Field(2000, ge=100, description="Resamples of the accuracy's 95% interval.")
     seed: int = Field(0, description="Seed of the bootstrap.")
+    report_scorers: dict[Literal["bertscore", "ratescore", "radcliq", "green"], str] = Field(
+        default_factory=dict, description="Model-based report scores -> local weights; unset ones are skipped."
+    )
 
 
 class ReportConfig(Strict):
@@ -254,6 +264,11 @@ class StudyConfig(Strict):
         for name in self.arms:
             groups[level[name]].append(name)
         return groups
+
+    def for_arm(self, arm: str) -> StudyConfig:
+        """The study as `arm` trains and is evaluated: its own instruction in place of the study's `prompt`."""
+        prompt = self.arms[arm].prompt
+        return self if prompt is None else self.model_copy(update={"prompt": prompt})
 
     def baseline_arm(self) -> str:
         return self.report.baseline or next(iter(self.arms))

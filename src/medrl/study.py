@@ -136,15 +136,16 @@ def evaluate(run_uri: str, arm: str) -> str:
         if store.exists(paths.metrics):
             # A metric was cut short (the judge was down): score the stored answers again, without generating.
             stored = [json.loads(line) for line in store.read_text(paths.predictions).splitlines() if line]
-            rows, metrics = rescore(cfg, store.open_dir(run.data), stored)
+            rows, metrics = rescore(cfg.for_arm(arm), store.open_dir(run.data), stored)
         else:
-            rows, metrics = evaluate_model(cfg, model_of(run, cfg, arm), store.open_dir(run.data))
+            rows, metrics = evaluate_model(cfg.for_arm(arm), model_of(run, cfg, arm), store.open_dir(run.data))
         store.write_text(paths.predictions, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
         spec = cfg.arms[arm]
         doc = {"arm": arm, "label": spec.label, "method": spec.method, "n": len(rows), "metrics": metrics}
         store.write_text(paths.metrics, json.dumps(doc, indent=2) + "\n")
         pushed.evaluation(metrics, len(rows))
-    log.info("arm %s: accuracy %.3f on %d questions", arm, metrics["accuracy"]["mean"] or 0.0, len(rows))
+    accuracy = (metrics.get("accuracy") or {}).get("mean")
+    log.info("arm %s: %d questions scored, accuracy %s", arm, len(rows), "-" if accuracy is None else f"{accuracy:.3f}")
     return paths.metrics
 
 

@@ -16,6 +16,13 @@ MODULES = [
     "medrl.evaluate.accuracy",
     "medrl.evaluate.stats",
     "medrl.report.figures",
+    "medrl.rewards.grounding",
+    "medrl.rewards.report",
+    "medrl.evaluate.cxr",
+    "medrl.data.cxr.common",
+    "medrl.data.cxr.dicom",
+    "medrl.data.cxr.mimic_cxr",
+    "medrl.data.cxr.vindr_cxr",
 ]
 
 

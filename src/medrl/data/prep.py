@@ -25,6 +25,8 @@ from typing import Any
 
 from medrl.config import DataConfig
 from medrl.data import synthetic
+from medrl.data.cxr import mimic_cxr, ms_cxr, vindr_cxr
+from medrl.data.cxr import synthetic as cxr_synthetic
 from medrl.data.images import MAX_IMAGE_PIXELS, check_image, check_paths
 from medrl.data.records import LETTERS, Record, write_json, write_jsonl
 from medrl.data.sources import PrepError, Row, Source, fold, hf_vqa, jsonl, omnimedvqa, pmc_vqa, slake
@@ -66,6 +68,10 @@ SOURCES: dict[str, Source] = {
     "slake": slake.read,
     "omnimedvqa": omnimedvqa.read,
     "jsonl": jsonl.read,
+    "cxr-synthetic": cxr_synthetic.source,
+    "mimic-cxr": mimic_cxr.source,
+    "ms-cxr": ms_cxr.source,
+    "vindr-cxr": vindr_cxr.source,
 }
 
 

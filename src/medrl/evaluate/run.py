@@ -11,6 +11,7 @@ from pathlib import Path
 from medrl.config import StudyConfig
 from medrl.data.records import Record, read_records
 from medrl.evaluate.accuracy import judge_answer
+from medrl.evaluate.cxr import score_tasks
 from medrl.evaluate.generate import generate
 from medrl.evaluate.score import score_predictions
 from medrl.evaluate.stats import summarize
@@ -50,7 +51,14 @@ def evaluate_model(cfg: StudyConfig, model_ref: str, data_dir: Path) -> tuple[li
     rows = [prediction_row(rec, text, processor.tokenizer) for rec, text in zip(records, completions, strict=True)]
     del model  # the metric models come next; on a GPU they need the memory
     gc.collect()
-    return rows, score_predictions(cfg, records, rows)
+    return rows, score(cfg, records, rows)
+
+
+def score(cfg: StudyConfig, records: list[Record], rows: list[dict]) -> dict:
+    """VQA metrics over the VQA questions, then report and grounding metrics over those tasks' records."""
+    vqa = [i for i, rec in enumerate(records) if rec.task == "vqa"]
+    metrics = score_predictions(cfg, [records[i] for i in vqa], [rows[i] for i in vqa]) if vqa else {}
+    return score_tasks(records, rows, metrics, cfg.evaluate.report_scorers)
 
 
 def rescore(cfg: StudyConfig, data_dir: Path, rows: list[dict]) -> tuple[list[dict], dict]:
@@ -61,4 +69,4 @@ def rescore(cfg: StudyConfig, data_dir: Path, rows: list[dict]) -> tuple[list[di
     if missing:
         raise ValueError(f"predictions lack {len(missing)} test questions; evaluate the arm again instead")
     rows = [{**by_id[rec.id], **judge_answer(by_id[rec.id]["completion"], rec)} for rec in records]
-    return rows, score_predictions(cfg, records, rows)
+    return rows, score(cfg, records, rows)

@@ -237,6 +237,10 @@ def build_report(title: str, arms: list[ArmResult], out_dir: Path, baseline: str
     header, rows = accuracy_rows(arms)
     blocks += [("h2", "Accuracy in detail"), ("table", header, rows, "accuracy")]
 
+    from medrl.report.cxr import cxr_blocks
+
+    blocks += cxr_blocks(arms)  # chest X-ray report/grounding metrics, when an arm has them
+
     header, rows, notes = provenance_rows(arms)
     blocks += [("h2", "Where each metric comes from"), ("table", header, rows, "provenance")]
     if notes:

@@ -13,6 +13,7 @@ def train_arm(cfg: StudyConfig, arm: str, data_dir: Path, init_ref: str, out_dir
     Writes the final model (safetensors + processor) into `out_dir` and TRL's log history to
     `work_dir/train_log.jsonl`; returns a summary (steps, runtime).
     """
+    cfg = cfg.for_arm(arm)  # the arm's own instruction (e.g. thinking) in prompts and SFT targets
     method = cfg.arms[arm].method
     if method in ("sft", "lora"):
         from medrl.train.sft import train_sft as run

@@ -34,9 +34,13 @@ def vision_dataset(cfg: StudyConfig, data_dir: Path, split: str = "train", compl
             "answer": rec.answer,
             "choices": rec.choices,
             "answer_label": rec.answer_label or "",
+            # what the report and grounding rewards compare with
+            "task": rec.task,
+            "boxes": rec.boxes or [],
+            "report": rec.report or "",
         }
         if completions:
-            row["completion"] = [{"role": "assistant", "content": target_completion(rec)}]
+            row["completion"] = [{"role": "assistant", "content": target_completion(rec, cfg.prompt)}]
         rows.append(row)
     return Dataset.from_list(rows).cast_column("image", Image())
 
