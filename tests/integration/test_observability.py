@@ -15,10 +15,12 @@ import urllib.parse
 import urllib.request
 
 import pytest
+from transformers import TrainerCallback
 
 from medrl import study
 from medrl.infra import metrics, s3, store
 from medrl.infra.layout import RunLayout
+from medrl.train import common, grpo
 from tests.integration.servers import Prometheus, Pushgateway, free_ports, s3_environment, wait_until
 from tests.integration.tiny_runs import MARKERS, PATH_MARK, QUESTION_MARK, canary_dataset, grpo_study
 
@@ -49,6 +51,21 @@ def promql(server: Prometheus, path: str, **params) -> list:
     return doc["data"]["result"]
 
 
+class AwaitScrape(TrainerCallback):
+    """Holds training after steps 3 and 6 until Prometheus has scraped them: scraping is shown to happen while
+    training runs, whatever the machine's speed (Prometheus may take seconds to scrape a new target)."""
+
+    def __init__(self, prometheus: Prometheus):
+        self.prometheus = prometheus
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step in (3, 6):
+            query = f'medrl_train_global_step{{arm="grpo"}} == {state.global_step}'
+            wait_until(
+                lambda: promql(self.prometheus, "query", query=query), 60, f"a scrape of step {state.global_step}"
+            )
+
+
 @pytest.fixture(scope="module")
 def observed(tmp_path_factory, seaweed):
     root = tmp_path_factory.mktemp("observed")
@@ -67,6 +84,9 @@ def observed(tmp_path_factory, seaweed):
         mp.setenv(metrics.PORT_ENV, str(port))
         mp.setenv(metrics.ADDR_ENV, "127.0.0.1")
         mp.setenv(metrics.PUSHGATEWAY_ENV, pushgateway.url)
+        mp.setattr(
+            grpo, "training_callbacks", lambda work_dir: [*common.training_callbacks(work_dir), AwaitScrape(prometheus)]
+        )
         for lg in loggers:
             lg.addHandler(capture)
             lg.setLevel(logging.DEBUG)
@@ -120,12 +140,13 @@ def test_prometheus_scrapes_the_training_exporter(observed):
     # The counter is per process: other runs in this process (other tests) may have added to it.
     steps = promql(prometheus, "query", query='medrl_train_steps_total{arm="grpo"}')
     assert float(steps[0]["value"][1]) >= 6
-    # Scraped while training ran, not only afterwards: the step gauge was seen at several values.
+    # Scraped while training ran, not only afterwards (AwaitScrape held steps 3 and 6 until scraped).
     start, end = observed["train_window"]
     history = promql(
         prometheus, "query_range", query='medrl_train_global_step{arm="grpo"}', start=start, end=end, step=0.25
     )
-    assert len({float(v) for _, v in history[0]["values"]}) >= 2, history
+    assert history, f"no scrape of medrl_train_global_step between {start} and {end}"
+    assert {3.0, 6.0} <= {float(v) for _, v in history[0]["values"]}, history
     for name in ("medrl_train_completion_length_mean_tokens", "medrl_train_step_seconds", "medrl_train_kl"):
         assert promql(prometheus, "query", query=f'{name}{{arm="grpo"}}'), name
 
