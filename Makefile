@@ -7,7 +7,7 @@ export HF_HUB_OFFLINE := 1
 export HF_HUB_DISABLE_TELEMETRY := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install demo test test-fast bench lint compile clean
+.PHONY: install demo test test-fast bench lint compile clean lock
 
 install: $(STAMP)
 
@@ -37,6 +37,9 @@ lint: install
 
 compile: install
 	$(VENV)/bin/medrl pipeline compile
+
+lock: install
+	$(PY) -m medrl.infra.image .
 
 clean:
 	rm -rf medrl-runs .pytest_cache

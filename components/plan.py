@@ -6,17 +6,36 @@ from components import IMAGE
 
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
-def init_run(preset: str, config: str, overrides: list, store: str, run_id: str, arms: str) -> str:
+def init_run(
+    preset: str,
+    config: str,
+    overrides: list,
+    store: str,
+    run_id: str,
+    arms: str,
+    base_model: str,
+    dataset_source: str,
+    dataset_uri: str,
+    steps: int,
+    judge_url: str,
+    judge_model: str,
+) -> str:
     """Returns the run's URI: <store>/<experiment>/<run_id>."""
-    from medrl.study import init_run as run
+    from medrl.pipeline import init_from_parameters
 
-    return run(
-        preset=preset or None,
-        config_text=config or None,
+    return init_from_parameters(
+        preset=preset,
+        config=config,
         overrides=[str(o) for o in overrides],
-        store_uri=store or None,
-        run_id=run_id or None,
-        arms=[a.strip() for a in arms.split(",") if a.strip()],
+        store=store,
+        run_id=run_id,
+        arms=arms,
+        base_model=base_model,
+        dataset_source=dataset_source,
+        dataset_uri=dataset_uri,
+        steps=steps,
+        judge_url=judge_url,
+        judge_model=judge_model,
     )
 
 

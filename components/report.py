@@ -1,18 +1,18 @@
-"""Write the study's report to the store and show it in the Kubeflow UI."""
+"""Write the study's report to the store and show it in the Kubeflow UI (Markdown, HTML, scalar metrics)."""
 
 from kfp import dsl
-from kfp.dsl import Markdown, Output
+from kfp.dsl import HTML, Markdown, Metrics, Output
 
 from components import IMAGE
 
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
-def report(run_uri: str, report_md: Output[Markdown]) -> str:
-    """Returns the URI of the report folder; `report_md` is the same report.md for the UI."""
-    from medrl.infra import store
+def report(run_uri: str, report_md: Output[Markdown], report_html: Output[HTML], metrics: Output[Metrics]) -> str:
+    """Returns the URI of the report folder; the artifacts carry the same report (and its numbers) to the UI."""
+    from medrl.report.ui import export_for_ui
     from medrl.study import report as run
 
     uri = run(run_uri)
-    with open(report_md.path, "w", encoding="utf-8") as f:
-        f.write(store.read_text(uri + "/report.md"))
+    for name, value in export_for_ui(uri, report_md.path, report_html.path).items():
+        metrics.log_metric(name, value)
     return uri

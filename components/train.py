@@ -1,4 +1,4 @@
-"""Train one arm of the study."""
+"""Train one arm of the study: in the cluster as a PyTorchJob (the task waits for it), locally in process."""
 
 from kfp import dsl
 
@@ -6,8 +6,36 @@ from components import IMAGE
 
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
-def train(run_uri: str, arm: str) -> str:
+def train(
+    run_uri: str,
+    arm: str,
+    launcher: str,
+    pipeline_run: str,
+    image: str,
+    namespace: str,
+    nodes: int,
+    gpus_per_node: int,
+    cpu: str,
+    memory: str,
+    shm_size: str,
+    node_selector: dict,
+    tolerations: list,
+    store_secret: str,
+) -> str:
     """Returns the URI of the model the arm evaluates."""
-    from medrl.study import train as run
+    from medrl.infra.launch import train_arm
 
-    return run(run_uri, arm)
+    cluster = {
+        "pipeline_run": pipeline_run,
+        "image": image,
+        "namespace": namespace,
+        "nodes": nodes,
+        "gpus_per_node": gpus_per_node,
+        "cpu": cpu,
+        "memory": memory,
+        "shm_size": shm_size,
+        "node_selector": node_selector,
+        "tolerations": tolerations,
+        "store_secret": store_secret,
+    }
+    return train_arm(run_uri, arm, launcher, cluster)

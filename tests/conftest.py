@@ -10,9 +10,15 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from pathlib import Path
 
-import pytest
+# Subprocesses (the CLI, kfp.local tasks) import this checkout's code, not another install of medrl.
+_ROOT = Path(__file__).resolve().parents[1]
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    [str(_ROOT / "src"), str(_ROOT), *[p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]]
+)
 
-from medrl.config import DataConfig
+import pytest  # noqa: E402
+
+from medrl.config import DataConfig  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -31,3 +37,7 @@ def synthetic_data(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("data") / "synthetic"
     prepare(DataConfig(source="synthetic", train_size=64, test_size=16, seed=0), out)
     return out
+
+
+# Real servers on loopback (SeaweedFS, Prometheus, Pushgateway), started and stopped by these fixtures.
+from tests.integration.servers import own_seaweed, pushgateway, s3_bucket, seaweed  # noqa: E402, F401

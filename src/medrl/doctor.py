@@ -48,3 +48,230 @@ def local_checks() -> list[Check]:
     except FileNotFoundError as err:
         checks.append(Check("pipeline definition", False, str(err), "set MEDRL_HOME to the project checkout"))
     return checks
+
+
+# ---------------------------------------------------------------------------------------------- the cluster
+
+TRAINING_OPERATOR_FIX = (
+    "install the Kubeflow Training Operator v1: kubectl apply --server-side -k "
+    '"github.com/kubeflow/training-operator.git/manifests/overlays/standalone?ref=v1.9.2"'
+)
+ENDPOINTS = {
+    "store": ("", "/"),
+    "prometheus": ("http://prometheus-operated.monitoring.svc:9090", "/-/ready"),
+    "pushgateway": ("http://medrl-pushgateway.medrl.svc:9091", "/-/ready"),
+    "judge": ("http://medrl-judge.medrl.svc:8000", "/health"),
+}
+ENDPOINT_FIXES = {
+    "store": "set AWS_ENDPOINT_URL_S3 in the medrl-store ConfigMap (k8s/overlays/<site>/store.yaml) or add the "
+    "optional MinIO (k8s/components/minio), then check the store's own health",
+    "prometheus": "install the Prometheus Operator (kube-prometheus-stack) or pass --prometheus URL",
+    "pushgateway": "kubectl apply -k k8s/overlays/onprem-a100, then "
+    "kubectl -n medrl rollout status deploy/medrl-pushgateway",
+    "judge": "kubectl -n medrl rollout status deploy/medrl-judge; its model must be on the models volume or a hub "
+    "mirror (logs: kubectl -n medrl logs deploy/medrl-judge)",
+}
+LAUNCHER_VERBS = [("kubeflow.org", "pytorchjobs", "", v) for v in ("create", "get", "list", "watch", "delete")]
+LAUNCHER_VERBS += [("", "pods", "", v) for v in ("get", "list")] + [("", "pods", "log", "get")]
+
+
+def kubeconfig_available(kubeconfig: str | None) -> bool:
+    from pathlib import Path
+
+    if kubeconfig:
+        return True
+    if os.environ.get("KUBERNETES_SERVICE_HOST"):
+        return True
+    paths = [p for p in os.environ.get("KUBECONFIG", "").split(os.pathsep) if p] or ["~/.kube/config"]
+    return any(Path(p).expanduser().is_file() for p in paths)
+
+
+def _api_client(kubeconfig: str | None, context: str | None):
+    from kubernetes import client, config
+
+    if not kubeconfig and os.environ.get("KUBERNETES_SERVICE_HOST") and not os.environ.get("KUBECONFIG"):
+        cfg = client.Configuration()
+        config.load_incluster_config(client_configuration=cfg)
+        return client.ApiClient(cfg)
+    return config.new_client_from_config(config_file=kubeconfig, context=context)
+
+
+def _status(err: Exception) -> int | None:
+    return getattr(err, "status", None)
+
+
+def cluster_checks(
+    kubeconfig: str | None = None,
+    context: str | None = None,
+    namespace: str = "medrl",
+    kfp_namespace: str = "kubeflow",
+    service_account: str = "pipeline-runner",
+    gpus_per_node: int = 0,
+    endpoints: dict[str, str] | None = None,
+    store_secret: str = "medrl-store",
+) -> list[Check]:
+    """What a cluster run needs: the API, the PyTorchJob CRD, RBAC of the run's service account, the namespace,
+    the store's Secret, the store, Prometheus, Pushgateway and judge answering, GPUs to schedule on."""
+    from kubernetes import client
+
+    try:
+        api = _api_client(kubeconfig, context)
+        version = client.VersionApi(api).get_code()
+    except Exception as err:  # any failure to load or reach is the same finding for the user
+        first = (str(err).splitlines() or [""])[0][:200]
+        return [Check("Kubernetes API", False, f"{type(err).__name__}: {first}", _KUBECONFIG_FIX)]
+    checks = [Check("Kubernetes API", True, f"{api.configuration.host} ({version.git_version})")]
+    core = client.CoreV1Api(api)
+    checks.append(_crd_check(api))
+    checks.append(_namespace_check(core, namespace))
+    checks.append(_rbac_check(api, namespace, kfp_namespace, service_account))
+    for ns in dict.fromkeys([namespace, kfp_namespace]):
+        checks.append(_secret_check(core, ns, store_secret))
+    urls = {name: default for name, (default, _) in ENDPOINTS.items()} | {
+        k: v for k, v in (endpoints or {}).items() if v
+    }
+    if not urls.get("store"):
+        urls["store"] = _store_endpoint(core, namespace)
+    for name, url in urls.items():
+        checks.append(_endpoint_check(api, name, url))
+    checks.append(_gpu_check(core, gpus_per_node))
+    return checks
+
+
+_KUBECONFIG_FIX = "point --kubeconfig (or KUBECONFIG) at a kubeconfig for the cluster and check `kubectl version`"
+
+
+def _crd_check(api) -> Check:
+    name = "PyTorchJob CRD (kubeflow.org/v1)"
+    try:
+        doc = api.call_api("/apis/kubeflow.org/v1", "GET", response_type="object", auth_settings=["BearerToken"],
+                           _return_http_data_only=True)  # fmt: skip
+    except Exception as err:
+        if _status(err) == 404:
+            return Check(name, False, "the API group kubeflow.org/v1 is not served", TRAINING_OPERATOR_FIX)
+        return Check(name, False, f"discovery failed: {str(err)[:160]}", TRAINING_OPERATOR_FIX)
+    kinds = {r.get("name") for r in (doc or {}).get("resources", [])}
+    if "pytorchjobs" not in kinds:
+        return Check(name, False, "kubeflow.org/v1 has no pytorchjobs resource", TRAINING_OPERATOR_FIX)
+    return Check(name, True, "pytorchjobs.kubeflow.org is served")
+
+
+def _namespace_check(core, namespace: str) -> Check:
+    name = f"namespace {namespace}"
+    fix = f"kubectl apply -k k8s/overlays/onprem-a100 (creates {namespace} labelled Pod Security restricted)"
+    try:
+        ns = core.read_namespace(namespace)
+    except Exception as err:
+        detail = "does not exist" if _status(err) == 404 else f"cannot read it: {str(err)[:120]}"
+        return Check(name, False, detail, fix)
+    enforce = (ns.metadata.labels or {}).get("pod-security.kubernetes.io/enforce")
+    if enforce != "restricted":
+        return Check(name, False, f"Pod Security enforce={enforce}", f"kubectl label ns {namespace} "
+                     "pod-security.kubernetes.io/enforce=restricted --overwrite")  # fmt: skip
+    return Check(name, True, "exists, Pod Security enforce=restricted")
+
+
+def _rbac_check(api, namespace: str, kfp_namespace: str, service_account: str) -> Check:
+    from kubernetes import client
+
+    user = f"system:serviceaccount:{kfp_namespace}:{service_account}"
+    name = f"RBAC of {kfp_namespace}/{service_account} in {namespace}"
+    fix = ("kubectl apply -k k8s/overlays/onprem-a100 (RoleBinding medrl-launcher); for multi-user Kubeflow set its "
+           "subject to the profile's service account (default-editor)")  # fmt: skip
+    authz = client.AuthorizationV1Api(api)
+    missing = []
+    for group, resource, sub, verb in LAUNCHER_VERBS:
+        attrs = client.V1ResourceAttributes(
+            namespace=namespace, group=group, resource=resource, subresource=sub or None, verb=verb
+        )
+        review = client.V1SubjectAccessReview(
+            spec=client.V1SubjectAccessReviewSpec(user=user, resource_attributes=attrs)
+        )
+        try:
+            allowed = authz.create_subject_access_review(review).status.allowed
+        except Exception as err:
+            return Check(name, False, f"cannot ask the API server: {str(err)[:120]}",
+                         "run doctor with a kubeconfig allowed to create subjectaccessreviews")  # fmt: skip
+        if not allowed:
+            missing.append(f"{verb} {resource}{'/' + sub if sub else ''}")
+    if missing:
+        return Check(name, False, "may not " + ", ".join(missing), fix)
+    return Check(name, True, "may create/get/list/watch/delete pytorchjobs and read pods and their logs")
+
+
+def _secret_check(core, namespace: str, secret: str) -> Check:
+    name = f"store Secret {namespace}/{secret}"
+    fix = (f"kubectl -n {namespace} create secret generic {secret} --from-literal=accesskey=... "
+           "--from-literal=secretkey=...")  # fmt: skip
+    try:
+        found = core.read_namespaced_secret(secret, namespace)
+    except Exception as err:
+        detail = "does not exist" if _status(err) == 404 else f"cannot read it: {str(err)[:120]}"
+        return Check(name, False, detail, fix)
+    keys = set((found.data or {}).keys())
+    if not {"accesskey", "secretkey"} <= keys:
+        return Check(name, False, f"has keys {sorted(keys)}, needs accesskey and secretkey", fix)
+    return Check(name, True, "has accesskey and secretkey")
+
+
+def _store_endpoint(core, namespace: str) -> str:
+    try:
+        cm = core.read_namespaced_config_map("medrl-store", namespace)
+        return (cm.data or {}).get("AWS_ENDPOINT_URL_S3", "")
+    except Exception:
+        return ""
+
+
+def _endpoint_check(api, name: str, url: str) -> Check:
+    import re
+    from urllib.parse import urlparse
+
+    path = ENDPOINTS[name][1]
+    if not url:
+        return Check(name, False, "no address known", ENDPOINT_FIXES[name])
+    parsed = urlparse(url)
+    base = parsed.path.rstrip("/")
+    if name == "judge" and base.endswith("/v1"):
+        base = base[: -len("/v1")]
+    service = re.match(r"^([a-z0-9-]+)\.([a-z0-9-]+)\.svc(\.cluster\.local)?$", parsed.hostname or "")
+    try:
+        if service and not os.environ.get("KUBERNETES_SERVICE_HOST"):
+            # Outside the cluster a Service name does not resolve: go through the API server's service proxy.
+            svc, ns = service.group(1), service.group(2)
+            port = parsed.port or (443 if parsed.scheme == "https" else 80)
+            proxy = f"/api/v1/namespaces/{ns}/services/{parsed.scheme}:{svc}:{port}/proxy{base}{path}"
+            api.call_api(proxy, "GET", auth_settings=["BearerToken"], _preload_content=False, _request_timeout=10)
+            how = "through the API server's service proxy"
+        else:
+            import httpx
+
+            status = httpx.get(f"{parsed.scheme}://{parsed.netloc}{base}{path}", timeout=10).status_code
+            if status >= 500 or (status >= 400 and name != "store"):
+                raise RuntimeError(f"HTTP {status}")
+            how = f"HTTP {status}"
+    except Exception as err:
+        return Check(f"{name} reachable", False, f"{url}: {str(err).splitlines()[0][:160]}", ENDPOINT_FIXES[name])
+    return Check(f"{name} reachable", True, f"{url} ({how})")
+
+
+def _gpu_check(core, gpus_per_node: int) -> Check:
+    name = "GPUs schedulable"
+    fix = ("install the NVIDIA GPU Operator (device plugin), uncordon the GPU nodes, and check the node_selector and "
+           "tolerations parameters match them")  # fmt: skip
+    try:
+        nodes = core.list_node().items
+    except Exception as err:
+        return Check(
+            name, False, f"cannot list nodes: {str(err)[:120]}", "run doctor with a kubeconfig that may list nodes"
+        )
+    usable = []
+    for node in nodes:
+        ready = any(c.type == "Ready" and c.status == "True" for c in (node.status.conditions or []))
+        gpus = int((node.status.allocatable or {}).get("nvidia.com/gpu", "0"))
+        if ready and not node.spec.unschedulable and gpus >= max(gpus_per_node, 1):
+            usable.append((node.metadata.name, gpus))
+    if not usable:
+        want = f">= {gpus_per_node}" if gpus_per_node else "any"
+        return Check(name, False, f"no Ready, schedulable node with {want} nvidia.com/gpu ({len(nodes)} node(s))", fix)
+    total = sum(g for _, g in usable)
+    return Check(name, True, f"{len(usable)} node(s), {total} GPU(s): " + ", ".join(f"{n}={g}" for n, g in usable[:5]))

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 COMPILED = "pipelines/compiled/study.yaml"
+STORE_ENV = "MEDRL_STORE"  # the site's default store, from the medrl-store ConfigMap in the cluster
 
 
 def project_root() -> Path:
@@ -58,3 +59,68 @@ def run_local(params: dict, pipeline_root: Path) -> None:
     pipeline_root.mkdir(parents=True, exist_ok=True)
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(pipeline_root), raise_on_error=True)
     _import_pipeline(parallelism=1)(**params)
+
+
+def parameter_overrides(
+    preset: str = "",
+    config: str = "",
+    overrides: list[str] | None = None,
+    arms: str = "",
+    base_model: str = "",
+    dataset_source: str = "",
+    dataset_uri: str = "",
+    steps: int = 0,
+    judge_url: str = "",
+    judge_model: str = "",
+) -> list[str]:
+    """The pipeline's named parameters as config overrides (empty or 0: keep the preset's value), after the
+    user's own `overrides`. `steps` sets max_steps of every arm that trains."""
+    out = list(overrides or [])
+    if base_model:
+        out.append(f"model.base={base_model}")
+    if dataset_source:
+        out.append(f"data.source={dataset_source}")
+    if dataset_uri:
+        out.append(f"data.input={dataset_uri}")
+    for block in ("judge", "evaluate.judge"):
+        if judge_url:
+            out += [f"{block}.backend=openai", f"{block}.url={judge_url}"]
+        if judge_model:
+            out.append(f"{block}.model={judge_model}")
+    if steps < 0:
+        raise ValueError(f"steps={steps}: give the optimizer steps of every trained arm, or 0 for the preset's")
+    if steps:
+        from medrl.config import load_config
+
+        cfg = load_config(preset=preset or None, text=config or None, overrides=out, arms=_arm_list(arms) or None)
+        out += [f"arms.{name}.max_steps={steps}" for name, arm in cfg.arms.items() if arm.method != "none"]
+    return out
+
+
+def _arm_list(arms: str) -> list[str]:
+    return [a.strip() for a in arms.split(",") if a.strip()]
+
+
+def init_from_parameters(
+    preset: str = "",
+    config: str = "",
+    overrides: list[str] | None = None,
+    store: str = "",
+    run_id: str = "",
+    arms: str = "",
+    **named,
+) -> str:
+    """The pipeline's init step: named parameters become overrides, then `medrl.study.init_run`."""
+    from medrl.study import init_run
+
+    overrides = parameter_overrides(preset, config, overrides, arms, **named)
+    if not store and not any(o.startswith("store=") for o in overrides):
+        store = os.environ.get(STORE_ENV, "")
+    return init_run(
+        preset=preset or None,
+        config_text=config or None,
+        overrides=overrides,
+        store_uri=store or None,
+        run_id=run_id or None,
+        arms=_arm_list(arms),
+    )

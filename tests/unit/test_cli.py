@@ -6,6 +6,8 @@ import sys
 import pytest
 
 COMMANDS = ["tiny-model", "prep", "train", "evaluate", "report", "run", "demo", "config", "doctor", "pipeline"]
+COMMANDS += ["train-arm"]
+PIPELINE_COMMANDS = ["pipeline compile", "pipeline submit", "pipeline schedule", "pipeline runs"]
 
 
 def medrl(*args):
@@ -19,7 +21,7 @@ def test_help_lists_every_command():
         assert command in out.stdout
 
 
-@pytest.mark.parametrize("command", [c for c in COMMANDS if c != "pipeline"] + ["pipeline compile"])
+@pytest.mark.parametrize("command", [c for c in COMMANDS if c != "pipeline"] + PIPELINE_COMMANDS)
 def test_every_command_has_help_with_an_example(command):
     out = medrl(*command.split(), "--help")
     assert out.returncode == 0, out.stderr

@@ -1,57 +1,72 @@
-"""Score an arm's model on the test split: predictions.jsonl (one row per question) and metrics.json."""
+"""Evaluate an arm's model on the test split: predictions.jsonl (one row per question) and metrics.json.
+
+Generation first (greedy, batched), then the model is let go and the metric models score the predictions.
+"""
 
 from __future__ import annotations
 
-import statistics
+import gc
 from pathlib import Path
 
 from medrl.config import StudyConfig
-from medrl.data.records import read_records
+from medrl.data.records import Record, read_records
+from medrl.evaluate.accuracy import judge_answer
+from medrl.evaluate.cxr import score_tasks
 from medrl.evaluate.generate import generate
+from medrl.evaluate.score import score_predictions
+from medrl.evaluate.stats import summarize
 from medrl.models.load import load_model, load_processor
 from medrl.rewards.basic import format_reward
-from medrl.rewards.parse import answer_text, is_correct, think_text
+from medrl.rewards.parse import answer_text, think_text
+
+__all__ = ["evaluate_model", "rescore", "summarize", "test_records"]
 
 
-def summarize(values: list[float]) -> dict:
-    """mean, std (population, as Table 1 reports) and n; None values (unscorable) are left out and counted."""
-    present = [v for v in values if v is not None]
+def test_records(cfg: StudyConfig, data_dir: Path) -> list[Record]:
+    records = read_records(data_dir, "test")
+    return records[: cfg.evaluate.limit] if cfg.evaluate.limit else records
+
+
+def prediction_row(rec: Record, text: str, tokenizer) -> dict:
+    think = think_text(text)
     return {
-        "mean": statistics.fmean(present) if present else None,
-        "std": statistics.pstdev(present) if len(present) > 1 else 0.0 if present else None,
-        "n": len(present),
-        "missing": len(values) - len(present),
+        "id": rec.id,
+        "completion": text,
+        "answer": answer_text(text),
+        "reference": rec.answer,
+        **judge_answer(text, rec),
+        "format": format_reward([text])[0] == 1.0,
+        "think_tokens": len(tokenizer(think, add_special_tokens=False)["input_ids"]) if think else 0,
     }
 
 
 def evaluate_model(cfg: StudyConfig, model_ref: str, data_dir: Path) -> tuple[list[dict], dict]:
     """Generate greedily for every test record and score it. Returns (prediction rows, metrics)."""
-    records = read_records(data_dir, "test")
-    if cfg.evaluate.limit:
-        records = records[: cfg.evaluate.limit]
+    records = test_records(cfg, data_dir)
     processor = load_processor(model_ref, cfg.model)
     model = load_model(model_ref, cfg.model)
     completions = generate(
         model, processor, records, data_dir, cfg.prompt, cfg.evaluate.max_new_tokens, cfg.evaluate.batch_size
     )
-    tokenizer = processor.tokenizer
-    rows = []
-    for rec, text in zip(records, completions, strict=True):
-        think = think_text(text)
-        rows.append(
-            {
-                "id": rec.id,
-                "completion": text,
-                "answer": answer_text(text),
-                "reference": rec.answer,
-                "correct": is_correct(text, rec.answer, rec.choices),
-                "format": format_reward([text])[0] == 1.0,
-                "think_tokens": len(tokenizer(think, add_special_tokens=False)["input_ids"]) if think else 0,
-            }
-        )
-    metrics = {
-        "accuracy": summarize([float(r["correct"]) for r in rows]),
-        "format": summarize([float(r["format"]) for r in rows]),
-        "think_tokens": summarize([float(r["think_tokens"]) for r in rows]),
-    }
-    return rows, metrics
+    rows = [prediction_row(rec, text, processor.tokenizer) for rec, text in zip(records, completions, strict=True)]
+    del model  # the metric models come next; on a GPU they need the memory
+    gc.collect()
+    return rows, score(cfg, records, rows)
+
+
+def score(cfg: StudyConfig, records: list[Record], rows: list[dict]) -> dict:
+    """VQA metrics over the VQA questions, then report and grounding metrics over those tasks' records."""
+    vqa = [i for i, rec in enumerate(records) if rec.task == "vqa"]
+    metrics = score_predictions(cfg, [records[i] for i in vqa], [rows[i] for i in vqa]) if vqa else {}
+    return score_tasks(records, rows, metrics, cfg.evaluate.report_scorers)
+
+
+def rescore(cfg: StudyConfig, data_dir: Path, rows: list[dict]) -> tuple[list[dict], dict]:
+    """Score stored predictions again (a judge that was down is back) without generating anew."""
+    records = test_records(cfg, data_dir)
+    by_id = {r["id"]: r for r in rows}
+    missing = [rec.id for rec in records if rec.id not in by_id]
+    if missing:
+        raise ValueError(f"predictions lack {len(missing)} test questions; evaluate the arm again instead")
+    rows = [{**by_id[rec.id], **judge_answer(by_id[rec.id]["completion"], rec)} for rec in records]
+    return rows, score(cfg, records, rows)

@@ -2,5 +2,6 @@
 thinking reward). Backends live beside this module; `build_judge` picks one from the config."""
 
 from medrl.judge.base import Judge, KeywordJudge, build_judge
+from medrl.judge.templates import semantic_prompt, thinking_prompt
 
-__all__ = ["Judge", "KeywordJudge", "build_judge"]
+__all__ = ["Judge", "KeywordJudge", "build_judge", "semantic_prompt", "thinking_prompt"]

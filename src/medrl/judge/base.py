@@ -52,9 +52,32 @@ class KeywordJudge:
         return [min(10, 1 + len(self.TERMS.findall(self._judged(p)))) for p in prompts]
 
 
+def _openai(cfg: JudgeConfig) -> Judge:
+    from medrl.judge.openai import OpenAIJudge
+
+    return OpenAIJudge(cfg)
+
+
+def _hf(cfg: JudgeConfig) -> Judge:
+    from medrl.judge.hf import HFJudge
+
+    return HFJudge(cfg)
+
+
+def _embedding(cfg: JudgeConfig) -> Judge:
+    from medrl.judge.embedding import EmbeddingJudge
+
+    return EmbeddingJudge(cfg)
+
+
+BACKENDS = {"keyword": lambda cfg: KeywordJudge(), "openai": _openai, "hf": _hf, "embedding": _embedding}
+
+
 def build_judge(cfg: JudgeConfig) -> Judge:
-    """The judge a config names. Backends other than `keyword` are added beside this module."""
-    backends = {"keyword": lambda cfg: KeywordJudge()}
-    if cfg.backend not in backends:
-        raise ValueError(f"judge.backend={cfg.backend}: unknown; choose one of: {', '.join(backends)}")
-    return backends[cfg.backend](cfg)
+    """The judge a config names, behind the verdict cache (in memory, and on disk with `cache_dir`)."""
+    from medrl.judge.cache import CachedJudge, VerdictCache
+
+    if cfg.backend not in BACKENDS:
+        raise ValueError(f"judge.backend={cfg.backend}: unknown; choose one of: {', '.join(BACKENDS)}")
+    inner = BACKENDS[cfg.backend](cfg)
+    return CachedJudge(inner, cfg.backend, cfg.model or "", VerdictCache(cfg.cache_dir))

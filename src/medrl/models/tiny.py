@@ -1,4 +1,4 @@
-"""`medrl tiny-model`: a Qwen2-VL-architecture checkpoint small enough to train on a laptop CPU.
+"""`medrl tiny-model`: a Qwen2-VL, Qwen2.5-VL or Qwen3-VL checkpoint small enough to train on a laptop CPU.
 
 The tokenizer is a byte-level BPE trained here on a small built-in corpus, with Qwen's special tokens and a
 Qwen-style chat template (images as <|vision_start|><|image_pad|><|vision_end|>). The result is an ordinary
@@ -63,7 +63,9 @@ CORPUS = [
 # M-RoPE gives the width axis of an image the lowest rotary frequencies; with Qwen's theta (1e6) and a tiny
 # head, image columns are almost indistinguishable and a tiny model cannot tell left from right (measured:
 # theta 10 -> 0.56 held-out accuracy on the synthetic task, theta 1 -> 1.0). Theta 1 rotates every
-# frequency by one radian per position, which keeps neighbouring image positions apart.
+# frequency by one radian per position, which keeps neighbouring image positions apart. Qwen3-VL interleaves
+# the axes over all frequencies instead of giving width the lowest ones; theta 1 is kept there too, so that
+# the three tiny architectures differ only in what their real checkpoints differ in (not measured separately).
 ROPE_THETA = 1.0
 
 
@@ -101,28 +103,56 @@ def build_tokenizer(vocab_size: int = 512):
     )
 
 
-def build_qwen2_vl(out: Path, seed: int = 0, image_pixels: int = 3136, hidden: int = 64, layers: int = 2) -> Path:
-    import torch
+def mrope_interleaved(head_dim: int) -> list[int]:
+    """Qwen3-VL's interleaved M-RoPE sections: height and width take every third frequency from index 1 and 2,
+    up to 3 * section; time keeps the rest. Sections sized so that neither runs past head_dim / 2.
+
+    >>> mrope_interleaved(16)
+    [3, 3, 2]
+    """
+    half = head_dim // 2
+    h, w = (half - 1 + 2) // 3, (half - 2 + 2) // 3
+    return [half - h - w, h, w]
+
+
+def _special_ids(tokenizer) -> dict[str, int]:
+    return {t: tokenizer.convert_tokens_to_ids(t) for t in QWEN_SPECIAL_TOKENS}
+
+
+def _text_config(tokenizer, hidden: int, layers: int, sections: list[int]) -> dict:
+    ids = _special_ids(tokenizer)
+    return {
+        "vocab_size": len(tokenizer),
+        "hidden_size": hidden,
+        "intermediate_size": hidden * 2,
+        "num_hidden_layers": layers,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "max_position_embeddings": 4096,
+        "rope_parameters": {"rope_type": "default", "rope_theta": ROPE_THETA, "mrope_section": sections},
+        "bos_token_id": ids["<|endoftext|>"],
+        "eos_token_id": ids["<|im_end|>"],
+        "pad_token_id": ids["<|endoftext|>"],
+    }
+
+
+def _vision_token_ids(tokenizer) -> dict[str, int]:
+    ids = _special_ids(tokenizer)
+    return {
+        "image_token_id": ids["<|image_pad|>"],
+        "video_token_id": ids["<|video_pad|>"],
+        "vision_start_token_id": ids["<|vision_start|>"],
+        "vision_end_token_id": ids["<|vision_end|>"],
+    }
+
+
+def _qwen2_vl(tokenizer, hidden: int, layers: int, image_pixels: int):
     from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration, Qwen2VLImageProcessor, Qwen2VLProcessor
     from transformers.models.qwen2_vl.video_processing_qwen2_vl import Qwen2VLVideoProcessor
 
-    tokenizer = build_tokenizer()
-    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in QWEN_SPECIAL_TOKENS}
     config = Qwen2VLConfig(
-        text_config={
-            "vocab_size": len(tokenizer),
-            "hidden_size": hidden,
-            "intermediate_size": hidden * 2,
-            "num_hidden_layers": layers,
-            "num_attention_heads": 4,
-            "num_key_value_heads": 2,
-            "max_position_embeddings": 4096,
-            # The three M-RoPE sections (time, height, width) sum to head_dim / 2.
-            "rope_parameters": {"rope_type": "default", "rope_theta": ROPE_THETA, "mrope_section": mrope(hidden // 4)},
-            "bos_token_id": ids["<|endoftext|>"],
-            "eos_token_id": ids["<|im_end|>"],
-            "pad_token_id": ids["<|endoftext|>"],
-        },
+        # The three M-RoPE sections (time, height, width) sum to head_dim / 2.
+        text_config=_text_config(tokenizer, hidden, layers, mrope(hidden // 4)),
         vision_config={
             "depth": 2,
             "embed_dim": 32,
@@ -133,32 +163,108 @@ def build_qwen2_vl(out: Path, seed: int = 0, image_pixels: int = 3136, hidden: i
             "spatial_merge_size": 2,
             "temporal_patch_size": 2,
         },
-        image_token_id=ids["<|image_pad|>"],
-        video_token_id=ids["<|video_pad|>"],
-        vision_start_token_id=ids["<|vision_start|>"],
-        vision_end_token_id=ids["<|vision_end|>"],
+        **_vision_token_ids(tokenizer),
     )
-    torch.manual_seed(seed)
-    model = Qwen2VLForConditionalGeneration(config)
-    model.generation_config.eos_token_id = ids["<|im_end|>"]
-    model.generation_config.pad_token_id = ids["<|endoftext|>"]
-    model.generation_config.bos_token_id = ids["<|endoftext|>"]
     processor = Qwen2VLProcessor(
         image_processor=Qwen2VLImageProcessor(min_pixels=image_pixels, max_pixels=image_pixels),
         tokenizer=tokenizer,
         video_processor=Qwen2VLVideoProcessor(),
         chat_template=CHAT_TEMPLATE,
     )
+    return Qwen2VLForConditionalGeneration, config, processor
+
+
+def _qwen2_5_vl(tokenizer, hidden: int, layers: int, image_pixels: int):
+    from transformers import (
+        Qwen2_5_VLConfig,
+        Qwen2_5_VLForConditionalGeneration,
+        Qwen2_5_VLProcessor,
+        Qwen2VLImageProcessor,
+    )
+    from transformers.models.qwen2_vl.video_processing_qwen2_vl import Qwen2VLVideoProcessor
+
+    config = Qwen2_5_VLConfig(
+        text_config=_text_config(tokenizer, hidden, layers, mrope(hidden // 4)),
+        vision_config={
+            "depth": 2,
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_heads": 2,
+            "out_hidden_size": hidden,
+            "patch_size": 14,
+            "spatial_merge_size": 2,
+            "temporal_patch_size": 2,
+            "window_size": 56,  # pixels: a 2x2 window of merged patches
+            "fullatt_block_indexes": [1],  # block 0 attends within windows, block 1 over the whole image
+        },
+        **_vision_token_ids(tokenizer),
+    )
+    processor = Qwen2_5_VLProcessor(
+        image_processor=Qwen2VLImageProcessor(min_pixels=image_pixels, max_pixels=image_pixels),
+        tokenizer=tokenizer,
+        video_processor=Qwen2VLVideoProcessor(),
+        chat_template=CHAT_TEMPLATE,
+    )
+    return Qwen2_5_VLForConditionalGeneration, config, processor
+
+
+def _qwen3_vl(tokenizer, hidden: int, layers: int, image_pixels: int):
+    from transformers import Qwen2VLImageProcessor, Qwen3VLConfig, Qwen3VLForConditionalGeneration, Qwen3VLProcessor
+    from transformers.models.qwen3_vl.video_processing_qwen3_vl import Qwen3VLVideoProcessor
+
+    text = _text_config(tokenizer, hidden, layers, mrope_interleaved(hidden // 4))
+    text["head_dim"] = hidden // 4  # Qwen3's config does not derive it (default 128)
+    config = Qwen3VLConfig(
+        text_config=text,
+        vision_config={
+            "depth": 2,
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_heads": 2,
+            "out_hidden_size": hidden,
+            "patch_size": 16,  # Qwen3-VL's patches are 16 pixels: 32-pixel merged units
+            "spatial_merge_size": 2,
+            "temporal_patch_size": 2,
+            "num_position_embeddings": 64,  # a learned 8x8 grid, resampled to each image
+            "deepstack_visual_indexes": [0],
+        },
+        **_vision_token_ids(tokenizer),
+    )
+    processor = Qwen3VLProcessor(
+        image_processor=Qwen2VLImageProcessor(
+            patch_size=16, merge_size=2, min_pixels=image_pixels, max_pixels=image_pixels
+        ),
+        tokenizer=tokenizer,
+        video_processor=Qwen3VLVideoProcessor(),
+        chat_template=CHAT_TEMPLATE,
+    )
+    return Qwen3VLForConditionalGeneration, config, processor
+
+
+# arch -> (parts builder, image pixels giving a 2x2 grid of merged patches: 56x56 for 14-pixel patches, 64x64
+# for Qwen3-VL's 16-pixel ones)
+ARCHS = {"qwen2-vl": (_qwen2_vl, 3136), "qwen2.5-vl": (_qwen2_5_vl, 3136), "qwen3-vl": (_qwen3_vl, 4096)}
+
+
+def build_tiny(
+    arch: str, out: Path, seed: int = 0, image_pixels: int | None = None, hidden: int = 64, layers: int = 2
+) -> Path:
+    """Write a tiny random checkpoint of `arch` (qwen2-vl, qwen2.5-vl, qwen3-vl) with its processor to `out`."""
+    if arch not in ARCHS:
+        raise ValueError(f"--arch {arch}: no tiny builder for it; choose one of: {', '.join(ARCHS)}")
+    import torch
+
+    parts, default_pixels = ARCHS[arch]
+    tokenizer = build_tokenizer()
+    model_class, config, processor = parts(tokenizer, hidden, layers, image_pixels or default_pixels)
+    ids = _special_ids(tokenizer)
+    torch.manual_seed(seed)
+    model = model_class(config)
+    model.generation_config.eos_token_id = ids["<|im_end|>"]
+    model.generation_config.pad_token_id = ids["<|endoftext|>"]
+    model.generation_config.bos_token_id = ids["<|endoftext|>"]
+    out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out)
     processor.save_pretrained(out)
     return out
-
-
-BUILDERS = {"qwen2-vl": build_qwen2_vl}
-
-
-def build_tiny(arch: str, out: Path, seed: int = 0) -> Path:
-    if arch not in BUILDERS:
-        raise ValueError(f"--arch {arch}: no tiny builder for it; choose one of: {', '.join(BUILDERS)}")
-    return BUILDERS[arch](Path(out), seed=seed)

@@ -1,9 +1,17 @@
-"""Build `report.md` and `figures/*.png` from every arm's metrics.json and train_log.jsonl."""
+"""Build the study report from every arm's metrics.json, predictions.jsonl and train_log.jsonl: report.md,
+a self-contained report.html, figures/*.png and summary.json (the numbers, for Kubeflow and scripts).
+"""
 
 from __future__ import annotations
 
+import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from medrl.report import figures
+from medrl.report.compare import compare
+from medrl.report.html import to_html, to_markdown
 
 # (metrics.json key, column title, scale, show std). Accuracy is a percentage, as in the paper.
 COLUMNS = [
@@ -12,6 +20,23 @@ COLUMNS = [
     ("perplexity", "Perplexity ↓", 1.0, True),
     ("thinking_reward", "Thinking reward ↑", 1.0, True),
     ("think_tokens", "Thinking token length", 1.0, True),
+]
+
+DEFINITIONS = [
+    "Accuracy: percent of test questions whose final `<answer>` names the reference option, by its letter or its "
+    "exact text (open questions: the same text after normalising case, punctuation and spaces). Strict counts "
+    "only the bare letter (closed) or the exact text (open); lenient also counts an answer that names the "
+    "reference option, and no other, inside a longer text.",
+    "Similarity: how close the reasoning inside `<think>` is in meaning to the reference answer; a cross-encoder's "
+    "score in 0..1 (the paper: cross-encoder/stsb-roberta-base) or the cosine of sentence embeddings in -1..1.",
+    "Perplexity: how fluent the reasoning is to a language model, exp of its mean per-token negative "
+    "log-likelihood (the paper: microsoft/biogpt); lower is more fluent.",
+    "Thinking reward: a judge model's 1-10 grade of the reasoning given the question and the reference answer "
+    "(the paper: Mistral-7B-Instruct).",
+    "Thinking token length: tokens inside `<think>`, counted by the evaluated model's tokenizer (0 without one).",
+    "Cells are mean (± population std) over test questions; similarity, perplexity and thinking reward over the "
+    "answers that have reasoning. `-`: not measured; `n/a`: its model is not available here (reason below); "
+    "`*`: incomplete (the judge could not score every answer); `†`: measured by a proxy, not the paper's model.",
 ]
 
 
@@ -23,73 +48,271 @@ class ArmResult:
     train_rows: int | None
     metrics: dict
     train_log: list[dict] = field(default_factory=list)
+    predictions: list[dict] = field(default_factory=list)  # slim rows: id, correct, think_tokens, metric values
+
+
+SLIM_FIELDS = ("id", "correct", "correct_strict", "correct_lenient", "answer_type", "think_tokens")
+SLIM_FIELDS += ("similarity", "perplexity", "thinking_reward")
+
+
+def slim_predictions(jsonl: str) -> list[dict]:
+    """What the report needs of predictions.jsonl: ids, correctness and per-question metric values (no text)."""
+    rows = []
+    for line in jsonl.splitlines():
+        if line.strip():
+            row = json.loads(line)
+            rows.append({k: row[k] for k in SLIM_FIELDS if k in row})
+    return rows
 
 
 def cell(metric: dict | None, scale: float, show_std: bool) -> str:
-    """'58.04' or '0.21 (± 0.24)'; '-' when the metric was not measured.
+    """'58.04' or '0.21 (± 0.24)'; '-' when not measured, 'n/a' when its model is not available here.
 
     >>> cell({"mean": 0.5804, "std": 0.49}, 100.0, False), cell({"mean": 0.21, "std": 0.24}, 1.0, True)
     ('58.04', '0.21 (± 0.24)')
-    >>> cell(None, 1.0, True)
-    '-'
+    >>> cell(None, 1.0, True), cell({"mean": None, "status": "unavailable"}, 1.0, True)
+    ('-', 'n/a')
+    >>> cell({"mean": 7.5, "std": 1.0, "status": "incomplete", "proxy": True}, 1.0, True)
+    '7.50 (± 1.00) *†'
     """
-    if not metric or metric.get("mean") is None:
+    if not metric:
+        return "-"
+    if metric.get("status") == "unavailable":
+        return "n/a"
+    if metric.get("mean") is None:
         return "-"
     text = f"{metric['mean'] * scale:.2f}"
     if show_std and metric.get("std") is not None:
         text += f" (± {metric['std'] * scale:.2f})"
-    return text
+    marks = ("*" if metric.get("status") == "incomplete" else "") + ("†" if metric.get("proxy") else "")
+    return f"{text} {marks}" if marks else text
+
+
+def _data_scale(arm: ArmResult) -> str:
+    return "-" if arm.method == "none" or arm.train_rows is None else f"{arm.train_rows:,}"
+
+
+def table1_rows(arms: list[ArmResult]) -> tuple[list[str], list[list[str]]]:
+    header = ["Model", "Fine-tuning data", *(title for _, title, _, _ in COLUMNS)]
+    rows = [
+        [arm.label, _data_scale(arm), *(cell(arm.metrics.get(k), s, std) for k, _, s, std in COLUMNS)] for arm in arms
+    ]
+    return header, rows
 
 
 def table1(arms: list[ArmResult]) -> str:
-    header = ["Model", "Fine-tuning data", *(title for _, title, _, _ in COLUMNS)]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    """Table 1 as Markdown: a row per arm, the paper's five metric columns."""
+    header, rows = table1_rows(arms)
+    return to_markdown([("table", header, rows)]).rstrip("\n")
+
+
+def _p(p: float | None) -> str:
+    if p is None:
+        return "-"
+    return "< 0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def _delta(value: float | None, scale: float = 1.0) -> str:
+    return "-" if value is None else f"{value * scale:+.2f}"
+
+
+def comparison_rows(arms: list[ArmResult], baseline: ArmResult) -> tuple[list[str], list[list[str]], list[dict]]:
+    header = [
+        "Model",
+        "Δ Accuracy (pp)",
+        "Accuracy 95% CI",
+        "McNemar p (b / c)",
+        "Δ Similarity (p)",
+        "Δ Perplexity (p)",
+        "Δ Thinking reward (p)",
+        "Δ Thinking length (p)",
+    ]
+    rows, results = [], []
     for arm in arms:
-        data = "-" if arm.method == "none" or arm.train_rows is None else f"{arm.train_rows:,}"
-        cells = [cell(arm.metrics.get(key), scale, std) for key, _, scale, std in COLUMNS]
-        lines.append("| " + " | ".join([arm.label, data, *cells]) + " |")
-    return "\n".join(lines)
+        ci = (arm.metrics.get("accuracy") or {}).get("ci95")
+        ci_text = f"{100 * ci[0]:.2f} – {100 * ci[1]:.2f}" if ci else "-"
+        if arm is baseline:
+            rows.append([f"{arm.label} (baseline)", "", ci_text, "", "", "", "", ""])
+            continue
+        result = compare(baseline, arm)
+        results.append(result)
+        tests, deltas = result["tests"], result["deltas"]
+        acc = tests.get("accuracy")
+        mc = f"{_p(acc['p_value'])} ({acc['b']} / {acc['c']})" if acc else "-"
+        if acc and acc["p_value"] < 0.05:
+            mc += " significant"
+        row = [arm.label, _delta(deltas["accuracy"], 100.0), ci_text, mc]
+        for key in ("similarity", "perplexity", "thinking_reward", "think_tokens"):
+            d = _delta(deltas[key])
+            row.append(d if d == "-" or key not in tests else f"{d} ({_p(tests[key]['p_value'])})")
+        rows.append(row)
+    return header, rows, results
 
 
-def reward_curve(arms: list[ArmResult], path: Path) -> bool:
-    """Mean reward per step of every RL arm; False when no arm logged a reward."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=110)
-    drawn = False
+def accuracy_rows(arms: list[ArmResult]) -> tuple[list[str], list[list[str]]]:
+    keys = [
+        ("accuracy", "Accuracy"),
+        ("accuracy_strict", "Strict"),
+        ("accuracy_lenient", "Lenient"),
+        ("accuracy_closed_strict", "Closed strict"),
+        ("accuracy_closed_lenient", "Closed lenient"),
+        ("accuracy_open_strict", "Open strict"),
+        ("accuracy_open_lenient", "Open lenient"),
+    ]
+    header = ["Model", *(t for _, t in keys), "Closed / open questions"]
+    rows = []
     for arm in arms:
-        points = [(r["step"], r["reward"]) for r in arm.train_log if "reward" in r]
-        if points:
-            steps, rewards = zip(*points, strict=True)
-            ax.plot(steps, rewards, label=arm.label, linewidth=1.5)
-            drawn = True
-    if drawn:
-        ax.set_xlabel("step")
-        ax.set_ylabel("mean reward")
-        ax.set_title("GRPO reward during training")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-        fig.tight_layout()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path)
-    plt.close(fig)
-    return drawn
+        m = arm.metrics
+        counts = f"{(m.get('accuracy_closed') or {}).get('n', '-')} / {(m.get('accuracy_open') or {}).get('n', '-')}"
+        rows.append([arm.label, *(cell(m.get(k), 100.0, False) for k, _ in keys), counts])
+    return header, rows
 
 
-def build_report(title: str, arms: list[ArmResult], out_dir: Path) -> Path:
-    """Write report.md (and figures/) into `out_dir`; returns the path of report.md."""
+PROVENANCE = [
+    ("accuracy", "Accuracy", "rule (answer parsing)"),
+    ("similarity", "Similarity", "cross-encoder/stsb-roberta-base"),
+    ("perplexity", "Perplexity", "microsoft/biogpt"),
+    ("thinking_reward", "Thinking reward", "mistralai/Mistral-7B-Instruct"),
+    ("think_tokens", "Thinking token length", "the evaluated model's tokenizer"),
+]
+
+
+def _source(metric: dict) -> str:
+    if metric.get("status") == "unavailable":
+        return "not available"
+    if "model" not in metric:
+        return metric.get("rule") or metric.get("source") or "rule"
+    text = str(metric["model"]) + (f" ({metric['kind']})" if metric.get("kind") else "")
+    return text + (" — proxy" if metric.get("proxy") else "")
+
+
+def provenance_rows(arms: list[ArmResult]) -> tuple[list[str], list[list[str]], list[str]]:
+    header = ["Metric", "The paper's model", "This run", "Status by arm"]
+    rows, notes = [], []
+    for key, title, paper in PROVENANCE:
+        found = [(arm, arm.metrics.get(key)) for arm in arms if arm.metrics.get(key)]
+        if not found:
+            rows.append([title, paper, "not measured", "-"])
+            continue
+        sources = sorted({_source(m) for _, m in found})
+        statuses = {}
+        for arm, m in found:
+            statuses.setdefault(m.get("status", "ok"), []).append(arm.label)
+            note = f"{title}: {m['reason']}" if m.get("reason") else None
+            if note and note not in notes:
+                notes.append(note)
+        status = "; ".join(f"{s}: {', '.join(labels)}" for s, labels in statuses.items())
+        rows.append([title, paper, "; ".join(sources), status])
+    return header, rows, notes
+
+
+def _pick_baseline(arms: list[ArmResult], baseline: str | None) -> ArmResult:
+    return next((a for a in arms if a.name == baseline), arms[0])
+
+
+def build_report(title: str, arms: list[ArmResult], out_dir: Path, baseline: str | None = None) -> Path:
+    """Write report.md, report.html, figures/ and summary.json into `out_dir`; returns the path of report.md."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    parts = [f"# {title}", "", "## Table 1", "", table1(arms), ""]
-    parts.append(
-        "Accuracy: share of test questions whose final `<answer>` names the reference option (percent). "
-        "Thinking token length: tokens inside `<think>`. Other cells: mean (± std) over test questions; "
-        "'-' where a metric was not measured."
-    )
-    if reward_curve(arms, out_dir / "figures" / "reward_curve.png"):
-        parts += ["", "## Training", "", "![GRPO reward](figures/reward_curve.png)"]
-    path = out_dir / "report.md"
-    path.write_text("\n".join(parts) + "\n", encoding="utf-8")
-    return path
+    blocks: list[tuple] = [("h1", title)]
+    if not arms:
+        blocks.append(("p", "No arm has been evaluated yet."))
+        return _write(out_dir, title, blocks, {"title": title, "arms": {}})
+    base = _pick_baseline(arms, baseline)
+
+    header, rows = table1_rows(arms)
+    blocks += [("h2", "Table 1"), ("table", header, rows, "table1"), ("list", DEFINITIONS)]
+
+    header, rows, comparisons = comparison_rows(arms, base)
+    blocks += [
+        ("h2", f"Against the baseline: {base.label}"),
+        ("table", header, rows, "compare"),
+        (
+            "p",
+            "Δ: arm minus baseline. Accuracy: exact McNemar test on the questions both arms answered (b: only the "
+            "baseline right, c: only this arm right), bootstrap 95% interval of the arm's accuracy. Other metrics: "
+            "paired Wilcoxon signed-rank test per question. 'significant': p < 0.05, uncorrected for the number "
+            "of arms compared.",
+        ),
+    ]
+    header, rows = accuracy_rows(arms)
+    blocks += [("h2", "Accuracy in detail"), ("table", header, rows, "accuracy")]
+
+    from medrl.report.cxr import cxr_blocks
+
+    blocks += cxr_blocks(arms)  # chest X-ray report/grounding metrics, when an arm has them
+
+    header, rows, notes = provenance_rows(arms)
+    blocks += [("h2", "Where each metric comes from"), ("table", header, rows, "provenance")]
+    if notes:
+        blocks.append(("list", notes))
+
+    fig_dir = out_dir / "figures"
+    training = [
+        (figures.curve(arms, "reward", "mean reward", "Total reward during training", fig_dir / "reward_curve.png"),
+         "figures/reward_curve.png", "Total reward (weighted sum of the reward functions), mean per step"),
+        (figures.rewards_by_function(arms, fig_dir / "rewards_by_function.png"),
+         "figures/rewards_by_function.png", "Mean of each reward function per step"),
+        (figures.curve(arms, "completions/mean_length", "tokens", "Completion length",
+                       fig_dir / "completion_length.png"),
+         "figures/completion_length.png", "Mean completion length (tokens) per step"),
+        (figures.curve(arms, "kl", "KL", "KL to the reference model", fig_dir / "kl.png"),
+         "figures/kl.png", "Mean KL divergence to the reference model per step"),
+    ]  # fmt: skip
+    drawn = [("figure", path, caption) for ok, path, caption in training if ok]
+    if drawn:
+        blocks += [("h2", "Training"), *drawn]
+    by_length = figures.accuracy_vs_length(arms, fig_dir / "accuracy_vs_length.png")
+    if by_length:
+        blocks += [
+            ("h2", "Accuracy against reasoning length"),
+            ("figure", "figures/accuracy_vs_length.png", "Accuracy within groups of similar thinking length"),
+        ]
+
+    summary = {
+        "title": title,
+        "baseline": base.name,
+        "arms": {
+            a.name: {
+                "label": a.label,
+                "method": a.method,
+                "metrics": {
+                    k: {f: v for f, v in m.items() if f in ("mean", "std", "n", "status", "ci95", "model", "proxy")}
+                    for k, m in a.metrics.items()
+                    if isinstance(m, dict)
+                },
+            }
+            for a in arms
+        },
+        "comparisons": comparisons,
+        "accuracy_by_length": by_length,
+    }
+    return _write(out_dir, title, blocks, summary)
+
+
+def _write(out_dir: Path, title: str, blocks: list[tuple], summary: dict) -> Path:
+    """report.md, report.html and summary.json, each written whole under a temporary name, then renamed."""
+    files = {
+        "report.md": to_markdown(blocks),
+        "report.html": to_html(blocks, title, out_dir),
+        "summary.json": json.dumps(summary, indent=2) + "\n",
+    }
+    for name, text in files.items():
+        tmp = out_dir / f".{name}.tmp"
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, out_dir / name)
+    return out_dir / "report.md"
+
+
+def scalar_metrics(summary: dict) -> dict[str, float]:
+    """Flat `<arm>_<metric>` numbers for the Kubeflow Metrics artifact (means, and the McNemar p-values)."""
+    out: dict[str, float] = {}
+    for arm, data in summary.get("arms", {}).items():
+        for key, _, _, _ in COLUMNS:
+            mean = (data["metrics"].get(key) or {}).get("mean")
+            if mean is not None:
+                out[f"{arm}_{key}"] = float(mean)
+    for comp in summary.get("comparisons") or []:
+        test = comp.get("tests", {}).get("accuracy")
+        if test:
+            out[f"{comp['arm']}_accuracy_mcnemar_p"] = float(test["p_value"])
+    return out

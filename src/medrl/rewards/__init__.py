@@ -6,7 +6,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from medrl.rewards.basic import accuracy_reward, format_reward
+from medrl.rewards.grounding import grounding_reward
 from medrl.rewards.length import DEFAULT_CAP, cwr_reward, ecr_reward
+from medrl.rewards.report import report_label_reward, report_rouge_reward
 from medrl.rewards.semantic import SemanticReward, UnscorableError, semantic_reward
 
 if TYPE_CHECKING:
@@ -18,6 +20,9 @@ REWARDS = {
     "semantic": semantic_reward,
     "ecr": ecr_reward,
     "cwr": cwr_reward,
+    "grounding_iou": grounding_reward,
+    "report_label_f1": report_label_reward,
+    "report_rouge_l": report_rouge_reward,
 }
 
 

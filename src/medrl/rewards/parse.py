@@ -82,3 +82,18 @@ def is_correct(text: str, answer: str, choices: list[str] | None) -> bool:
         index = chosen_option(given, choices)
         return index is not None and normalize(choices[index]) == normalize(answer)
     return bool(given) and normalize(given) == normalize(answer)
+
+
+def final_text(text: str) -> str:
+    """What a report or grounding reward scores: the text after the last </think> (nothing while the reasoning
+    is unfinished), and inside the last <answer> when the answer is tagged.
+
+    >>> final_text("<think>left base</think> [0.1, 0.5, 0.4, 0.9]"), final_text("<think>still going")
+    ('[0.1, 0.5, 0.4, 0.9]', '')
+    """
+    if "</think>" in text:
+        text = text.rsplit("</think>", 1)[1]
+    elif "<think>" in text:
+        return ""
+    tagged = answer_text(text)
+    return (tagged if tagged is not None else text).strip()

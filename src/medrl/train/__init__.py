@@ -22,6 +22,7 @@ def train_arm(
     and TRL's log history to `work_dir/train_log.jsonl`; continues from the checkpoint `resume_from` if given.
     Returns a summary (steps, epoch, each rank's weights digest).
     """
+    cfg = cfg.for_arm(arm)  # the arm's own instruction (e.g. thinking) in prompts and SFT targets
     method = cfg.arms[arm].method
     if method in ("sft", "lora"):
         from medrl.train.sft import train_sft as run

@@ -38,9 +38,13 @@ def vision_dataset(cfg: StudyConfig, data_dir: Path, split: str = "train", compl
             "answer": rec.answer,
             "choices": rec.choices,
             "answer_label": rec.answer_label or "",
+            # what the report and grounding rewards compare with
+            "task": rec.task,
+            "boxes": rec.boxes or [],
+            "report": rec.report or "",
         }
         if completions:
-            row["completion"] = [{"role": "assistant", "content": target_completion(rec)}]
+            row["completion"] = [{"role": "assistant", "content": target_completion(rec, cfg.prompt)}]
         rows.append(row)
     return Dataset.from_list(rows).cast_column("image", Image())
 
@@ -124,11 +128,19 @@ class JsonlLog(TrainerCallback):
 def training_callbacks(
     work_dir: Path, save_total_limit: int = 2, resume_from: Path | None = None
 ) -> list[TrainerCallback]:
-    """Callbacks every trainer gets: the JSONL log, checkpoint commits, the weights of the checkpoint a run
-    resumes from (and the metrics exporter and upload)."""
+    """Callbacks every trainer gets: the JSONL log, local checkpoint commits, the weights of the checkpoint a run
+    resumes from, the Prometheus exporter (/metrics when MEDRL_METRICS_PORT is set) and, inside
+    `checkpoint_store.upload_to(...)`, the upload of each checkpoint to the store."""
+    from medrl.infra import checkpoint_store, metrics
+    from medrl.infra.trainer_hooks import CheckpointUpload, PrometheusExporter
+
     callbacks: list[TrainerCallback] = [JsonlLog(work_dir / "train_log.jsonl"), CheckpointCommit(save_total_limit)]
     if resume_from is not None:
         callbacks.append(ResumeWeights(resume_from))
+    callbacks.append(PrometheusExporter(metrics.current_arm(), metrics.port_from_env()))
+    target = checkpoint_store.active_target()
+    if target is not None:
+        callbacks.append(CheckpointUpload(target, work_dir / "checkpoint-uploads"))
     return callbacks
 
 

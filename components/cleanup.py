@@ -1,0 +1,13 @@
+"""The pipeline's exit handler: delete the training jobs a failed or stopped run left holding GPUs."""
+
+from kfp import dsl
+
+from components import IMAGE
+
+
+@dsl.component(base_image=IMAGE, install_kfp_package=False)
+def cleanup(pipeline_run: str, namespace: str, launcher: str) -> list:
+    """Returns the names of the jobs it deleted."""
+    from medrl.infra.launch import cleanup as run
+
+    return run(pipeline_run, namespace, launcher)

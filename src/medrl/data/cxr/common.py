@@ -1,0 +1,104 @@
+"""What the chest X-ray sources share: CSV reading (plain or gzip), boxes normalised to 0..1, stable splits,
+and the report and grounding records."""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import hashlib
+import io
+from collections.abc import Iterator
+from pathlib import Path
+
+from medrl.data.prompt import REPORT_QUESTION, format_boxes, grounding_question
+from medrl.data.records import Record
+
+
+def find_file(root: Path, names: list[str], source: str) -> Path:
+    """The first of `names` (relative to `root`, each also tried with .gz) that exists."""
+    from medrl.data.prep import PrepError  # prep imports the sources: import it when called
+
+    for name in names:
+        for candidate in (root / name, root / f"{name}.gz"):
+            if candidate.is_file():
+                return candidate
+    raise PrepError(
+        f"data.input={root}: {source} needs {' or '.join(names)} (or .gz) there; point data.input at the "
+        f"folder that holds it"
+    )
+
+
+def read_csv(path: Path) -> Iterator[dict[str, str]]:
+    """Rows of a CSV file (gzip when the name ends in .gz), keys and values stripped."""
+    raw = path.read_bytes()
+    if path.name.endswith(".gz"):
+        raw = gzip.decompress(raw)
+    for row in csv.DictReader(io.StringIO(raw.decode("utf-8-sig"))):
+        yield {(k or "").strip(): (v or "").strip() for k, v in row.items()}
+
+
+def require_columns(path: Path, row: dict[str, str], columns: list[str]) -> None:
+    from medrl.data.prep import PrepError
+
+    missing = [c for c in columns if c not in row]
+    if missing:
+        raise PrepError(f"{path.name}: columns {', '.join(missing)} are missing; is it the right file?")
+
+
+def normalize_box(x1: float, y1: float, x2: float, y2: float, width: float, height: float) -> list[float] | None:
+    """A pixel box as [x1, y1, x2, y2] in 0..1 (corners ordered, clipped to the image); None when it has no
+    area inside the image.
+
+    >>> normalize_box(100, 50, 300, 250, 1000, 500)
+    [0.1, 0.1, 0.3, 0.5]
+    >>> normalize_box(300, 50, 100, 250, 1000, 500), normalize_box(-10, 0, 0, 10, 100, 100)
+    ([0.1, 0.1, 0.3, 0.5], None)
+    """
+    if width <= 0 or height <= 0:
+        return None
+    xa, xb = sorted((x1 / width, x2 / width))
+    ya, yb = sorted((y1 / height, y2 / height))
+    box = [min(max(v, 0.0), 1.0) for v in (xa, ya, xb, yb)]
+    if box[2] <= box[0] or box[3] <= box[1]:
+        return None
+    return [round(v, 6) for v in box]
+
+
+def split_of(key: str, test_fraction: float = 0.2) -> str:
+    """A stable train/test split by key (a patient or image id), the same on every machine.
+
+    >>> split_of("p10000032"), split_of("p10000032") == split_of("p10000032")
+    ('train', True)
+    """
+    digest = int(hashlib.sha256(key.encode()).hexdigest()[:8], 16)
+    return "test" if digest / 0xFFFFFFFF < test_fraction else "train"
+
+
+def report_record(rid: str, image: str, report: str, source: str, split: str, meta: dict) -> Record:
+    return Record(
+        id=rid,
+        image=image,
+        question=REPORT_QUESTION,
+        answer=report,
+        report=report,
+        task="report",
+        source=source,
+        split=split,
+        meta=meta,
+    )
+
+
+def grounding_record(
+    rid: str, image: str, phrase: str, boxes: list[list[float]], source: str, split: str, meta: dict
+) -> Record:
+    return Record(
+        id=rid,
+        image=image,
+        question=grounding_question(phrase),
+        answer=format_boxes(boxes),
+        boxes=boxes,
+        task="grounding",
+        source=source,
+        split=split,
+        meta={"phrase": phrase, **meta},
+    )

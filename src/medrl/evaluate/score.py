@@ -1,0 +1,178 @@
+"""Score an arm's predictions: accuracy (the reward's rule, strict, lenient; closed and open apart), similarity,
+perplexity, thinking reward and thinking length, each as mean (± std) with how it was measured.
+
+A metric whose model is not here is `unavailable` with the reason, never a guess; one the judge could not
+finish is `incomplete` with its counts. The reasoning metrics are taken over answers that have reasoning.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+from collections.abc import Callable
+
+from medrl.config import StudyConfig
+from medrl.data.prompt import question_text
+from medrl.data.records import Record
+from medrl.evaluate.similarity import MetricUnavailable
+from medrl.evaluate.stats import bootstrap_ci, summarize
+from medrl.rewards.parse import think_text
+
+log = logging.getLogger("medrl")
+
+ACCURACY_RULE = "final <answer> names the reference option by letter or exact text (open: same text)"
+STRICT_RULE = "closed: the reference letter alone; open: the same text"
+LENIENT_RULE = "also counts an answer whose text names the reference option and no other"
+
+
+def _free() -> None:
+    gc.collect()
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    except ImportError:
+        pass
+
+
+def unavailable(reason: str, **source) -> dict:
+    return {"mean": None, "std": None, "n": 0, "missing": 0, "status": "unavailable", "reason": reason, **source}
+
+
+def _accuracy(rows: list[dict], field: str, cfg: StudyConfig, rule: str) -> dict:
+    values = [float(r[field]) for r in rows]
+    ci = bootstrap_ci(values, cfg.evaluate.bootstrap_samples, cfg.evaluate.seed)
+    return {**summarize(values), "ci95": ci, "status": "ok", "rule": rule}
+
+
+def _reasoning_metric(
+    key: str,
+    rows: list[dict],
+    have: list[int],
+    load: Callable[[], object],
+    run: Callable[[object, list[int]], list],
+    source: Callable[[object], dict],
+) -> dict:
+    """Load a scorer, score the answers that have reasoning, write per-row values; a missing model is reported."""
+    try:
+        scorer = load()
+    except MetricUnavailable as err:
+        log.warning("%s: not measured: %s", key, err)
+        return unavailable(str(err))
+    try:
+        values = run(scorer, have)
+        info = source(scorer)
+    finally:
+        if hasattr(scorer, "close"):
+            scorer.close()
+    for i, value in zip(have, values, strict=True):
+        rows[i][key] = value
+    result = {**summarize(values), "no_reasoning": len(rows) - len(have), **info}
+    if not have:
+        result.update(status="empty", reason="no answer had a <think> part to score")
+    elif result["missing"]:
+        result.update(status="incomplete", reason=f"{result['missing']} of {len(have)} reasonings could not be scored")
+    else:
+        result["status"] = "ok"
+    del scorer
+    _free()
+    return result
+
+
+def score_predictions(cfg: StudyConfig, records: list[Record], rows: list[dict]) -> dict:
+    """Metrics of one arm from its prediction rows (in the order of `records`); adds per-row metric values."""
+    from medrl.evaluate.perplexity import PAPER_MODEL as PPL_PAPER
+    from medrl.evaluate.perplexity import PerplexityScorer
+    from medrl.evaluate.similarity import PAPER_MODEL as SIM_PAPER
+    from medrl.evaluate.similarity import SimilarityScorer
+    from medrl.evaluate.thinking import PAPER_MODEL as THINK_PAPER
+    from medrl.evaluate.thinking import is_paper_judge, thinking_rewards
+
+    ev = cfg.evaluate
+    metrics: dict[str, dict] = {
+        "accuracy": _accuracy(rows, "correct", cfg, ACCURACY_RULE),
+        "accuracy_strict": _accuracy(rows, "correct_strict", cfg, STRICT_RULE),
+        "accuracy_lenient": _accuracy(rows, "correct_lenient", cfg, LENIENT_RULE),
+    }
+    for kind in ("closed", "open"):
+        part = [r for r in rows if r["answer_type"] == kind]
+        for field, name in (("correct", ""), ("correct_strict", "_strict"), ("correct_lenient", "_lenient")):
+            metrics[f"accuracy_{kind}{name}"] = {**summarize([float(r[field]) for r in part]), "status": "ok"}
+    metrics["format"] = {**summarize([float(r["format"]) for r in rows]), "status": "ok"}
+    metrics["think_tokens"] = {
+        **summarize([float(r["think_tokens"]) for r in rows]),
+        "status": "ok",
+        "source": "tokens inside <think>, by the evaluated model's tokenizer",
+    }
+
+    reasoning = [think_text(r["completion"]) for r in rows]
+    have = [i for i, text in enumerate(reasoning) if text]
+
+    if ev.similarity_model:
+        metrics["similarity"] = _reasoning_metric(
+            "similarity",
+            rows,
+            have,
+            lambda: SimilarityScorer(ev.similarity_model, ev.similarity_kind, ev.metric_device, ev.metric_batch_size),
+            lambda s, idx: s.score([(reasoning[i], records[i].answer) for i in idx]),
+            lambda s: {"model": s.name, "kind": s.kind, "proxy": s.proxy, "paper_model": SIM_PAPER},
+        )
+    else:
+        metrics["similarity"] = unavailable(
+            f"evaluate.similarity_model is not set (the paper: {SIM_PAPER})", paper_model=SIM_PAPER
+        )
+
+    if ev.perplexity_model:
+        metrics["perplexity"] = _reasoning_metric(
+            "perplexity",
+            rows,
+            have,
+            lambda: PerplexityScorer(
+                ev.perplexity_model, ev.metric_device, ev.metric_batch_size, ev.perplexity_max_tokens
+            ),
+            lambda s, idx: s.score([reasoning[i] for i in idx]),
+            lambda s: {"model": s.name, "proxy": s.proxy, "paper_model": PPL_PAPER},
+        )
+    else:
+        metrics["perplexity"] = unavailable(
+            f"evaluate.perplexity_model is not set (the paper: {PPL_PAPER})", paper_model=PPL_PAPER
+        )
+
+    def load_judge():
+        from medrl.judge import build_judge
+
+        try:
+            return build_judge(ev.judge)
+        except Exception as err:  # a judge model that cannot load here is a missing model, not a crash
+            raise MetricUnavailable(
+                f"evaluate.judge (backend {ev.judge.backend}, model {ev.judge.model}) cannot be loaded here "
+                f"({type(err).__name__}); check evaluate.judge.model or choose another evaluate.judge.backend"
+            ) from None
+
+    metrics["thinking_reward"] = _reasoning_metric(
+        "thinking_reward",
+        rows,
+        have,
+        load_judge,
+        lambda j, idx: thinking_rewards(
+            j,
+            [question_text(records[i], "") for i in idx],
+            [records[i].answer for i in idx],
+            [reasoning[i] for i in idx],
+        ),
+        lambda j: {
+            "model": j.name,
+            "proxy": bool(j.proxy) or not is_paper_judge(j.name),
+            "paper_model": THINK_PAPER,
+            "judge": j.stats() if hasattr(j, "stats") else {},
+        },
+    )
+    if metrics["thinking_reward"]["status"] == "incomplete":
+        metrics["thinking_reward"]["reason"] += " (judge unreachable or unparsable replies; see judge.outcomes)"
+    return metrics
+
+
+def metrics_complete(metrics: dict) -> bool:
+    """False when a metric was cut short (a judge that was down): scoring the stored predictions again may finish it."""
+    return not any(isinstance(m, dict) and m.get("status") == "incomplete" for m in metrics.values())

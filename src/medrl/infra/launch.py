@@ -1,0 +1,172 @@
+"""Where one arm trains: in this process, or as a Kubeflow PyTorchJob in the cluster.
+
+Each backend is a launcher with one method, `submit(spec) -> handle`; the handle waits for the training to end
+and deletes what was created. A Kubeflow Trainer v2 TrainJob backend would be one more entry in LAUNCHERS.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import re
+from dataclasses import dataclass, field, fields
+from typing import Any, Protocol
+
+log = logging.getLogger("medrl")
+
+TRAINING_LABELS = {"app.kubernetes.io/name": "medrl", "app.kubernetes.io/component": "training"}
+ARM_LABEL = "medrl.io/arm"
+PIPELINE_RUN_LABEL = "medrl.io/pipeline-run"
+METRICS_PORT = 9400  # the PodMonitor in k8s/base scrapes the container port named `metrics`
+
+
+class LaunchError(RuntimeError):
+    """Training could not be started or did not finish; the message names the job and what to check."""
+
+
+@dataclass
+class TrainSpec:
+    """What to train and, for cluster backends, on which resources. Field names are the pipeline's parameters."""
+
+    run_uri: str
+    arm: str
+    pipeline_run: str = ""  # the Kubeflow run id: labels the job so the pipeline's exit handler can delete it
+    image: str = "ghcr.io/medrl/medrl:0.1.0"
+    namespace: str = "medrl"
+    nodes: int = 1
+    gpus_per_node: int = 0  # 0: one CPU process per node
+    cpu: str = "8"
+    memory: str = "64Gi"
+    shm_size: str = "16Gi"
+    scratch_size: str = "200Gi"
+    node_selector: dict[str, str] = field(default_factory=dict)
+    tolerations: list[dict[str, Any]] = field(default_factory=list)
+    store_secret: str = "medrl-store"  # keys `accesskey`, `secretkey` (the layout of KFP's mlpipeline-minio-artifact)
+    store_config: str = "medrl-store"  # ConfigMap of non-secret store settings, taken as environment
+    service_account: str = "medrl-train"
+    ttl_seconds_after_finished: int = 3600
+    backoff_limit: int = 3
+    active_deadline_seconds: int = 0  # 0: no deadline
+    metrics_port: int = METRICS_PORT
+    poll_seconds: float = 10.0  # how often the launcher asks the API server about the job
+
+    def __post_init__(self) -> None:
+        if self.nodes < 1:
+            raise ValueError(f"nodes={self.nodes}: a training job needs at least one node")
+        if self.gpus_per_node < 0:
+            raise ValueError(f"gpus_per_node={self.gpus_per_node}: give 0 (CPU) or more")
+        if not self.image:
+            raise ValueError("image is empty: give the medrl image the training pods run (pipeline parameter image)")
+
+    @classmethod
+    def from_params(cls, run_uri: str, arm: str, params: dict[str, Any] | None) -> TrainSpec:
+        known = {f.name for f in fields(cls)} - {"run_uri", "arm"}
+        params = dict(params or {})
+        unknown = sorted(set(params) - known)
+        if unknown:
+            raise ValueError(f"cluster settings {', '.join(unknown)} are not known; use {', '.join(sorted(known))}")
+        return cls(run_uri=run_uri, arm=arm, **{k: v for k, v in params.items() if v is not None})
+
+    @property
+    def nproc_per_node(self) -> int:
+        return self.gpus_per_node or 1
+
+    @property
+    def job_name(self) -> str:
+        """Stable for one run and arm, so a retried pipeline task finds the job it started; a DNS-1035 label short
+        enough for the operator's `<job>-worker-<i>` pod and service names."""
+        digest = hashlib.sha256(f"{self.run_uri}\n{self.arm}".encode()).hexdigest()[:8]
+        arm = re.sub(r"[^a-z0-9-]", "-", self.arm.lower()).strip("-")[:30].strip("-") or "arm"
+        return f"medrl-{arm}-{digest}"
+
+
+class Handle(Protocol):
+    name: str
+
+    def wait(self) -> None:
+        """Block until training ends; raise LaunchError when it failed."""
+
+    def delete(self) -> None:
+        """Remove what `submit` created (nothing for in-process training)."""
+
+
+class Launcher(Protocol):
+    def submit(self, spec: TrainSpec) -> Handle: ...
+
+
+@dataclass
+class InProcessHandle:
+    name: str
+
+    def wait(self) -> None:
+        return None
+
+    def delete(self) -> None:
+        return None
+
+
+class InProcessLauncher:
+    """Trains in the calling process (laptops, CI, the kfp.local pipeline)."""
+
+    def submit(self, spec: TrainSpec) -> InProcessHandle:
+        from medrl import study
+
+        study.train(spec.run_uri, spec.arm)
+        return InProcessHandle(name=f"in-process {spec.arm}")
+
+
+def _pytorchjob_launcher() -> Launcher:
+    from medrl.infra.pytorchjob import PyTorchJobLauncher
+
+    return PyTorchJobLauncher()
+
+
+LAUNCHERS = {"inprocess": InProcessLauncher, "pytorchjob": _pytorchjob_launcher}
+
+
+def in_cluster() -> bool:
+    return bool(os.environ.get("KUBERNETES_SERVICE_HOST"))
+
+
+def resolve(kind: str) -> str:
+    """`auto` is a PyTorchJob inside a Kubernetes pod and in-process training anywhere else."""
+    kind = (kind or "auto").strip().lower()
+    if kind == "auto":
+        return "pytorchjob" if in_cluster() else "inprocess"
+    if kind not in LAUNCHERS:
+        raise ValueError(f"launcher={kind!r}: choose auto, {', '.join(LAUNCHERS)}")
+    return kind
+
+
+def train_arm(run_uri: str, arm: str, launcher: str = "auto", params: dict[str, Any] | None = None) -> str:
+    """Train one arm with the chosen backend; returns the URI of the model the arm evaluates.
+
+    Arms that train nothing, or whose model is already committed (a retried task), return at once."""
+    from medrl import study
+    from medrl.infra import store
+
+    run, cfg = study.load_run(run_uri)
+    if arm not in cfg.arms:
+        raise ValueError(f"arm {arm!r} is not in run {run_uri}; it has {', '.join(cfg.arms)}")
+    if cfg.arms[arm].method == "none" or store.is_committed(run.arm(arm).model):
+        return study.model_of(run, cfg, arm)
+    spec = TrainSpec.from_params(run_uri, arm, params)
+    backend = LAUNCHERS[resolve(launcher)]()
+    handle = backend.submit(spec)
+    try:
+        handle.wait()
+    finally:
+        handle.delete()
+    if not store.is_committed(run.arm(arm).model):
+        raise LaunchError(f"{handle.name} finished but {run.arm(arm).model} is not committed; read the job's log")
+    return run.arm(arm).model
+
+
+def cleanup(pipeline_run: str, namespace: str, launcher: str = "auto") -> list[str]:
+    """Delete the training jobs a pipeline run left behind (the run failed or was stopped); returns their names."""
+    if not pipeline_run or resolve(launcher) == "inprocess":
+        return []
+    from medrl.infra.pytorchjob import delete_jobs_of_run
+
+    return delete_jobs_of_run(pipeline_run, namespace)

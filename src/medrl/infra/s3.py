@@ -1,0 +1,586 @@
+"""The store's S3 backend (MinIO, SeaweedFS, AWS S3) through the `minio` client, configured by AWS_* variables.
+
+Same protocol as the file backend: files, then MANIFEST.json, then COMMITTED. Each object operation is
+retried as a whole on connection errors and 5xx for MEDRL_STORE_RETRY_SECONDS; downloads land in a local
+cache and are checked against the manifest.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import http.client
+import io
+import json
+import logging
+import os
+import random
+import shutil
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO, TypeVar, cast
+from urllib.parse import urlparse
+
+import urllib3
+from minio import Minio
+from minio.deleteobjects import DeleteObject
+from minio.error import InvalidResponseError, S3Error, ServerError
+
+from medrl.infra.store import (
+    COMMITTED,
+    MANIFEST,
+    IntegrityError,
+    NotCommittedError,
+    StoreError,
+    cache_root,
+    damaged,
+    local_files,
+    manifest_bytes,
+    marker_text,
+    place_dir,
+)
+
+log = logging.getLogger("medrl.store")
+# urllib3 logs each request's path at DEBUG, and object keys carry file names of the data (patients' images):
+# keep its connection pool at INFO even when a user turns on DEBUG.
+logging.getLogger("urllib3.connectionpool").setLevel(logging.INFO)
+
+T = TypeVar("T")
+NOT_FOUND = {"NoSuchKey", "NoSuchObject", "NotFound", "ResourceNotFound"}
+TRANSIENT_CODES = {"InternalError", "ServiceUnavailable", "SlowDown", "RequestTimeout", "XMinioServerNotInitialized"}
+CREDENTIAL_CODES = {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken"}
+CHUNK = 1 << 20
+
+
+def _flag(value: str | None, default: bool) -> bool:
+    if value is None or value == "":
+        return default
+    return value.strip().lower() not in ("0", "false", "no", "off")
+
+
+@dataclass(frozen=True)
+class S3Settings:
+    """Where the S3 API is and how to talk to it; read from the environment (the AWS CLI's variables)."""
+
+    endpoint: str  # host[:port]
+    secure: bool  # TLS: from the endpoint's scheme
+    access_key: str
+    secret_key: str
+    session_token: str | None = None
+    region: str | None = None
+    verify_tls: bool = True
+    ca_bundle: str | None = None
+    retry_seconds: float = 300.0
+    workers: int = 4
+    part_size: int = 0  # 0: the client's choice (5 MiB parts for files under 50 GiB)
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> S3Settings:
+        env = dict(os.environ if env is None else env)
+        url = env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL") or "https://s3.amazonaws.com"
+        parsed = urlparse(url)
+        if parsed.scheme not in ("http", "https") or not parsed.netloc or parsed.path not in ("", "/"):
+            raise StoreError(
+                f"AWS_ENDPOINT_URL_S3={url!r}: give the S3 endpoint as http://host:port (no TLS) or https://host"
+            )
+        access, secret = env.get("AWS_ACCESS_KEY_ID"), env.get("AWS_SECRET_ACCESS_KEY")
+        if not access or not secret:
+            raise StoreError(
+                "s3:// store: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (in the cluster, from the store's "
+                "Secret) and AWS_ENDPOINT_URL_S3 for MinIO or SeaweedFS"
+            )
+        try:
+            retry_seconds = float(env.get("MEDRL_STORE_RETRY_SECONDS") or 300)
+            workers = int(env.get("MEDRL_STORE_WORKERS") or 4)
+            part_size = int(env.get("MEDRL_S3_PART_SIZE") or 0)
+        except ValueError as err:
+            raise StoreError(f"MEDRL_STORE_RETRY_SECONDS / MEDRL_STORE_WORKERS / MEDRL_S3_PART_SIZE: {err}") from None
+        if part_size and part_size < 5 * 1024 * 1024:
+            raise StoreError(f"MEDRL_S3_PART_SIZE={part_size}: S3 parts are at least 5 MiB (5242880 bytes)")
+        return cls(
+            endpoint=parsed.netloc,
+            secure=parsed.scheme == "https",
+            access_key=access,
+            secret_key=secret,
+            session_token=env.get("AWS_SESSION_TOKEN") or None,
+            region=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or None,
+            verify_tls=_flag(env.get("MEDRL_S3_TLS_VERIFY"), True),
+            ca_bundle=env.get("AWS_CA_BUNDLE") or None,
+            retry_seconds=max(retry_seconds, 0.0),
+            workers=max(workers, 1),
+            part_size=part_size,
+        )
+
+    @property
+    def url(self) -> str:
+        return ("https://" if self.secure else "http://") + self.endpoint
+
+
+def split(uri: str) -> tuple[str, str]:
+    """s3://bucket/a/b -> ('bucket', 'a/b')."""
+    parsed = urlparse(uri)
+    if parsed.scheme != "s3" or not parsed.netloc:
+        raise StoreError(f"store URI {uri!r}: S3 URIs look like s3://bucket/prefix")
+    return parsed.netloc, parsed.path.strip("/")
+
+
+def describe(exc: BaseException) -> str:
+    """A short account of a failure that names no object (keys can carry file names of patients' data)."""
+    if isinstance(exc, S3Error):
+        status = getattr(exc.response, "status", None)
+        return f"S3 error {exc.code}" + (f" (HTTP {status})" if status else "")
+    if isinstance(exc, ServerError):
+        return f"HTTP {exc.status_code}"
+    if isinstance(exc, InvalidResponseError):
+        return f"HTTP {exc._code} with a non-S3 reply"
+    if isinstance(exc, urllib3.exceptions.MaxRetryError) and exc.reason is not None:
+        return type(exc.reason).__name__
+    return type(exc).__name__
+
+
+def transient(exc: BaseException) -> bool:
+    """Worth retrying: the connection failed or the server answered 5xx (or asked to slow down)."""
+    if isinstance(exc, S3Error):
+        status = getattr(exc.response, "status", 0) or 0
+        return status >= 500 or exc.code in TRANSIENT_CODES
+    if isinstance(exc, ServerError):
+        return exc.status_code >= 500
+    if isinstance(exc, InvalidResponseError):
+        return (exc._code or 0) >= 500
+    return isinstance(exc, urllib3.exceptions.HTTPError | ConnectionError | TimeoutError | http.client.HTTPException)
+
+
+class HashingReader:
+    """A file object that hashes what the client reads from it, so uploading and hashing share one pass."""
+
+    def __init__(self, f):
+        self.f = f
+        self.sha = hashlib.sha256()
+        self.size = 0
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.f.read(size)
+        self.sha.update(data)
+        self.size += len(data)
+        return data
+
+
+class S3Backend:
+    """Committed directories and single objects in an S3 bucket."""
+
+    def __init__(self, settings: S3Settings):
+        self.settings = settings
+        cert_reqs = "CERT_REQUIRED" if settings.verify_tls else "CERT_NONE"
+        ca_certs = settings.ca_bundle or os.environ.get("SSL_CERT_FILE") or None
+        if ca_certs is None and settings.secure:
+            import certifi
+
+            ca_certs = certifi.where()
+        http = urllib3.PoolManager(
+            timeout=urllib3.Timeout(connect=10, read=120),
+            maxsize=max(10, settings.workers * 4),
+            cert_reqs=cert_reqs,
+            ca_certs=ca_certs,
+            # No retries per request (urllib3 would log object keys); `call` retries whole operations.
+            retries=False,
+        )
+        self.client = Minio(
+            settings.endpoint,
+            access_key=settings.access_key,
+            secret_key=settings.secret_key,
+            session_token=settings.session_token,
+            secure=settings.secure,
+            region=settings.region,
+            http_client=http,
+            cert_check=settings.verify_tls,
+        )
+        self._buckets: set[str] = set()
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_env(cls) -> S3Backend:
+        return cls(S3Settings.from_env())
+
+    # ------------------------------------------------------------------------------------------ plumbing
+
+    def call(self, fn: Callable[[], T], what: str, before_retry: Callable[[], Any] | None = None) -> T:
+        """Run `fn`, retrying it whole on transient failures until the retry budget is spent."""
+        deadline = time.monotonic() + self.settings.retry_seconds
+        delay, attempt = 0.2, 1
+        while True:
+            try:
+                return fn()
+            except StoreError:
+                raise
+            except Exception as exc:
+                if not transient(exc):
+                    raise self.translate(exc, what) from None
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise StoreError(
+                        f"{what}: the S3 endpoint {self.settings.url} kept failing for "
+                        f"{self.settings.retry_seconds:g} s ({describe(exc)}); check that it is up and that "
+                        "AWS_ENDPOINT_URL_S3 points at it, or raise MEDRL_STORE_RETRY_SECONDS"
+                    ) from None
+                wait = min(delay * random.uniform(0.75, 1.25), left)
+                log.warning("%s: %s; retrying in %.1f s (attempt %d)", what, describe(exc), wait, attempt + 1)
+                time.sleep(wait)
+                delay, attempt = min(delay * 2, 5.0), attempt + 1
+                if before_retry is not None:
+                    with contextlib.suppress(Exception):
+                        before_retry()
+
+    def translate(self, exc: BaseException, what: str) -> StoreError:
+        if isinstance(exc, S3Error):
+            if exc.code in CREDENTIAL_CODES:
+                return StoreError(
+                    f"{what}: the store refused the request ({exc.code}); check AWS_ACCESS_KEY_ID, "
+                    "AWS_SECRET_ACCESS_KEY and the bucket's policy"
+                )
+            if exc.code == "NoSuchBucket":
+                return StoreError(f"{what}: bucket '{exc.bucket_name}' does not exist; create it or fix the URI")
+            return StoreError(f"{what}: {describe(exc)}")
+        if isinstance(exc, ValueError):  # the client's checks of bucket and object names (which name no object)
+            hint = "; S3 bucket names are 3-63 lowercase letters, digits, '-' and '.'" if "bucket" in str(exc) else ""
+            return StoreError(f"{what}: {exc}{hint}")
+        return StoreError(f"{what}: {describe(exc)}")
+
+    def _missing_ok(self, fn: Callable[[], T]) -> Callable[[], T | None]:
+        def run() -> T | None:
+            try:
+                return fn()
+            except S3Error as exc:
+                if exc.code in NOT_FOUND:
+                    return None
+                raise
+
+        return run
+
+    def ensure_bucket(self, bucket: str) -> None:
+        with self._lock:
+            if bucket in self._buckets:
+                return
+        if not self.call(lambda: self.client.bucket_exists(bucket), f"bucket check of s3://{bucket}"):
+            log.info("creating bucket s3://%s", bucket)
+
+            def make() -> None:
+                try:
+                    self.client.make_bucket(bucket, location=self.settings.region)
+                except S3Error as exc:
+                    if exc.code not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
+                        raise
+
+            self.call(make, f"creation of bucket s3://{bucket}")
+        with self._lock:
+            self._buckets.add(bucket)
+
+    def _objects(self, bucket: str, prefix: str, recursive: bool) -> list:
+        def run() -> list:
+            try:
+                return list(self.client.list_objects(bucket, prefix=prefix, recursive=recursive))
+            except S3Error as exc:
+                if exc.code == "NoSuchBucket":
+                    return []
+                raise
+
+        return self.call(run, f"listing of s3://{bucket}/{prefix}")
+
+    def _get(self, bucket: str, key: str, what: str) -> bytes | None:
+        def run() -> bytes:
+            response = self.client.get_object(bucket, key)
+            try:
+                return response.read()
+            finally:
+                response.close()
+                response.release_conn()
+
+        return self.call(self._missing_ok(run), what)
+
+    def _put_bytes(self, bucket: str, key: str, data: bytes, what: str) -> None:
+        self.ensure_bucket(bucket)
+        self.call(lambda: self.client.put_object(bucket, key, io.BytesIO(data), len(data)), what)
+
+    def _remove(self, bucket: str, key: str, what: str) -> None:
+        self.call(self._missing_ok(lambda: self.client.remove_object(bucket, key)), what)
+
+    def abort_uploads(self, bucket: str, prefix: str, what: str) -> int:
+        """Abort unfinished multipart uploads under `prefix` (left by a crash); returns how many. `what` names
+        them in messages (never the key: it may be a data file's name)."""
+
+        def run() -> int:
+            n = 0
+            result = self.client._list_multipart_uploads(bucket, prefix=prefix)
+            for upload in result.uploads:
+                if upload.object_name and upload.upload_id:
+                    self.client._abort_multipart_upload(bucket, upload.object_name, upload.upload_id)
+                    n += 1
+            return n
+
+        try:
+            n = self.call(run, f"clean-up of unfinished uploads of {what}")
+        except StoreError as err:
+            # Unfinished uploads are invisible to readers; failing to tidy them must not fail a commit.
+            log.warning("%s", err)
+            return 0
+        if n:
+            log.info("aborted %d unfinished multipart upload(s) of %s", n, what)
+        return n
+
+    # ------------------------------------------------------------------------------------------ files
+
+    def _upload_file(self, bucket: str, key: str, path: Path, what: str) -> dict:
+        size = path.stat().st_size
+
+        def run() -> str:
+            with path.open("rb") as f:
+                reader = HashingReader(f)
+                self.client.put_object(bucket, key, cast(BinaryIO, reader), size, part_size=self.settings.part_size)
+            if reader.size != size:
+                raise StoreError(f"{what}: the local file changed while it was uploaded; commit again")
+            return reader.sha.hexdigest()
+
+        digest = self.call(run, what, before_retry=lambda: self.abort_uploads(bucket, key, what))
+        return {"size": size, "sha256": digest}
+
+    def _download_file(self, bucket: str, key: str, dest: Path | None, what: str) -> tuple[int, str]:
+        """Stream one object into `dest` (or nowhere, to verify); returns (size, sha256)."""
+
+        def run() -> tuple[int, str]:
+            sha, size = hashlib.sha256(), 0
+            response = self.client.get_object(bucket, key)
+            try:
+                with contextlib.ExitStack() as stack:
+                    out = stack.enter_context(dest.open("wb")) if dest is not None else None
+                    for block in response.stream(CHUNK):
+                        sha.update(block)
+                        size += len(block)
+                        if out is not None:
+                            out.write(block)
+            finally:
+                response.close()
+                response.release_conn()
+            return size, sha.hexdigest()
+
+        found = self.call(self._missing_ok(run), what)
+        return found if found is not None else (-1, "")
+
+    def _pool(self) -> ThreadPoolExecutor:
+        return ThreadPoolExecutor(self.settings.workers, thread_name_prefix="medrl-s3")
+
+    # ------------------------------------------------------------------------------------------ committing
+
+    @contextlib.contextmanager
+    def commit_dir(self, uri: str) -> Iterator[Path]:
+        root = cache_root() / "staging"
+        root.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix="commit-", dir=root))
+        try:
+            yield staging
+            self.commit_from(staging, uri)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+
+    def commit_from(self, local: Path, uri: str) -> None:
+        """Upload `local` as the committed artifact `uri`: files, then MANIFEST.json, then COMMITTED."""
+        bucket, key = split(uri)
+        if not key:
+            raise StoreError(f"{uri}: commit a directory under a prefix (s3://bucket/prefix), not a bucket's root")
+        self.ensure_bucket(bucket)
+        # An earlier version stops being committed before any of its files changes.
+        self._remove(bucket, f"{key}/{COMMITTED}", f"un-commit of {uri}")
+        files = local_files(local)
+        with self._pool() as pool:
+            futures = {
+                rel: pool.submit(self._upload_file, bucket, f"{key}/{rel}", path, f"upload of file {i + 1} to {uri}")
+                for i, (rel, path) in enumerate(files)
+            }
+            entries = {rel: future.result() for rel, future in futures.items()}
+        wanted = {f"{key}/{rel}" for rel in entries} | {f"{key}/{MANIFEST}"}
+        stale = [o.object_name for o in self._objects(bucket, key + "/", True) if o.object_name not in wanted]
+        self._remove_many(bucket, stale, f"removal of stale files of {uri}")
+        self._remove_folders(bucket, key, stale, include_root=False)
+        self.abort_uploads(bucket, key + "/", uri)
+        data = manifest_bytes({"version": 1, "files": entries})
+        self._put_bytes(bucket, f"{key}/{MANIFEST}", data, f"upload of {MANIFEST} to {uri}")
+        self._put_bytes(bucket, f"{key}/{COMMITTED}", marker_text(data).encode(), f"commit of {uri}")
+
+    def _remove_many(self, bucket: str, keys: list[str], what: str) -> None:
+        for start in range(0, len(keys), 1000):
+            batch = keys[start : start + 1000]
+
+            def run(batch: list[str] = batch) -> None:
+                errors = list(self.client.remove_objects(bucket, [DeleteObject(k) for k in batch]))
+                failed = [e for e in errors if e.code not in NOT_FOUND]
+                if failed:
+                    raise StoreError(f"{what}: {len(failed)} object(s) could not be removed ({failed[0].code})")
+
+            self.call(run, what)
+
+    # ------------------------------------------------------------------------------------------ reading
+
+    def committed_hash(self, uri: str) -> str:
+        bucket, key = split(uri)
+        data = self._get(bucket, f"{key}/{COMMITTED}", f"read of {uri}/{COMMITTED}")
+        if data is None:
+            raise NotCommittedError(
+                f"{uri} is not a committed artifact (no {COMMITTED} marker): the stage that writes it did not "
+                "finish. Re-run that stage."
+            )
+        return data.decode().strip()
+
+    def is_committed(self, uri: str) -> bool:
+        bucket, key = split(uri)
+        stat = self.call(
+            self._missing_ok(lambda: self.client.stat_object(bucket, f"{key}/{COMMITTED}")), f"check of {uri}"
+        )
+        return stat is not None
+
+    def _manifest(self, uri: str) -> tuple[str, bytes, dict]:
+        bucket, key = split(uri)
+        expected = self.committed_hash(uri)
+        data = self._get(bucket, f"{key}/{MANIFEST}", f"read of {uri}/{MANIFEST}")
+        if data is None or hashlib.sha256(data).hexdigest() != expected:
+            raise IntegrityError(f"{uri}: {MANIFEST} does not match its {COMMITTED} marker; the artifact is damaged")
+        return expected, data, json.loads(data)
+
+    def manifest(self, uri: str) -> dict:
+        return self._manifest(uri)[2]
+
+    def _fetch_all(self, uri: str, files: dict, into: Path | None) -> None:
+        bucket, key = split(uri)
+        items = sorted(files.items())
+
+        def one(i: int, rel: str, meta: dict) -> None:
+            dest = None
+            if into is not None:
+                dest = into / rel
+                dest.parent.mkdir(parents=True, exist_ok=True)
+            size, digest = self._download_file(bucket, f"{key}/{rel}", dest, f"download of file {i + 1} of {uri}")
+            if size < 0:
+                raise damaged(uri, rel, i, len(items), "is missing from the store but listed")
+            if size != meta["size"] or digest != meta["sha256"]:
+                raise damaged(uri, rel, i, len(items))
+
+        with self._pool() as pool:
+            futures = [pool.submit(one, i, rel, meta) for i, (rel, meta) in enumerate(items)]
+            for future in futures:
+                future.result()
+
+    def download(self, uri: str, dest: Path, replace: bool = True) -> Path:
+        """Fetch the committed artifact into `dest` (replaced as a whole), checking every file's sha256.
+
+        With `replace=False` a `dest` that another process placed first is kept (and ours dropped): readers
+        may already be using it."""
+        _, data, doc = self._manifest(uri)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        staging = dest.parent / f".staging-{dest.name}-{uuid.uuid4().hex[:8]}"
+        staging.mkdir()
+        try:
+            self._fetch_all(uri, doc["files"], staging)
+            (staging / MANIFEST).write_bytes(data)
+            (staging / COMMITTED).write_text(marker_text(data))
+            if replace:
+                place_dir(staging, dest)
+            else:
+                try:
+                    os.rename(staging, dest)  # fails on a non-empty `dest`: someone else's finished copy
+                except OSError:
+                    if not (dest / COMMITTED).is_file():
+                        raise
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        return dest
+
+    def open_dir(self, uri: str, verify: bool = False) -> Path:
+        """The artifact in the local cache, downloaded (and verified) on first use of each committed version."""
+        from medrl.infra.store import verify_dir
+
+        bucket, key = split(uri)
+        version = self.committed_hash(uri)
+        local = cache_root() / "s3" / bucket / f"{key}@{version[:16]}"
+        if (local / COMMITTED).is_file():
+            if verify:
+                verify_dir(local, uri)
+            return local
+        return self.download(uri, local, replace=False)
+
+    def verify(self, uri: str) -> dict:
+        """Hash every file in the store against the manifest, without keeping a copy."""
+        files = self.manifest(uri)["files"]
+        self._fetch_all(uri, files, None)
+        return {"files": len(files), "bytes": sum(f["size"] for f in files.values())}
+
+    # ------------------------------------------------------------------------------------------ objects
+
+    def write_bytes(self, uri: str, data: bytes) -> None:
+        bucket, key = split(uri)
+        self._put_bytes(bucket, key, data, f"upload of {uri}")
+
+    def read_bytes(self, uri: str) -> bytes:
+        bucket, key = split(uri)
+        data = self._get(bucket, key, f"read of {uri}")
+        if data is None:
+            raise StoreError(f"{uri} does not exist")
+        return data
+
+    def exists(self, uri: str) -> bool:
+        bucket, key = split(uri)
+        if not key:
+            return bool(self.call(lambda: self.client.bucket_exists(bucket), f"check of {uri}"))
+
+        def stat() -> Any:
+            try:
+                return self.client.stat_object(bucket, key)
+            except S3Error as exc:
+                if exc.code in NOT_FOUND or exc.code == "NoSuchBucket":
+                    return None
+                raise
+
+        if self.call(stat, f"check of {uri}") is not None:
+            return True
+        return bool(self._objects(bucket, key + "/", False))
+
+    def entries(self, uri: str) -> list[tuple[str, bool]]:
+        """(name, is folder) of what lies directly under `uri`."""
+        bucket, key = split(uri)
+        prefix = key + "/" if key else ""
+        found: dict[str, bool] = {}
+        for o in self._objects(bucket, prefix, False):
+            name = o.object_name[len(prefix) :]
+            is_dir = name.endswith("/")
+            name = name.rstrip("/")
+            if name and not name.startswith("."):
+                found[name] = found.get(name, False) or is_dir
+        return sorted(found.items())
+
+    def delete(self, uri: str) -> None:
+        bucket, key = split(uri)
+        if not key:
+            raise StoreError(f"{uri}: refusing to empty a whole bucket; delete prefixes inside it")
+        self._remove(bucket, f"{key}/{COMMITTED}", f"un-commit of {uri}")
+        keys = [o.object_name for o in self._objects(bucket, key + "/", True)]
+        self._remove_many(bucket, keys, f"removal of {uri}")
+        self.abort_uploads(bucket, key + "/", uri)
+        self._remove(bucket, key, f"removal of {uri}")
+        self._remove_folders(bucket, key, keys, include_root=True)
+
+    def _remove_folders(self, bucket: str, key: str, removed: list[str], include_root: bool) -> None:
+        """Filer-backed stores (SeaweedFS) keep emptied folders, which listings would still show: remove those
+        the removed keys lived in, deepest first. On MinIO and AWS such keys do not exist: the calls are no-ops
+        (and a folder that still holds files stays)."""
+        folders = {key + "/"} if include_root else set()
+        for k in removed:
+            parts = k[len(key) + 1 :].split("/")[:-1]
+            folders.update(f"{key}/{'/'.join(parts[:n])}/" for n in range(1, len(parts) + 1))
+        for folder in sorted(folders, key=lambda f: -f.count("/")):
+            with contextlib.suppress(StoreError):
+                self._remove(bucket, folder, f"removal of an empty folder under s3://{bucket}/{key}")
+
+    def list(self, uri: str) -> list[str]:  # last: below it, `list` in annotations would mean this method
+        return [name for name, _ in self.entries(uri)]

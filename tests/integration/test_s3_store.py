@@ -1,0 +1,243 @@
+"""The S3 store against a real SeaweedFS (`weed mini` on loopback): round trip, multipart, listing, a flipped
+byte, a server killed mid-upload, a server restarted mid-commit, and the `medrl store` commands."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from medrl.infra import checkpoint_store, s3, store
+
+
+def fill(root, files: dict[str, bytes]) -> None:
+    for rel, data in files.items():
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+
+
+def test_round_trip_listing_and_cache(s3_bucket):
+    uri = f"{s3_bucket}/exp/run-1/data"
+    files = {"train.jsonl": b'{"id": "1"}\n', "images/a/1.png": os.urandom(3000), "summary.json": b"{}"}
+    with store.commit_dir(uri) as staging:
+        fill(staging, files)
+        assert not store.is_committed(uri)
+    store.write_text(f"{s3_bucket}/exp/run-1/config.yaml", "name: x\n")
+
+    assert store.is_committed(uri)
+    root = store.open_dir(uri, verify=True)
+    assert {p.relative_to(root).as_posix(): p.read_bytes() for p in root.rglob("*") if p.is_file()} == {
+        **files,
+        "MANIFEST.json": (root / "MANIFEST.json").read_bytes(),
+        "COMMITTED": (root / "COMMITTED").read_bytes(),
+    }
+    assert store.open_dir(uri) == root  # the cached copy of this committed version is reused
+
+    assert store.list_dir(f"{s3_bucket}/exp/run-1") == ["config.yaml", "data"]
+    assert store.list_dir(uri) == ["COMMITTED", "MANIFEST.json", "images", "summary.json", "train.jsonl"]
+    entries = {e["name"]: e for e in store.ls(f"{s3_bucket}/exp/run-1")}
+    assert entries["config.yaml"]["kind"] == "object"
+    assert entries["data"]["kind"] == "committed" and entries["data"]["files"] == 3
+    assert entries["data"]["bytes"] == sum(len(v) for v in files.values())
+    assert store.exists(uri) and store.exists(f"{s3_bucket}/exp/run-1/config.yaml")
+    assert not store.exists(f"{s3_bucket}/exp/run-2") and store.list_dir(f"{s3_bucket}/nothing") == []
+    assert store.read_text(f"{s3_bucket}/exp/run-1/config.yaml") == "name: x\n"
+    with pytest.raises(store.StoreError, match="does not exist"):
+        store.read_text(f"{s3_bucket}/exp/run-1/missing.yaml")
+
+
+def test_multipart_upload_round_trips(s3_bucket, seaweed):
+    uri = f"{s3_bucket}/ckpt/step-1"
+    big = os.urandom(12 * 1024 * 1024 + 123)  # three 5 MiB parts
+    with store.commit_dir(uri) as staging:
+        fill(staging, {"model.safetensors": big, "trainer_state.json": b'{"global_step": 1}'})
+    bucket, key = s3.split(uri)
+    etag = seaweed.client().stat_object(bucket, f"{key}/model.safetensors").etag
+    assert etag.endswith("-3"), f"expected a 3-part multipart ETag, got {etag}"
+    assert store.manifest(uri)["files"]["model.safetensors"]["sha256"] == hashlib.sha256(big).hexdigest()
+    assert (store.open_dir(uri) / "model.safetensors").read_bytes() == big
+    assert store.verify(uri) == {"files": 2, "bytes": len(big) + 18}
+
+
+def test_recommit_replaces_files_and_delete_removes_everything(s3_bucket):
+    uri = f"{s3_bucket}/report"
+    with store.commit_dir(uri) as staging:
+        fill(staging, {"report.md": b"v1", "figures/old.png": b"png", "figures/kept.png": b"k", "old/x.png": b"x"})
+    with store.commit_dir(uri) as staging:
+        fill(staging, {"report.md": b"v2", "figures/kept.png": b"k"})
+    assert store.list_dir(uri) == ["COMMITTED", "MANIFEST.json", "figures", "report.md"]  # stale files are gone
+    assert store.list_dir(f"{uri}/figures") == ["kept.png"]
+    assert (store.open_dir(uri) / "report.md").read_bytes() == b"v2"
+    store.delete(uri)
+    assert not store.is_committed(uri) and store.list_dir(s3_bucket) == []
+
+
+def test_readers_ignore_uncommitted_folders(s3_bucket, seaweed):
+    client = seaweed.client()
+    bucket, key = s3.split(f"{s3_bucket}/ckpt")
+    with store.commit_dir(f"{s3_bucket}/ckpt/step-2") as staging:
+        fill(staging, {"w.bin": b"two"})
+    # A torn upload: files and even a manifest, but no COMMITTED marker.
+    client.put_object(bucket, f"{key}/step-4/w.bin", io.BytesIO(b"four"), 4)
+    client.put_object(bucket, f"{key}/step-4/MANIFEST.json", io.BytesIO(b"{}"), 2)
+    with pytest.raises(store.NotCommittedError, match="did not finish"):
+        store.open_dir(f"{s3_bucket}/ckpt/step-4")
+    assert checkpoint_store.latest_committed(f"{s3_bucket}/ckpt") == (2, f"{s3_bucket}/ckpt/step-2")
+    kinds = {e["name"]: e["kind"] for e in store.ls(f"{s3_bucket}/ckpt")}
+    assert kinds == {"step-2": "committed", "step-4": "folder"}
+
+
+def test_a_flipped_byte_fails_the_download_loudly(s3_bucket, seaweed, tmp_path):
+    uri = f"{s3_bucket}/data"
+    payload = bytes(range(256)) * 64
+    with store.commit_dir(uri) as staging:
+        fill(staging, {"a.txt": b"fine", "images/patient-42.png": payload})
+    bucket, key = s3.split(uri)
+    flipped = bytearray(payload)
+    flipped[100] ^= 0x01
+    seaweed.client().put_object(bucket, f"{key}/images/patient-42.png", io.BytesIO(bytes(flipped)), len(flipped))
+
+    with pytest.raises(store.IntegrityError) as err:
+        store.open_dir(uri)
+    message = str(err.value)
+    assert "does not match its sha256" in message and uri in message and "damaged" in message
+    assert "patient-42" not in message and err.value.file == "images/patient-42.png"
+    assert not list((tmp_path / "cache" / "s3").rglob("*.png")), "a damaged download must not stay in the cache"
+    with pytest.raises(store.IntegrityError):
+        store.verify(uri)
+    with pytest.raises(store.IntegrityError):
+        store.download(uri, tmp_path / "copy")
+    assert not (tmp_path / "copy").exists()
+
+
+def test_wrong_credentials_a_bad_bucket_and_a_dead_endpoint_are_named(s3_bucket, monkeypatch):
+    with pytest.raises(store.StoreError, match="bucket names are 3-63 lowercase"):
+        store.write_text("s3://Bad_Bucket/x.txt", "x")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not-the-secret")
+    with pytest.raises(store.StoreError, match="AWS_SECRET_ACCESS_KEY"):
+        store.write_text(f"{s3_bucket}/x.txt", "x")
+    from tests.integration.servers import free_ports
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", f"http://127.0.0.1:{free_ports(1)[0]}")
+    monkeypatch.setenv("MEDRL_STORE_RETRY_SECONDS", "1")
+    with pytest.raises(store.StoreError, match=r"kept failing for 1 s.*MEDRL_STORE_RETRY_SECONDS"):
+        store.read_text(f"{s3_bucket}/x.txt")
+
+
+def test_server_killed_mid_upload_leaves_no_checkpoint_and_resume_takes_the_previous(
+    own_seaweed, monkeypatch, tmp_path
+):
+    from tests.integration.servers import s3_environment
+
+    bucket = s3_environment(monkeypatch, own_seaweed, tmp_path, retry_seconds=2)
+    ckpts = f"{bucket}/run/arms/grpo/checkpoints"
+    step1 = tmp_path / "ckpt1"
+    fill(step1, {"model.safetensors": os.urandom(1 << 20), "trainer_state.json": b'{"global_step": 1}'})
+    checkpoint_store.commit_checkpoint(step1, ckpts, 1, keep=2)
+
+    # The server dies (SIGKILL) once 6 MiB of a 16 MiB multipart upload have been read.
+    step2 = tmp_path / "ckpt2"
+    fill(step2, {"model.safetensors": os.urandom(16 << 20), "trainer_state.json": b'{"global_step": 2}'})
+    original_read = s3.HashingReader.read
+
+    def read_then_kill(self, size=-1):
+        data = original_read(self, size)
+        if self.size > 6 << 20:
+            own_seaweed.kill()
+        return data
+
+    monkeypatch.setattr(s3.HashingReader, "read", read_then_kill)
+    with pytest.raises(store.StoreError, match="kept failing"):
+        checkpoint_store.commit_checkpoint(step2, ckpts, 2, keep=2)
+    monkeypatch.setattr(s3.HashingReader, "read", original_read)
+
+    own_seaweed.start()
+    monkeypatch.setenv("MEDRL_STORE_RETRY_SECONDS", "60")  # the restarted server may answer 500 for a moment
+    assert not store.is_committed(f"{ckpts}/step-2")
+    b, key = s3.split(ckpts)
+    unfinished = own_seaweed.client()._list_multipart_uploads(b, prefix=key + "/").uploads
+    assert [u.object_name for u in unfinished] == [f"{key}/step-2/model.safetensors"]  # invisible, not yet tidied
+    assert "model.safetensors" not in store.list_dir(f"{ckpts}/step-2")
+    restored = checkpoint_store.restore_latest(ckpts, tmp_path / "resume")
+    assert restored == tmp_path / "resume" / "checkpoint-1"
+    assert (restored / "trainer_state.json").read_bytes() == b'{"global_step": 1}'
+
+    # The next checkpoint's commit tidies up: the torn step-2 and its unfinished multipart upload go.
+    checkpoint_store.commit_checkpoint(step2, ckpts, 3, keep=2)
+    assert [n for n, _ in checkpoint_store.steps(ckpts)] == [1, 3]
+    assert own_seaweed.client()._list_multipart_uploads(b, prefix=key + "/").uploads == []
+
+
+def test_server_restarted_mid_commit_is_carried_through_by_retries(own_seaweed, monkeypatch, tmp_path, caplog):
+    from tests.integration.servers import s3_environment
+
+    bucket = s3_environment(monkeypatch, own_seaweed, tmp_path, retry_seconds=60)
+    uri = f"{bucket}/ckpt/step-1"
+    local = tmp_path / "ckpt"
+    fill(local, {f"shard-{i}.bin": os.urandom(2 << 20) for i in range(6)})
+    original_read = s3.HashingReader.read
+    restart = threading.Thread(target=lambda: (time.sleep(1.5), own_seaweed.start()))
+    once = threading.Lock()
+
+    def read_and_restart(self, size=-1):
+        with once:  # uploads run in several threads: the first read kills the server, once
+            if restart.ident is None:
+                own_seaweed.kill()  # the server goes away for a few seconds, then comes back on the same data
+                restart.start()
+        return original_read(self, size)
+
+    monkeypatch.setattr(s3.HashingReader, "read", read_and_restart)
+    with caplog.at_level("WARNING", logger="medrl.store"):
+        store.commit_from(local, uri)
+    restart.join()
+    assert own_seaweed.proc.poll() is None and any("retrying" in r.getMessage() for r in caplog.records)
+    assert not [r for r in caplog.records if "shard-" in r.getMessage()], "log lines must not name data files"
+    root = store.open_dir(uri, verify=True)
+    for path in local.iterdir():
+        assert (root / path.name).read_bytes() == path.read_bytes()
+
+
+def test_store_commands(s3_bucket, tmp_path, seaweed):
+    uri = f"{s3_bucket}/run/arms/sft/model"
+    with store.commit_dir(uri) as staging:
+        fill(staging, {"model.safetensors": b"w" * 5000, "config.json": b"{}"})
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+
+    def medrl(*args):
+        return subprocess.run([sys.executable, "-m", "medrl", "store", *args], capture_output=True, text=True, env=env)
+
+    ls = medrl("ls", f"{s3_bucket}/run/arms/sft")
+    assert ls.returncode == 0 and "model/" in ls.stdout and "committed" in ls.stdout and "2 files" in ls.stdout
+    got = medrl("get", uri, str(tmp_path / "model"))
+    assert got.returncode == 0 and (tmp_path / "model" / "model.safetensors").read_bytes() == b"w" * 5000
+    ok = medrl("verify", uri)
+    assert ok.returncode == 0 and "ok: 2 files" in ok.stdout
+
+    bucket, key = s3.split(uri)
+    seaweed.client().put_object(bucket, f"{key}/config.json", io.BytesIO(b"[]"), 2)
+    bad = medrl("verify", uri)
+    assert bad.returncode == 1 and "DAMAGED" in bad.stderr and "config.json" not in bad.stderr
+    named = medrl("verify", uri, "--show-paths")
+    assert named.returncode == 1 and "damaged file: config.json" in named.stderr
+    missing = medrl("get", f"{s3_bucket}/run/nothing", str(tmp_path / "x"))
+    assert missing.returncode == 2 and "does not exist" in missing.stderr
+
+
+def test_concurrent_readers_share_one_cached_copy(s3_bucket):
+    from concurrent.futures import ThreadPoolExecutor
+
+    uri = f"{s3_bucket}/base-model"
+    weights = os.urandom(1 << 20)
+    with store.commit_dir(uri) as staging:
+        fill(staging, {"model.safetensors": weights, "config.json": b"{}"})
+    with ThreadPoolExecutor(4) as pool:
+        paths = list(pool.map(lambda _: store.open_dir(uri), range(4)))
+    assert len(set(paths)) == 1 and (paths[0] / "model.safetensors").read_bytes() == weights
+    assert not [p for p in paths[0].parent.iterdir() if p.name.startswith(".staging")]

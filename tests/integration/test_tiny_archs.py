@@ -1,0 +1,59 @@
+"""Qwen2.5-VL and Qwen3-VL tiny checkpoints load through the same path as Qwen2-VL (AutoProcessor,
+AutoModelForImageTextToText, our `models.load`), see images and generate; `medrl tiny-model --arch` builds them."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+from transformers import Qwen2_5_VLForConditionalGeneration, Qwen3VLForConditionalGeneration
+
+from medrl.config import ModelConfig
+from medrl.models.load import load_model, load_processor
+from medrl.models.tiny import build_tiny
+
+ARCHS = [
+    ("qwen2.5-vl", "qwen2_5_vl", Qwen2_5_VLForConditionalGeneration, 56),
+    ("qwen3-vl", "qwen3_vl", Qwen3VLForConditionalGeneration, 64),
+]
+
+
+@pytest.mark.parametrize(("arch", "model_type", "model_class", "side"), ARCHS)
+def test_tiny_arch_loads_and_generates(tmp_path, arch, model_type, model_class, side):
+    out = build_tiny(arch, tmp_path / arch)
+    assert json.loads((out / "config.json").read_text())["model_type"] == model_type
+    assert (out / "model.safetensors").is_file() and not list(out.glob("*.bin"))
+    cfg = ModelConfig(arch=arch, min_pixels=side * side, max_pixels=side * side)
+    model, processor = load_model(str(out), cfg), load_processor(str(out), cfg)
+    assert isinstance(model, model_class)
+    assert sum(p.numel() for p in model.parameters()) < 1_000_000
+
+    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Where is the lesion?"}]}]
+    text = processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    images = [Image.new("RGB", (side, side)), Image.new("RGB", (side, side), "white")]
+    inputs = processor(text=[text, text], images=images, padding=True, return_tensors="pt")
+    assert int((inputs["input_ids"] == model.config.image_token_id).sum()) == 8  # 2x2 merged patches each
+    with torch.inference_mode():
+        logits = model(**inputs).logits[:, -1]
+        out_ids = model.generate(**inputs, max_new_tokens=4, do_sample=False)
+    assert not torch.allclose(logits[0], logits[1])  # the image reaches the language model
+    assert out_ids.shape[0] == 2
+
+
+def _medrl(*args: str) -> subprocess.CompletedProcess:
+    src = str(Path(__file__).resolve().parents[2] / "src")  # this checkout's code, not an installed copy
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [src, os.environ.get("PYTHONPATH")]))}
+    return subprocess.run([sys.executable, "-m", "medrl", *args], capture_output=True, text=True, timeout=300, env=env)
+
+
+def test_tiny_model_cli_builds_qwen3_vl(tmp_path):
+    out = tmp_path / "q3"
+    done = _medrl("tiny-model", "--arch", "qwen3-vl", "--out", str(out))
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads((out / "config.json").read_text())["model_type"] == "qwen3_vl"
+    bad = _medrl("tiny-model", "--arch", "llava", "--out", str(tmp_path / "x"))
+    assert bad.returncode != 0 and "qwen3-vl" in bad.stderr

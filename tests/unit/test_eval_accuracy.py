@@ -1,0 +1,91 @@
+"""Accuracy three ways (the reward's rule, strict letter, lenient text), closed and open questions apart, and the
+statistics of Table 1: mean (± std), bootstrap interval, McNemar."""
+
+import pytest
+
+from medrl.data.records import Record
+from medrl.evaluate.accuracy import answer_type, judge_answer
+from medrl.evaluate.stats import bootstrap_ci, mcnemar, summarize
+
+CLOSED = Record(id="c", question="Where?", choices=["upper left", "upper right", "lower left"], answer="upper right",
+                answer_label="B")  # fmt: skip
+OPEN = Record(id="o", question="Which organ?", answer="left lung")
+
+
+@pytest.mark.parametrize(
+    ("answer", "correct", "strict", "lenient"),
+    [
+        ("B", True, True, True),
+        ("(B)", True, True, True),
+        ("B.", True, True, True),
+        ("upper right", True, False, True),
+        ("Upper-Right.", True, False, True),
+        ("B: upper right", True, False, True),
+        ("The lesion is in the upper right.", False, False, True),
+        ("upper right or upper left", False, False, False),
+        ("A", False, False, False),
+        ("B: upper left", False, False, False),
+        ("D", False, False, False),
+        ("", False, False, False),
+    ],
+)
+def test_closed_question(answer, correct, strict, lenient):
+    got = judge_answer(f"<think>t</think><answer>{answer}</answer>", CLOSED)
+    assert (got["correct"], got["correct_strict"], got["correct_lenient"]) == (correct, strict, lenient)
+    assert got["answer_type"] == "closed"
+
+
+@pytest.mark.parametrize(
+    ("answer", "correct", "strict", "lenient"),
+    [
+        ("left lung", True, True, True),
+        ("Left lung.", True, True, True),
+        ("a mass in the left lung", False, False, True),
+        ("left", False, False, False),
+        ("right lung", False, False, False),
+    ],
+)
+def test_open_question(answer, correct, strict, lenient):
+    got = judge_answer(f"<answer>{answer}</answer>", OPEN)
+    assert (got["correct"], got["correct_strict"], got["correct_lenient"]) == (correct, strict, lenient)
+    assert got["answer_type"] == "open"
+
+
+def test_no_answer_tag_is_wrong_every_way():
+    assert judge_answer("B", CLOSED) == {
+        "answer_type": "closed",
+        "correct": False,
+        "correct_strict": False,
+        "correct_lenient": False,
+    }
+
+
+def test_answer_type_prefers_the_record_meta():
+    yes_no = Record(id="y", question="Is there a fracture?", choices=["yes", "no"], answer="yes",
+                    meta={"answer_type": "open"})  # fmt: skip
+    assert answer_type(yes_no) == "open" and answer_type(CLOSED) == "closed" and answer_type(OPEN) == "open"
+
+
+def test_summarize_leaves_out_and_counts_missing_values():
+    assert summarize([2.0, 4.0, None]) == {"mean": 3.0, "std": 1.0, "n": 2, "missing": 1}
+    assert summarize([None]) == {"mean": None, "std": None, "n": 0, "missing": 1}
+
+
+def test_bootstrap_interval_is_deterministic_and_covers_the_mean():
+    values = [1.0] * 30 + [0.0] * 70
+    lo, hi = bootstrap_ci(values, samples=2000, seed=3)
+    assert bootstrap_ci(values, samples=2000, seed=3) == [lo, hi]
+    assert 0.19 < lo < 0.3 < hi < 0.41  # about 0.3 ± 1.96 * sqrt(0.3 * 0.7 / 100)
+    assert bootstrap_ci([]) is None
+
+
+def test_mcnemar_counts_discordant_pairs_and_gives_the_exact_p_value():
+    base = [True] * 5 + [False] * 10 + [True] * 20
+    other = [False] * 5 + [True] * 10 + [True] * 20
+    result = mcnemar(base, other)
+    assert (result["b"], result["c"], result["n"]) == (5, 10, 35)
+    # Two-sided exact binomial: 2 * P(X <= 5), X ~ Bin(15, 1/2) = 2 * 4944 / 32768
+    assert result["p_value"] == pytest.approx(2 * 4944 / 32768)
+    assert mcnemar([True, False], [True, False])["p_value"] == 1.0
+    with pytest.raises(ValueError, match="same questions"):
+        mcnemar([True], [True, False])

@@ -1,0 +1,159 @@
+"""Metric names and labels follow the rules (medrl_ prefix, base units, *_total counters, bounded labels);
+TRL's log records feed the training gauges; batch stages push nothing without a Pushgateway."""
+
+import logging
+import socket
+import urllib.request
+
+import pytest
+from prometheus_client import generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+from medrl.infra import metrics
+
+# One record as TRL 1.16's GRPOTrainer logs it (keys from a real run; values rounded).
+TRL_RECORD = {
+    "loss": 0.0123,
+    "grad_norm": 0.5,
+    "learning_rate": 5e-05,
+    "num_tokens": 12000.0,
+    "completions/mean_length": 31.5,
+    "completions/min_length": 12.0,
+    "completions/max_length": 40.0,
+    "completions/clipped_ratio": 0.25,
+    "completions/mean_terminated_length": 28.0,
+    "rewards/format_reward/mean": 0.75,
+    "rewards/format_reward/std": 0.43,
+    "rewards/accuracy_reward/mean": 0.5,
+    "rewards/accuracy_reward/std": 0.5,
+    "reward": 1.25,
+    "reward_std": 0.6,
+    "frac_reward_zero_std": 0.5,
+    "kl": 0.002,
+    "entropy": 3.1,
+    "clip_ratio/region_mean": 0.0,
+    "epoch": 0.1,
+}
+ALLOWED_LABELS = {"arm", "reward", "outcome", "le"}
+
+
+def sample(name: str, **labels) -> float | None:
+    for family in text_string_to_metric_families(generate_latest(metrics.REGISTRY).decode()):
+        for s in family.samples:
+            if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()):
+                return s.value
+    return None
+
+
+def test_trl_log_records_feed_the_training_gauges():
+    rec = metrics.TrainingRecorder("unit-arm")
+    rec.begin(max_steps=100)
+    rec.step(global_step=1, samples=16)
+    rec.log(TRL_RECORD)
+    assert sample("medrl_train_reward", arm="unit-arm") == 1.25
+    assert sample("medrl_train_reward_function", arm="unit-arm", reward="accuracy_reward") == 0.5
+    assert sample("medrl_train_reward_function_std", arm="unit-arm", reward="format_reward") == 0.43
+    assert sample("medrl_train_reward_std", arm="unit-arm") == 0.6
+    assert sample("medrl_train_zero_std_group_ratio", arm="unit-arm") == 0.5
+    assert sample("medrl_train_kl", arm="unit-arm") == 0.002
+    assert sample("medrl_train_entropy_nats", arm="unit-arm") == 3.1
+    assert sample("medrl_train_completion_length_mean_tokens", arm="unit-arm") == 31.5
+    assert sample("medrl_train_completion_length_max_tokens", arm="unit-arm") == 40.0
+    assert sample("medrl_train_completion_clipped_ratio", arm="unit-arm") == 0.25
+    assert sample("medrl_train_learning_rate", arm="unit-arm") == 5e-05
+    assert sample("medrl_train_steps_total", arm="unit-arm") == 1.0
+    assert sample("medrl_train_samples_total", arm="unit-arm") == 16.0
+    assert sample("medrl_train_global_step", arm="unit-arm") == 1.0
+    assert sample("medrl_train_running", arm="unit-arm") == 1.0
+    assert sample("medrl_train_step_seconds", arm="unit-arm") >= 0.0
+    assert sample("medrl_train_last_step_timestamp_seconds", arm="unit-arm") > 1.7e9
+
+    rec.log({"num_tokens": 12000.0 + 5000.0, "reward": None, "kl": float("nan")})  # None/NaN leave gauges be
+    assert sample("medrl_train_tokens_per_second", arm="unit-arm") > 0
+    assert sample("medrl_train_reward", arm="unit-arm") == 1.25 and sample("medrl_train_kl", arm="unit-arm") == 0.002
+    rec.end()
+    assert sample("medrl_train_running", arm="unit-arm") == 0.0
+
+
+def test_names_units_and_labels_follow_the_rules():
+    metrics.TrainingRecorder("names").log(TRL_RECORD)
+    metrics.judge_request("ok", 0.2)
+    families = list(text_string_to_metric_families(generate_latest(metrics.REGISTRY).decode()))
+    assert len(families) > 25
+    for family in families:
+        assert family.name.startswith("medrl_"), family.name
+        for s in family.samples:
+            assert set(s.labels) <= ALLOWED_LABELS, (s.name, s.labels)
+            if family.type == "counter":
+                assert s.name.endswith("_total"), s.name
+            else:
+                assert not s.name.endswith("_total"), s.name
+
+
+def test_reward_names_outside_the_label_alphabet_become_other():
+    rec = metrics.TrainingRecorder("labels")
+    rec.log({"rewards/what is in /img/patient 7.png?/mean": 1.0, "rewards/weird name!/mean": 0.3})
+    assert sample("medrl_train_reward_function", arm="labels", reward="other") == 0.3
+    assert metrics.safe_label("accuracy_reward") == "accuracy_reward"
+    assert metrics.TrainingRecorder("a b").arm == "other"
+
+
+def test_judge_metrics():
+    hits = sample("medrl_judge_cache_hits_total")
+    unscorable = sample("medrl_judge_verdicts_total", outcome="unscorable")
+    other = sample("medrl_judge_requests_total", outcome="other")
+    metrics.judge_request("made-up outcome", 1.0)
+    assert sample("medrl_judge_requests_total", outcome="other") == other + 1
+    metrics.judge_cache(hit=True, n=3)
+    assert sample("medrl_judge_cache_hits_total") == hits + 3
+    metrics.judge_verdicts(scored=6, unscorable=2)
+    assert sample("medrl_judge_unscorable_ratio") == 0.25
+    assert sample("medrl_judge_verdicts_total", outcome="unscorable") == unscorable + 2
+    assert sample("medrl_judge_request_duration_seconds_count") >= 1
+
+
+def test_no_pushgateway_no_push(monkeypatch):
+    monkeypatch.delenv(metrics.PUSHGATEWAY_ENV, raising=False)
+    with metrics.batch_stage("prep", "run-1") as pushed:
+        pushed.prep({"rows": 10, "train": 8, "test": 2, "quarantined": 0})
+    assert not metrics.push("prep", pushed.registry, "run-1")
+    assert metrics.delete_run("run-1", ["a"]) == 0
+
+
+def test_a_dead_pushgateway_never_fails_the_stage(monkeypatch, caplog):
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()  # nothing listens there
+    monkeypatch.setenv(metrics.PUSHGATEWAY_ENV, f"http://127.0.0.1:{port}")
+    with caplog.at_level(logging.WARNING, logger="medrl.metrics"), metrics.batch_stage("report", "run-2") as pushed:
+        pushed.set("report_arms", 3, "Arms in the report.")
+    assert any("not pushed" in r.getMessage() for r in caplog.records)
+    with pytest.raises(ValueError, match="lowercase"):
+        pushed.set("Bad-Name", 1, "x")
+
+
+def test_serving_and_port_errors(monkeypatch):
+    monkeypatch.setenv(metrics.PORT_ENV, "nine")
+    with pytest.raises(metrics.MetricsError, match="--metrics-port"):
+        metrics.port_from_env()
+    monkeypatch.setenv(metrics.PORT_ENV, "9400")
+    assert metrics.port_from_env() == 9400
+
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen()
+    try:
+        with pytest.raises(metrics.MetricsError, match=r"--metrics-port \d+: cannot listen.*choose a free port"):
+            metrics.serve(busy.getsockname()[1], "127.0.0.1")
+    finally:
+        busy.close()
+
+    port = metrics.serve(0, "127.0.0.1")
+    try:
+        metrics.TrainingRecorder("served").log({"reward": 0.75})
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+        assert 'medrl_train_reward{arm="served"} 0.75' in text
+        assert metrics.serve(0) == port  # once per process
+    finally:
+        metrics.stop_serving()

@@ -1,0 +1,133 @@
+"""PyTorchJobs built by medrl: they round-trip through the kubeflow-training SDK's models, pass the operator's
+admission rules (re-implemented in medrl.infra.pytorchjob, each rule tested to reject), and their pods validate
+as Kubernetes Pods."""
+
+from __future__ import annotations
+
+import copy
+
+import kubernetes_validate
+import pytest
+from kubeflow.training import models
+from kubeflow.training.api_client import ApiClient
+from kubeflow.training.utils.utils import FakeResponse
+
+from medrl.infra.launch import TrainSpec, resolve
+from medrl.infra.pytorchjob import admission_errors, build_pytorchjob, label_value, to_dict
+
+
+def job(**kw) -> dict:
+    return to_dict(build_pytorchjob(TrainSpec(run_uri="s3://medrl/runs/paper/r1", arm="sft-grpo", **kw)))
+
+
+@pytest.mark.parametrize(("nodes", "gpus"), [(1, 0), (1, 4), (2, 4), (4, 8)])
+def test_job_shape_for_one_and_several_nodes(nodes, gpus):
+    doc = job(nodes=nodes, gpus_per_node=gpus, pipeline_run="f1c2")
+    spec = doc["spec"]
+    assert doc["apiVersion"] == "kubeflow.org/v1" and doc["kind"] == "PyTorchJob"
+    assert spec["nprocPerNode"] == str(gpus or 1)  # explicit, never "auto"
+    replicas = spec["pytorchReplicaSpecs"]
+    assert replicas["Master"]["replicas"] == 1
+    assert ("Worker" in replicas) == (nodes > 1)
+    if nodes > 1:
+        assert replicas["Worker"]["replicas"] == nodes - 1
+    for rspec in replicas.values():
+        assert rspec["restartPolicy"] == "ExitCode"
+        container = rspec["template"]["spec"]["containers"][0]
+        assert container["name"] == "pytorch"
+        limits = container["resources"]["limits"]
+        assert limits.get("nvidia.com/gpu") == (str(gpus) if gpus else None)
+        env = {e["name"]: e for e in container["env"]}
+        assert env["MEDRL_DEEPSPEED"]["value"] == ("zero2" if gpus else "none")
+        assert env["AWS_ACCESS_KEY_ID"]["valueFrom"]["secretKeyRef"] == {
+            "name": "medrl-store", "key": "accesskey", "optional": True
+        }  # fmt: skip
+        shm = next(v for v in rspec["template"]["spec"]["volumes"] if v["name"] == "dshm")
+        assert shm["emptyDir"] == {"medium": "Memory", "sizeLimit": "16Gi"}
+    policy = spec["runPolicy"]
+    assert policy["ttlSecondsAfterFinished"] == 3600 and policy["backoffLimit"] == 3
+    assert "activeDeadlineSeconds" not in policy
+    assert admission_errors(doc) == []
+
+
+def test_round_trips_through_the_sdk_models():
+    doc = job(nodes=2, gpus_per_node=4, node_selector={"nvidia.com/gpu.product": "A100"},
+              tolerations=[{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}])  # fmt: skip
+    parsed = ApiClient().deserialize(FakeResponse(doc), "KubeflowOrgV1PyTorchJob")
+    assert isinstance(parsed, models.KubeflowOrgV1PyTorchJob)
+    assert isinstance(parsed.spec.pytorch_replica_specs["Worker"], models.KubeflowOrgV1ReplicaSpec)
+    assert parsed.spec.run_policy.backoff_limit == 3
+    assert to_dict(parsed) == doc
+    pod = parsed.spec.pytorch_replica_specs["Master"].template.spec
+    assert pod.node_selector == {"nvidia.com/gpu.product": "A100"} and pod.tolerations[0].operator == "Exists"
+
+
+def test_pods_validate_as_kubernetes_pods():
+    doc = job(nodes=2, gpus_per_node=4, tolerations=[{"key": "gpu", "operator": "Exists"}])
+    for rspec in doc["spec"]["pytorchReplicaSpecs"].values():
+        pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", **rspec["template"]["metadata"]},
+               "spec": rspec["template"]["spec"]}  # fmt: skip
+        kubernetes_validate.validate(pod, "1.33", strict=True)
+
+
+def test_job_names_are_stable_dns_labels():
+    a = TrainSpec(run_uri="s3://x/run-1", arm="Sft_Full.Arm_with_a_name_far_longer_than_any_label_allows")
+    assert a.job_name == TrainSpec(run_uri="s3://x/run-1", arm=a.arm).job_name  # a retry finds its job
+    assert a.job_name != TrainSpec(run_uri="s3://x/run-2", arm=a.arm).job_name
+    assert len(a.job_name) <= 50 and admission_errors(job()) == []
+    assert label_value("-run/ID with spaces-") == "run-ID-with-spaces"
+
+
+def _mutate(doc, fn):
+    out = copy.deepcopy(doc)
+    fn(out)
+    return out
+
+
+def _master(d):
+    return d["spec"]["pytorchReplicaSpecs"]["Master"]
+
+
+RULES = [
+    (lambda d: d["metadata"].update(name="Medrl_Job"), "metadata.name"),
+    (lambda d: d["metadata"].update(name="m" * 64), "metadata.name"),
+    (lambda d: d["spec"].pop("pytorchReplicaSpecs"), "spec.pytorchReplicaSpecs: must be required"),
+    (lambda d: d["spec"]["pytorchReplicaSpecs"].update(Chief=_master(d)), "replica type must be Master or Worker"),
+    (lambda d: _master(d)["template"]["spec"]["containers"][0].update(name="trainer"), "container with name pytorch"),
+    (lambda d: _master(d)["template"]["spec"].update(containers=[]), "containers: must be specified"),
+    (lambda d: _master(d)["template"]["spec"]["containers"][0].update(image=""), "image: must be required"),
+    (lambda d: _master(d).update(replicas=2), "[Master].replicas: must be 1"),
+    (lambda d: _master(d).pop("replicas"), "[Master].replicas: must be 1"),
+    (lambda d: d["spec"]["pytorchReplicaSpecs"].update(Worker={**_master(d), "replicas": 0}), "at least 1"),
+    (lambda d: _master(d).update(restartPolicy="Sometimes"), "restartPolicy"),
+    (lambda d: d["spec"].update(elasticPolicy={"maxReplicas": 2}), "must be configured if elastic policy is used"),
+    (lambda d: d["spec"].update(elasticPolicy={"nProcPerNode": 2}), "must not be used with spec.nprocPerNode"),
+    (lambda d: d["spec"].update(nprocPerNode="four"), "spec.nprocPerNode"),
+    (lambda d: d["spec"]["runPolicy"].update(managedBy="me"), "managedBy"),
+    (lambda d: d["spec"]["runPolicy"].update(cleanPodPolicy="Some"), "cleanPodPolicy"),
+    (lambda d: d["spec"]["runPolicy"].update(backoffLimit=-1), "backoffLimit: must be greater than or equal to 0"),
+]
+
+
+@pytest.mark.parametrize(("mutation", "message"), RULES)
+def test_each_admission_rule_rejects(mutation, message):
+    errors = admission_errors(_mutate(job(), mutation))
+    assert any(message in e for e in errors), errors
+
+
+def test_launcher_resolves_by_where_it_runs(monkeypatch):
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    assert resolve("auto") == "inprocess"
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.0.0.1")
+    assert resolve("auto") == "pytorchjob" and resolve("inprocess") == "inprocess"
+    with pytest.raises(ValueError, match="launcher='trainjob': choose auto, inprocess, pytorchjob"):
+        resolve("trainjob")
+
+
+def test_bad_cluster_settings_name_the_setting():
+    with pytest.raises(ValueError, match="cluster settings gpus are not known"):
+        TrainSpec.from_params("s3://x/r", "a", {"gpus": 4})
+    with pytest.raises(ValueError, match="nodes=0"):
+        TrainSpec.from_params("s3://x/r", "a", {"nodes": 0})
+    with pytest.raises(ValueError, match="tolerations: unknown field"):
+        build_pytorchjob(TrainSpec(run_uri="s3://x/r", arm="a", tolerations=[{"keys": "x"}]))
