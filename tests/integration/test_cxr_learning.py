@@ -3,7 +3,8 @@
 A brief SFT on synthetic pleural effusions (left and right) teaches the box format but leaves the side nearly a
 coin flip (measured: the side token at p ~0.5, greedy boxes often on the wrong lung). GRPO on left effusions,
 rewarded only by the IoU reward, moves the boxes to the side the reward favours: the mean reward of its
-samples rises (0.41 -> 0.65 over 16 steps in the calibration run) and so does the greedy box F1.
+samples rises (first vs last 5 of 24 steps: 0.54 -> 0.75 in the calibration run) and the greedy box F1 with it
+(0.39 -> 0.90).
 """
 
 import json
@@ -27,12 +28,12 @@ data: {source: cxr-synthetic, train_size: 1200, test_size: 160, image_size: 64, 
 train: {seed: 0, grad_accum: 1, max_completion_length: 24, logging_steps: 1, save_steps: 1000}
 evaluate: {batch_size: 32, max_new_tokens: 24}
 arms:
-  sft: {method: sft, learning_rate: 1.0e-2, epochs: 3, per_device_batch_size: 16}
+  sft: {method: sft, learning_rate: 1.0e-2, epochs: 4, per_device_batch_size: 16}
   grpo:
     method: grpo
     init: arm:sft
     learning_rate: 5.0e-4
-    max_steps: 16
+    max_steps: 24
     per_device_batch_size: 4
     num_generations: 8
     temperature: 0.7
@@ -65,7 +66,7 @@ def test_grpo_raises_the_mean_iou_reward(tmp_path):
 
     log = [json.loads(line) for line in (tmp_path / "work-grpo" / "train_log.jsonl").read_text().splitlines()]
     rewards = [row["reward"] for row in log if "reward" in row]
-    assert len(rewards) == 16
+    assert len(rewards) == 24
     first, last = sum(rewards[:5]) / 5, sum(rewards[-5:]) / 5
     _, before = evaluate_model(cfg, str(sft), left)
     _, after = evaluate_model(cfg, str(grpo), left)
