@@ -25,6 +25,8 @@ class Strict(BaseModel):
 
 
 Arch = Literal["qwen2-vl", "qwen2.5-vl", "qwen3-vl"]
+CxrTask = Literal["report", "grounding"]
+CXR_TASKS: tuple[CxrTask, ...] = ("report", "grounding")
 Method = Literal["none", "sft", "lora", "dpo", "grpo", "dr_grpo"]
 
 
@@ -68,8 +70,8 @@ class DataConfig(Strict):
         default_factory=lambda: ["PNG", "JPEG"], description="Image formats a row may use; others are quarantined."
     )
     images: str | None = Field(None, description="ms-cxr: the MIMIC-CXR-JPG folder its boxes refer to.")
-    cxr_tasks: list[Literal["report", "grounding"]] = Field(
-        default_factory=lambda: ["report", "grounding"], description="Chest X-ray sources: tasks to write."
+    cxr_tasks: list[CxrTask] = Field(
+        default_factory=lambda: list(CXR_TASKS), description="Chest X-ray sources: tasks to write."
     )
 
 
