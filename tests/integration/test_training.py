@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -18,6 +19,7 @@ from transformers import TrainerCallback
 
 from medrl.config import DataConfig, load_config
 from medrl.data.prep import prepare
+from medrl.data.records import iter_jsonl, write_jsonl
 from medrl.train import train_arm
 from medrl.train.checkpoints import latest_checkpoint, step_of
 
@@ -75,12 +77,11 @@ def data(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def warm_model(tiny_model, data, tmp_path_factory) -> Path:
-    """The tiny model after a short SFT: it writes the think/answer format about half the time at temperature 1
-    and is right on few questions, so GRPO has rewards to tell completions apart and room to improve."""
-    if os.environ.get("DEBUG_WARM"):  # DEBUG-REMOVE
-        return Path(os.environ["DEBUG_WARM"])  # DEBUG-REMOVE
+    """The tiny model after a short SFT (256 steps): it writes the think/answer format about 60% of the time at
+    temperature 1 and picks the right region of the lesion about as often as chance (measured ~0.2-0.35), so
+    GRPO has rewards to tell completions apart and room to improve."""
     root = tmp_path_factory.mktemp("warm")
-    cfg = load_config(text=arm_yaml("sft", lr=2e-3, steps=96, batch=16))
+    cfg = load_config(text=arm_yaml("sft", lr=2e-3, steps=256, batch=16))
     train_arm(cfg, "a", data, str(tiny_model), root / "model", root / "work")
     return root / "model"
 
@@ -157,14 +158,26 @@ def test_grpo_changes_every_parameter(method, rewards, snapshot, warm_model, dat
 
 
 def test_grpo_raises_the_accuracy_reward(warm_model, data, tmp_path):
+    """GRPO on the questions whose lesion is in the upper left: what 30 tiny steps can learn there is to favour
+    that answer (reading the image takes far longer), so the accuracy reward of the samples climbs from about
+    chance (calibration: 0.36 over the first 10 steps -> 0.82 over the last 10). 32 samples a step (4 prompts x 8),
+    temperature 0.7, no KL term, as in the chest X-ray learning test."""
+    subset = tmp_path / "upper-left"
+    shutil.copytree(data, subset)
+    rows = [r for r in iter_jsonl(subset / "train.jsonl") if r["answer"] == "upper left"]
+    write_jsonl(subset / "train.jsonl", rows)
+    assert len(rows) >= 100
     steps = 30
-    cfg = load_config(text=arm_yaml("grpo", lr=1e-3, steps=steps, batch=2))
-    train_arm(cfg, "a", data, str(warm_model), tmp_path / "out", tmp_path / "work")
+    text = arm_yaml("grpo", lr=5e-4, steps=steps, batch=4)
+    for old, new in (("num_generations: 4", "num_generations: 8"), ("temperature: 1.0", "temperature: 0.7")):
+        text = text.replace(old, new)
+    cfg = load_config(text=text.replace("beta: 0.04", "beta: 0.0"))
+    train_arm(cfg, "a", subset, str(warm_model), tmp_path / "out", tmp_path / "work")
     rows = [json.loads(line) for line in (tmp_path / "work" / "train_log.jsonl").read_text().splitlines()]
     accuracy = [r["rewards/accuracy/mean"] for r in rows if "rewards/accuracy/mean" in r]
     assert len(accuracy) == steps
     first, last = accuracy[: steps // 3], accuracy[-steps // 3 :]
-    assert sum(last) / len(last) > sum(first) / len(first) + 0.1, accuracy
+    assert sum(last) / len(last) > sum(first) / len(first) + 0.2, accuracy
 
 
 # ------------------------------------------------------------------------------------------------ resume
