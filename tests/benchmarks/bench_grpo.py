@@ -67,6 +67,7 @@ def trl_step_time(model: Path, data: Path, work: Path) -> tuple[float, list[floa
         loss_type="grpo",
         scale_rewards="group",
         save_steps=1000,
+        logging_steps=1,  # as medrl logs: every step
         seed=0,
         report_to=[],
         use_cpu=not torch.cuda.is_available(),
