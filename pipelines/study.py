@@ -80,7 +80,8 @@ def build(parallelism: int = 0):
             run_id: Run folder name; empty: time-based.
             arms: Comma-separated arms to run (with the arms they start from); empty: all.
             base_model: Hub id or store URI of the base model; empty: the preset's.
-            dataset_source: synthetic | pmc-vqa | vqa-rad | path-vqa | slake | omnimedvqa | jsonl; empty: the preset's.
+            dataset_source: synthetic | pmc-vqa | vqa-rad | path-vqa | slake | omnimedvqa | jsonl | cxr-synthetic |
+                mimic-cxr | ms-cxr | vindr-cxr; empty: the preset's.
             dataset_uri: Where the source dataset lies (data.input); empty: the preset's.
             steps: Optimizer steps of every trained arm; 0: the preset's.
             judge_url: Base URL of an OpenAI-compatible judge (e.g. http://medrl-judge.medrl.svc:8000/v1).

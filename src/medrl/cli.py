@@ -76,7 +76,10 @@ def tiny_model(
     typer.echo(f"tiny {arch} model written to {out}")
 
 
-SOURCE_NAMES = "synthetic | pmc-vqa | vqa-rad | path-vqa | slake | omnimedvqa | jsonl"
+SOURCE_NAMES = (
+    "synthetic | pmc-vqa | vqa-rad | path-vqa | slake | omnimedvqa | jsonl | cxr-synthetic | mimic-cxr | ms-cxr | "
+    "vindr-cxr"
+)
 
 
 @app.command()
