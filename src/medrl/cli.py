@@ -87,7 +87,11 @@ def prep(
     out: Annotated[str, typer.Option(help="Where the prepared dataset goes: a directory or store URI.")],
     source: Annotated[str, typer.Option(help=f"The dataset's layout: {SOURCE_NAMES}.")] = "synthetic",
     input: Annotated[
-        str | None, typer.Option("--input", help="The source as downloaded: folder, file or hub name (not synthetic).")
+        str | None,
+        typer.Option(
+            "--input",
+            help="The source as downloaded: folder, file, hub name, or a store URI (medrl store put); not synthetic.",
+        ),
     ] = None,
     train_size: Annotated[int | None, typer.Option(help="Training rows kept (default: all; synthetic 256).")] = None,
     test_size: Annotated[int | None, typer.Option(help="Test rows kept (default: all; synthetic 64).")] = None,
@@ -369,6 +373,29 @@ def store_get(
         tmp.write_bytes(data)
         os.replace(tmp, dest)
         typer.echo(f"{uri} -> {dest} ({_size(len(data))})")
+
+
+@store_app.command("put")
+def store_put(
+    src: Annotated[Path, typer.Argument(help="A local folder: a dataset as downloaded, a model's weights.")],
+    uri: Annotated[str, typer.Argument(help="Where it goes (s3://bucket/prefix or file:///path).")],
+    replace: Annotated[bool, typer.Option(help="Replace an artifact already committed at the URI.")] = False,
+):
+    """Commit a local folder to the store as one artifact (every file's sha256 in its MANIFEST.json), e.g. a
+    dataset that `medrl prep --input <uri>` then reads, or base-model weights for `model.base=<uri>`.
+
+    Example: medrl store put ./PMC-VQA s3://medrl/datasets/pmc-vqa
+    """
+    from medrl.infra import store
+
+    if not src.is_dir():
+        raise ValueError(f"medrl store put {src}: not a folder; give the folder to upload")
+    uri = store.normalize(uri)
+    if store.is_committed(uri) and not replace:
+        raise ValueError(f"medrl store put: {uri} is already committed; pass --replace to overwrite it")
+    store.commit_from(src, uri)
+    files = store.manifest(uri)["files"]
+    typer.echo(f"{src}/ -> {uri} ({len(files)} files, {_size(sum(f['size'] for f in files.values()))})")
 
 
 @store_app.command("verify")

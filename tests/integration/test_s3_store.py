@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import os
 import subprocess
 import sys
@@ -228,6 +229,26 @@ def test_store_commands(s3_bucket, tmp_path, seaweed):
     assert named.returncode == 1 and "damaged file: config.json" in named.stderr
     missing = medrl("get", f"{s3_bucket}/run/nothing", str(tmp_path / "x"))
     assert missing.returncode == 2 and "does not exist" in missing.stderr
+
+
+def test_a_dataset_put_in_the_store_is_prepared_from_its_uri(s3_bucket, tmp_path):
+    """What a cluster run does: the download is committed with `medrl store put`, prep reads it by URI."""
+    from medvqa_fixtures import pmc_vqa
+
+    src = pmc_vqa(tmp_path / "PMC-VQA", n_train=12, n_test=4)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+
+    def medrl(*args):
+        return subprocess.run([sys.executable, "-m", "medrl", *args], capture_output=True, text=True, env=env)
+
+    uri = f"{s3_bucket}/datasets/pmc-vqa"
+    put = medrl("store", "put", str(src), uri)
+    assert put.returncode == 0 and "(18 files" in put.stdout, put.stderr
+    out = f"{s3_bucket}/prepared"
+    prep = medrl("prep", "--source", "pmc-vqa", "--input", uri, "--out", out)
+    assert prep.returncode == 0, prep.stderr
+    summary = json.loads((store.open_dir(out) / "summary.json").read_text())
+    assert (summary["train"], summary["test"], summary["quarantined"]) == (12, 4, 0)
 
 
 def test_concurrent_readers_share_one_cached_copy(s3_bucket):

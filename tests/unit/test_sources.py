@@ -200,3 +200,27 @@ def test_a_missing_field_names_the_file_and_what_is_expected(tmp_path, source):
         match = rf"{src}: missing column\(s\) image; expected columns image, question, answer"
     with pytest.raises(PrepError, match=match):
         prep(source, src, tmp_path / "out")
+
+
+def test_a_source_committed_to_the_store_is_read_from_there(tmp_path, monkeypatch):
+    """`medrl store put` a download, then prep from its URI (a folder, or a file inside one); the file:// backend
+    here, SeaweedFS in tests/integration/test_s3_store.py."""
+    from typer.testing import CliRunner
+
+    from medrl.cli import app
+
+    monkeypatch.setenv("MEDRL_CACHE_DIR", str(tmp_path / "cache"))
+    src = pmc_vqa(tmp_path / "PMC-VQA", n_train=10, n_test=6)
+    uri = f"file://{tmp_path}/store/datasets/pmc-vqa"
+    put = CliRunner().invoke(app, ["store", "put", str(src), uri])
+    assert put.exit_code == 0, put.output
+    assert f"{uri} (18 files" in put.output  # 16 images and two CSVs, counted from the committed manifest
+    again = CliRunner().invoke(app, ["store", "put", str(src), uri])
+    assert again.exit_code != 0 and "--replace" in str(again.exception)
+
+    summary = prep("pmc-vqa", uri, tmp_path / "out")
+    assert (summary["train"], summary["test"], summary["quarantined"]) == (10, 6, 0)
+    one = prep("pmc-vqa", f"{uri}/test.csv", tmp_path / "one")
+    assert (one["train"], one["test"]) == (0, 6)
+    with pytest.raises(PrepError, match="medrl store put"):
+        prep("pmc-vqa", f"file://{tmp_path}/store/datasets/nothing", tmp_path / "none")

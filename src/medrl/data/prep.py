@@ -258,12 +258,40 @@ def prepare(cfg: DataConfig, out: Path, workers: int | None = None) -> dict:
     if cfg.source not in SOURCES:
         raise PrepError(f"unknown data source '{cfg.source}'; choose one of: {', '.join(SOURCES)}")
     formats = _formats(cfg)
+    cfg = from_store(cfg)
     out.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix=".prep-", dir=out))
     try:
         return _prepare(cfg, out, scratch, formats, workers or default_workers())
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+def from_store(cfg: DataConfig) -> DataConfig:
+    """`data.input` / `data.images` given as store URIs (s3://..., file://...): the committed folder, or a file
+    inside one, read from the local cache after its sha256s are checked. Other inputs are left as they are."""
+    update = {}
+    for field in ("input", "images"):
+        value = getattr(cfg, field)
+        if value and value.startswith(("s3://", "file://")):
+            update[field] = str(_store_path(field, value.rstrip("/")))
+    return cfg.model_copy(update=update) if update else cfg
+
+
+def _store_path(field: str, uri: str) -> Path:
+    from medrl.infra import store
+
+    if store.is_committed(uri):
+        return store.open_dir(uri, verify=True)
+    parent, _, name = uri.rpartition("/")
+    if "/" in parent.split("://", 1)[-1] and store.is_committed(parent):
+        path = store.open_dir(parent, verify=True) / name
+        if path.exists():
+            return path
+    raise PrepError(
+        f"data.{field}={uri}: no committed folder (or file inside one) there; upload the dataset with "
+        f"`medrl store put <folder> {uri}`"
+    )
 
 
 def _prepare(cfg: DataConfig, out: Path, scratch: Path, formats: tuple[str, ...], workers: int) -> dict:
