@@ -195,6 +195,12 @@ def test_podmonitor_selects_training_pods_on_their_metrics_port(overlay):
     assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"  # the overlay's Prometheus picks it
 
 
+def test_alerts_are_picked_up_by_the_overlays_prometheus(overlay):
+    rule = find(overlay, "PrometheusRule", "medrl-alerts")
+    assert rule["metadata"]["namespace"] == "medrl"
+    assert rule["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+
+
 def test_services_select_their_pods_and_name_real_ports(overlay, with_minio):
     docs = overlay + with_minio
     for svc in by_kind(docs, "Service"):
