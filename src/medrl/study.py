@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 
 from medrl.config import MAX_LEVELS, StudyConfig, config_from_text, dump_config, load_config
 from medrl.infra import checkpoint_store, store
@@ -98,13 +99,13 @@ def train(run_uri: str, arm: str) -> str:
     """Train one arm; returns the URI of the model it evaluates. Under torchrun every rank calls this: all train,
     rank 0 commits the model, the log and the checkpoints. A retried step resumes from the newest committed
     checkpoint in the store."""
-    from medrl.train.run import default_work_dir, rank, train_to_store
+    from medrl.train.run import rank, scratch_work_dir, train_to_store
 
     run, cfg = load_run(run_uri)
     if cfg.arms[arm].method == "none" or store.is_committed(run.arm(arm).model):
         return model_of(run, cfg, arm)
     paths = run.arm(arm)
-    work_dir = default_work_dir(paths.model)  # the same folder for every rank of a node
+    work_dir = scratch_work_dir(paths.model)  # local, and the same folder for every rank of a node
     with (
         checkpoint_store.upload_to(paths.checkpoints, cfg.arms[arm].save_total_limit),
         prom.training_arm(arm),
@@ -115,6 +116,7 @@ def train(run_uri: str, arm: str) -> str:
         log_file = work_dir / "train_log.jsonl"
         if log_file.exists():
             store.put_file(paths.train_log, log_file)
+        shutil.rmtree(work_dir, ignore_errors=True)  # the model, log and checkpoints are in the store now
         log.info("arm %s trained: %s steps", arm, summary.get("global_step"))
     return paths.model
 

@@ -13,6 +13,7 @@ import pytest
 from medrl import study
 from medrl.infra import checkpoint_store, s3, store
 from medrl.infra.layout import RunLayout
+from medrl.train.run import scratch_work_dir
 from tests.integration.servers import s3_environment
 from tests.integration.tiny_runs import grpo_study
 
@@ -52,6 +53,9 @@ def test_checkpoints_survive_a_store_restart_and_resume_takes_the_newest_committ
     assert json.loads((newest / "trainer_state.json").read_text())["global_step"] == 6
     assert (newest / "model.safetensors").is_file() and (newest / "optimizer.pt").is_file()
     assert store.is_committed(arm.model)
+    # The run's folder holds artifacts only: the local work folder (checkpoints, log) is gone once it is committed.
+    assert sorted(store.list_dir(arm.uri)) == ["checkpoints", "model", "train_log.jsonl"]
+    assert not scratch_work_dir(arm.model).exists()
 
     # Preempted while step-6 was uploading: its COMMITTED marker never arrived. A re-run must resume from step-4,
     # the newest committed checkpoint: real TRL restarts at step 5 and ends at step 6.

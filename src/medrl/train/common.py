@@ -98,31 +98,37 @@ def deepspeed_file(setting: str) -> Path:
 
 
 class JsonlLog(TrainerCallback):
-    """Appends each of TRL's log records (step, loss, rewards, KL, lengths...) to a JSONL file on rank 0.
+    """Writes each of TRL's log records (step, loss, rewards, KL, lengths...) to a JSONL file on rank 0.
 
-    A resumed run first drops the rows logged after its checkpoint: those steps are trained again.
+    The file starts as the trainer state's history: empty for a new run; for a resumed one, the rows up to its
+    checkpoint as saved in it (trainer_state.json), so the log is whole even where the earlier file is gone.
     """
 
     def __init__(self, path: Path):
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
 
+    @staticmethod
+    def row(step: int, logs: dict) -> dict:
+        return {"step": step, **{k: v for k, v in logs.items() if k != "step" and _finite(v)}}
+
     def on_train_begin(self, args, state, control, **kwargs):
-        if not state.is_world_process_zero or not self.path.exists():
+        if not state.is_world_process_zero:
             return
-        lines = self.path.read_text(encoding="utf-8").splitlines()
-        kept = [line for line in lines if line.strip() and json.loads(line).get("step", 0) <= state.global_step]
+        rows = [self.row(e.get("step", 0), e) for e in state.log_history if e.get("step", 0) <= state.global_step]
         tmp = self.path.with_name(f".{self.path.name}.tmp")
-        tmp.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+        tmp.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
         os.replace(tmp, self.path)
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if not state.is_world_process_zero or not logs:
             return
-        row = {"step": state.global_step}
-        row.update({k: v for k, v in logs.items() if isinstance(v, int | float) and math.isfinite(v)})
         with self.path.open("a", encoding="utf-8") as f:
-            f.write(json.dumps(row) + "\n")
+            f.write(json.dumps(self.row(state.global_step, logs)) + "\n")
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, int | float) and math.isfinite(value)
 
 
 def training_callbacks(

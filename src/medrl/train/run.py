@@ -25,11 +25,16 @@ def rank() -> int:
 
 
 def default_work_dir(out_uri: str) -> Path:
-    """Checkpoints and the log live beside a local `--out` (`<out>.work`), or in a folder of the temp dir named
-    after a store URI, so that a re-run with --resume finds them."""
+    """Checkpoints and the log live beside a local `--out` (`<out>.work`), so that a re-run with --resume finds
+    them; for a store URI, in `scratch_work_dir`."""
     if out_uri.startswith("file://"):
         out = Path(out_uri[len("file://") :])
         return out.with_name(out.name + ".work")
+    return scratch_work_dir(out_uri)
+
+
+def scratch_work_dir(out_uri: str) -> Path:
+    """A folder of the temp dir named after `out_uri`: the same for every rank of a node and for a retry there."""
     return Path(tempfile.gettempdir()) / "medrl-work" / hashlib.sha256(out_uri.encode()).hexdigest()[:16]
 
 
