@@ -61,7 +61,7 @@ def _setup_logging() -> None:
 @app.command("tiny-model")
 def tiny_model(
     out: Annotated[Path, typer.Option(help="Directory to write the checkpoint to.")],
-    arch: Annotated[str, typer.Option(help="Architecture: qwen2-vl, qwen2.5-vl or qwen3-vl.")] = "qwen2-vl",
+    arch: Annotated[str, typer.Option(help="Architecture: qwen2-vl, qwen2.5-vl, qwen3-vl or llava.")] = "qwen2-vl",
     seed: Annotated[int, typer.Option(help="Seed of the random weights.")] = 0,
 ) -> None:
     """Build a tiny model of a real architecture, with a tokenizer trained here (tests, the demo).

@@ -187,6 +187,9 @@ class ArmConfig(TrainConfig):
     label: str = Field("", description="Row label in Table 1 (default: the arm's name).")
     model: str | None = Field(None, description="Base model of this arm if not the study's (e.g. scratch).")
     prompt: str | None = Field(None, description="Instruction of this arm if not the study's (e.g. thinking).")
+    attn_implementation: str | None = Field(
+        None, description="Attention kernel of this arm's model if not the study's (e.g. sdpa: Mllama has no FA2)."
+    )
 
 
 class JudgeConfig(Strict):
@@ -322,9 +325,15 @@ class StudyConfig(Strict):
         return groups
 
     def for_arm(self, arm: str) -> StudyConfig:
-        """The study as `arm` trains and is evaluated: its own instruction in place of the study's `prompt`."""
-        prompt = self.arms[arm].prompt
-        return self if prompt is None else self.model_copy(update={"prompt": prompt})
+        """The study as `arm` trains and is evaluated: its own instruction and attention kernel in place of the
+        study's."""
+        spec = self.arms[arm]
+        update: dict[str, Any] = {}
+        if spec.prompt is not None:
+            update["prompt"] = spec.prompt
+        if spec.attn_implementation is not None:
+            update["model"] = self.model.model_copy(update={"attn_implementation": spec.attn_implementation})
+        return self.model_copy(update=update) if update else self
 
     def baseline_arm(self) -> str:
         return self.report.baseline or next(iter(self.arms))

@@ -238,7 +238,13 @@ def test_paper_preset_holds_every_arm_of_table1_with_appendix_a_settings():
         "grpo-semantic-ecr": "grpo",
         "grpo-semantic-cwr": "grpo",
         "dr-grpo": "dr_grpo",
+        "llava-7b": "none",
+        "llama-vision-11b": "none",
     }
+    assert cfg.arms["llava-7b"].model == "llava-hf/llava-1.5-7b-hf"
+    llama = cfg.for_arm("llama-vision-11b")  # Mllama has no flash-attention 2: its row loads with sdpa
+    assert llama.arms["llama-vision-11b"].model == "meta-llama/Llama-3.2-11B-Vision-Instruct"
+    assert llama.model.attn_implementation == "sdpa"
     rewards = {name: [r.name for r in arm.rewards] for name, arm in cfg.arms.items()}
     assert rewards["grpo"] == rewards["dr-grpo"] == rewards["grpo-scratch"] == ["format", "accuracy"]
     assert rewards["grpo-semantic"] == ["format", "accuracy", "semantic"]
@@ -248,7 +254,8 @@ def test_paper_preset_holds_every_arm_of_table1_with_appendix_a_settings():
         assert (arm.learning_rate, arm.max_steps, arm.per_device_batch_size, arm.grad_accum) == (1e-6, 1500, 1, 2)
         assert (arm.temperature, arm.max_completion_length, arm.num_generations, arm.beta) == (1.0, 700, 8, 0.04)
         assert arm.bf16 and arm.deepspeed == "zero2" and arm.save_steps == 100, name
-        assert arm.model == ("Qwen/Qwen2-VL-2B" if name == "grpo-scratch" else None)
+        if arm.method != "none":
+            assert arm.model == ("Qwen/Qwen2-VL-2B" if name == "grpo-scratch" else None)
     assert cfg.model.base == "Qwen/Qwen2-VL-2B-Instruct" and cfg.model.attn_implementation == "flash_attention_2"
     assert cfg.model.max_pixels == 401_408 and cfg.model.dtype == "bfloat16"
     assert cfg.judge.backend == "openai" and "BioMistral" in (cfg.judge.model or "")

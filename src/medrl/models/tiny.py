@@ -1,8 +1,9 @@
-"""`medrl tiny-model`: a Qwen2-VL, Qwen2.5-VL or Qwen3-VL checkpoint small enough to train on a laptop CPU.
+"""`medrl tiny-model`: a Qwen2-VL, Qwen2.5-VL or Qwen3-VL checkpoint small enough to train on a laptop CPU, and a
+LLaVA-1.5 one for the zero-shot comparison rows (another family through the same evaluation path).
 
 The tokenizer is a byte-level BPE trained here on a small built-in corpus, with Qwen's special tokens and a
-Qwen-style chat template (images as <|vision_start|><|image_pad|><|vision_end|>). The result is an ordinary
-Hugging Face directory: AutoProcessor and AutoModelForImageTextToText load it offline.
+Qwen-style chat template (images as <|vision_start|><|image_pad|><|vision_end|>; LLaVA: `USER: <image>\n...`).
+The result is an ordinary Hugging Face directory: AutoProcessor and AutoModelForImageTextToText load it offline.
 """
 
 from __future__ import annotations
@@ -42,6 +43,20 @@ CHAT_TEMPLATE = (
     "{{ '<|im_end|>\\n' }}"
     "{%- endfor -%}"
     "{%- if add_generation_prompt -%}{{ '<|im_start|>assistant\\n' }}{%- endif -%}"
+)
+
+# LLaVA-1.5's conversation format: "USER: <image>\n{question} ASSISTANT: {answer}</s>".
+LLAVA_CHAT_TEMPLATE = (
+    "{%- for message in messages -%}"
+    "{{ 'USER: ' if message['role'] == 'user' else 'ASSISTANT: ' if message['role'] == 'assistant' else '' }}"
+    "{%- if message['content'] is string -%}{{ message['content'] }}"
+    "{%- else -%}{%- for part in message['content'] -%}"
+    "{%- if part['type'] == 'image' -%}{{ '<image>\\n' }}"
+    "{%- elif part['type'] == 'text' -%}{{ part['text'] }}{%- endif -%}"
+    "{%- endfor -%}{%- endif -%}"
+    "{{ '<|im_end|>' if message['role'] == 'assistant' else ' ' }}"
+    "{%- endfor -%}"
+    "{%- if add_generation_prompt -%}{{ 'ASSISTANT:' }}{%- endif -%}"
 )
 
 # Words the demo and tests use, so that they tokenize into few pieces; anything else still encodes byte-wise.
@@ -243,13 +258,52 @@ def _qwen3_vl(tokenizer, hidden: int, layers: int, image_pixels: int):
 
 # arch -> (parts builder, image pixels giving a 2x2 grid of merged patches: 56x56 for 14-pixel patches, 64x64
 # for Qwen3-VL's 16-pixel ones)
-ARCHS = {"qwen2-vl": (_qwen2_vl, 3136), "qwen2.5-vl": (_qwen2_5_vl, 3136), "qwen3-vl": (_qwen3_vl, 4096)}
+def _llava(tokenizer, hidden: int, layers: int, image_pixels: int):
+    from transformers import CLIPImageProcessor, LlavaConfig, LlavaForConditionalGeneration, LlavaProcessor
+
+    tokenizer.add_special_tokens({"additional_special_tokens": ["<image>"]})
+    tokenizer.chat_template = LLAVA_CHAT_TEMPLATE
+    side = max(14, round(image_pixels**0.5 / 14) * 14)  # CLIP sees a square of whole 14-pixel patches
+    text = {k: v for k, v in _text_config(tokenizer, hidden, layers, []).items() if k != "rope_parameters"}
+    config = LlavaConfig(
+        vision_config={
+            "model_type": "clip_vision_model",
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 2,
+            "image_size": side,
+            "patch_size": 14,
+        },
+        text_config={"model_type": "llama", **text},
+        image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
+        vision_feature_layer=-1,
+        vision_feature_select_strategy="default",
+    )
+    processor = LlavaProcessor(
+        image_processor=CLIPImageProcessor(size={"shortest_edge": side}, crop_size={"height": side, "width": side}),
+        tokenizer=tokenizer,
+        patch_size=14,
+        vision_feature_select_strategy="default",
+        num_additional_image_tokens=1,  # CLIP's class token, which the "default" strategy drops
+        chat_template=LLAVA_CHAT_TEMPLATE,
+    )
+    return LlavaForConditionalGeneration, config, processor
+
+
+ARCHS = {
+    "qwen2-vl": (_qwen2_vl, 3136),
+    "qwen2.5-vl": (_qwen2_5_vl, 3136),
+    "qwen3-vl": (_qwen3_vl, 4096),
+    "llava": (_llava, 3136),
+}
 
 
 def build_tiny(
     arch: str, out: Path, seed: int = 0, image_pixels: int | None = None, hidden: int = 64, layers: int = 2
 ) -> Path:
-    """Write a tiny random checkpoint of `arch` (qwen2-vl, qwen2.5-vl, qwen3-vl) with its processor to `out`."""
+    """Write a tiny random checkpoint of `arch` (qwen2-vl, qwen2.5-vl, qwen3-vl, llava) with its processor to
+    `out`."""
     if arch not in ARCHS:
         raise ValueError(f"--arch {arch}: no tiny builder for it; choose one of: {', '.join(ARCHS)}")
     import torch
