@@ -52,14 +52,14 @@ def promql(server: Prometheus, path: str, **params) -> list:
 
 
 class AwaitScrape(TrainerCallback):
-    """Holds training after steps 3 and 6 until Prometheus has scraped them: scraping is shown to happen while
+    """Holds training after step 3 of 6 until Prometheus has scraped it: scraping is shown to happen while
     training runs, whatever the machine's speed (Prometheus may take seconds to scrape a new target)."""
 
     def __init__(self, prometheus: Prometheus):
         self.prometheus = prometheus
 
     def on_step_end(self, args, state, control, **kwargs):
-        if state.global_step in (3, 6):
+        if state.global_step == 3:
             query = f'medrl_train_global_step{{arm="grpo"}} == {state.global_step}'
             wait_until(
                 lambda: promql(self.prometheus, "query", query=query), 60, f"a scrape of step {state.global_step}"
@@ -140,13 +140,13 @@ def test_prometheus_scrapes_the_training_exporter(observed):
     # The counter is per process: other runs in this process (other tests) may have added to it.
     steps = promql(prometheus, "query", query='medrl_train_steps_total{arm="grpo"}')
     assert float(steps[0]["value"][1]) >= 6
-    # Scraped while training ran, not only afterwards (AwaitScrape held steps 3 and 6 until scraped).
+    # Scraped while training ran, not only afterwards (AwaitScrape held step 3 until scraped).
     start, end = observed["train_window"]
     history = promql(
         prometheus, "query_range", query='medrl_train_global_step{arm="grpo"}', start=start, end=end, step=0.25
     )
     assert history, f"no scrape of medrl_train_global_step between {start} and {end}"
-    assert {3.0, 6.0} <= {float(v) for _, v in history[0]["values"]}, history
+    assert 3.0 in {float(v) for _, v in history[0]["values"]}, history  # step 3 of 6: mid-run
     for name in ("medrl_train_completion_length_mean_tokens", "medrl_train_step_seconds", "medrl_train_kl"):
         assert promql(prometheus, "query", query=f'{name}{{arm="grpo"}}'), name
 
