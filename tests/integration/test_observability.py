@@ -143,7 +143,7 @@ def test_prometheus_scrapes_the_training_exporter(observed):
     # Scraped while training ran, not only afterwards (AwaitScrape held step 3 until scraped).
     start, end = observed["train_window"]
     history = promql(
-        prometheus, "query_range", query='medrl_train_global_step{arm="grpo"}', start=start, end=end, step=0.25
+        prometheus, "query_range", query='medrl_train_global_step{arm="grpo"}', start=start, end=end, step=0.1
     )
     assert history, f"no scrape of medrl_train_global_step between {start} and {end}"
     assert 3.0 in {float(v) for _, v in history[0]["values"]}, history  # step 3 of 6: mid-run
