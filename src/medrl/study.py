@@ -173,14 +173,17 @@ def report(run_uri: str) -> str:
     from medrl.report import build_report
 
     run, cfg = load_run(run_uri)
+    retention = prom.retention_seconds()
     with prom.batch_stage("report", run.run_id) as pushed, store.commit_dir(run.report) as out:
         results = collect(run_uri)
         build_report(cfg.report.title, results, out, baseline=cfg.baseline_arm())
         pushed.set("report_arms", len(results), "Arms in the report.")
+    prom.prune(retention)  # older runs' groups; this run's stay for the retention period
     return run.report
 
 
 def forget_metrics(run_uri: str) -> int:
-    """Delete the run's groups (prep, evaluate per arm, report) from the Pushgateway, e.g. when a run is done."""
+    """Delete the run's groups (prep, evaluate per arm, report) from the Pushgateway now, before their retention
+    period is over (the report stage prunes groups older than MEDRL_PUSHGATEWAY_RETENTION_HOURS)."""
     run, cfg = load_run(run_uri)
     return prom.delete_run(run.run_id, list(cfg.arms))

@@ -176,3 +176,35 @@ def test_markers_never_leave_the_process(observed):
     for where in ("logs", "stdout", "stderr", "exporter", "pushed_text", "exception"):
         for marker in MARKERS:
             assert marker not in observed[where], f"{marker} leaked into {where}"
+
+
+def test_groups_older_than_the_retention_are_pruned(tmp_path, monkeypatch):
+    """The report stage prunes the Pushgateway: medrl groups pushed longer ago than the retention go, newer ones
+    and other jobs' groups stay (a real Pushgateway)."""
+    from prometheus_client import CollectorRegistry, Gauge, push_to_gateway
+
+    pushgateway = Pushgateway(tmp_path / "pushgateway")
+    pushgateway.start()
+    try:
+        monkeypatch.setenv(metrics.PUSHGATEWAY_ENV, pushgateway.url)
+
+        def push_group(job, **key):
+            registry = CollectorRegistry()
+            Gauge("medrl_stage_success", "test", registry=registry).set(1)
+            push_to_gateway(pushgateway.url, job=job, registry=registry, grouping_key=key)
+
+        push_group("medrl_prep", run_id="old-run")
+        push_group("someone_else", run_id="old-run")
+        time.sleep(1.5)
+        push_group("medrl_evaluate", run_id="new-run", arm="grpo")
+        assert metrics.prune(1.0) == 1
+        left = json.loads(get(f"{pushgateway.url}/api/v1/metrics"))["data"]
+        assert sorted((g["labels"]["job"], g["labels"]["run_id"]) for g in left) == [
+            ("medrl_evaluate", "new-run"),
+            ("someone_else", "old-run"),
+        ]
+        monkeypatch.setenv(metrics.RETENTION_ENV, "a week")
+        with pytest.raises(metrics.MetricsError, match=metrics.RETENTION_ENV):
+            metrics.retention_seconds()
+    finally:
+        pushgateway.stop()

@@ -7,11 +7,13 @@ outcome); a run id is only a Pushgateway grouping key. Nothing read from a recor
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import re
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator
 from contextvars import ContextVar
 
@@ -23,6 +25,8 @@ log = logging.getLogger("medrl.metrics")
 PORT_ENV = "MEDRL_METRICS_PORT"
 ADDR_ENV = "MEDRL_METRICS_ADDR"
 PUSHGATEWAY_ENV = "MEDRL_PUSHGATEWAY_URL"
+RETENTION_ENV = "MEDRL_PUSHGATEWAY_RETENTION_HOURS"
+DEFAULT_RETENTION_HOURS = 168.0
 
 disable_created_metrics()  # no `*_created` series: Prometheus 2 ignores them, and they double a push's size
 REGISTRY = CollectorRegistry()
@@ -382,4 +386,54 @@ def delete_run(run_id: str, arms: list[str] | tuple[str, ...] = ()) -> int:
             deleted += 1
         except Exception as err:
             log.warning("metrics group of stage %s not deleted from %s: %s", stage, PUSHGATEWAY_ENV, type(err).__name__)
+    return deleted
+
+
+def retention_seconds() -> float:
+    """How long a run's pushed groups stay: MEDRL_PUSHGATEWAY_RETENTION_HOURS (default a week)."""
+    text = os.environ.get(RETENTION_ENV, "").strip()
+    try:
+        hours = float(text) if text else DEFAULT_RETENTION_HOURS
+    except ValueError:
+        hours = -1.0
+    if not hours >= 0:
+        raise MetricsError(f"{RETENTION_ENV}={text!r}: give the hours a run's metrics stay on the Pushgateway")
+    return hours * 3600
+
+
+def prune(max_age_seconds: float, now: float | None = None) -> int:
+    """Delete medrl's Pushgateway groups last pushed more than `max_age_seconds` ago; returns how many.
+
+    Groups are keyed by run id, so they would pile up. They are kept a while rather than deleted when a run ends:
+    Prometheus must scrape them, and alerts on evaluation results need them to stay for their `for:` period.
+    Pruning never fails the stage that calls it.
+    """
+    url = pushgateway_url()
+    if not url:
+        return 0
+    base = url if "://" in url else f"http://{url}"
+    try:
+        with urllib.request.urlopen(f"{base.rstrip('/')}/api/v1/metrics", timeout=10) as reply:
+            groups = json.loads(reply.read())["data"]
+    except Exception as err:
+        log.warning("metrics groups not listed from %s: %s", PUSHGATEWAY_ENV, type(err).__name__)
+        return 0
+    now = time.time() if now is None else now
+    deleted = 0
+    for group in groups:
+        key = dict(group.get("labels", {}))
+        job = key.pop("job", "")
+        try:
+            pushed_at = float(group["push_time_seconds"]["metrics"][0]["value"])
+        except (KeyError, IndexError, TypeError, ValueError):
+            continue
+        if not job.startswith("medrl_") or now - pushed_at <= max_age_seconds:
+            continue
+        try:
+            delete_from_gateway(url, job=job, grouping_key=key, timeout=10)
+            deleted += 1
+        except Exception as err:
+            log.warning("metrics group of %s not deleted from %s: %s", job, PUSHGATEWAY_ENV, type(err).__name__)
+    if deleted:
+        log.info("removed %d metrics group(s) older than %.0f h from the Pushgateway", deleted, max_age_seconds / 3600)
     return deleted
