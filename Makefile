@@ -7,9 +7,22 @@ export HF_HUB_OFFLINE := 1
 export HF_HUB_DISABLE_TELEMETRY := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install demo test test-fast bench lint compile clean lock
+.PHONY: install system-packages demo test test-fast bench lint compile clean lock
 
 install: $(STAMP)
+
+# The integration tests start real Prometheus, Pushgateway and headless Chromium (Debian packages). As root
+# with apt-get they are installed here; otherwise one line says what to run.
+SYSTEM_PACKAGES := prometheus prometheus-pushgateway chromium
+system-packages:
+	@missing=$$(for p in $(SYSTEM_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || printf "%s " $$p; done); \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo "installing Debian packages the integration tests start: $$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	else \
+	  echo "the integration tests need Debian packages; run as root: apt-get install $$missing"; \
+	fi
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -20,7 +33,7 @@ $(STAMP): pyproject.toml
 demo: install
 	$(VENV)/bin/medrl demo --out medrl-runs
 
-test: install
+test: install system-packages
 	$(PY) -m pytest
 
 test-fast: install
