@@ -282,7 +282,6 @@ def stop_serving() -> None:
 
 # ------------------------------------------------------------------------------------------------ Pushgateway
 
-BATCH_STAGES = ("prep", "evaluate", "report")
 _NAME = re.compile(r"[a-z][a-z0-9_]*")
 
 

@@ -3,7 +3,7 @@ style (mean (± std) over test records; F1 micro/macro and mAP are dataset-level
 
 from __future__ import annotations
 
-from medrl.report.build import ArmResult, _data_scale, cell, to_markdown
+from medrl.report.build import ArmResult, _data_scale, cell
 
 # (metrics.json key, column title, scale, show std)
 CXR_COLUMNS = [
@@ -52,9 +52,3 @@ def cxr_blocks(arms: list[ArmResult]) -> list[tuple]:
             ("p", "Model-based scores skipped: " + "; ".join(f"{k} ({v})" for k, v in sorted(skipped.items())))
         )
     return blocks
-
-
-def cxr_table(arms: list[ArmResult]) -> str:
-    """The section's table as Markdown."""
-    header, rows = cxr_rows(arms)
-    return to_markdown([("table", header, rows)]).rstrip("\n")
