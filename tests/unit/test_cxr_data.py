@@ -16,9 +16,10 @@ from medrl.config import DataConfig
 from medrl.data.cxr.dicom import DicomError, dicom_to_png, read_dicom
 from medrl.data.cxr.mimic_cxr import report_sections
 from medrl.data.cxr.vindr_cxr import fuse_boxes
-from medrl.data.prep import PrepError, prepare
+from medrl.data.prep import prepare
 from medrl.data.prompt import format_boxes
 from medrl.data.records import read_records
+from medrl.data.sources import PrepError
 from medrl.rewards.grounding import grounding_reward
 from medrl.rewards.report import extract_labels
 

@@ -12,12 +12,11 @@ from pathlib import Path
 
 from medrl.data.prompt import REPORT_QUESTION, format_boxes, grounding_question
 from medrl.data.records import Record
+from medrl.data.sources import PrepError
 
 
 def find_file(root: Path, names: list[str], source: str) -> Path:
     """The first of `names` (relative to `root`, each also tried with .gz) that exists."""
-    from medrl.data.prep import PrepError  # prep imports the sources: import it when called
-
     for name in names:
         for candidate in (root / name, root / f"{name}.gz"):
             if candidate.is_file():
@@ -38,8 +37,6 @@ def read_csv(path: Path) -> Iterator[dict[str, str]]:
 
 
 def require_columns(path: Path, row: dict[str, str], columns: list[str]) -> None:
-    from medrl.data.prep import PrepError
-
     missing = [c for c in columns if c not in row]
     if missing:
         raise PrepError(f"{path.name}: columns {', '.join(missing)} are missing; is it the right file?")

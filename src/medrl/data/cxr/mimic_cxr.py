@@ -13,6 +13,7 @@ from pathlib import Path
 
 from medrl.config import DataConfig
 from medrl.data.cxr.common import find_file, read_csv, report_record, require_columns
+from medrl.data.sources import PrepError, Row
 from medrl.rewards.report import OBSERVATIONS
 
 SOURCE = "mimic-cxr"
@@ -63,9 +64,7 @@ def _labels(row: dict[str, str]) -> dict[str, int]:
     return out
 
 
-def source(cfg: DataConfig, staging: Path) -> tuple[Path, Iterator]:
-    from medrl.data.prep import PrepError, Row
-
+def source(cfg: DataConfig, staging: Path) -> tuple[Path, Iterator[Row]]:
     if not cfg.input:
         raise PrepError("data.source=mimic-cxr needs data.input: the MIMIC-CXR-JPG folder (with files/)")
     if "report" not in cfg.cxr_tasks:

@@ -15,6 +15,7 @@ from pathlib import Path
 from medrl.config import DataConfig
 from medrl.data.cxr.common import find_file, grounding_record, normalize_box, read_csv, require_columns
 from medrl.data.cxr.dicom import DicomError, dicom_to_png
+from medrl.data.sources import PrepError, Row
 from medrl.rewards.grounding import iou
 
 SOURCE = "vindr-cxr"
@@ -47,8 +48,6 @@ def fuse_boxes(marks: list[tuple[str, Box]], threshold: float = FUSE_IOU) -> lis
 
 
 def annotation_files(root: Path) -> dict[str, Path]:
-    from medrl.data.prep import PrepError
-
     out = {}
     for split in ("train", "test"):
         try:
@@ -71,9 +70,7 @@ def dicom_path(root: Path, split: str, image_id: str) -> Path | None:
     return None
 
 
-def source(cfg: DataConfig, staging: Path) -> tuple[Path, Iterator]:
-    from medrl.data.prep import PrepError, Row
-
+def source(cfg: DataConfig, staging: Path) -> tuple[Path, Iterator[Row]]:
     if not cfg.input:
         raise PrepError("data.source=vindr-cxr needs data.input: the VinDr-CXR folder")
     if "grounding" not in cfg.cxr_tasks:

@@ -1,7 +1,8 @@
 """Readers of public medical VQA datasets in the layout they are downloaded in, one module per source.
 
-A reader returns the folder its image paths are relative to and an iterator of `Row`s; checking rows,
-dropping duplicates, drawing subsets and writing the prepared dataset happen in `medrl.data.prep`.
+A reader returns the folder its image paths are relative to and an iterator of `Row`s, and raises `PrepError`
+(the chest X-ray readers in `medrl.data.cxr` too); checking rows, dropping duplicates, drawing subsets and writing
+the prepared dataset happen in `medrl.data.prep`.
 """
 
 from __future__ import annotations
