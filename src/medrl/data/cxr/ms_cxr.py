@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from medrl.config import DataConfig
-from medrl.data.cxr.common import find_file, grounding_record, normalize_box, read_csv, require_columns, split_of
+from medrl.data.cxr.common import cxr_input, find_file, grounding_record, normalize_box, read_csv, split_of
 from medrl.data.cxr.mimic_cxr import METADATA_CSV, study_dir
 from medrl.data.sources import PrepError, Row
 
@@ -47,16 +47,10 @@ def image_index(images_root: Path) -> dict[str, str]:
 
 
 def source(cfg: DataConfig, staging: Path) -> tuple[Path, Iterator[Row]]:
-    if not cfg.input:
-        raise PrepError("data.source=ms-cxr needs data.input: the MS-CXR folder or its CSV")
-    if "grounding" not in cfg.cxr_tasks:
-        raise PrepError("data.cxr_tasks: ms-cxr writes grounding records only; include 'grounding'")
-    csv_path = annotation_file(Path(cfg.input))
+    csv_path = annotation_file(cxr_input(cfg, SOURCE, "grounding", "the MS-CXR folder or its CSV"))
     images_root = Path(cfg.images) if cfg.images else csv_path.parent
     groups: dict[tuple[str, str], list[dict[str, str]]] = defaultdict(list)
-    for i, row in enumerate(read_csv(csv_path)):
-        if i == 0:
-            require_columns(csv_path, row, COLUMNS)
+    for row in read_csv(csv_path, COLUMNS):
         groups[(row["dicom_id"], row["label_text"])].append(row)
     index: dict[str, str] | None = None
 
