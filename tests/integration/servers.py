@@ -5,6 +5,7 @@ Each binds 127.0.0.1 on free ports, lives in a temporary folder, and is stopped 
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import secrets
@@ -15,6 +16,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -154,28 +156,35 @@ class Weed(Process):
         }
 
 
-class Pushgateway(Process):
-    def __init__(self, root: Path):
+class PrometheusServer(Process):
+    """Prometheus or its Pushgateway on a free port, started once its /-/ready answers."""
+
+    def __init__(self, root: Path, args: list[str], log_name: str, ready_timeout: float):
         root.mkdir(parents=True, exist_ok=True)
         self.port = free_ports(1)[0]
-        exe = binary("prometheus-pushgateway", "apt-get install prometheus-pushgateway (.ci/run does)")
-        super().__init__([exe, f"--web.listen-address=127.0.0.1:{self.port}", "--persistence.file="], root / "pg.log")
+        self.ready_timeout = ready_timeout
+        super().__init__([*args, f"--web.listen-address=127.0.0.1:{self.port}"], root / log_name)
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self, timeout: float = 30) -> None:
+    def start(self) -> None:
         super().start()
-        wait_until(lambda: http_ok(self.url + "/-/ready"), timeout, "pushgateway", self.proc, self.log)
+        wait_until(lambda: http_ok(self.url + "/-/ready"), self.ready_timeout, self.log.stem, self.proc, self.log)
 
 
-class Prometheus(Process):
+class Pushgateway(PrometheusServer):
+    def __init__(self, root: Path):
+        exe = binary("prometheus-pushgateway", "apt-get install prometheus-pushgateway (.ci/run does)")
+        super().__init__(root, [exe, "--persistence.file="], "pushgateway.log", ready_timeout=30)
+
+
+class Prometheus(PrometheusServer):
     """Prometheus scraping the given targets every 250 ms."""
 
     def __init__(self, root: Path, targets: list[str]):
         root.mkdir(parents=True, exist_ok=True)
-        self.port = free_ports(1)[0]
         config = root / "prometheus.yml"
         config.write_text(
             "global:\n  scrape_interval: 250ms\n  scrape_timeout: 200ms\n  evaluation_interval: 1s\n"
@@ -184,34 +193,31 @@ class Prometheus(Process):
         )
         exe = binary("prometheus", "apt-get install prometheus (.ci/run does)")
         args = [exe, f"--config.file={config}", f"--storage.tsdb.path={root / 'tsdb'}"]
-        args += [f"--web.listen-address=127.0.0.1:{self.port}"]
-        super().__init__(args, root / "prometheus.log")
+        super().__init__(root, args, "prometheus.log", ready_timeout=60)
 
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
 
-    def start(self, timeout: float = 60) -> None:
-        super().start()
-        wait_until(lambda: http_ok(self.url + "/-/ready"), timeout, "prometheus", self.proc, self.log)
+@contextlib.contextmanager
+def running(server: Process) -> Iterator[Process]:
+    """`server` started, and stopped after, also when it never became ready."""
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
 
 
 @pytest.fixture(scope="session")
 def seaweed(tmp_path_factory):
     """One SeaweedFS for the session (tests use their own buckets)."""
-    server = Weed(tmp_path_factory.mktemp("weed"))
-    server.start()
-    yield server
-    server.stop()
+    with running(Weed(tmp_path_factory.mktemp("weed"))) as server:
+        yield server
 
 
 @pytest.fixture
 def own_seaweed(tmp_path):
     """A SeaweedFS of this test alone, which it may kill and restart."""
-    server = Weed(tmp_path / "weed")
-    server.start()
-    yield server
-    server.stop()
+    with running(Weed(tmp_path / "weed")) as server:
+        yield server
 
 
 def s3_environment(monkeypatch, server: Weed, tmp_path: Path, retry_seconds: float = 30) -> str:
@@ -232,7 +238,5 @@ def s3_bucket(seaweed, monkeypatch, tmp_path) -> str:
 
 @pytest.fixture
 def pushgateway(tmp_path):
-    server = Pushgateway(tmp_path / "pushgateway")
-    server.start()
-    yield server
-    server.stop()
+    with running(Pushgateway(tmp_path / "pushgateway")) as server:
+        yield server

@@ -39,6 +39,14 @@ def expected(name: str, **labels: str) -> dict:
     }
 
 
+def quiet_then_firing(name: str, quiet_at: str, firing_at: str, **labels: str) -> list[dict]:
+    """promtool checks: no `name` alert at `quiet_at`; at `firing_at`, one, for the series with `labels` only."""
+    return [
+        {"eval_time": quiet_at, "alertname": name, "exp_alerts": []},
+        {"eval_time": firing_at, "alertname": name, "exp_alerts": [expected(name, **labels)]},
+    ]
+
+
 def test_alerts_read_only_metrics_medrl_exports():
     rec = metrics.TrainingRecorder("names")
     rec.begin(10)
@@ -74,14 +82,8 @@ def test_promtool_checks_and_unit_tests_the_alerts(tmp_path):
             *series("reward_function", "fine", "0.3+0.003x90", reward="accuracy_reward"),
             *series("running", "fine", "1x90"),
         ],
-        "alert_rule_test": [
-            {"eval_time": "10m", "alertname": "MedrlLengthHacking", "exp_alerts": []},  # still pending (for: 15m)
-            {
-                "eval_time": "60m",
-                "alertname": "MedrlLengthHacking",
-                "exp_alerts": [expected("MedrlLengthHacking", arm="hack", pod="pod-hack")],
-            },
-        ],
+        # still pending at 10m (for: 15m)
+        "alert_rule_test": quiet_then_firing("MedrlLengthHacking", "10m", "60m", arm="hack", pod="pod-hack"),
     }
     stalled = {
         "interval": "1m",
@@ -95,14 +97,7 @@ def test_promtool_checks_and_unit_tests_the_alerts(tmp_path):
             *series("last_step_timestamp_seconds", "done", "60x30"),
             *series("running", "done", "0x30"),
         ],
-        "alert_rule_test": [
-            {"eval_time": "9m", "alertname": "MedrlTrainingStalled", "exp_alerts": []},
-            {
-                "eval_time": "15m",
-                "alertname": "MedrlTrainingStalled",
-                "exp_alerts": [expected("MedrlTrainingStalled", arm="stuck", pod="pod-stuck")],
-            },
-        ],
+        "alert_rule_test": quiet_then_firing("MedrlTrainingStalled", "9m", "15m", arm="stuck", pod="pod-stuck"),
     }
     judge = {
         "interval": "1m",

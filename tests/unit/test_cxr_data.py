@@ -16,9 +16,10 @@ from medrl.config import DataConfig
 from medrl.data.cxr.dicom import DicomError, dicom_to_png, read_dicom
 from medrl.data.cxr.mimic_cxr import report_sections
 from medrl.data.cxr.vindr_cxr import fuse_boxes
-from medrl.data.prep import PrepError, prepare
+from medrl.data.prep import prepare
 from medrl.data.prompt import format_boxes
 from medrl.data.records import read_records
+from medrl.data.sources import PrepError
 from medrl.rewards.grounding import grounding_reward
 from medrl.rewards.report import extract_labels
 
@@ -423,3 +424,26 @@ def test_cli_prep_writes_cxr_records(tmp_path):
     assert {r.task for r in read_records(out, "train")} == {"report"}
     bad = CliRunner().invoke(app, [*args, "--cxr-tasks", "captions"])
     assert bad.exit_code != 0
+
+
+@pytest.mark.parametrize(
+    ("source", "folder", "task", "other"),
+    [
+        ("mimic-cxr", "the MIMIC-CXR-JPG folder", "report", "grounding"),
+        ("vindr-cxr", "the VinDr-CXR folder", "grounding", "report"),
+        ("ms-cxr", "the MS-CXR folder or its CSV", "grounding", "report"),
+    ],
+)
+def test_cxr_sources_name_the_input_and_the_task_they_need(tmp_path, source, folder, task, other):
+    with pytest.raises(PrepError, match=f"data.source={source} needs data.input: {folder}"):
+        prepare(DataConfig(source=source), tmp_path / "a")
+    with pytest.raises(PrepError, match=f"data.cxr_tasks: {source} writes {task} records only; include '{task}'"):
+        prepare(DataConfig(source=source, input=str(tmp_path), cxr_tasks=[other]), tmp_path / "b")
+
+
+def test_a_csv_without_the_expected_columns_is_named(tmp_path):
+    csv_path = tmp_path / "MS_CXR_Local_Alignment_v1.0.0.csv"
+    csv_path.write_text(" dicom_id , label_text ,x,y\nd1,Pneumonia,1,2\n")  # spaces around names are not a fault
+    missing = r"MS_CXR_Local_Alignment_v1\.0\.0\.csv: columns w, h, image_width, image_height are missing"
+    with pytest.raises(PrepError, match=missing):
+        prepare(DataConfig(source="ms-cxr", input=str(csv_path)), tmp_path / "out")

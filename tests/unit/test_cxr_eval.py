@@ -7,7 +7,6 @@ import pytest
 from medrl.data.records import Record
 from medrl.evaluate.cxr import average_precision, bertscore_f1, label_f1_scores, score_tasks
 from medrl.report import ArmResult, build_report
-from medrl.report.cxr import cxr_table
 
 A, B = (0.0, 0.0, 0.5, 0.5), (0.5, 0.5, 1.0, 1.0)
 
@@ -140,11 +139,13 @@ def _arms():
     ]
 
 
-def test_cxr_table_in_table1_style():
-    lines = cxr_table(_arms()).splitlines()
-    assert lines[0] == "| Model | Fine-tuning data | ROUGE-L ↑ | Label F1 micro ↑ | mAP@0.5 ↑ |"  # measured only
-    assert lines[2] == "| Qwen3-VL (general) | - | - | - | - |"
-    assert lines[3] == "| RadVLM + GRPO | 100 | 28.12 (± 11.00) | 50.00 | 40.00 |"
+def test_cxr_table_in_table1_style(tmp_path):
+    text = build_report("Study", _arms(), tmp_path).read_text()
+    lines = text[text.index("## Chest X-ray report generation and grounding") :].splitlines()
+    header = "| Model | Fine-tuning data | ROUGE-L ↑ | Label F1 micro ↑ | mAP@0.5 ↑ |"  # measured columns only
+    table = lines[lines.index(header) :]
+    assert table[2] == "| Qwen3-VL (general) | - | - | - | - |"
+    assert table[3] == "| RadVLM + GRPO | 100 | 28.12 (± 11.00) | 50.00 | 40.00 |"
 
 
 def test_report_gains_the_cxr_section_only_when_measured(tmp_path):

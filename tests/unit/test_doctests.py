@@ -9,7 +9,7 @@ MODULES = [
     "medrl.rewards.basic",
     "medrl.rewards.parse",
     "medrl.data.prompt",
-    "medrl.report.build",
+    "medrl.report.arm",
     "medrl.models.tiny",
     "medrl.judge.templates",
     "medrl.judge.openai",

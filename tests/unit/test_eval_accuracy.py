@@ -13,42 +13,40 @@ OPEN = Record(id="o", question="Which organ?", answer="left lung")
 
 
 @pytest.mark.parametrize(
-    ("answer", "correct", "strict", "lenient"),
+    ("record", "answer", "correct", "strict", "lenient"),
     [
-        ("B", True, True, True),
-        ("(B)", True, True, True),
-        ("B.", True, True, True),
-        ("upper right", True, False, True),
-        ("Upper-Right.", True, False, True),
-        ("B: upper right", True, False, True),
-        ("The lesion is in the upper right.", False, False, True),
-        ("upper right or upper left", False, False, False),
-        ("A", False, False, False),
-        ("B: upper left", False, False, False),
-        ("D", False, False, False),
-        ("", False, False, False),
+        (CLOSED, "B", True, True, True),
+        (CLOSED, "(B)", True, True, True),
+        (CLOSED, "B.", True, True, True),
+        (CLOSED, "upper right", True, False, True),
+        (CLOSED, "Upper-Right.", True, False, True),
+        (CLOSED, "B: upper right", True, False, True),
+        (CLOSED, "The lesion is in the upper right.", False, False, True),
+        (CLOSED, "upper right or upper left", False, False, False),
+        (CLOSED, "A", False, False, False),
+        (CLOSED, "B: upper left", False, False, False),
+        (CLOSED, "D", False, False, False),
+        (CLOSED, "", False, False, False),
+        (OPEN, "left lung", True, True, True),
+        (OPEN, "Left lung.", True, True, True),
+        (OPEN, "a mass in the left lung", False, False, True),
+        (OPEN, "left", False, False, False),
+        (OPEN, "right lung", False, False, False),
     ],
 )
-def test_closed_question(answer, correct, strict, lenient):
-    got = judge_answer(f"<think>t</think><answer>{answer}</answer>", CLOSED)
+def test_accuracy_three_ways(record, answer, correct, strict, lenient):
+    got = judge_answer(f"<think>t</think><answer>{answer}</answer>", record)
     assert (got["correct"], got["correct_strict"], got["correct_lenient"]) == (correct, strict, lenient)
-    assert got["answer_type"] == "closed"
+    assert got["answer_type"] == ("closed" if record.choices else "open")
 
 
-@pytest.mark.parametrize(
-    ("answer", "correct", "strict", "lenient"),
-    [
-        ("left lung", True, True, True),
-        ("Left lung.", True, True, True),
-        ("a mass in the left lung", False, False, True),
-        ("left", False, False, False),
-        ("right lung", False, False, False),
-    ],
-)
-def test_open_question(answer, correct, strict, lenient):
-    got = judge_answer(f"<answer>{answer}</answer>", OPEN)
-    assert (got["correct"], got["correct_strict"], got["correct_lenient"]) == (correct, strict, lenient)
-    assert got["answer_type"] == "open"
+def test_an_answer_without_reasoning_still_counts():
+    assert judge_answer("<answer>Left lung.</answer>", OPEN) == {
+        "answer_type": "open",
+        "correct": True,
+        "correct_strict": True,
+        "correct_lenient": True,
+    }
 
 
 def test_no_answer_tag_is_wrong_every_way():

@@ -1,6 +1,8 @@
 """Metric names and labels follow the rules (medrl_ prefix, base units, *_total counters, bounded labels);
 TRL's log records feed the training gauges; batch stages push nothing without a Pushgateway."""
 
+import ast
+import inspect
 import logging
 import socket
 import urllib.request
@@ -9,7 +11,9 @@ import pytest
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from medrl.config import JudgeConfig
 from medrl.infra import metrics
+from medrl.judge import openai
 
 # One record as TRL 1.16's GRPOTrainer logs it (keys from a real run; values rounded).
 TRL_RECORD = {
@@ -110,6 +114,36 @@ def test_judge_metrics():
     assert sample("medrl_judge_unscorable_ratio") == 0.25
     assert sample("medrl_judge_verdicts_total", outcome="unscorable") == unscorable + 2
     assert sample("medrl_judge_request_duration_seconds_count") >= 1
+
+
+def outcome_names_in(source: str) -> set[str]:
+    """Every string the code ends a judge call with: the first item of a tuple it returns or stores
+    (`return "timeout", None, None`), a value given to `outcome`/`last`, or one `outcome` is compared with."""
+    names = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Tuple) and node.elts:
+            names.add(node.elts[0])
+        elif isinstance(node, ast.Assign) and any(
+            isinstance(t, ast.Name) and t.id in ("outcome", "last") for t in node.targets
+        ):
+            names.add(node.value)
+        elif isinstance(node, ast.Compare) and isinstance(node.left, ast.Name) and node.left.id == "outcome":
+            for right in node.comparators:
+                names.update(right.elts if isinstance(right, ast.Tuple) else [right])
+    return {n.value for n in names if isinstance(n, ast.Constant) and isinstance(n.value, str)}
+
+
+def test_every_outcome_of_the_openai_judge_is_a_metric_label():
+    produced = outcome_names_in(inspect.getsource(openai))
+    # the scan must see the outcomes the backend really returns, or the check below proves nothing
+    assert {"ok", "unparsable", "timeout", "connection_error", "guided_rejected", "breaker_open"} <= produced
+    assert produced <= set(metrics.JUDGE_OUTCOMES) - {"other"}
+    judge = openai.OpenAIJudge(JudgeConfig(backend="openai", url="http://127.0.0.1:9", model="m"))
+    assert set(judge.stats()["outcomes"]) <= set(metrics.JUDGE_OUTCOMES) - {"other"}
+    for outcome in produced:
+        before = sample("medrl_judge_requests_total", outcome=outcome)
+        metrics.judge_request(outcome, 0.1)
+        assert sample("medrl_judge_requests_total", outcome=outcome) == before + 1, outcome
 
 
 def test_no_pushgateway_no_push(monkeypatch):

@@ -6,8 +6,9 @@ import pytest
 from medvqa_fixtures import hf_parquet, hf_saved, omnimedvqa, pmc_rows, pmc_vqa, records_jsonl, slake, write_csv
 
 from medrl.config import DataConfig
-from medrl.data.prep import PrepError, prepare
+from medrl.data.prep import prepare
 from medrl.data.records import read_records
+from medrl.data.sources import PrepError
 
 
 def prep(source, src, out, **kw):

@@ -20,6 +20,8 @@ from contextvars import ContextVar
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector, disable_created_metrics
 from prometheus_client.exposition import delete_from_gateway, push_to_gateway, start_http_server
 
+from medrl.judge.outcomes import OUTCOMES
+
 log = logging.getLogger("medrl.metrics")
 
 PORT_ENV = "MEDRL_METRICS_PORT"
@@ -180,20 +182,8 @@ class TrainingRecorder:
 
 # ------------------------------------------------------------------------------------------------ judge
 
-# The outcomes of medrl.judge.openai (one per HTTP attempt), and "other" for anything else.
-JUDGE_OUTCOMES = (
-    "ok",
-    "unparsable",
-    "garbage",
-    "timeout",
-    "http_error",
-    "connection_error",
-    "rejected",
-    "guided_rejected",
-    "breaker_open",
-    "internal_error",
-    "other",
-)
+# Every outcome a judge request can end in, and "other" for anything else.
+JUDGE_OUTCOMES = (*OUTCOMES, "other")
 JUDGE_REQUESTS = Counter(
     "medrl_judge_requests", "Judge requests by outcome: " + ", ".join(JUDGE_OUTCOMES), ["outcome"], registry=REGISTRY
 )
@@ -292,7 +282,6 @@ def stop_serving() -> None:
 
 # ------------------------------------------------------------------------------------------------ Pushgateway
 
-BATCH_STAGES = ("prep", "evaluate", "report")
 _NAME = re.compile(r"[a-z][a-z0-9_]*")
 
 

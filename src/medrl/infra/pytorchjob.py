@@ -26,7 +26,6 @@ RESTART_POLICIES = {"Always", "OnFailure", "Never", "ExitCode"}
 CLEAN_POD_POLICIES = {"All", "Running", "None"}
 MANAGED_BY = {"kubeflow.org/training-operator", "kueue.x-k8s.io/multikueue"}
 DNS1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
-LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?$")
 UID = 1000  # the image's non-root user
 
 

@@ -21,25 +21,12 @@ import httpx
 from medrl.config import JudgeConfig
 from medrl.infra import metrics as prom
 from medrl.judge.breaker import CircuitBreaker
+from medrl.judge.outcomes import OUTCOMES
 from medrl.judge.templates import SCORES, YES_NO, parse_score, parse_yes_no
 
 log = logging.getLogger("medrl")
 logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per judge call would drown the run's log
 
-# One per prompt: ok (parsed), unparsable (answered, but not Yes/No or 1..10), garbage (a 200 that is not an
-# OpenAI reply), timeout, http_error (429/5xx after retries), connection_error, rejected (other 4xx),
-# breaker_open (never sent: the breaker was open), internal_error (a fault of ours, logged by type).
-OUTCOMES = (
-    "ok",
-    "unparsable",
-    "garbage",
-    "timeout",
-    "http_error",
-    "connection_error",
-    "rejected",
-    "breaker_open",
-    "internal_error",
-)
 RETRYABLE = {408, 425, 429, *range(500, 600)}
 CONNECTIONS_PER_CLIENT = 8
 REPLY_TOKENS = 8  # "Yes", "No" or "10" with room for a stray space or full stop when unguided

@@ -161,8 +161,20 @@ def _vision_token_ids(tokenizer) -> dict[str, int]:
     }
 
 
+def _qwen_processor(processor_cls, video_processor_cls, tokenizer, image_pixels: int, **image_processor):
+    """A Qwen-VL processor that resizes every image to `image_pixels`, so each gives the same small patch grid."""
+    from transformers import Qwen2VLImageProcessor
+
+    return processor_cls(
+        image_processor=Qwen2VLImageProcessor(min_pixels=image_pixels, max_pixels=image_pixels, **image_processor),
+        tokenizer=tokenizer,
+        video_processor=video_processor_cls(),
+        chat_template=CHAT_TEMPLATE,
+    )
+
+
 def _qwen2_vl(tokenizer, hidden: int, layers: int, image_pixels: int):
-    from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration, Qwen2VLImageProcessor, Qwen2VLProcessor
+    from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration, Qwen2VLProcessor
     from transformers.models.qwen2_vl.video_processing_qwen2_vl import Qwen2VLVideoProcessor
 
     config = Qwen2VLConfig(
@@ -180,22 +192,12 @@ def _qwen2_vl(tokenizer, hidden: int, layers: int, image_pixels: int):
         },
         **_vision_token_ids(tokenizer),
     )
-    processor = Qwen2VLProcessor(
-        image_processor=Qwen2VLImageProcessor(min_pixels=image_pixels, max_pixels=image_pixels),
-        tokenizer=tokenizer,
-        video_processor=Qwen2VLVideoProcessor(),
-        chat_template=CHAT_TEMPLATE,
-    )
+    processor = _qwen_processor(Qwen2VLProcessor, Qwen2VLVideoProcessor, tokenizer, image_pixels)
     return Qwen2VLForConditionalGeneration, config, processor
 
 
 def _qwen2_5_vl(tokenizer, hidden: int, layers: int, image_pixels: int):
-    from transformers import (
-        Qwen2_5_VLConfig,
-        Qwen2_5_VLForConditionalGeneration,
-        Qwen2_5_VLProcessor,
-        Qwen2VLImageProcessor,
-    )
+    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration, Qwen2_5_VLProcessor
     from transformers.models.qwen2_vl.video_processing_qwen2_vl import Qwen2VLVideoProcessor
 
     config = Qwen2_5_VLConfig(
@@ -214,17 +216,12 @@ def _qwen2_5_vl(tokenizer, hidden: int, layers: int, image_pixels: int):
         },
         **_vision_token_ids(tokenizer),
     )
-    processor = Qwen2_5_VLProcessor(
-        image_processor=Qwen2VLImageProcessor(min_pixels=image_pixels, max_pixels=image_pixels),
-        tokenizer=tokenizer,
-        video_processor=Qwen2VLVideoProcessor(),
-        chat_template=CHAT_TEMPLATE,
-    )
+    processor = _qwen_processor(Qwen2_5_VLProcessor, Qwen2VLVideoProcessor, tokenizer, image_pixels)
     return Qwen2_5_VLForConditionalGeneration, config, processor
 
 
 def _qwen3_vl(tokenizer, hidden: int, layers: int, image_pixels: int):
-    from transformers import Qwen2VLImageProcessor, Qwen3VLConfig, Qwen3VLForConditionalGeneration, Qwen3VLProcessor
+    from transformers import Qwen3VLConfig, Qwen3VLForConditionalGeneration, Qwen3VLProcessor
     from transformers.models.qwen3_vl.video_processing_qwen3_vl import Qwen3VLVideoProcessor
 
     text = _text_config(tokenizer, hidden, layers, mrope_interleaved(hidden // 4))
@@ -245,19 +242,10 @@ def _qwen3_vl(tokenizer, hidden: int, layers: int, image_pixels: int):
         },
         **_vision_token_ids(tokenizer),
     )
-    processor = Qwen3VLProcessor(
-        image_processor=Qwen2VLImageProcessor(
-            patch_size=16, merge_size=2, min_pixels=image_pixels, max_pixels=image_pixels
-        ),
-        tokenizer=tokenizer,
-        video_processor=Qwen3VLVideoProcessor(),
-        chat_template=CHAT_TEMPLATE,
-    )
+    processor = _qwen_processor(Qwen3VLProcessor, Qwen3VLVideoProcessor, tokenizer, image_pixels, patch_size=16)
     return Qwen3VLForConditionalGeneration, config, processor
 
 
-# arch -> (parts builder, image pixels giving a 2x2 grid of merged patches: 56x56 for 14-pixel patches, 64x64
-# for Qwen3-VL's 16-pixel ones)
 def _llava(tokenizer, hidden: int, layers: int, image_pixels: int):
     from transformers import CLIPImageProcessor, LlavaConfig, LlavaForConditionalGeneration, LlavaProcessor
 
@@ -291,6 +279,8 @@ def _llava(tokenizer, hidden: int, layers: int, image_pixels: int):
     return LlavaForConditionalGeneration, config, processor
 
 
+# arch -> (parts builder, image pixels giving a 2x2 grid of merged patches: 56x56 for 14-pixel patches, 64x64
+# for Qwen3-VL's 16-pixel ones)
 ARCHS = {
     "qwen2-vl": (_qwen2_vl, 3136),
     "qwen2.5-vl": (_qwen2_5_vl, 3136),

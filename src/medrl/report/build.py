@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from medrl.report import figures
+from medrl.report.arm import ArmResult, cell, data_scale
 from medrl.report.compare import compare
+from medrl.report.cxr import cxr_blocks
 from medrl.report.html import to_html, to_markdown
 
 # (metrics.json key, column title, scale, show std). Accuracy is a percentage, as in the paper.
@@ -40,17 +41,6 @@ DEFINITIONS = [
 ]
 
 
-@dataclass
-class ArmResult:
-    name: str
-    label: str
-    method: str
-    train_rows: int | None
-    metrics: dict
-    train_log: list[dict] = field(default_factory=list)
-    predictions: list[dict] = field(default_factory=list)  # slim rows: id, correct, think_tokens, metric values
-
-
 SLIM_FIELDS = ("id", "correct", "correct_strict", "correct_lenient", "answer_type", "think_tokens")
 SLIM_FIELDS += ("similarity", "perplexity", "thinking_reward")
 
@@ -65,37 +55,10 @@ def slim_predictions(jsonl: str) -> list[dict]:
     return rows
 
 
-def cell(metric: dict | None, scale: float, show_std: bool) -> str:
-    """'58.04' or '0.21 (± 0.24)'; '-' when not measured, 'n/a' when its model is not available here.
-
-    >>> cell({"mean": 0.5804, "std": 0.49}, 100.0, False), cell({"mean": 0.21, "std": 0.24}, 1.0, True)
-    ('58.04', '0.21 (± 0.24)')
-    >>> cell(None, 1.0, True), cell({"mean": None, "status": "unavailable"}, 1.0, True)
-    ('-', 'n/a')
-    >>> cell({"mean": 7.5, "std": 1.0, "status": "incomplete", "proxy": True}, 1.0, True)
-    '7.50 (± 1.00) *†'
-    """
-    if not metric:
-        return "-"
-    if metric.get("status") == "unavailable":
-        return "n/a"
-    if metric.get("mean") is None:
-        return "-"
-    text = f"{metric['mean'] * scale:.2f}"
-    if show_std and metric.get("std") is not None:
-        text += f" (± {metric['std'] * scale:.2f})"
-    marks = ("*" if metric.get("status") == "incomplete" else "") + ("†" if metric.get("proxy") else "")
-    return f"{text} {marks}" if marks else text
-
-
-def _data_scale(arm: ArmResult) -> str:
-    return "-" if arm.method == "none" or arm.train_rows is None else f"{arm.train_rows:,}"
-
-
 def table1_rows(arms: list[ArmResult]) -> tuple[list[str], list[list[str]]]:
     header = ["Model", "Fine-tuning data", *(title for _, title, _, _ in COLUMNS)]
     rows = [
-        [arm.label, _data_scale(arm), *(cell(arm.metrics.get(k), s, std) for k, _, s, std in COLUMNS)] for arm in arms
+        [arm.label, data_scale(arm), *(cell(arm.metrics.get(k), s, std) for k, _, s, std in COLUMNS)] for arm in arms
     ]
     return header, rows
 
@@ -236,8 +199,6 @@ def build_report(title: str, arms: list[ArmResult], out_dir: Path, baseline: str
     ]
     header, rows = accuracy_rows(arms)
     blocks += [("h2", "Accuracy in detail"), ("table", header, rows, "accuracy")]
-
-    from medrl.report.cxr import cxr_blocks
 
     blocks += cxr_blocks(arms)  # chest X-ray report/grounding metrics, when an arm has them
 

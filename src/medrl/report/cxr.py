@@ -3,7 +3,7 @@ style (mean (± std) over test records; F1 micro/macro and mAP are dataset-level
 
 from __future__ import annotations
 
-from medrl.report.build import ArmResult, _data_scale, cell, to_markdown
+from medrl.report.arm import ArmResult, cell, data_scale
 
 # (metrics.json key, column title, scale, show std)
 CXR_COLUMNS = [
@@ -21,7 +21,7 @@ def cxr_rows(arms: list[ArmResult]) -> tuple[list[str], list[list[str]]]:
     columns = [c for c in CXR_COLUMNS if any(arm.metrics.get(c[0]) for arm in arms)]
     header = ["Model", "Fine-tuning data", *(title for _, title, _, _ in columns)]
     rows = [
-        [arm.label, _data_scale(arm), *(cell(arm.metrics.get(key), scale, std) for key, _, scale, std in columns)]
+        [arm.label, data_scale(arm), *(cell(arm.metrics.get(key), scale, std) for key, _, scale, std in columns)]
         for arm in arms
     ]
     return header, rows
@@ -52,9 +52,3 @@ def cxr_blocks(arms: list[ArmResult]) -> list[tuple]:
             ("p", "Model-based scores skipped: " + "; ".join(f"{k} ({v})" for k, v in sorted(skipped.items())))
         )
     return blocks
-
-
-def cxr_table(arms: list[ArmResult]) -> str:
-    """The section's table as Markdown."""
-    header, rows = cxr_rows(arms)
-    return to_markdown([("table", header, rows)]).rstrip("\n")

@@ -38,31 +38,35 @@ _W = r"(?:\s+[\w-]+){0,3}?"  # up to three words in between ("heart size is mild
 _BE = r"\s+(?:is|are|appears?|remains?|seems?)?\s*"
 _NORMAL = r"(?:normal|unremarkable|within normal limits|stable|not enlarged)"
 
+# Subjects that "is normal" / "is enlarged" statements are made of.
+_MEDIASTINUM = r"(?:cardio)?mediastinal (?:silhouette|contours?)"
+_HEART = r"(?:heart(?: size)?|cardiac (?:silhouette|size))"
+
+
+def _is(subject: str, state: str) -> str:
+    """`subject`, up to three words, a verb like "is" or "appears", then `state`."""
+    return subject + _W + _BE + state
+
+
 # (observation, pattern, fixed value): a fixed value (a "normal" statement) ignores cues.
 MENTIONS: list[tuple[str, str, int | None]] = [
     (
         "Enlarged Cardiomediastinum",
         r"widen(?:ed|ing) (?:of the )?mediastin\w*|mediastinal (?:widening|enlargement)|"
         r"enlarged (?:cardio)?mediastin\w*(?: silhouette| contours?)?|"
-        r"(?:cardio)?mediastinal (?:silhouette|contours?)" + _W + _BE + r"(?:\w+ly )?(?:enlarged|widened)",
+        + _is(_MEDIASTINUM, r"(?:\w+ly )?(?:enlarged|widened)"),
         None,
     ),
-    (
-        "Enlarged Cardiomediastinum",
-        r"(?:cardio)?mediastinal (?:silhouette|contours?)" + _W + _BE + _NORMAL + "|"
-        r"normal (?:cardio)?mediastinal (?:silhouette|contours?)",
-        NEGATIVE,
-    ),
+    ("Enlarged Cardiomediastinum", _is(_MEDIASTINUM, _NORMAL) + "|normal " + _MEDIASTINUM, NEGATIVE),
     (
         "Cardiomegaly",
         r"cardiomegaly|cardiac enlargement|enlarge(?:d|ment of the) (?:heart|cardiac silhouette)|"
-        r"(?:heart(?: size)?|cardiac (?:silhouette|size))" + _W + _BE + r"(?:not )?(?:\w+ly )?enlarged",
+        + _is(_HEART, r"(?:not )?(?:\w+ly )?enlarged"),
         None,
     ),
     (
         "Cardiomegaly",
-        r"(?:heart(?: size)?|cardiac (?:silhouette|size))" + _W + _BE + _NORMAL + "|"
-        r"normal (?:heart size|cardiac (?:silhouette|size)|size of the heart)",
+        _is(_HEART, _NORMAL) + r"|normal (?:heart size|cardiac (?:silhouette|size)|size of the heart)",
         NEGATIVE,
     ),
     (

@@ -1,5 +1,5 @@
-"""What the chest X-ray sources share: CSV reading (plain or gzip), boxes normalised to 0..1, stable splits,
-and the report and grounding records."""
+"""What the chest X-ray sources share: the data.input check, CSV reading (plain or gzip, columns checked), boxes
+normalised to 0..1, stable splits, and the report and grounding records."""
 
 from __future__ import annotations
 
@@ -10,14 +10,14 @@ import io
 from collections.abc import Iterator
 from pathlib import Path
 
+from medrl.config import DataConfig
 from medrl.data.prompt import REPORT_QUESTION, format_boxes, grounding_question
 from medrl.data.records import Record
+from medrl.data.sources import PrepError
 
 
 def find_file(root: Path, names: list[str], source: str) -> Path:
     """The first of `names` (relative to `root`, each also tried with .gz) that exists."""
-    from medrl.data.prep import PrepError  # prep imports the sources: import it when called
-
     for name in names:
         for candidate in (root / name, root / f"{name}.gz"):
             if candidate.is_file():
@@ -28,21 +28,26 @@ def find_file(root: Path, names: list[str], source: str) -> Path:
     )
 
 
-def read_csv(path: Path) -> Iterator[dict[str, str]]:
-    """Rows of a CSV file (gzip when the name ends in .gz), keys and values stripped."""
+def cxr_input(cfg: DataConfig, source: str, task: str, what: str) -> Path:
+    """data.input of a source that writes only `task` records (`what` says what to point it at)."""
+    if not cfg.input:
+        raise PrepError(f"data.source={source} needs data.input: {what}")
+    if task not in cfg.cxr_tasks:
+        raise PrepError(f"data.cxr_tasks: {source} writes {task} records only; include '{task}'")
+    return Path(cfg.input)
+
+
+def read_csv(path: Path, columns: list[str] | tuple[str, ...] = ()) -> Iterator[dict[str, str]]:
+    """Rows of a CSV file (gzip when the name ends in .gz), keys and values stripped; an error naming the file
+    when its first row lacks one of `columns`."""
     raw = path.read_bytes()
     if path.name.endswith(".gz"):
         raw = gzip.decompress(raw)
-    for row in csv.DictReader(io.StringIO(raw.decode("utf-8-sig"))):
-        yield {(k or "").strip(): (v or "").strip() for k, v in row.items()}
-
-
-def require_columns(path: Path, row: dict[str, str], columns: list[str]) -> None:
-    from medrl.data.prep import PrepError
-
-    missing = [c for c in columns if c not in row]
-    if missing:
-        raise PrepError(f"{path.name}: columns {', '.join(missing)} are missing; is it the right file?")
+    for i, raw_row in enumerate(csv.DictReader(io.StringIO(raw.decode("utf-8-sig")))):
+        row = {(k or "").strip(): (v or "").strip() for k, v in raw_row.items()}
+        if i == 0 and (missing := [c for c in columns if c not in row]):
+            raise PrepError(f"{path.name}: columns {', '.join(missing)} are missing; is it the right file?")
+        yield row
 
 
 def normalize_box(x1: float, y1: float, x2: float, y2: float, width: float, height: float) -> list[float] | None:

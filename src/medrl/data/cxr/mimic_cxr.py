@@ -12,7 +12,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from medrl.config import DataConfig
-from medrl.data.cxr.common import find_file, read_csv, report_record, require_columns
+from medrl.data.cxr.common import cxr_input, find_file, read_csv, report_record
+from medrl.data.sources import PrepError, Row
 from medrl.rewards.report import OBSERVATIONS
 
 SOURCE = "mimic-cxr"
@@ -63,20 +64,12 @@ def _labels(row: dict[str, str]) -> dict[str, int]:
     return out
 
 
-def source(cfg: DataConfig, staging: Path) -> tuple[Path, Iterator]:
-    from medrl.data.prep import PrepError, Row
-
-    if not cfg.input:
-        raise PrepError("data.source=mimic-cxr needs data.input: the MIMIC-CXR-JPG folder (with files/)")
-    if "report" not in cfg.cxr_tasks:
-        raise PrepError("data.cxr_tasks: mimic-cxr writes report records only; include 'report'")
-    root = Path(cfg.input)
+def source(cfg: DataConfig, staging: Path) -> tuple[Path, Iterator[Row]]:
+    root = cxr_input(cfg, SOURCE, "report", "the MIMIC-CXR-JPG folder (with files/)")
     split_path = find_file(root, [SPLIT_CSV], SOURCE)
     studies: dict[tuple[str, str], dict] = {}
     images: dict[tuple[str, str], list[str]] = defaultdict(list)
-    for i, row in enumerate(read_csv(split_path)):
-        if i == 0:
-            require_columns(split_path, row, ["dicom_id", "study_id", "subject_id", "split"])
+    for row in read_csv(split_path, ["dicom_id", "study_id", "subject_id", "split"]):
         key = (row["subject_id"], row["study_id"])
         studies.setdefault(key, {"split": "test" if row["split"] == "test" else "train"})
         images[key].append(row["dicom_id"])

@@ -13,16 +13,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from medrl.config import DataConfig
-from medrl.data.cxr.common import find_file, grounding_record, normalize_box, read_csv, require_columns, split_of
+from medrl.data.cxr.common import cxr_input, find_file, grounding_record, normalize_box, read_csv, split_of
 from medrl.data.cxr.mimic_cxr import METADATA_CSV, study_dir
+from medrl.data.sources import PrepError, Row
 
 SOURCE = "ms-cxr"
 COLUMNS = ["dicom_id", "label_text", "x", "y", "w", "h", "image_width", "image_height"]
 
 
 def annotation_file(path: Path) -> Path:
-    from medrl.data.prep import PrepError
-
     if path.is_file():
         return path
     found = sorted(path.glob("MS_CXR_Local_Alignment*.csv*")) if path.is_dir() else []
@@ -35,8 +34,6 @@ def annotation_file(path: Path) -> Path:
 
 def image_index(images_root: Path) -> dict[str, str]:
     """dicom_id -> image path relative to the MIMIC-CXR-JPG root."""
-    from medrl.data.prep import PrepError
-
     try:
         metadata = find_file(images_root, [METADATA_CSV], SOURCE)
     except PrepError:
@@ -49,19 +46,11 @@ def image_index(images_root: Path) -> dict[str, str]:
     return {p.stem: p.relative_to(images_root).as_posix() for p in (images_root / "files").rglob("*.jpg")}
 
 
-def source(cfg: DataConfig, staging: Path) -> tuple[Path, Iterator]:
-    from medrl.data.prep import PrepError, Row
-
-    if not cfg.input:
-        raise PrepError("data.source=ms-cxr needs data.input: the MS-CXR folder or its CSV")
-    if "grounding" not in cfg.cxr_tasks:
-        raise PrepError("data.cxr_tasks: ms-cxr writes grounding records only; include 'grounding'")
-    csv_path = annotation_file(Path(cfg.input))
+def source(cfg: DataConfig, staging: Path) -> tuple[Path, Iterator[Row]]:
+    csv_path = annotation_file(cxr_input(cfg, SOURCE, "grounding", "the MS-CXR folder or its CSV"))
     images_root = Path(cfg.images) if cfg.images else csv_path.parent
     groups: dict[tuple[str, str], list[dict[str, str]]] = defaultdict(list)
-    for i, row in enumerate(read_csv(csv_path)):
-        if i == 0:
-            require_columns(csv_path, row, COLUMNS)
+    for row in read_csv(csv_path, COLUMNS):
         groups[(row["dicom_id"], row["label_text"])].append(row)
     index: dict[str, str] | None = None
 

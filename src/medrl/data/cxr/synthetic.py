@@ -17,6 +17,7 @@ from PIL import Image, ImageDraw, ImageFilter
 
 from medrl.config import DataConfig
 from medrl.data.cxr.common import grounding_record, report_record
+from medrl.data.sources import Row
 
 SOURCE = "cxr-synthetic"
 # Lung fields as [x1, y1, x2, y2] in 0..1; "right" is the patient's right, on the left of the image.
@@ -187,6 +188,4 @@ def generate(cfg: DataConfig, out_dir: Path) -> Iterator:
 
 def source(cfg: DataConfig, staging: Path):
     """Prep source `cxr-synthetic`: images are written straight into the staging folder."""
-    from medrl.data.prep import Row
-
     return staging, (Row(number=n, record=rec) for n, rec in enumerate(generate(cfg, staging), 1))

@@ -13,8 +13,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from medrl.config import DataConfig
-from medrl.data.cxr.common import find_file, grounding_record, normalize_box, read_csv, require_columns
+from medrl.data.cxr.common import cxr_input, find_file, grounding_record, normalize_box, read_csv
 from medrl.data.cxr.dicom import DicomError, dicom_to_png
+from medrl.data.sources import PrepError, Row
 from medrl.rewards.grounding import iou
 
 SOURCE = "vindr-cxr"
@@ -47,8 +48,6 @@ def fuse_boxes(marks: list[tuple[str, Box]], threshold: float = FUSE_IOU) -> lis
 
 
 def annotation_files(root: Path) -> dict[str, Path]:
-    from medrl.data.prep import PrepError
-
     out = {}
     for split in ("train", "test"):
         try:
@@ -71,21 +70,13 @@ def dicom_path(root: Path, split: str, image_id: str) -> Path | None:
     return None
 
 
-def source(cfg: DataConfig, staging: Path) -> tuple[Path, Iterator]:
-    from medrl.data.prep import PrepError, Row
-
-    if not cfg.input:
-        raise PrepError("data.source=vindr-cxr needs data.input: the VinDr-CXR folder")
-    if "grounding" not in cfg.cxr_tasks:
-        raise PrepError("data.cxr_tasks: vindr-cxr writes grounding records only; include 'grounding'")
-    root = Path(cfg.input)
+def source(cfg: DataConfig, staging: Path) -> tuple[Path, Iterator[Row]]:
+    root = cxr_input(cfg, SOURCE, "grounding", "the VinDr-CXR folder")
     # (split, image_id) -> class -> [(radiologist, pixel box)]; images whose rows all say "No finding" stay empty.
     marks: dict[tuple[str, str], dict[str, list[tuple[str, Box]]]] = {}
     bad: dict[tuple[str, str], str] = {}
     for split, path in annotation_files(root).items():
-        for i, row in enumerate(read_csv(path)):
-            if i == 0:
-                require_columns(path, row, COLUMNS)
+        for row in read_csv(path, COLUMNS):
             key = (split, row["image_id"])
             classes = marks.setdefault(key, defaultdict(list))  # an image is registered even without a box
             name = row["class_name"]

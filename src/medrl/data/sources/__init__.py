@@ -1,7 +1,8 @@
 """Readers of public medical VQA datasets in the layout they are downloaded in, one module per source.
 
-A reader returns the folder its image paths are relative to and an iterator of `Row`s; checking rows,
-dropping duplicates, drawing subsets and writing the prepared dataset happen in `medrl.data.prep`.
+A reader returns the folder its image paths are relative to and an iterator of `Row`s, and raises `PrepError`
+(the chest X-ray readers in `medrl.data.cxr` too); checking rows, dropping duplicates, drawing subsets and writing
+the prepared dataset happen in `medrl.data.prep`.
 """
 
 from __future__ import annotations
@@ -80,6 +81,19 @@ def read_json(path: Path, expected: str) -> Any:
         return json.loads(raw.decode("utf-8-sig", errors="surrogateescape"))
     except json.JSONDecodeError as err:
         raise PrepError(f"{path}: not valid JSON (line {err.lineno}); expected {expected}") from None
+
+
+def read_json_list(path: Path, expected: str, required: tuple[str, ...]) -> list:
+    """A JSON file holding a list of objects that, taken together, have every `required` field (a row that lacks
+    one is the row check's to report; a file where none has it is the wrong file)."""
+    entries = read_json(path, expected)
+    if not isinstance(entries, list):
+        raise PrepError(f"{path}: expected {expected}")
+    present = set().union(*(e.keys() for e in entries if isinstance(e, dict))) if entries else set(required)
+    missing = [k for k in required if k not in present]
+    if missing:
+        raise PrepError(f"{path}: missing field(s) {', '.join(missing)}; expected {expected}")
+    return entries
 
 
 def split_of_name(name: str) -> str | None:

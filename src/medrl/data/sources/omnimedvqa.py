@@ -11,7 +11,7 @@ from pathlib import Path
 
 from medrl.config import DataConfig
 from medrl.data.records import LETTERS, Record
-from medrl.data.sources import PrepError, Row, fold, held_out, input_path, read_json, text
+from medrl.data.sources import PrepError, Row, fold, held_out, input_path, read_json_list, text
 
 NAME = "omnimedvqa"
 REQUIRED = ("question", "gt_answer", "image_path", "option_A", "option_B")
@@ -35,14 +35,8 @@ def read(cfg: DataConfig, scratch: Path) -> tuple[Path, Iterator[Row]]:
 
     def rows() -> Iterator[Row]:
         for file in files:
-            entries = read_json(file, EXPECTED)
+            entries = read_json_list(file, EXPECTED, REQUIRED)
             name = file.relative_to(root).as_posix()
-            if not isinstance(entries, list):
-                raise PrepError(f"{file}: expected {EXPECTED}")
-            present = set().union(*(e.keys() for e in entries if isinstance(e, dict))) if entries else set(REQUIRED)
-            missing = [k for k in REQUIRED if k not in present]
-            if missing:
-                raise PrepError(f"{file}: missing field(s) {', '.join(missing)}; expected {EXPECTED}")
             access = file.parent.name if file.parent != qa else ""
             for number, entry in enumerate(entries, start=1):
                 row = _row(entry, number, file.stem, access, cfg)

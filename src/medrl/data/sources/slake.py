@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from medrl.config import DataConfig
-from medrl.data.sources import PrepError, Row, input_path, read_json, split_of_name, text, vqa_record
+from medrl.data.sources import PrepError, Row, input_path, read_json_list, split_of_name, text, vqa_record
 
 NAME = "slake"
 FILES = ("train.json", "validation.json", "test.json")
@@ -31,14 +31,7 @@ def read(cfg: DataConfig, scratch: Path) -> tuple[Path, Iterator[Row]]:
         split = split_of_name(file.name)
         if split is None:
             raise PrepError(f"{file}: cannot tell its split from the name; name it train/validation/test.json")
-        entries = read_json(file, EXPECTED)
-        if not isinstance(entries, list):
-            raise PrepError(f"{file}: expected {EXPECTED}")
-        present = set().union(*(e.keys() for e in entries if isinstance(e, dict))) if entries else set(REQUIRED)
-        missing = [k for k in REQUIRED if k not in present]
-        if missing:
-            raise PrepError(f"{file}: missing field(s) {', '.join(missing)}; expected {EXPECTED}")
-        loaded.append((file, split, entries))
+        loaded.append((file, split, read_json_list(file, EXPECTED, REQUIRED)))
 
     def rows() -> Iterator[Row]:
         for file, split, entries in loaded:
