@@ -57,3 +57,50 @@ def test_operator_master_address_variants_are_read():
 def test_a_bad_operator_variable_is_named():
     with pytest.raises(ValueError, match="PET_NPROC_PER_NODE='gpu'"):
         rank_command({"PET_NNODES": "1", "PET_NPROC_PER_NODE": "gpu"}, RUN, ARM, DS)
+
+
+# ---------------------------------------------------------------- exit status for the ExitCode restart policy
+from medrl.config import ConfigError  # noqa: E402
+from medrl.infra import entrypoint  # noqa: E402
+
+
+@pytest.mark.parametrize(
+    ("failure", "status"),
+    [(None, 0), (ConfigError("arms.x.lr: bad"), entrypoint.FINAL), (RuntimeError("CUDA error"), 134)],
+    ids=["trained", "config error: final", "crash: retried"],
+)
+def test_in_place_training_maps_its_failure_to_the_restart_policy(monkeypatch, failure, status):
+    from medrl import study
+
+    def train(run_uri, arm):
+        if failure:
+            raise failure
+
+    monkeypatch.setattr(study, "train", train)
+    assert entrypoint.main(RUN, ARM, env={}) == status
+    assert entrypoint.RANK_CRASHED == 134 and entrypoint.FINAL == 1  # >= 128 is what ExitCode retries
+
+
+def test_a_rank_with_a_final_error_leaves_a_marker_for_the_supervisor(monkeypatch, tmp_path):
+    from medrl import study
+
+    monkeypatch.setattr(study, "train", lambda run_uri, arm: (_ for _ in ()).throw(ConfigError("bad")))
+    env = {"LOCAL_RANK": "1", "RANK": "3", entrypoint.FAILURE_DIR_ENV: str(tmp_path)}
+    assert entrypoint.main(RUN, ARM, env=env) == entrypoint.FINAL
+    assert (tmp_path / "rank-3").read_text().strip() == "ConfigError"
+
+
+@pytest.mark.parametrize(
+    ("script", "status"),
+    [
+        ("import sys; sys.exit(1)", 134),  # a failed rank without a marker: a crash, retried
+        ("import os, signal; os.kill(os.getpid(), signal.SIGKILL)", 137),  # the launcher itself killed
+        ("import os, pathlib, sys; pathlib.Path(os.environ['MEDRL_FAILURE_DIR'], 'rank-0').touch(); sys.exit(1)", 1),
+        ("pass", 0),
+    ],
+    ids=["rank crashed", "launcher killed", "final error marked", "success"],
+)
+def test_the_supervisor_maps_how_the_launcher_ended(script, status):
+    import sys
+
+    assert entrypoint.supervise([sys.executable, "-c", script], {}) == status

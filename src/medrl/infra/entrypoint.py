@@ -1,14 +1,23 @@
-"""The PyTorchJob container's entrypoint (`medrl train-arm`): from the operator's environment, start one training
+"""The training container's entrypoint (`medrl train-arm`): from the operator's environment, start one training
 process per GPU (DeepSpeed ZeRO-2 through `accelerate launch`; CPU ranks through torchrun), or train in place.
 
 Each rank calls `medrl.study.train(run_uri, arm)`, which resumes from the newest committed checkpoint in the store.
+The exit status is chosen for the operator's ExitCode restart policy, which retries only codes >= 128:
+- 1: a configuration or data error (the same input fails again): not retried;
+- 128+N: this container was sent signal N (143 for a preemption's SIGTERM), or the launcher was killed by N;
+- 134 (RANK_CRASHED): a rank crashed or was killed (CUDA or NCCL error, OOM kill, any other exception): retried.
+torchrun and accelerate turn any failed rank into exit 1, so the entrypoint supervises the launcher instead of
+becoming it, and ranks that stop on a configuration or data error leave a marker file that says so.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import signal
+import subprocess
 import sys
+import tempfile
 from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
@@ -16,6 +25,9 @@ from pathlib import Path
 log = logging.getLogger("medrl")
 
 ZERO2_CONFIG = "zero2.json"  # under medrl/train/configs/, shipped with the package
+FINAL = 1  # a configuration or data error: ExitCode does not retry it
+RANK_CRASHED = 128 + signal.SIGABRT  # any other failure of a rank: retried from the newest committed checkpoint
+FAILURE_DIR_ENV = "MEDRL_FAILURE_DIR"  # where ranks of this node mark a final failure for the supervisor
 
 
 def zero2_config() -> Path:
@@ -69,17 +81,76 @@ def rank_command(env: Mapping[str, str], run_uri: str, arm: str, deepspeed_confi
 
 
 def main(run_uri: str, arm: str, env: Mapping[str, str] | None = None) -> int:
-    """Train `arm` of the run at `run_uri` on this node. The exit status follows the operator's ExitCode policy:
-    1 (a bug or bad input) is final, 128+N (killed by a signal, e.g. preempted) is retried."""
+    """Train `arm` of the run at `run_uri` on this node; returns the exit status (see the module's docstring)."""
     env = dict(os.environ if env is None else env)
     use_deepspeed = env.get("MEDRL_DEEPSPEED", "none") == "zero2"
     command = rank_command(env, run_uri, arm, zero2_config() if use_deepspeed else None)
-    if command is not None:
-        log.info("node %s: starting %s rank(s)", env.get("PET_NODE_RANK", "0"), env.get("PET_NPROC_PER_NODE", "1"))
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os.execvpe(command[0], command, env)  # the launcher becomes PID 1: signals and exit codes pass straight
+    if command is None:
+        return train_here(run_uri, arm, env)
+    log.info("node %s: starting %s rank(s)", env.get("PET_NODE_RANK", "0"), env.get("PET_NPROC_PER_NODE", "1"))
+    return supervise(command, env)
+
+
+def final_errors() -> tuple[type[BaseException], ...]:
+    """Errors that the same input raises again: a restart cannot help. A store outage, a dead judge or a crashed
+    kernel are not among them."""
+    from medrl.config import ConfigError
+    from medrl.data.prep import PrepError
+
+    return (ConfigError, PrepError)
+
+
+def train_here(run_uri: str, arm: str, env: Mapping[str, str]) -> int:
+    """Train in this process (one process in all, or one rank under torchrun/accelerate)."""
     from medrl import study
 
-    study.train(run_uri, arm)
+    # As PID 1 of a container a process without a handler ignores SIGTERM; a preemption must end training.
+    signal.signal(signal.SIGTERM, _exit_on_signal)
+    try:
+        study.train(run_uri, arm)
+    except final_errors() as err:
+        log.error("arm %s stopped on an error a restart cannot fix: %s", arm, err)
+        if env.get(FAILURE_DIR_ENV):
+            marker = Path(env[FAILURE_DIR_ENV]) / f"rank-{env.get('RANK', '0')}"
+            marker.write_text(type(err).__name__ + "\n", encoding="utf-8")
+        return FINAL
+    except Exception:
+        log.exception("arm %s: training failed; the job restarts it from the newest committed checkpoint", arm)
+        return RANK_CRASHED
     return 0
+
+
+def _exit_on_signal(signum: int, _frame) -> None:
+    raise SystemExit(128 + signum)
+
+
+def supervise(command: list[str], env: Mapping[str, str]) -> int:
+    """Run the launcher as a child, pass SIGTERM/SIGINT on to it, and map how it ended to the exit status."""
+    with tempfile.TemporaryDirectory(prefix="medrl-failure-") as failures:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        child = subprocess.Popen(command, env={**env, FAILURE_DIR_ENV: failures})
+        received: list[int] = []
+
+        def forward(signum: int, _frame) -> None:
+            received.append(signum)
+            child.send_signal(signum)  # torchrun's agent stops its ranks in turn
+
+        previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            code = child.wait()
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+        final = sorted(p.name for p in Path(failures).iterdir())
+    if received:
+        return 128 + received[0]
+    if code == 0:
+        return 0
+    if final:
+        log.error("training stopped on a configuration or data error (%s): not retried", ", ".join(final))
+        return FINAL
+    if code < 0:
+        return 128 - code  # the launcher itself was killed by signal -code
+    log.error("a rank failed (launcher exit %d): exit %d so that the job restarts it", code, RANK_CRASHED)
+    return RANK_CRASHED
