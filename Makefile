@@ -56,3 +56,12 @@ lock: install
 
 clean:
 	rm -rf medrl-runs .pytest_cache
+
+# The GPU image's environment (torch, transformers, TRL, vLLM, DeepSpeed, flash-attn together), resolved by pip
+# against PyPI without installing: needs the network, not a GPU. python -m medrl.gpu_check measures it on a GPU.
+.PHONY: lock-gpu gpu-check
+lock-gpu: install
+	$(PY) -m medrl.infra.gpu_lock .
+
+gpu-check: install
+	$(PY) -m medrl.gpu_check
