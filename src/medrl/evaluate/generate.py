@@ -1,14 +1,71 @@
-"""Batched greedy generation with a vision-language model (left padding, one image per prompt)."""
+"""Greedy generation with a vision-language model over the test split, by one of two engines:
+
+- hf: transformers' `generate`, batched with left padding (any device);
+- vllm: vLLM's offline engine (`vllm.LLM`) on a CUDA GPU, which schedules the whole split itself.
+
+Both see the same prompt text (the processor's chat template with the images' placeholders), decode greedily up to
+the same number of new tokens, stop at the model's end-of-sequence tokens and keep the repetition penalty of the
+model's generation config, and drop special tokens from the text. `evaluate.engine=auto` takes vllm where a GPU
+and vLLM are present.
+"""
 
 from __future__ import annotations
 
+import importlib.metadata as md
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Literal
 
 from PIL import Image
 
+from medrl.config import ConfigError, ModelConfig
 from medrl.data.prompt import prompt_messages
 from medrl.data.records import Record
+
+ENGINES = ("auto", "hf", "vllm")
+Engine = Literal["hf", "vllm"]
+# Prompts handed to vLLM per call: it batches them itself; the chunk bounds how many decoded images are in memory.
+VLLM_CHUNK = 512
+
+
+def vllm_version() -> str | None:
+    """The installed vLLM's version, read from its metadata (importing vllm would initialise CUDA)."""
+    try:
+        return md.version("vllm")
+    except md.PackageNotFoundError:
+        return None
+
+
+def cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def resolve_engine(
+    name: str, setting: str = "evaluate.engine", *, cuda: bool | None = None, vllm: str | None = ""
+) -> Engine:
+    """The engine `name` (auto | hf | vllm) stands for here, or a ConfigError naming `setting` and the fix, before
+    any model is loaded. `cuda` and `vllm` (a version, None when absent) default to what this machine has."""
+    if name not in ENGINES:
+        raise ConfigError(f"{setting}={name!r}: unknown; choose one of {', '.join(ENGINES)}")
+    if name == "hf":
+        return "hf"
+    cuda = cuda_available() if cuda is None else cuda
+    vllm = vllm_version() if vllm == "" else vllm
+    if name == "auto":
+        return "vllm" if cuda and vllm else "hf"
+    if not cuda:
+        raise ConfigError(
+            f"{setting}=vllm needs a CUDA GPU and none is visible here; set {setting}=hf (or auto) to generate with "
+            "transformers, or run on a GPU node"
+        )
+    if not vllm:
+        raise ConfigError(
+            f"{setting}=vllm needs the vllm package, which is not installed in this environment; use the GPU "
+            f"image (pip install -r requirements-gpu.lock) or set {setting}=hf (or auto)"
+        )
+    return "vllm"
 
 
 def _image(data_dir: Path, rel: str) -> Image.Image:
@@ -16,12 +73,22 @@ def _image(data_dir: Path, rel: str) -> Image.Image:
         return im.convert("RGB")
 
 
+def chat_text(processor, rec: Record, instruction: str, images: list[Image.Image]) -> str:
+    """The prompt exactly as the model sees it: the chat template with one placeholder per image."""
+    from trl.data_utils import prepare_multimodal_messages
+
+    return processor.apply_chat_template(
+        prepare_multimodal_messages(prompt_messages(rec, instruction), images=images),
+        tokenize=False,
+        add_generation_prompt=True,
+    )
+
+
 def generate(
     model, processor, records: list[Record], data_dir: Path, instruction: str, max_new_tokens: int, batch_size: int
 ) -> Iterator[str]:
     """Yield one completion per record, in order, generated `batch_size` prompts at a time."""
     import torch
-    from trl.data_utils import prepare_multimodal_messages
 
     model.eval()
     tokenizer = processor.tokenizer
@@ -30,13 +97,7 @@ def generate(
         texts, images = [], []
         for rec in batch:
             imgs = [_image(data_dir, p) for p in rec.images]
-            texts.append(
-                processor.apply_chat_template(
-                    prepare_multimodal_messages(prompt_messages(rec, instruction), images=imgs),
-                    tokenize=False,
-                    add_generation_prompt=True,
-                )
-            )
+            texts.append(chat_text(processor, rec, instruction, imgs))
             images.extend(imgs)
         inputs = processor(text=texts, images=images or None, padding=True, return_tensors="pt").to(model.device)
         with torch.inference_mode():
@@ -48,3 +109,82 @@ def generate(
             )
         new = out[:, inputs["input_ids"].shape[1] :]
         yield from tokenizer.batch_decode(new, skip_special_tokens=True)
+
+
+def vllm_prompts(processor, records: list[Record], data_dir: Path, instruction: str) -> list[dict]:
+    """vLLM's prompt inputs: the same text as the hf engine, with the decoded images as multi-modal data."""
+    prompts = []
+    for rec in records:
+        imgs = [_image(data_dir, p) for p in rec.images]
+        prompt: dict = {"prompt": chat_text(processor, rec, instruction, imgs)}
+        if imgs:
+            prompt["multi_modal_data"] = {"image": imgs if len(imgs) > 1 else imgs[0]}
+        prompts.append(prompt)
+    return prompts
+
+
+def generate_vllm(
+    model_dir: str,
+    processor,
+    records: list[Record],
+    data_dir: Path,
+    instruction: str,
+    max_new_tokens: int,
+    model_cfg: ModelConfig,
+    gpu_memory_utilization: float = 0.85,
+    seed: int = 0,
+) -> Iterator[str]:
+    """Yield one completion per record, in order, from vLLM's offline engine loading the checkpoint in `model_dir`.
+    The engine is shut down when the last completion has been yielded (the metric models need the GPU next)."""
+    import gc
+
+    from vllm import LLM, SamplingParams
+
+    llm = LLM(
+        model=model_dir,
+        dtype=model_cfg.dtype,  # the hf engine's dtype too, so that the two engines can agree
+        seed=seed,
+        trust_remote_code=model_cfg.trust_remote_code,
+        gpu_memory_utilization=gpu_memory_utilization,
+        limit_mm_per_prompt={"image": max((len(r.images) for r in records), default=0)},
+        mm_processor_kwargs={"min_pixels": model_cfg.min_pixels, "max_pixels": model_cfg.max_pixels},
+    )
+    try:
+        # The model's generation config supplies the repetition penalty transformers' generate applies too;
+        # temperature 0 is vLLM's greedy decoding. EOS tokens come from the same generation config.
+        defaults = llm.get_default_sampling_params()
+        params = SamplingParams(
+            temperature=0.0,
+            max_tokens=max_new_tokens,
+            repetition_penalty=defaults.repetition_penalty,
+            skip_special_tokens=True,
+            seed=seed,
+        )
+        for start in range(0, len(records), VLLM_CHUNK):
+            chunk = vllm_prompts(processor, records[start : start + VLLM_CHUNK], data_dir, instruction)
+            for out in llm.generate(chunk, params, use_tqdm=False):
+                yield out.outputs[0].text
+    finally:
+        del llm
+        gc.collect()
+
+
+def generate_with(
+    engine: str,
+    model_ref: str,
+    model_cfg: ModelConfig,
+    processor,
+    records: list[Record],
+    data_dir: Path,
+    instruction: str,
+    max_new_tokens: int,
+    batch_size: int,
+) -> Iterator[str]:
+    """Completions for `records` by the engine `engine` (auto | hf | vllm: `evaluate.engine`). The engine is
+    resolved before any model is loaded; the model is let go when the last completion has been yielded."""
+    from medrl.models.load import load_model, local_dir
+
+    if resolve_engine(engine) == "vllm":
+        return generate_vllm(local_dir(model_ref), processor, records, data_dir, instruction, max_new_tokens, model_cfg)
+    model = load_model(model_ref, model_cfg)
+    return generate(model, processor, records, data_dir, instruction, max_new_tokens, batch_size)

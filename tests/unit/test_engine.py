@@ -1,0 +1,81 @@
+"""evaluate.engine: which engine `auto | hf | vllm` resolves to, the errors before any model is loaded, and the
+prompts each engine is given. The GPU and vLLM are absent here: where a test needs them present, it passes
+`cuda=True` / a vLLM version to resolve_engine as a stand-in for that machine, and says so."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from medrl.config import ConfigError, ModelConfig
+from medrl.data.records import read_records
+from medrl.evaluate.generate import chat_text, generate, generate_with, resolve_engine, vllm_prompts, vllm_version
+from medrl.models.load import load_model, load_processor
+
+
+def test_this_cpu_machine_resolves_auto_to_hf_and_refuses_vllm():
+    assert vllm_version() is None  # the CPU environment has no vLLM (it is CUDA-only)
+    assert resolve_engine("auto") == "hf"
+    assert resolve_engine("hf") == "hf"
+    with pytest.raises(ConfigError, match=r"evaluate\.engine=vllm needs a CUDA GPU.*evaluate\.engine=hf"):
+        resolve_engine("vllm")
+
+
+def test_gpu_without_vllm_names_the_package_and_the_fix():
+    # stand-in: a CUDA machine (cuda=True) without vLLM
+    with pytest.raises(ConfigError, match=r"train\.rollout=vllm needs the vllm package.*requirements-gpu\.lock"):
+        resolve_engine("vllm", "train.rollout", cuda=True, vllm=None)
+    assert resolve_engine("auto", cuda=True, vllm=None) == "hf"
+
+
+def test_gpu_with_vllm_takes_vllm():
+    # stand-in: a CUDA machine with vLLM 0.30.0 installed
+    assert resolve_engine("vllm", cuda=True, vllm="0.30.0") == "vllm"
+    assert resolve_engine("auto", cuda=True, vllm="0.30.0") == "vllm"
+    assert resolve_engine("auto", cuda=False, vllm="0.30.0") == "hf"
+
+
+def test_unknown_engine_is_named():
+    with pytest.raises(ConfigError, match=r"evaluate\.engine='sglang': unknown; choose one of auto, hf, vllm"):
+        resolve_engine("sglang")
+
+
+def test_vllm_refused_before_the_model_is_touched(tmp_path):
+    records = []
+    missing = str(tmp_path / "no-such-model")  # loading it would raise OSError, not ConfigError
+    with pytest.raises(ConfigError, match=r"evaluate\.engine=vllm"):
+        generate_with("vllm", missing, ModelConfig(), None, records, tmp_path, "", 8, 1)
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_model, synthetic_data):
+    records = read_records(synthetic_data, "test")[:4]
+    return load_processor(str(tiny_model), ModelConfig()), records
+
+
+def test_hf_engine_through_generate_with_gives_generate_s_answers(tiny, tiny_model, synthetic_data):
+    processor, records = tiny
+    direct = list(
+        generate(load_model(str(tiny_model), ModelConfig()), processor, records, synthetic_data, "Think.", 6, 2)
+    )
+    routed = list(
+        generate_with("auto", str(tiny_model), ModelConfig(), processor, records, synthetic_data, "Think.", 6, 2)
+    )
+    assert routed == direct and len(direct) == len(records)
+
+
+def test_vllm_prompts_are_the_hf_prompt_text_with_the_decoded_image(tiny, synthetic_data):
+    processor, records = tiny
+    prompts = vllm_prompts(processor, records, synthetic_data, "Think.")
+    assert len(prompts) == len(records)
+    for rec, prompt in zip(records, prompts, strict=True):
+        image = prompt["multi_modal_data"]["image"]
+        assert isinstance(image, Image.Image) and image.mode == "RGB"
+        with Image.open(Path(synthetic_data) / rec.images[0]) as original:
+            assert image.size == original.size
+        assert prompt["prompt"] == chat_text(processor, rec, "Think.", [image])
+        # one unexpanded placeholder per image: vLLM expands it to the image's patch count itself
+        assert prompt["prompt"].count("<|image_pad|>") == 1
+        assert prompt["prompt"].rstrip().endswith("<|im_start|>assistant")
