@@ -1,0 +1,260 @@
+"""`make gpu-check` (python -m medrl.gpu_check): GRPO and evaluation speed of a Qwen2-VL-2B-sized model on this
+CUDA machine, with transformers' generate and, where vLLM is installed, with vLLM. Prints one JSON object.
+
+The model has the 2B geometry (models/sizes.py) with random weights, bf16, no hub: its vocabulary is cut to the tiny
+model's tokenizer (medrl.models.tiny), so that every generated id decodes; the 151,936-row embedding and head of the
+real model would add ~0.47 B parameters. Random weights rarely emit end-of-sequence, so rollouts and answers run to
+their token limit: these figures are upper bounds on the time of a trained model's shorter answers. The checkpoint
+is saved to disk first because vLLM loads from a folder. Each part runs in its own process so that each one's peak
+GPU memory is its own and the engines do not share a CUDA context.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+PARTS = ("grpo-hf", "grpo-vllm", "eval-hf", "eval-vllm")
+MAX_PIXELS = 401_408  # the paper's
+IMAGE_SIZE = 448  # synthetic images of 448 x 448: 256 image tokens, a typical PMC-VQA figure after resizing
+COMPLETION_TOKENS = 700
+NO_GPU = (
+    "medrl.gpu_check measures GRPO and evaluation speed on a CUDA GPU, and no GPU is visible here "
+    "(torch.cuda.is_available() is False): run `make gpu-check` on a GPU node"
+)
+
+
+def model_config(base=None):
+    """Qwen2-VL-2B's geometry with the tiny tokenizer's vocabulary and special-token ids."""
+    from medrl.models.sizes import qwen2_vl_2b_config
+    from medrl.models.tiny import _special_ids, _vision_token_ids, build_tokenizer
+
+    tokenizer = build_tokenizer()
+    config = base or qwen2_vl_2b_config()
+    config.update(_vision_token_ids(tokenizer))
+    text = config.get_text_config()
+    text.vocab_size = len(tokenizer)
+    ids = _special_ids(tokenizer)
+    text.eos_token_id, text.pad_token_id, text.bos_token_id = ids["<|im_end|>"], ids["<|endoftext|>"], None
+    return config
+
+
+def build_checkpoint(out: Path, config=None) -> Path:
+    """Save a random-weight bf16 model of `config` (default: the 2B geometry) with the tiny model's processor."""
+    import torch
+    from transformers import AutoProcessor, Qwen2VLForConditionalGeneration
+
+    from medrl.models.tiny import build_tiny
+
+    tiny = build_tiny("qwen2-vl", out.parent / "tiny-processor")
+    config = model_config(config)
+    torch.manual_seed(0)
+    model = Qwen2VLForConditionalGeneration(config).to(torch.bfloat16)
+    text = config.get_text_config()
+    model.generation_config.eos_token_id = text.eos_token_id
+    model.generation_config.pad_token_id = text.pad_token_id
+    model.save_pretrained(out, safe_serialization=True)
+    AutoProcessor.from_pretrained(tiny).save_pretrained(out)
+    return out
+
+
+def agreement(a: list[str], b: list[str]) -> dict[str, float]:
+    """How far two engines' greedy answers agree: the fraction identical, and the mean share of each answer
+    (in characters) before the first difference. bf16 kernels differ, so long random-weight answers drift apart.
+
+    >>> agreement(["abcd", "xy"], ["abcz", "xy"])
+    {'identical': 0.5, 'common_prefix': 0.875}
+    """
+    same = sum(x == y for x, y in zip(a, b, strict=True))
+    shares = []
+    for x, y in zip(a, b, strict=True):
+        n = next((i for i, (p, q) in enumerate(zip(x, y, strict=False)) if p != q), min(len(x), len(y)))
+        shares.append(n / max(len(x), len(y), 1))
+    return {"identical": same / len(a), "common_prefix": sum(shares) / len(shares)}
+
+
+def _memory() -> dict[str, float]:
+    import torch
+
+    free, total = torch.cuda.mem_get_info()
+    return {
+        "peak_allocated_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2),
+        "device_used_gib_at_end": round((total - free) / 2**30, 2),
+    }
+
+
+def _model_cfg():
+    from medrl.config import ModelConfig
+
+    return ModelConfig(dtype="bfloat16", max_pixels=MAX_PIXELS, attn_implementation="sdpa")
+
+
+def run_grpo(work: Path, rollout: str, steps: int) -> dict[str, Any]:
+    """`steps` GRPO steps of the paper's shape on one GPU (1 prompt x 8 generations, 700 tokens, bf16); the first
+    step (compilation, allocator warm-up) is left out of the timing."""
+    from transformers import TrainerCallback
+    from trl import GRPOConfig, GRPOTrainer
+
+    from medrl.config import load_config
+    from medrl.models.load import load_model, load_processor
+    from medrl.rewards.basic import format_reward
+    from medrl.train.common import vision_dataset
+    from medrl.train.rollout import RolloutSettings, grpo_rollout_kwargs
+
+    cfg = load_config(text="arms: {g: {method: grpo}}")
+    model_dir = str(work / "model")
+    args = GRPOConfig(
+        output_dir=str(work / f"grpo-{rollout}"),
+        max_steps=steps,
+        per_device_train_batch_size=8,
+        num_generations=8,
+        max_completion_length=COMPLETION_TOKENS,
+        learning_rate=1e-6,
+        beta=0.04,
+        temperature=1.0,
+        bf16=True,
+        gradient_checkpointing=True,
+        loss_type="grpo",
+        scale_rewards="group",
+        save_strategy="no",
+        report_to=[],
+        logging_steps=1,
+        log_completions=False,
+        **grpo_rollout_kwargs(RolloutSettings(rollout), COMPLETION_TOKENS, MAX_PIXELS),
+    )
+    trainer = GRPOTrainer(
+        model=load_model(model_dir, _model_cfg()),
+        reward_funcs=[format_reward],
+        args=args,
+        train_dataset=vision_dataset(cfg, work / "data", "train"),
+        processing_class=load_processor(model_dir, _model_cfg()),
+    )
+    rollouts = {"seconds": 0.0, "tokens": 0}
+    generate_turn = trainer._generate_single_turn
+
+    def timed(*a, **k):
+        import torch
+
+        torch.cuda.synchronize()
+        start = time.perf_counter()
+        out = generate_turn(*a, **k)
+        torch.cuda.synchronize()
+        if trainer.state.global_step >= 1:  # past the warm-up step
+            rollouts["seconds"] += time.perf_counter() - start
+            rollouts["tokens"] += sum(len(ids) for ids in out[1])
+        return out
+
+    trainer._generate_single_turn = timed
+    ends: list[float] = []
+
+    class StepClock(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            ends.append(time.perf_counter())
+
+    trainer.add_callback(StepClock())
+    trainer.train()
+    timed_steps = len(ends) - 1
+    return {
+        "rollout": rollout,
+        "steps_timed": timed_steps,
+        "seconds_per_step": round((ends[-1] - ends[0]) / timed_steps, 2) if timed_steps else None,
+        "rollout_tokens_per_s": round(rollouts["tokens"] / rollouts["seconds"], 1) if rollouts["seconds"] else None,
+        **_memory(),
+    }
+
+
+def run_eval(work: Path, engine: str, questions: int) -> dict[str, Any]:
+    """Greedy answers to `questions` test questions (700 new tokens at most), batch 8 for hf as evaluate.batch_size."""
+    from medrl.data.prompt import DEFAULT_INSTRUCTION
+    from medrl.data.records import read_records
+    from medrl.evaluate.generate import generate, generate_vllm
+    from medrl.models.load import load_model, load_processor
+
+    model_dir = str(work / "model")
+    records = read_records(work / "data", "test")[:questions]
+    processor = load_processor(model_dir, _model_cfg())
+    start = time.perf_counter()
+    if engine == "hf":
+        model = load_model(model_dir, _model_cfg()).to("cuda")
+        load_s = time.perf_counter() - start
+        answers = list(generate(model, processor, records, work / "data", DEFAULT_INSTRUCTION, COMPLETION_TOKENS, 8))
+    else:
+        stream = generate_vllm(
+            model_dir, processor, records, work / "data", DEFAULT_INSTRUCTION, COMPLETION_TOKENS, _model_cfg()
+        )
+        first = next(stream)  # the engine starts on the first answer: its start-up is not generation time
+        load_s = time.perf_counter() - start
+        answers = [first, *stream]
+    seconds = time.perf_counter() - start - load_s
+    (work / f"answers-{engine}.json").write_text(json.dumps(answers))
+    return {
+        "engine": engine,
+        "questions": len(answers),
+        "questions_per_s": round(len(answers) / seconds, 3),
+        "engine_start_s": round(load_s, 1),
+        **_memory(),
+    }
+
+
+def _part(work: Path, part: str, steps: int, questions: int) -> dict[str, Any]:
+    """Run one part in a fresh process and return its JSON."""
+    cmd = [sys.executable, "-m", "medrl.gpu_check", "--part", part, "--work", str(work)]
+    cmd += ["--steps", str(steps), "--questions", str(questions)]
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    if done.returncode:
+        return {"failed": f"exit {done.returncode}", "stderr_tail": done.stderr[-2000:]}
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m medrl.gpu_check", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--steps", type=int, default=4, help="GRPO steps per rollout engine (the first is warm-up)")
+    parser.add_argument("--questions", type=int, default=64, help="test questions evaluated by each engine")
+    parser.add_argument("--work", type=Path, default=None, help="folder for the checkpoint and data (default: temp)")
+    parser.add_argument("--part", choices=PARTS, default=None, help=argparse.SUPPRESS)
+    opts = parser.parse_args(argv)
+    import torch
+
+    if not torch.cuda.is_available():
+        print(NO_GPU, file=sys.stderr)
+        return 2
+    if opts.part:
+        kind, engine = opts.part.split("-")
+        run = run_grpo(opts.work, engine, opts.steps) if kind == "grpo" else run_eval(opts.work, engine, opts.questions)
+        print(json.dumps(run))
+        return 0
+    from medrl.config import DataConfig
+    from medrl.data.prep import prepare
+    from medrl.evaluate.generate import resolve_engine
+    from medrl.train.rollout import resolve_rollout
+
+    with tempfile.TemporaryDirectory(prefix="medrl-gpu-check-") as tmp:
+        work = opts.work or Path(tmp)
+        build_checkpoint(work / "model")
+        prepare(
+            DataConfig(source="synthetic", train_size=64, test_size=opts.questions, image_size=IMAGE_SIZE),
+            work / "data",
+        )
+        result: dict[str, Any] = {"gpu": torch.cuda.get_device_name(), "torch": torch.__version__}
+        with_vllm = {"grpo": resolve_rollout("auto") == "vllm", "eval": resolve_engine("auto") == "vllm"}
+        for part in PARTS:
+            kind, engine = part.split("-")
+            if engine == "vllm" and not with_vllm[kind]:
+                result[part] = {"skipped": "vLLM is not installed here (or is outside TRL's range): hf half only"}
+                continue
+            result[part] = _part(work, part, opts.steps, opts.questions)
+        if "questions" in result["eval-vllm"]:
+            hf = json.loads((work / "answers-hf.json").read_text())
+            result["eval-agreement"] = agreement(hf, json.loads((work / "answers-vllm.json").read_text()))
+        print(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

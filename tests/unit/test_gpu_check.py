@@ -1,0 +1,76 @@
+"""make gpu-check without a GPU: a clear refusal and a non-zero exit; its model builder and agreement measure on CPU
+(a cut-down geometry stands in for the 2B one, which would take ~9 GB of memory here)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from medrl.gpu_check import agreement, build_checkpoint, model_config
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_cpu_machine_exits_with_a_clear_message(tmp_path):
+    env = {**os.environ, "PYTHONPATH": f"{ROOT / 'src'}:{ROOT}", "CUDA_VISIBLE_DEVICES": ""}
+    done = subprocess.run(
+        [sys.executable, "-m", "medrl.gpu_check", "--work", str(tmp_path)], capture_output=True, text=True, env=env
+    )
+    assert done.returncode == 2
+    assert "no GPU is visible here" in done.stderr and "make gpu-check` on a GPU node" in done.stderr
+    assert done.stdout == "" and not any(tmp_path.iterdir())  # refused before building anything
+
+
+def test_the_2b_geometry_keeps_its_size_and_takes_the_tokenizer_s_ids():
+    from medrl.models.sizes import QWEN2_VL_2B
+    from medrl.models.tiny import build_tokenizer
+
+    tokenizer = build_tokenizer()
+    config = model_config()
+    text = config.get_text_config()
+    assert (text.hidden_size, text.num_hidden_layers, config.vision_config.depth) == (1536, 28, 32)
+    assert text.vocab_size == len(tokenizer) < QWEN2_VL_2B["text_config"]["vocab_size"]
+    assert config.image_token_id == tokenizer.convert_tokens_to_ids("<|image_pad|>")
+    assert config.vision_start_token_id == tokenizer.convert_tokens_to_ids("<|vision_start|>")
+    assert text.eos_token_id == tokenizer.convert_tokens_to_ids("<|im_end|>")
+
+
+@pytest.mark.slow  # about a minute: the 2B geometry's widths, one layer each
+def test_checkpoint_saves_bf16_and_answers_an_image_question(tmp_path):
+    import torch
+    from transformers import Qwen2VLConfig
+
+    from medrl.config import ModelConfig
+    from medrl.models.load import load_model, load_processor
+    from medrl.models.sizes import QWEN2_VL_2B
+
+    geometry = {**QWEN2_VL_2B, "text_config": {**QWEN2_VL_2B["text_config"], "num_hidden_layers": 1}}
+    small = Qwen2VLConfig(**{**geometry, "vision_config": {**QWEN2_VL_2B["vision_config"], "depth": 1}})
+    out = build_checkpoint(tmp_path / "model", small)
+    model = load_model(str(out), ModelConfig(dtype="bfloat16"))
+    processor = load_processor(str(out), ModelConfig(max_pixels=200_704))
+    assert next(model.parameters()).dtype == torch.bfloat16
+    image_token = processor.tokenizer.convert_tokens_to_ids("<|image_pad|>")
+    assert model.config.image_token_id == image_token
+    from PIL import Image
+
+    from medrl.data.records import Record
+    from medrl.evaluate.generate import chat_text
+
+    image = Image.new("RGB", (448, 448), "white")
+    text = chat_text(processor, Record(id="1", question="Which side?", answer="left"), "", [image])
+    inputs = processor(text=[text], images=[image], return_tensors="pt")
+    assert int((inputs["input_ids"] == image_token).sum()) == 256  # a 448 x 448 image at the paper's max_pixels
+    out_ids = model.generate(**inputs, max_new_tokens=3, do_sample=False)
+    assert (
+        out_ids.shape[1] == inputs["input_ids"].shape[1] + 3 or out_ids[0, -1] == model.config.text_config.eos_token_id
+    )
+
+
+def test_agreement_counts_identical_answers_and_shared_prefixes():
+    assert agreement(["same", "abcd"], ["same", "abXX"]) == {"identical": 0.5, "common_prefix": 0.75}
+    assert agreement(["", "a"], ["", "b"]) == {"identical": 0.5, "common_prefix": 0.0}
