@@ -325,10 +325,15 @@ class TrainJobHandle:
         deadline, streamed = time.monotonic() + self.timeout_s, set()
         while time.monotonic() < deadline:
             states = {c["type"] for c in self.conditions()}
-            if "Complete" in states:
-                return
-            if "Failed" in states:
-                break
+            if states & {"Complete", "Failed"}:
+                if not streamed:
+                    self._print_log()  # it ended between two polls: show what it wrote all the same
+                if "Complete" in states:
+                    return
+                raise LaunchError(
+                    f"TrainJob {self.namespace}/{self.name} did not succeed: {self.last_condition()}. Rank 0's log "
+                    f"is above; events:\n{self.events() or '  (none)'}"
+                )
             pod = self._node_pod()
             if pod is not None and pod.status and pod.status.phase == "Running" and pod.metadata.uid not in streamed:
                 streamed.add(pod.metadata.uid)
@@ -338,13 +343,18 @@ class TrainJobHandle:
                     log.info("log stream of %s ended: %s", pod.metadata.name, err)
                 continue
             time.sleep(self.poll_s)
-        else:
-            raise LaunchError(f"TrainJob {self.namespace}/{self.name} did not finish within {self.timeout_s} s. "
-                              f"Events:\n{self.events() or '  (none)'}")  # fmt: skip
-        raise LaunchError(
-            f"TrainJob {self.namespace}/{self.name} did not succeed: {self.last_condition()}. Rank 0's log is above; "
-            f"events:\n{self.events() or '  (none)'}"
-        )
+        raise LaunchError(f"TrainJob {self.namespace}/{self.name} did not finish within {self.timeout_s} s. "
+                          f"Events:\n{self.events() or '  (none)'}")  # fmt: skip
+
+    def _print_log(self) -> None:
+        try:
+            pod = self._node_pod()
+            if pod is not None:
+                text = self.core.read_namespaced_pod_log(pod.metadata.name, self.namespace, container=NODE)
+                for line in (text or "").splitlines():
+                    print(f"[Pod {pod.metadata.name}]: {line}", flush=True)
+        except Exception as err:  # the pod may be gone already; the condition and events still tell
+            log.info("no log of %s: %s", self.name, getattr(err, "reason", err))
 
     def last_condition(self) -> str:
         try:
@@ -384,7 +394,10 @@ class TrainJobLauncher:
         from kubernetes import client
 
         api = self._api or api_client()
-        # Everything is checked before anything is created: the runtime, then the job against the admission rules.
+        # Everything is checked before anything is created: the CRD, the runtime, the job's admission rules.
+        if not crd_installed(api):
+            raise LaunchError(f"launcher=trainjob: the API server does not serve trainjobs.{GROUP} ({API_VERSION}). "
+                              f"Fix: {TRAINER_FIX}, or use launcher=pytorchjob")  # fmt: skip
         runtime = find_runtime(api, spec.namespace, spec.training_runtime)
         job = build_trainjob(spec, runtime)
         errors = admission_errors(job, runtime)
