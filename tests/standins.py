@@ -278,7 +278,8 @@ class KubeHandler(_Handler):
                 self.wfile.write((line + "\n").encode())
             sent += len(lines)
             self.wfile.flush()
-            if (job.finished or query.get("follow", ["false"])[0] != "true") and sent == len(job.log_lines):
+            follow = query.get("follow", ["false"])[0].lower() == "true"  # the client sends "True"
+            if (job.finished or not follow) and sent == len(job.log_lines):
                 return
             time.sleep(0.05)
 
@@ -442,7 +443,7 @@ class KubeStandIn(_Server):
         self.exit_code: int | None = None  # set: the training container exits with it instead of training
         self.start_jobs = True
         # Kubeflow Trainer v2: served or not, runtimes by (kind, namespace or "", name), TrainJobs, events.
-        self.trainer_crd = True
+        self.trainer_crd = False  # a cluster with the Training Operator v1 only, unless a test installs Trainer
         self.runtimes: dict[tuple[str, str, str], dict] = {}
         self.cluster_runtimes_forbidden = False
         self.forbidden_namespaces: set[str] = set()

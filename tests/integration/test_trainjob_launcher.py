@@ -26,6 +26,7 @@ STOCK = yaml.safe_load((Path(__file__).parents[1] / "data" / "trainer-v2.3.0" / 
 def kube(tmp_path, monkeypatch):
     with KubeStandIn(tmp_path / "pod-tmp") as standin:
         (tmp_path / "pod-tmp").mkdir()
+        standin.trainer_crd = True
         standin.runtimes[("ClusterTrainingRuntime", "", "torch-distributed")] = STOCK
         monkeypatch.setenv("KUBECONFIG", str(standin.kubeconfig(tmp_path / "kubeconfig")))
         monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
