@@ -35,8 +35,8 @@ def test_auto_checks_the_trainjob_launcher_where_trainer_is_served(trainer):
     checks = by_name(cluster_checks(trainer.config, gpus_per_node=4, endpoints=ENDPOINTS))
     assert [n for n, c in checks.items() if not c.ok] == []
     assert CRD in checks and "PyTorchJob CRD (kubeflow.org/v1)" not in checks
-    assert checks[RUNTIME].detail == "ClusterTrainingRuntime torch-distributed: torch, no `metrics` port: training is " \
-        "not scraped"  # fmt: skip
+    stock = "ClusterTrainingRuntime torch-distributed: torch, no `metrics` port: training is not scraped"
+    assert checks[RUNTIME].detail == stock
     reviews = {(r["body"]["spec"]["resourceAttributes"]["resource"], r["body"]["spec"]["resourceAttributes"]["verb"])
                for r in trainer.requests if r["path"].endswith("subjectaccessreviews")}  # fmt: skip
     assert {
