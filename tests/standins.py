@@ -1,6 +1,7 @@
-"""Stand-ins for servers that cannot run here: the Kubernetes API server (with the training operator and a
-kubelet behind it) and the Kubeflow Pipelines API. Both are STUBS, named as such in every test that uses them:
-real HTTP on loopback, driven by the real clients (kubernetes, kubeflow-training, kfp), recording every request.
+"""Stand-ins for servers that cannot run here: the Kubernetes API server (with the training operator, Kubeflow
+Trainer v2 and a kubelet behind it) and the Kubeflow Pipelines API. Both are STUBS, named as such in every test that
+uses them: real HTTP on loopback, driven by the real clients (kubernetes, kubeflow-training, kfp), recording every
+request.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, urlparse
+
+TRAINER = "trainer.kubeflow.org/v1alpha1"
 
 
 class _Server:
@@ -160,6 +163,12 @@ class KubeHandler(_Handler):
         m = re.fullmatch(r"/apis/kubeflow.org/v1/namespaces/([^/]+)/pytorchjobs(?:/([^/]+))?", path)
         if m:
             return self._pytorchjobs(method, m.group(1), m.group(2), body)
+        if path.startswith(f"/apis/{TRAINER}"):
+            return self._trainer(method, path[len(f"/apis/{TRAINER}") :], query, body)
+        m = re.fullmatch(r"/api/v1/namespaces/([^/]+)/events", path)
+        if m:
+            items = [e for e in s.events if e["metadata"]["namespace"] == m.group(1)]
+            return self._json(200, {"kind": "EventList", "apiVersion": "v1", "metadata": {}, "items": items})
         m = re.fullmatch(r"/api/v1/namespaces/([^/]+)/pods", path)
         if m:
             return self._pods(m.group(1), query)
@@ -192,14 +201,71 @@ class KubeHandler(_Handler):
             return self._json(200, _status(200, "deleted", "Success"))
         return self._json(200, job.doc())
 
+    def _trainer(self, method, path, query, body):
+        """Kubeflow Trainer v2: discovery, runtimes, TrainJobs; creating one runs its webhook's runtime check."""
+        s = self.state
+        if not s.trainer_crd:
+            return self._json(404, _status(404, "the server could not find the requested resource"))
+        if path == "":
+            return self._json(200, {"kind": "APIResourceList", "groupVersion": TRAINER, "resources": [
+                {"name": r, "kind": k, "namespaced": n, "verbs": ["create", "get", "list", "watch", "delete"]}
+                for r, k, n in (("trainjobs", "TrainJob", True), ("trainingruntimes", "TrainingRuntime", True),
+                                ("clustertrainingruntimes", "ClusterTrainingRuntime", False))]})  # fmt: skip
+        m = re.fullmatch(r"/clustertrainingruntimes/([^/]+)", path)
+        if m:
+            if s.cluster_runtimes_forbidden:
+                return self._json(403, _status(403, "clustertrainingruntimes is forbidden", "Forbidden"))
+            doc = s.runtimes.get(("ClusterTrainingRuntime", "", m.group(1)))
+            return self._json(200, doc) if doc else self._json(404, _status(404, f"{m.group(1)} not found"))
+        m = re.fullmatch(r"/namespaces/([^/]+)/trainingruntimes/([^/]+)", path)
+        if m:
+            doc = s.runtimes.get(("TrainingRuntime", m.group(1), m.group(2)))
+            return self._json(200, doc) if doc else self._json(404, _status(404, f"{m.group(2)} not found"))
+        m = re.fullmatch(r"/namespaces/([^/]+)/trainjobs(?:/([^/]+))?", path)
+        if not m:
+            return self._json(404, _status(404, f"stand-in has no route {method} {path}"))
+        ns, name = m.group(1), m.group(2)
+        if ns in s.forbidden_namespaces:
+            return self._json(403, _status(403, f"trainjobs is forbidden in namespace {ns}", "Forbidden"))
+        if method == "POST":
+            job_name = body["metadata"]["name"]
+            if (ns, job_name) in s.trainjobs:
+                return self._json(409, _status(409, f'trainjobs "{job_name}" already exists', "AlreadyExists"))
+            ref = body["spec"]["runtimeRef"]
+            key = (ref.get("kind", "ClusterTrainingRuntime"), ns if ref.get("kind") == "TrainingRuntime" else "",
+                   ref["name"])  # fmt: skip
+            if key not in s.runtimes:  # Trainer's validating webhook
+                return self._json(422, _status(422, f"spec.runtimeRef: {ref['name']} not found", "Invalid"))
+            s.create_trainjob(ns, body)
+            return self._json(201, body)
+        if name is None:
+            selector = dict(p.split("=", 1) for p in query.get("labelSelector", [""])[0].split(",") if p)
+            items = [j.doc() for (n, _), j in s.trainjobs.items() if n == ns
+                     and selector.items() <= (j.body["metadata"].get("labels") or {}).items()]  # fmt: skip
+            return self._json(200, {"kind": "TrainJobList", "apiVersion": TRAINER, "metadata": {}, "items": items})
+        job = s.trainjobs.get((ns, name))
+        if job is None:
+            return self._json(404, _status(404, f'trainjobs.trainer.kubeflow.org "{name}" not found'))
+        if method == "DELETE":
+            job.kill()
+            del s.trainjobs[(ns, name)]
+            s.deleted.append(name)
+            return self._json(200, _status(200, "deleted", "Success"))
+        return self._json(200, job.doc())
+
     def _pods(self, ns, query):
         selector = dict(p.split("=", 1) for p in query.get("labelSelector", [""])[0].split(",") if p)
-        job = self.state.jobs.get((ns, selector.get("training.kubeflow.org/job-name")))
-        items = [job.master_pod()] if job and job.started else []
+        if "jobset.sigs.k8s.io/jobset-name" in selector:
+            job = self.state.trainjobs.get((ns, selector["jobset.sigs.k8s.io/jobset-name"]))
+        else:
+            job = self.state.jobs.get((ns, selector.get("training.kubeflow.org/job-name")))
+        pods = [job.master_pod()] if job and job.started else []
+        items = [p for p in pods if selector.items() <= p["metadata"]["labels"].items()]
         return self._json(200, {"kind": "PodList", "items": items})
 
     def _log(self, pod, query):
-        job = next((j for j in self.state.jobs.values() if j.pod_name == pod), None)
+        jobs = [*self.state.jobs.values(), *self.state.trainjobs.values()]
+        job = next((j for j in jobs if j.pod_name == pod), None)
         if job is None:
             return self._json(404, _status(404, f'pods "{pod}" not found'))
         self.send_response(200)
@@ -212,7 +278,8 @@ class KubeHandler(_Handler):
                 self.wfile.write((line + "\n").encode())
             sent += len(lines)
             self.wfile.flush()
-            if (job.finished or query.get("follow", ["false"])[0] != "true") and sent == len(job.log_lines):
+            follow = query.get("follow", ["false"])[0].lower() == "true"  # the client sends "True"
+            if (job.finished or not follow) and sent == len(job.log_lines):
                 return
             time.sleep(0.05)
 
@@ -287,6 +354,75 @@ class _Job:
             self.proc.wait()
 
 
+class _TrainJob(_Job):
+    """A TrainJob as Kubeflow Trainer v2 (torch plugin), JobSet and a kubelet would run it here: rank 0's `node`
+    container runs `spec.trainer.command` as a local process with the trainer's env and the torch plugin's PET_*;
+    its end sets the TrainJob's Complete or Failed condition and, on failure, the pod's events."""
+
+    def __init__(self, standin: KubeStandIn, ns: str, body: dict):
+        super().__init__(standin, ns, body)
+        self.pod_name = f"{self.name}-node-0-0-x7k2p"
+        self.conditions = []
+        self.uid = str(uuid.uuid4())
+
+    def master_pod(self) -> dict:
+        pod = super().master_pod()
+        pod["metadata"]["labels"] = {"jobset.sigs.k8s.io/jobset-name": self.name,
+                                     "jobset.sigs.k8s.io/replicatedjob-name": "node",
+                                     "batch.kubernetes.io/job-completion-index": "0"}  # fmt: skip
+        pod["metadata"] |= {"uid": self.uid, "creationTimestamp": "2026-11-22T01:00:00Z"}
+        return pod
+
+    def _env(self) -> dict[str, str]:
+        trainer = self.body["spec"]["trainer"]
+        env = {}
+        for e in trainer.get("env", []):
+            ref = (e.get("valueFrom") or {}).get("configMapKeyRef") or (e.get("valueFrom") or {}).get("secretKeyRef")
+            if "value" in e:
+                env[e["name"]] = e["value"]
+            elif ref:
+                kind = "configmaps" if "configMapKeyRef" in e["valueFrom"] else "secrets"
+                found = (self.standin.objects.get((kind, self.ns, ref["name"])) or {}).get(ref["key"])
+                if found is not None:
+                    env[e["name"]] = found
+        nnodes = trainer.get("numNodes", 1)
+        return env | {"PET_NNODES": str(nnodes), "PET_NPROC_PER_NODE": str(trainer.get("numProcPerNode", "auto")),
+                      "PET_NODE_RANK": "0", "PET_MASTER_ADDR": "127.0.0.1", "PET_MASTER_PORT": "29400"}  # fmt: skip
+
+    def start(self) -> None:
+        command = list(self.body["spec"]["trainer"]["command"])
+        env = {**os.environ, **self._env()}
+        env["HOME"] = env["TMPDIR"] = str(self.standin.scratch)  # the pod's writable /tmp
+        if self.standin.exit_code is not None:
+            command = [sys.executable, "-c",
+                       f"print('training failed on purpose'); raise SystemExit({self.standin.exit_code})"]  # fmt: skip
+        elif command[0] == "medrl":
+            command = [sys.executable, "-m", "medrl", *command[1:]]
+        self.standin.commands.append((command, {k: env[k] for k in env if k.startswith(("PET_", "MEDRL_"))}))
+        self.proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        self.started = True
+        threading.Thread(target=self._follow, daemon=True).start()
+
+    def _follow(self) -> None:
+        assert self.proc and self.proc.stdout
+        for line in self.proc.stdout:
+            self.log_lines.append(line.rstrip("\n"))
+        self.exit_code = self.proc.wait()
+        if self.exit_code == 0:
+            self.conditions.append({"type": "Complete", "status": "True", "reason": "JobsCompleted",
+                                    "message": "jobset completed successfully"})  # fmt: skip
+        else:
+            self.standin.events.append({
+                "metadata": {"name": f"{self.pod_name}.1", "namespace": self.ns},
+                "involvedObject": {"kind": "Pod", "name": self.pod_name, "namespace": self.ns},
+                "reason": "BackOff", "type": "Warning", "message": f"container node exited with {self.exit_code}",
+                "firstTimestamp": "2026-11-22T01:00:05Z", "lastTimestamp": "2026-11-22T01:00:05Z",
+            })  # fmt: skip
+            self.conditions.append({"type": "Failed", "status": "True", "reason": "FailedJobs",
+                                    "message": "jobset failed due to one or more job failures"})  # fmt: skip
+        self.finished = True
+
+
 class KubeStandIn(_Server):
     """STUB of the Kubernetes API server with the training operator and a kubelet behind it (see _Job), plus the
     read-only endpoints `medrl doctor` asks: discovery, namespaces, Secrets, ConfigMaps, nodes, service proxy,
@@ -306,9 +442,22 @@ class KubeStandIn(_Server):
         self.commands: list[tuple[list[str], dict]] = []
         self.exit_code: int | None = None  # set: the training container exits with it instead of training
         self.start_jobs = True
+        # Kubeflow Trainer v2: served or not, runtimes by (kind, namespace or "", name), TrainJobs, events.
+        self.trainer_crd = False  # a cluster with the Training Operator v1 only, unless a test installs Trainer
+        self.runtimes: dict[tuple[str, str, str], dict] = {}
+        self.cluster_runtimes_forbidden = False
+        self.forbidden_namespaces: set[str] = set()
+        self.trainjobs: dict[tuple[str, str], _TrainJob] = {}
+        self.events: list[dict] = []
 
     def create_job(self, ns: str, body: dict) -> _Job:
         job = self.jobs[(ns, body["metadata"]["name"])] = _Job(self, ns, body)
+        if self.start_jobs:
+            job.start()
+        return job
+
+    def create_trainjob(self, ns: str, body: dict) -> _TrainJob:
+        job = self.trainjobs[(ns, body["metadata"]["name"])] = _TrainJob(self, ns, body)
         if self.start_jobs:
             job.start()
         return job

@@ -71,8 +71,13 @@ ENDPOINT_FIXES = {
     "judge": "kubectl -n medrl rollout status deploy/medrl-judge; its model must be on the models volume or a hub "
     "mirror (logs: kubectl -n medrl logs deploy/medrl-judge)",
 }
-LAUNCHER_VERBS = [("kubeflow.org", "pytorchjobs", "", v) for v in ("create", "get", "list", "watch", "delete")]
+JOB_VERBS = ("create", "get", "list", "watch", "delete")
+LAUNCHER_VERBS = [("kubeflow.org", "pytorchjobs", "", v) for v in JOB_VERBS]
 LAUNCHER_VERBS += [("", "pods", "", v) for v in ("get", "list")] + [("", "pods", "log", "get")]
+# The TrainJob launcher also reads the namespaced runtime it references and, when a job fails, its events.
+TRAINJOB_VERBS = [("trainer.kubeflow.org", "trainjobs", "", v) for v in JOB_VERBS]
+TRAINJOB_VERBS += [("trainer.kubeflow.org", "trainingruntimes", "", "get"), ("", "events", "", "list")]
+TRAINJOB_VERBS += LAUNCHER_VERBS[len(JOB_VERBS) :]
 
 
 def kubeconfig_available(kubeconfig: str | None) -> bool:
@@ -109,8 +114,11 @@ def cluster_checks(
     gpus_per_node: int = 0,
     endpoints: dict[str, str] | None = None,
     store_secret: str = "medrl-store",
+    launcher: str = "auto",
+    training_runtime: str = "torch-distributed",
 ) -> list[Check]:
-    """What a cluster run needs: the API, the PyTorchJob CRD, RBAC of the run's service account, the namespace,
+    """What a cluster run needs: the API, the CRD of the launcher (`auto`: TrainJob where Kubeflow Trainer v2 is
+    served, else PyTorchJob) and for TrainJobs their runtime, RBAC of the run's service account, the namespace,
     the store's Secret, the store, Prometheus, Pushgateway and judge answering, GPUs to schedule on."""
     from kubernetes import client
 
@@ -122,9 +130,18 @@ def cluster_checks(
         return [Check("Kubernetes API", False, f"{type(err).__name__}: {first}", _KUBECONFIG_FIX)]
     checks = [Check("Kubernetes API", True, f"{api.configuration.host} ({version.git_version})")]
     core = client.CoreV1Api(api)
-    checks.append(_crd_check(api))
+    from medrl.infra import trainjob
+
+    launcher = (launcher or "auto").strip().lower()
+    if launcher == "auto":
+        launcher = "trainjob" if trainjob.crd_installed(api) else "pytorchjob"
+    if launcher == "trainjob":
+        checks.append(_trainjob_crd_check(api))
+        checks.append(_runtime_check(api, namespace, training_runtime))
+    else:
+        checks.append(_crd_check(api))
     checks.append(_namespace_check(core, namespace))
-    checks.append(_rbac_check(api, namespace, kfp_namespace, service_account))
+    checks.append(_rbac_check(api, namespace, kfp_namespace, service_account, launcher))
     for ns in dict.fromkeys([namespace, kfp_namespace]):
         checks.append(_secret_check(core, ns, store_secret))
     urls = {name: default for name, (default, _) in ENDPOINTS.items()} | {
@@ -156,6 +173,52 @@ def _crd_check(api) -> Check:
     return Check(name, True, "pytorchjobs.kubeflow.org is served")
 
 
+def _trainjob_crd_check(api) -> Check:
+    from medrl.infra import trainjob
+
+    name = f"TrainJob CRD ({trainjob.API_VERSION})"
+    if not trainjob.crd_installed(api):
+        return Check(name, False, f"{trainjob.API_VERSION} does not serve trainjobs", trainjob.TRAINER_FIX)
+    return Check(name, True, f"trainjobs.{trainjob.GROUP} is served")
+
+
+def _runtime_check(api, namespace: str, runtime: str) -> Check:
+    """The runtime TrainJobs reference exists (as the launcher finds it) and runs torchrun's ML policy, whose PET_*
+    environment `medrl train-arm` reads."""
+    from kubernetes import client
+
+    from medrl.infra import trainjob
+
+    name = f"training runtime {runtime}"
+    custom = client.CustomObjectsApi(api)
+    doc = None
+    for kind, read in (
+        ("TrainingRuntime", lambda: custom.get_namespaced_custom_object(
+            trainjob.GROUP, trainjob.VERSION, namespace, "trainingruntimes", runtime)),
+        ("ClusterTrainingRuntime", lambda: custom.get_cluster_custom_object(
+            trainjob.GROUP, trainjob.VERSION, "clustertrainingruntimes", runtime)),
+    ):  # fmt: skip
+        try:
+            doc = read()
+            break
+        except Exception as err:
+            if _status(err) != 404:
+                return Check(name, False, f"cannot read {kind} {runtime}: {str(err)[:120]}",
+                             "run doctor with a kubeconfig that may read (cluster)trainingruntimes")  # fmt: skip
+    if doc is None:
+        return Check(name, False, f"no TrainingRuntime {namespace}/{runtime} and no ClusterTrainingRuntime {runtime}",
+                     trainjob.RUNTIMES_FIX)  # fmt: skip
+    found = trainjob.Runtime.from_doc(doc)
+    where = f"{found.kind} {runtime}"
+    if "torch" not in ((doc.get("spec") or {}).get("mlPolicy") or {}):
+        return Check(name, False, f"{where} has no torch ML policy (medrl trains with torchrun's environment)",
+                     f"set training_runtime to torch-distributed or {trainjob.MEDRL_RUNTIME}")  # fmt: skip
+    if trainjob.NODE not in found.containers.get(trainjob.NODE, []):
+        return Check(name, False, f"{where} has no `node` job with a `node` container", trainjob.RUNTIMES_FIX)
+    scraped = "its `metrics` port is scraped" if found.metrics_port else "no `metrics` port: training is not scraped"
+    return Check(name, True, f"{where}: torch, {scraped}")
+
+
 def _namespace_check(core, namespace: str) -> Check:
     name = f"namespace {namespace}"
     fix = f"kubectl apply -k k8s/overlays/onprem-a100 (creates {namespace} labelled Pod Security restricted)"
@@ -171,7 +234,7 @@ def _namespace_check(core, namespace: str) -> Check:
     return Check(name, True, "exists, Pod Security enforce=restricted")
 
 
-def _rbac_check(api, namespace: str, kfp_namespace: str, service_account: str) -> Check:
+def _rbac_check(api, namespace: str, kfp_namespace: str, service_account: str, launcher: str = "pytorchjob") -> Check:
     from kubernetes import client
 
     user = f"system:serviceaccount:{kfp_namespace}:{service_account}"
@@ -180,7 +243,7 @@ def _rbac_check(api, namespace: str, kfp_namespace: str, service_account: str) -
            "subject to the profile's service account (default-editor)")  # fmt: skip
     authz = client.AuthorizationV1Api(api)
     missing = []
-    for group, resource, sub, verb in LAUNCHER_VERBS:
+    for group, resource, sub, verb in TRAINJOB_VERBS if launcher == "trainjob" else LAUNCHER_VERBS:
         attrs = client.V1ResourceAttributes(
             namespace=namespace, group=group, resource=resource, subresource=sub or None, verb=verb
         )
@@ -196,6 +259,9 @@ def _rbac_check(api, namespace: str, kfp_namespace: str, service_account: str) -
             missing.append(f"{verb} {resource}{'/' + sub if sub else ''}")
     if missing:
         return Check(name, False, "may not " + ", ".join(missing), fix)
+    if launcher == "trainjob":
+        return Check(name, True, "may create/get/list/watch/delete trainjobs, get trainingruntimes, read pods, their "
+                     "logs and events")  # fmt: skip
     return Check(name, True, "may create/get/list/watch/delete pytorchjobs and read pods and their logs")
 
 

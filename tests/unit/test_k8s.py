@@ -26,6 +26,9 @@ LAUNCHER_RULES = {
     ("kubeflow.org", "pytorchjobs"): {"create", "get", "list", "watch", "delete"},
     ("", "pods"): {"get", "list"},
     ("", "pods/log"): {"get", "list"},
+    ("trainer.kubeflow.org", "trainjobs"): {"create", "get", "list", "watch", "delete"},
+    ("trainer.kubeflow.org", "trainingruntimes"): {"get"},
+    ("", "events"): {"list"},
 }
 
 

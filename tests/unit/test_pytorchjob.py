@@ -119,9 +119,10 @@ def test_launcher_resolves_by_where_it_runs(monkeypatch):
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
     assert resolve("auto") == "inprocess"
     monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.0.0.1")
+    monkeypatch.delenv("KUBECONFIG", raising=False)  # in a pod without Kubeflow Trainer's CRD
     assert resolve("auto") == "pytorchjob" and resolve("inprocess") == "inprocess"
-    with pytest.raises(ValueError, match="launcher='trainjob': choose auto, inprocess, pytorchjob"):
-        resolve("trainjob")
+    with pytest.raises(ValueError, match="launcher='jobset': choose auto, inprocess, pytorchjob, trainjob"):
+        resolve("jobset")
 
 
 def test_bad_cluster_settings_name_the_setting():

@@ -50,6 +50,7 @@ class TrainSpec:
     active_deadline_seconds: int = 0  # 0: no deadline
     metrics_port: int = METRICS_PORT
     poll_seconds: float = 10.0  # how often the launcher asks the API server about the job
+    training_runtime: str = "torch-distributed"  # TrainJob: the (Cluster)TrainingRuntime it references
 
     def __post_init__(self) -> None:
         if self.nodes < 1:
@@ -122,7 +123,13 @@ def _pytorchjob_launcher() -> Launcher:
     return PyTorchJobLauncher()
 
 
-LAUNCHERS = {"inprocess": InProcessLauncher, "pytorchjob": _pytorchjob_launcher}
+def _trainjob_launcher() -> Launcher:
+    from medrl.infra.trainjob import TrainJobLauncher
+
+    return TrainJobLauncher()
+
+
+LAUNCHERS = {"inprocess": InProcessLauncher, "pytorchjob": _pytorchjob_launcher, "trainjob": _trainjob_launcher}
 
 
 def in_cluster() -> bool:
@@ -130,10 +137,15 @@ def in_cluster() -> bool:
 
 
 def resolve(kind: str) -> str:
-    """`auto` is a PyTorchJob inside a Kubernetes pod and in-process training anywhere else."""
+    """`auto` inside a Kubernetes pod is a TrainJob where Kubeflow Trainer v2 is installed, else a PyTorchJob;
+    anywhere else it is in-process training."""
     kind = (kind or "auto").strip().lower()
     if kind == "auto":
-        return "pytorchjob" if in_cluster() else "inprocess"
+        if not in_cluster():
+            return "inprocess"
+        from medrl.infra.trainjob import crd_installed
+
+        return "trainjob" if crd_installed() else "pytorchjob"
     if kind not in LAUNCHERS:
         raise ValueError(f"launcher={kind!r}: choose auto, {', '.join(LAUNCHERS)}")
     return kind
@@ -165,8 +177,12 @@ def train_arm(run_uri: str, arm: str, launcher: str = "auto", params: dict[str, 
 
 def cleanup(pipeline_run: str, namespace: str, launcher: str = "auto") -> list[str]:
     """Delete the training jobs a pipeline run left behind (the run failed or was stopped); returns their names."""
-    if not pipeline_run or resolve(launcher) == "inprocess":
+    kind = resolve(launcher) if pipeline_run else "inprocess"
+    if kind == "inprocess":
         return []
-    from medrl.infra.pytorchjob import delete_jobs_of_run
+    if kind == "trainjob":
+        from medrl.infra.trainjob import delete_jobs_of_run
+    else:
+        from medrl.infra.pytorchjob import delete_jobs_of_run
 
     return delete_jobs_of_run(pipeline_run, namespace)
