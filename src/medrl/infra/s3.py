@@ -39,6 +39,7 @@ from medrl.infra.store import (
     NotCommittedError,
     StoreError,
     cache_root,
+    check_output,
     damaged,
     local_files,
     manifest_bytes,
@@ -472,11 +473,13 @@ class S3Backend:
             for future in futures:
                 future.result()
 
-    def download(self, uri: str, dest: Path, replace: bool = True) -> Path:
+    def download(self, uri: str, dest: Path, replace: bool = True, scratch: bool = False) -> Path:
         """Fetch the committed artifact into `dest` (replaced as a whole), checking every file's sha256.
 
         With `replace=False` a `dest` that another process placed first is kept (and ours dropped): readers
         may already be using it."""
+        if replace and not scratch:
+            check_output(dest)  # before the transfer, so a refused destination costs nothing
         _, data, doc = self._manifest(uri)
         dest.parent.mkdir(parents=True, exist_ok=True)
         staging = dest.parent / f".staging-{dest.name}-{uuid.uuid4().hex[:8]}"
@@ -486,7 +489,7 @@ class S3Backend:
             (staging / MANIFEST).write_bytes(data)
             (staging / COMMITTED).write_text(marker_text(data))
             if replace:
-                place_dir(staging, dest)
+                place_dir(staging, dest, scratch)
             else:
                 try:
                     os.rename(staging, dest)  # fails on a non-empty `dest`: someone else's finished copy

@@ -32,6 +32,10 @@ class NotCommittedError(StoreError):
     pass
 
 
+class OutputError(StoreError):
+    """An output path holds something medrl did not write; it is left as it is."""
+
+
 class IntegrityError(StoreError):
     """A file does not match the manifest. `file` holds its relative path, kept out of the message."""
 
@@ -101,16 +105,47 @@ def cache_root() -> Path:
     return Path(root)
 
 
-def place_dir(staging: Path, final: Path) -> None:
-    """Move a finished staging directory to `final`, replacing what was there."""
+def is_artifact(path: Path) -> bool:
+    """A folder medrl committed: it holds MANIFEST.json and a COMMITTED marker (damaged or not)."""
+    return (path / COMMITTED).is_file() and (path / MANIFEST).is_file()
+
+
+def check_output(final: Path) -> None:
+    """Refuse an output path that holds something medrl did not write: a file, a link, or a folder with content
+    that is not a committed medrl artifact. A missing or empty folder, or an artifact to replace, passes."""
+    final = Path(final)
+    fix = "give a new or empty folder, or move what is there away first"
+    if final.is_symlink():
+        raise OutputError(f"{final} is a link; medrl never replaces what it did not write: {fix}")
+    if final.exists() and not final.is_dir():
+        raise OutputError(f"{final} is a file; medrl writes a folder there and never replaces a file: {fix}")
+    if final.is_dir() and not is_artifact(final) and any(final.iterdir()):
+        raise OutputError(
+            f"{final} is not empty and not a medrl artifact (no {COMMITTED} marker); medrl never deletes or "
+            f"moves what it did not write: {fix}"
+        )
+
+
+def place_dir(staging: Path, final: Path, scratch: bool = False) -> None:
+    """Move a finished staging directory to `final`: a new or empty folder, or a committed artifact it replaces.
+    Anything else at `final` is refused (OutputError) and left untouched, unless `scratch` says `final` lies in
+    medrl's own work folder (a torn checkpoint of an earlier attempt): then it is removed."""
     final.parent.mkdir(parents=True, exist_ok=True)
-    if final.exists():
+    if scratch and final.is_dir() and not final.is_symlink() and not is_artifact(final):
+        shutil.rmtree(final)
+    check_output(final)
+    if is_artifact(final):
         trash = final.parent / f".trash-{final.name}-{uuid.uuid4().hex[:8]}"
         os.replace(final, trash)
         os.replace(staging, final)
         shutil.rmtree(trash, ignore_errors=True)
-    else:
-        os.replace(staging, final)
+        return
+    try:
+        os.replace(staging, final)  # onto a missing or empty folder; fails if something appeared there since
+    except OSError as err:
+        raise OutputError(
+            f"{final}: something was written there meanwhile ({err.strerror}); it is left as it is"
+        ) from None
 
 
 class FileBackend:
@@ -122,6 +157,7 @@ class FileBackend:
     @contextlib.contextmanager
     def commit_dir(self, uri: str) -> Iterator[Path]:
         final = self.path(uri)
+        check_output(final)  # before the work, so a refused output costs nothing
         final.parent.mkdir(parents=True, exist_ok=True)
         staging = final.parent / f".staging-{final.name}-{uuid.uuid4().hex[:8]}"
         staging.mkdir()
@@ -161,13 +197,15 @@ class FileBackend:
         files = json.loads((root / MANIFEST).read_bytes())["files"]
         return {"files": len(files), "bytes": sum(f["size"] for f in files.values())}
 
-    def download(self, uri: str, dest: Path) -> Path:
+    def download(self, uri: str, dest: Path, scratch: bool = False) -> Path:
+        if not scratch:
+            check_output(dest)
         root = self.open_dir(uri, verify=True)
         staging = dest.parent / f".staging-{dest.name}-{uuid.uuid4().hex[:8]}"
         dest.parent.mkdir(parents=True, exist_ok=True)
         try:
             shutil.copytree(root, staging)
-            place_dir(staging, dest)
+            place_dir(staging, dest, scratch)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
         return dest
@@ -252,9 +290,10 @@ def open_dir(uri: str, verify: bool = False) -> Path:
     return backend(uri).open_dir(uri, verify=verify)
 
 
-def download(uri: str, dest: Path) -> Path:
-    """Copy the committed artifact at `uri` into the local directory `dest` (verified, placed atomically)."""
-    return backend(uri).download(uri, Path(dest))
+def download(uri: str, dest: Path, scratch: bool = False) -> Path:
+    """Copy the committed artifact at `uri` into the local directory `dest` (verified, placed atomically). `dest`
+    must be new, empty or an artifact; `scratch=True` (medrl's own work folder) lets it replace anything."""
+    return backend(uri).download(uri, Path(dest), scratch=scratch)
 
 
 def manifest(uri: str) -> dict:
