@@ -67,14 +67,22 @@ def test_multipart_upload_round_trips(s3_bucket, seaweed):
     assert store.verify(uri) == {"files": 2, "bytes": len(big) + 18}
 
 
-def test_recommit_replaces_files_and_delete_removes_everything(s3_bucket):
+def test_recommit_replaces_files_and_delete_removes_everything(s3_bucket, seaweed):
     uri = f"{s3_bucket}/report"
     with store.commit_dir(uri) as staging:
         fill(staging, {"report.md": b"v1", "figures/old.png": b"png", "figures/kept.png": b"k", "old/x.png": b"x"})
+    assert store.list_dir(uri) == ["COMMITTED", "MANIFEST.json", "figures", "old", "report.md"]
     with store.commit_dir(uri) as staging:
         fill(staging, {"report.md": b"v2", "figures/kept.png": b"k"})
-    assert store.list_dir(uri) == ["COMMITTED", "MANIFEST.json", "figures", "report.md"]  # stale files are gone
-    assert store.list_dir(f"{uri}/figures") == ["kept.png"]
+    # The new version went up beside the old one (.v-<id>/), the marker switched to it, then the old one went.
+    bucket, key = s3.split(uri)
+    left = sorted(o.object_name for o in seaweed.client().list_objects(bucket, key + "/", recursive=True))
+    version = store.parse_marker(store.read_text(f"{uri}/COMMITTED"))[1]
+    assert version.startswith(".v-")
+    assert left == [f"{key}/{version}{rel}" for rel in ("MANIFEST.json", "figures/kept.png", "report.md")] + [
+        f"{key}/COMMITTED"
+    ]
+    assert store.list_dir(uri) == ["COMMITTED"]  # the version folder is hidden, like staging folders
     assert (store.open_dir(uri) / "report.md").read_bytes() == b"v2"
     store.delete(uri)
     assert not store.is_committed(uri) and store.list_dir(s3_bucket) == []

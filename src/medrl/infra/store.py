@@ -71,8 +71,17 @@ def manifest_bytes(manifest: dict) -> bytes:
     return json.dumps(manifest, indent=1, sort_keys=True).encode()
 
 
-def marker_text(manifest_data: bytes) -> str:
-    return hashlib.sha256(manifest_data).hexdigest() + "\n"
+def marker_text(manifest_data: bytes, version: str = "") -> str:
+    """The COMMITTED marker: the manifest's sha256 and, for a version kept beside an older one in an object store
+    (`.v-<id>/`), the prefix holding that version's files and manifest. Writing it switches readers at once."""
+    digest = hashlib.sha256(manifest_data).hexdigest()
+    return f"{digest} {version}\n" if version else digest + "\n"
+
+
+def parse_marker(text: str) -> tuple[str, str]:
+    """(manifest sha256, version prefix) of a COMMITTED marker; the prefix is '' for files at the root."""
+    digest, _, version = text.strip().partition(" ")
+    return digest, version.strip()
 
 
 def damaged(uri: str, rel: str, index: int, total: int, what: str = "does not match its sha256") -> IntegrityError:
