@@ -238,6 +238,17 @@ def test_store_commands(s3_bucket, tmp_path, seaweed):
     missing = medrl("get", f"{s3_bucket}/run/nothing", str(tmp_path / "x"))
     assert missing.returncode == 2 and "does not exist" in missing.stderr
 
+    damaged_ls = medrl("ls", f"{s3_bucket}/run/arms")  # sft's config.json is damaged, but not its manifest
+    assert damaged_ls.returncode == 0 and "sft/" in damaged_ls.stdout
+    seaweed.client().put_object(bucket, f"{key}/MANIFEST.json", io.BytesIO(b"{}"), 2)
+    entries = {e["name"]: e for e in store.ls(f"{s3_bucket}/run/arms/sft")}
+    assert entries["model"]["kind"] == "damaged" and "does not match" in entries["model"]["error"]
+
+    new_bucket = f"s3://medrl-new-{os.urandom(3).hex()}"  # `store put` creates a missing bucket, as prep does
+    put = medrl("put", str(tmp_path / "model"), f"{new_bucket}/models/sft")
+    assert put.returncode == 0 and "(2 files" in put.stdout, put.stderr
+    assert store.is_committed(f"{new_bucket}/models/sft")
+
 
 def test_a_dataset_put_in_the_store_is_prepared_from_its_uri(s3_bucket, tmp_path):
     """What a cluster run does: the download is committed with `medrl store put`, prep reads it by URI."""

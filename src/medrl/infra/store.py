@@ -199,7 +199,14 @@ class FileBackend:
         return root
 
     def manifest(self, uri: str) -> dict:
-        return json.loads((self.open_dir(uri) / MANIFEST).read_bytes())
+        try:
+            return json.loads((self.open_dir(uri) / MANIFEST).read_bytes())
+        except ValueError:
+            raise IntegrityError(f"{uri}: {MANIFEST} is not JSON; the artifact is damaged") from None
+
+    @contextlib.contextmanager
+    def operation(self) -> Iterator[None]:
+        yield  # local files: nothing to retry
 
     def verify(self, uri: str) -> dict:
         root = self.open_dir(uri, verify=True)
@@ -267,6 +274,36 @@ def verify_dir(root: Path, uri: str) -> None:
 
 
 _BACKENDS: dict[object, object] = {}
+SCHEMES = "file:///path or s3://bucket/prefix (or a plain path)"
+
+
+def check_uri(uri: str) -> str:
+    """Refuse a store URI no backend serves, before anything runs (a config validator calls this); returns it.
+
+    >>> check_uri("s3://medrl/runs")
+    's3://medrl/runs'
+    """
+    if not uri or not uri.strip():
+        raise StoreError(f"store URI is empty; give {SCHEMES}")
+    if "://" not in uri:
+        return uri
+    scheme = urlparse(uri).scheme
+    if scheme == "file":
+        return uri
+    if scheme != "s3":
+        raise StoreError(f"store URI {uri!r}: scheme '{scheme}' is not supported; use {SCHEMES}")
+    bucket = urlparse(uri).netloc
+    if not bucket:
+        raise StoreError(f"store URI {uri!r}: no bucket; S3 URIs look like s3://bucket/prefix. Use {SCHEMES}")
+    from minio.helpers import check_bucket_name
+
+    try:
+        check_bucket_name(bucket, strict=True)
+    except ValueError as err:
+        raise StoreError(
+            f"store URI {uri!r}: {err}; S3 bucket names are 3-63 lowercase letters, digits, '-' and '.'. Use {SCHEMES}"
+        ) from None
+    return uri
 
 
 def backend(uri: str):
@@ -281,7 +318,13 @@ def backend(uri: str):
         if settings not in _BACKENDS:
             _BACKENDS[settings] = S3Backend(settings)
         return _BACKENDS[settings]
-    raise StoreError(f"store URI {uri!r}: scheme '{scheme}' is not supported; use file:///path or s3://bucket/prefix")
+    raise StoreError(f"store URI {uri!r}: scheme '{scheme}' is not supported; use {SCHEMES}")
+
+
+def operation(uri: str):
+    """Context manager: the store calls made inside share one retry budget (MEDRL_STORE_RETRY_SECONDS), so a
+    command made of many calls fails once, within the budget, when the store is down."""
+    return backend(uri).operation()
 
 
 def commit_dir(uri: str):
@@ -349,18 +392,42 @@ def ls(uri: str) -> list[dict]:
     and `object` (a single file such as config.yaml)."""
     be = backend(uri)
     out = []
-    for name, is_dir in be.entries(uri):
-        entry: dict = {"name": name, "kind": "folder" if is_dir else "object"}
-        if is_dir and be.is_committed(join(uri, name)):
-            files = be.manifest(join(uri, name))["files"]
-            entry.update(kind="committed", files=len(files), bytes=sum(f["size"] for f in files.values()))
-        out.append(entry)
+    with be.operation():
+        for name, is_dir in be.entries(uri):
+            entry: dict = {"name": name, "kind": "folder" if is_dir else "object"}
+            if is_dir and be.is_committed(join(uri, name)):
+                try:
+                    files = be.manifest(join(uri, name))["files"]
+                    entry.update(kind="committed", files=len(files), bytes=sum(f["size"] for f in files.values()))
+                except (IntegrityError, KeyError, TypeError, AttributeError) as err:
+                    # One damaged artifact must not hide the others: it is listed as such.
+                    why = str(err) if isinstance(err, IntegrityError) else f"{MANIFEST} is malformed; it is damaged"
+                    entry.update(kind="damaged", error=why)
+            out.append(entry)
     return out
 
 
 def delete(uri: str) -> None:
     """Remove an object or a directory; a committed directory loses its COMMITTED marker first."""
     backend(uri).delete(uri)
+
+
+def put_artifact(src: Path, uri: str, replace: bool = False) -> dict:
+    """`medrl store put`: commit the local folder `src` at `uri` as one artifact; returns {'files', 'bytes'}.
+
+    A missing bucket is created. Over a committed artifact only with `replace`, and atomically: the previous
+    version stays readable until the new one is committed (see S3Backend.commit_from; locally, place_dir)."""
+    src = Path(src)
+    if not src.is_dir():
+        raise StoreError(f"medrl store put {src}: not a folder; give the folder to upload")
+    uri = normalize(uri)
+    be = backend(uri)
+    with be.operation():
+        if be.is_committed(uri) and not replace:
+            raise StoreError(f"medrl store put: {uri} is already committed; pass --replace to replace it")
+        be.commit_from(src, uri)
+        files = be.manifest(uri)["files"]
+    return {"files": len(files), "bytes": sum(f["size"] for f in files.values())}
 
 
 def put_file(uri: str, path: Path) -> None:
