@@ -51,6 +51,7 @@ from medrl.infra.store import (
     marker_text,
     parse_marker,
     place_dir,
+    record_verified,
 )
 
 log = logging.getLogger("medrl.store")
@@ -672,6 +673,7 @@ class S3Backend:
                         raise
         finally:
             shutil.rmtree(staging, ignore_errors=True)
+        record_verified(dest)  # every file was just hashed: `store.verified` need not hash them again
         return dest
 
     @as_operation

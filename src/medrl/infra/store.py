@@ -12,13 +12,17 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import os
 import shutil
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from urllib.parse import urlparse
+
+log = logging.getLogger("medrl.store")
 
 MANIFEST = "MANIFEST.json"
 COMMITTED = "COMMITTED"
@@ -44,12 +48,9 @@ class IntegrityError(StoreError):
         self.file = file
 
 
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
+def sha256_file(path: Path) -> str:
+    with Path(path).open("rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()  # readinto a reused buffer: disk speed
 
 
 def local_files(root: Path) -> list[tuple[str, Path]]:
@@ -261,16 +262,103 @@ class FileBackend:
             path.unlink(missing_ok=True)
 
 
-def verify_dir(root: Path, uri: str) -> None:
-    """Check every file against MANIFEST.json and the manifest against COMMITTED."""
+def _stamp(path: Path) -> list[int]:
+    """What changes when a file's bytes do: size, mtime and ctime (which no tool can set back), inode."""
+    st = path.stat()
+    return [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
+
+
+def _record_path(root: Path) -> Path:
+    return cache_root() / "verified" / (hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:32] + ".json")
+
+
+def record_verified(root: Path, digest: str | None = None) -> None:
+    """Remember that every file of `root` matched its manifest as it is now, so that `verify_dir(cache=True)` does
+    not hash it again while no file changes. Best effort: a cache that cannot be written only costs a re-hash."""
+    root = Path(root)
+    with contextlib.suppress(OSError, ValueError):
+        digest = digest or (root / COMMITTED).read_text().strip()
+        files = json.loads((root / MANIFEST).read_bytes())["files"]
+        record = {"marker": digest, "files": {rel: _stamp(root / rel) for rel in files}}
+        path = _record_path(root)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".record-")
+        with os.fdopen(fd, "w") as f:
+            json.dump(record, f)
+        os.replace(tmp, path)
+
+
+def _recorded(root: Path, digest: str) -> dict:
+    with contextlib.suppress(OSError, ValueError, KeyError):
+        record = json.loads(_record_path(root).read_text())
+        if record["marker"] == digest:
+            return record["files"]
+    return {}
+
+
+def verify_dir(root: Path, uri: str, cache: bool = False) -> None:
+    """Check every file against MANIFEST.json and the manifest against COMMITTED. Files are hashed in parallel
+    (hashing releases the GIL); with `cache`, a file whose size, mtime, ctime and inode are those recorded when it
+    last matched is not hashed again."""
     data = (root / MANIFEST).read_bytes()
-    if (root / COMMITTED).read_text().strip() != hashlib.sha256(data).hexdigest():
+    digest = hashlib.sha256(data).hexdigest()
+    if (root / COMMITTED).read_text().strip() != digest:
         raise IntegrityError(f"{uri}: {MANIFEST} does not match its {COMMITTED} marker; the artifact is damaged")
-    files = json.loads(data)["files"]
-    for i, (rel, meta) in enumerate(sorted(files.items())):
+    try:
+        files = sorted(json.loads(data)["files"].items())
+    except (ValueError, KeyError, AttributeError):
+        raise IntegrityError(f"{uri}: {MANIFEST} is malformed; the artifact is damaged") from None
+    known = _recorded(root, digest) if cache else {}
+
+    def ok(rel: str, meta: dict) -> bool:
         path = root / rel
-        if not path.is_file() or path.stat().st_size != meta["size"] or sha256_file(path) != meta["sha256"]:
+        if not path.is_file() or path.stat().st_size != meta["size"]:
+            return False
+        if known.get(rel) == _stamp(path):
+            return True
+        return sha256_file(path) == meta["sha256"]
+
+    with ThreadPoolExecutor(min(8, os.cpu_count() or 1), thread_name_prefix="medrl-hash") as pool:
+        results = list(pool.map(lambda item: ok(*item), files))
+    for i, ((rel, _), good) in enumerate(zip(files, results, strict=True)):
+        if not good:
             raise damaged(uri, rel, i, len(files))
+    if cache:
+        record_verified(root, digest)
+
+
+def verified(ref: str | Path) -> Path:
+    """The local folder of an input artifact (a model, a dataset, a checkpoint), checked against its MANIFEST
+    before use: a store URI (downloaded to the cache), or a local folder. A folder without MANIFEST.json is not
+    a medrl artifact (a hub snapshot, a download) and is returned as it is, as is a hub id; a MANIFEST without
+    its COMMITTED marker is refused. The check is remembered per file (size, mtime, ctime): a re-run of an
+    unchanged 5 GB model does not hash it again."""
+    text = str(ref)
+    if "://" in text:
+        uri = normalize(check_uri(text))
+        root = open_dir(uri)
+        verify_dir(root, uri, cache=True)
+        return root
+    path = Path(text).expanduser()
+    if not (path / MANIFEST).is_file():
+        return path
+    if not (path / COMMITTED).is_file():
+        raise NotCommittedError(
+            f"{path} has a {MANIFEST} but no {COMMITTED} marker: the stage that wrote it did not finish. Re-run it."
+        )
+    verify_dir(path, str(path), cache=True)
+    return path
+
+
+def newest_verified(candidates: Iterable[str | Path]) -> Path | None:
+    """The first of `candidates` (checkpoints, newest first) that passes `verified`, or None. Each one that fails
+    is named in a warning and skipped: resuming from an older checkpoint loses steps, from a damaged one the run."""
+    for ref in candidates:
+        try:
+            return verified(ref)
+        except (IntegrityError, NotCommittedError) as err:
+            log.warning("checkpoint %s is damaged, skipping it for an older one: %s", Path(str(ref)).name, err)
+    return None
 
 
 _BACKENDS: dict[object, object] = {}
