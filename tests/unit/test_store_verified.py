@@ -3,6 +3,7 @@ finds the (size, mtime, ctime) of every file unchanged and does not hash again. 
 
 import logging
 import os
+import shutil
 
 import pytest
 
@@ -40,7 +41,8 @@ def hashes(monkeypatch):
 
 def test_a_local_artifact_is_verified_once_then_trusted_until_a_file_changes(tmp_path, monkeypatch, hashes):
     monkeypatch.setenv("MEDRL_CACHE_DIR", str(tmp_path / "cache"))
-    path = model(tmp_path / "model")
+    path = tmp_path / "model"
+    shutil.copytree(model(tmp_path / "made"), path)  # a model brought here: new files, never checked
     hashes.clear()
     assert store.verified(path) == path and len(hashes) == 2
     assert store.verified(str(path)) == path and len(hashes) == 2, "a re-run must not hash again"
@@ -77,3 +79,16 @@ def test_the_newest_checkpoint_that_passes_is_taken_with_a_warning(tmp_path, mon
     flip(ckpts[1] / "model.safetensors")
     flip(ckpts[0] / "config.json", 0)
     assert store.newest_verified(reversed(ckpts)) is None
+
+
+def test_opening_a_tampered_local_artifact_fails(tmp_path, monkeypatch, hashes):
+    """What `train --data ./data` does (store.open_dir of the normalized path): a tampered train.jsonl is refused."""
+    monkeypatch.setenv("MEDRL_CACHE_DIR", str(tmp_path / "cache"))
+    path = model(tmp_path / "data")
+    uri = store.normalize(str(path))
+    hashes.clear()
+    assert store.open_dir(uri) == path and store.open_dir(uri) == path
+    assert hashes == [], "the commit recorded what it hashed: opening it again hashes nothing"
+    (path / "config.json").write_text("[]")
+    with pytest.raises(store.IntegrityError, match="damaged"):
+        store.open_dir(uri)

@@ -685,8 +685,7 @@ class S3Backend:
         digest, _ = self.committed_version(uri)
         local = cache_root() / "s3" / bucket / f"{key}@{digest[:16]}"
         if (local / COMMITTED).is_file():
-            if verify:
-                verify_dir(local, uri)
+            verify_dir(local, uri, cache=not verify)  # the cached copy may have changed since it was downloaded
             return local
         return self.download(uri, local, replace=False)
 
