@@ -281,3 +281,15 @@ def test_concurrent_readers_share_one_cached_copy(s3_bucket):
         paths = list(pool.map(lambda _: store.open_dir(uri), range(4)))
     assert len(set(paths)) == 1 and (paths[0] / "model.safetensors").read_bytes() == weights
     assert not [p for p in paths[0].parent.iterdir() if p.name.startswith(".staging")]
+
+
+def test_a_run_lease_in_s3_stops_a_second_run(s3_bucket):
+    from medrl.infra.layout import RunLayout
+
+    run = RunLayout.create(s3_bucket, "exp", "run-1")
+    with run.lease(ttl=30):
+        with pytest.raises(store.LeaseError, match="in use by another run"):
+            run.lease(ttl=30)
+        assert store.list_dir(run.uri) == [], "the lease object is hidden from listings"
+    run.lease(ttl=30).release()
+    assert not store.exists(f"{run.uri}/.lease")

@@ -15,7 +15,10 @@ import json
 import logging
 import os
 import shutil
+import socket
 import tempfile
+import threading
+import time
 import uuid
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -521,6 +524,98 @@ def put_artifact(src: Path, uri: str, replace: bool = False) -> dict:
         be.commit_from(src, uri)
         files = be.manifest(uri)["files"]
     return {"files": len(files), "bytes": sum(f["size"] for f in files.values())}
+
+
+class LeaseError(StoreError):
+    """Another live run holds the lease."""
+
+
+LEASE = ".lease"
+LEASE_SECONDS = 60.0  # a crashed run blocks its id this long at most; a live one renews every third of it
+LEASE_SETTLE = 0.3  # between writing a lease and reading it back: of two runs racing for it, the last write wins
+
+
+class Lease:
+    """A run's hold on `<uri>/.lease` (a hidden object listings skip): who holds it and until when, renewed by
+    a thread while held. Stores without conditional writes cannot make taking it atomic: a lease is written,
+    read back after LEASE_SETTLE, and kept only if it is still ours; two runs starting within that moment are
+    the case this does not cover."""
+
+    def __init__(self, uri: str, ttl: float):
+        self.uri, self.ttl = normalize(uri), ttl
+        self.object = join(self.uri, LEASE)
+        self.token = uuid.uuid4().hex
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _read(self) -> dict | None:
+        if not exists(self.object):
+            return None
+        try:
+            return json.loads(read_bytes(self.object))
+        except (StoreError, ValueError):
+            return None  # a torn or foreign lease object holds nothing
+
+    def _write(self) -> None:
+        doc = {"token": self.token, "host": socket.gethostname(), "pid": os.getpid(), "expires": time.time() + self.ttl}
+        write_bytes(self.object, json.dumps(doc).encode())
+
+    def _refuse(self, held: dict) -> LeaseError:
+        left = max(held.get("expires", 0) - time.time(), 0)
+        return LeaseError(
+            f"{self.uri} is in use by another run (host {held.get('host')}, pid {held.get('pid')}); its lease "
+            f"lapses {left:.0f} s after that run stops renewing it. Wait for that run to end, or give this one "
+            "another id (--run-id)"
+        )
+
+    def acquire(self) -> Lease:
+        held = self._read()
+        if held and held.get("token") != self.token and held.get("expires", 0) > time.time():
+            raise self._refuse(held)
+        self._write()
+        time.sleep(LEASE_SETTLE)
+        held = self._read()
+        if not held or held.get("token") != self.token:
+            raise self._refuse(held or {})
+        self._thread = threading.Thread(target=self._renew, name="medrl-lease", daemon=True)
+        self._thread.start()
+        return self
+
+    def _renew(self) -> None:
+        while not self._stop.wait(self.ttl / 3):
+            try:
+                held = self._read()
+                if held and held.get("token") != self.token:
+                    log.error(
+                        "lease of %s was taken by another run (host %s); stop one of them", self.uri, held.get("host")
+                    )
+                    return
+                self._write()
+            except StoreError as err:  # the store is down: the lease may lapse; the run goes on
+                log.warning("lease of %s not renewed: %s", self.uri, err)
+
+    def release(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        with contextlib.suppress(StoreError):
+            held = self._read()
+            if held and held.get("token") == self.token:
+                delete(self.object)
+
+    def __enter__(self) -> Lease:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def acquire_lease(uri: str, ttl: float | None = None) -> Lease:
+    """Take the lease of the run folder `uri` or raise LeaseError naming the holder; release it with
+    `.release()` or use it as a context manager. `ttl`: MEDRL_LEASE_SECONDS, else LEASE_SECONDS."""
+    if ttl is None:
+        ttl = float(os.environ.get("MEDRL_LEASE_SECONDS") or LEASE_SECONDS)
+    return Lease(uri, ttl).acquire()
 
 
 def put_file(uri: str, path: Path) -> None:
