@@ -388,14 +388,9 @@ def store_put(
     """
     from medrl.infra import store
 
-    if not src.is_dir():
-        raise ValueError(f"medrl store put {src}: not a folder; give the folder to upload")
     uri = store.normalize(uri)
-    if store.is_committed(uri) and not replace:
-        raise ValueError(f"medrl store put: {uri} is already committed; pass --replace to overwrite it")
-    store.commit_from(src, uri)
-    files = store.manifest(uri)["files"]
-    typer.echo(f"{src}/ -> {uri} ({len(files)} files, {_size(sum(f['size'] for f in files.values()))})")
+    summary = store.put_artifact(src, uri, replace)
+    typer.echo(f"{src}/ -> {uri} ({summary['files']} files, {_size(summary['bytes'])})")
 
 
 @store_app.command("verify")

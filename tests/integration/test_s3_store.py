@@ -67,14 +67,22 @@ def test_multipart_upload_round_trips(s3_bucket, seaweed):
     assert store.verify(uri) == {"files": 2, "bytes": len(big) + 18}
 
 
-def test_recommit_replaces_files_and_delete_removes_everything(s3_bucket):
+def test_recommit_replaces_files_and_delete_removes_everything(s3_bucket, seaweed):
     uri = f"{s3_bucket}/report"
     with store.commit_dir(uri) as staging:
         fill(staging, {"report.md": b"v1", "figures/old.png": b"png", "figures/kept.png": b"k", "old/x.png": b"x"})
+    assert store.list_dir(uri) == ["COMMITTED", "MANIFEST.json", "figures", "old", "report.md"]
     with store.commit_dir(uri) as staging:
         fill(staging, {"report.md": b"v2", "figures/kept.png": b"k"})
-    assert store.list_dir(uri) == ["COMMITTED", "MANIFEST.json", "figures", "report.md"]  # stale files are gone
-    assert store.list_dir(f"{uri}/figures") == ["kept.png"]
+    # The new version went up beside the old one (.v-<id>/), the marker switched to it, then the old one went.
+    bucket, key = s3.split(uri)
+    left = sorted(o.object_name for o in seaweed.client().list_objects(bucket, key + "/", recursive=True))
+    version = store.parse_marker(store.read_text(f"{uri}/COMMITTED"))[1]
+    assert version.startswith(".v-")
+    assert left == [f"{key}/{version}{rel}" for rel in ("MANIFEST.json", "figures/kept.png", "report.md")] + [
+        f"{key}/COMMITTED"
+    ]
+    assert store.list_dir(uri) == ["COMMITTED"]  # the version folder is hidden, like staging folders
     assert (store.open_dir(uri) / "report.md").read_bytes() == b"v2"
     store.delete(uri)
     assert not store.is_committed(uri) and store.list_dir(s3_bucket) == []
@@ -230,6 +238,17 @@ def test_store_commands(s3_bucket, tmp_path, seaweed):
     missing = medrl("get", f"{s3_bucket}/run/nothing", str(tmp_path / "x"))
     assert missing.returncode == 2 and "does not exist" in missing.stderr
 
+    damaged_ls = medrl("ls", f"{s3_bucket}/run/arms")  # sft's config.json is damaged, but not its manifest
+    assert damaged_ls.returncode == 0 and "sft/" in damaged_ls.stdout
+    seaweed.client().put_object(bucket, f"{key}/MANIFEST.json", io.BytesIO(b"{}"), 2)
+    entries = {e["name"]: e for e in store.ls(f"{s3_bucket}/run/arms/sft")}
+    assert entries["model"]["kind"] == "damaged" and "does not match" in entries["model"]["error"]
+
+    new_bucket = f"s3://medrl-new-{os.urandom(3).hex()}"  # `store put` creates a missing bucket, as prep does
+    put = medrl("put", str(tmp_path / "model"), f"{new_bucket}/models/sft")
+    assert put.returncode == 0 and "(2 files" in put.stdout, put.stderr
+    assert store.is_committed(f"{new_bucket}/models/sft")
+
 
 def test_a_dataset_put_in_the_store_is_prepared_from_its_uri(s3_bucket, tmp_path):
     """What a cluster run does: the download is committed with `medrl store put`, prep reads it by URI."""
@@ -262,3 +281,15 @@ def test_concurrent_readers_share_one_cached_copy(s3_bucket):
         paths = list(pool.map(lambda _: store.open_dir(uri), range(4)))
     assert len(set(paths)) == 1 and (paths[0] / "model.safetensors").read_bytes() == weights
     assert not [p for p in paths[0].parent.iterdir() if p.name.startswith(".staging")]
+
+
+def test_a_run_lease_in_s3_stops_a_second_run(s3_bucket):
+    from medrl.infra.layout import RunLayout
+
+    run = RunLayout.create(s3_bucket, "exp", "run-1")
+    with run.lease(ttl=30):
+        with pytest.raises(store.LeaseError, match="in use by another run"):
+            run.lease(ttl=30)
+        assert store.list_dir(run.uri) == [], "the lease object is hidden from listings"
+    run.lease(ttl=30).release()
+    assert not store.exists(f"{run.uri}/.lease")

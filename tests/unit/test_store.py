@@ -80,3 +80,48 @@ def test_commit_from_download_ls_and_delete(tmp_path):
 
     store.delete(uri)
     assert not store.exists(uri) and not store.is_committed(uri)
+
+
+def test_put_artifact_refuses_a_committed_target_without_replace(tmp_path):
+    src = tmp_path / "weights"
+    src.mkdir()
+    (src / "model.safetensors").write_bytes(b"w" * 10)
+    uri = store.normalize(str(tmp_path / "store" / "model"))
+    assert store.put_artifact(src, uri) == {"files": 1, "bytes": 10}
+    (src / "model.safetensors").write_bytes(b"v" * 12)
+    with pytest.raises(store.StoreError, match=r"already committed.*--replace"):
+        store.put_artifact(src, uri)
+    assert store.put_artifact(src, uri, replace=True) == {"files": 1, "bytes": 12}
+    with pytest.raises(store.StoreError, match="not a folder"):
+        store.put_artifact(src / "model.safetensors", uri, replace=True)
+
+
+def test_ls_lists_a_damaged_artifact_as_damaged(tmp_path):
+    parent = store.normalize(str(tmp_path / "models"))
+    for name in ("good", "bad"):
+        with store.commit_dir(store.join(parent, name)) as staging:
+            (staging / "w.bin").write_bytes(b"w")
+    (tmp_path / "models" / "bad" / "MANIFEST.json").write_text("{not json")
+    entries = {e["name"]: e for e in store.ls(parent)}
+    assert entries["good"]["kind"] == "committed"
+    assert entries["bad"]["kind"] == "damaged" and "damaged" in entries["bad"]["error"]
+
+
+@pytest.mark.parametrize("uri", ["./runs", "/abs/runs", "file:///abs/runs", "s3://medrl/runs", "s3://medrl"])
+def test_check_uri_accepts_paths_files_and_s3(uri):
+    store.check_uri(uri)
+
+
+@pytest.mark.parametrize(
+    ("uri", "message"),
+    [
+        ("ftp://host/runs", "scheme 'ftp' is not supported"),
+        ("s3:///runs", "s3://bucket/prefix"),
+        ("s3://Bad_Bucket/runs", "bucket names"),
+        ("", "empty"),
+    ],
+)
+def test_check_uri_refuses_what_no_backend_serves(uri, message):
+    with pytest.raises(store.StoreError, match=message) as err:
+        store.check_uri(uri)
+    assert "file:///path or s3://bucket/prefix" in str(err.value)

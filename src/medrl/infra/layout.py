@@ -2,11 +2,34 @@
 
 from __future__ import annotations
 
+import re
 import secrets
 import time
 from dataclasses import dataclass
 
+from medrl.infra import store
 from medrl.infra.store import join
+
+# Names become path segments and object keys: no separators, no `..`, nothing a shell or S3 treats specially.
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+
+
+class LayoutError(ValueError):
+    """A run id, experiment or arm name that cannot name a folder safely."""
+
+
+def check_name(value: str, what: str) -> str:
+    """`value` if it is a safe folder name, else LayoutError naming `what` (the setting or flag) and the rule.
+
+    >>> check_name("20261121-120000-ab12", "run_id")
+    '20261121-120000-ab12'
+    """
+    if not isinstance(value, str) or not NAME.fullmatch(value) or ".." in value:
+        raise LayoutError(
+            f"{what} {value!r}: use 1-128 letters, digits, '.', '_' and '-', starting with a letter or digit "
+            "(no '/', no '..', no spaces)"
+        )
+    return value
 
 
 def new_run_id() -> str:
@@ -47,7 +70,12 @@ class RunLayout:
 
     @classmethod
     def create(cls, store: str, experiment: str, run_id: str) -> RunLayout:
-        return cls(join(store, experiment, run_id))
+        return cls(join(store, check_name(experiment, "experiment"), check_name(run_id, "run_id")))
+
+    def lease(self, ttl: float | None = None) -> store.Lease:
+        """Hold this run id while the run writes it (a context manager): a second run with the same id stops
+        with a LeaseError; a crashed run's lease lapses `ttl` seconds after its last renewal."""
+        return store.acquire_lease(self.uri, ttl=ttl)
 
     @property
     def run_id(self) -> str:
@@ -66,7 +94,7 @@ class RunLayout:
         return join(self.uri, "base-model")
 
     def arm(self, name: str) -> ArmLayout:
-        return ArmLayout(join(self.uri, "arms", name))
+        return ArmLayout(join(self.uri, "arms", check_name(name, "arm")))
 
     @property
     def report(self) -> str:

@@ -1,13 +1,18 @@
 """The store's S3 backend (MinIO, SeaweedFS, AWS S3) through the `minio` client, configured by AWS_* variables.
 
-Same protocol as the file backend: files, then MANIFEST.json, then COMMITTED. Each object operation is
-retried as a whole on connection errors and 5xx for MEDRL_STORE_RETRY_SECONDS; downloads land in a local
+Same protocol as the file backend: files, then MANIFEST.json, then COMMITTED. A replacement is uploaded beside
+the committed version (under `.v-<id>/`) and the COMMITTED marker, one object written atomically, switches to
+it; the old version is removed after. Requests are retried on connection errors and 5xx, but one store
+operation (an upload, a download, a listing) has one retry budget, MEDRL_STORE_RETRY_SECONDS, however many files
+it moves: once the store has failed for that long the whole operation fails, once. Downloads land in a local
 cache and are checked against the manifest.
 """
 
 from __future__ import annotations
 
 import contextlib
+import contextvars
+import functools
 import hashlib
 import http.client
 import io
@@ -39,11 +44,14 @@ from medrl.infra.store import (
     NotCommittedError,
     StoreError,
     cache_root,
+    check_output,
     damaged,
     local_files,
     manifest_bytes,
     marker_text,
+    parse_marker,
     place_dir,
+    record_verified,
 )
 
 log = logging.getLogger("medrl.store")
@@ -56,6 +64,8 @@ NOT_FOUND = {"NoSuchKey", "NoSuchObject", "NotFound", "ResourceNotFound"}
 TRANSIENT_CODES = {"InternalError", "ServiceUnavailable", "SlowDown", "RequestTimeout", "XMinioServerNotInitialized"}
 CREDENTIAL_CODES = {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken"}
 CHUNK = 1 << 20
+DEFAULT_ENDPOINT = "https://s3.amazonaws.com"
+DEFAULT_RETRY_SECONDS = 120.0
 
 
 def _flag(value: str | None, default: bool) -> bool:
@@ -76,14 +86,16 @@ class S3Settings:
     region: str | None = None
     verify_tls: bool = True
     ca_bundle: str | None = None
-    retry_seconds: float = 300.0
+    retry_seconds: float = DEFAULT_RETRY_SECONDS
     workers: int = 4
     part_size: int = 0  # 0: the client's choice (5 MiB parts for files under 50 GiB)
+    endpoint_given: bool = True  # False: no AWS_ENDPOINT_URL[_S3], so AWS S3 by default
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> S3Settings:
         env = dict(os.environ if env is None else env)
-        url = env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL") or "https://s3.amazonaws.com"
+        given = env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL")
+        url = given or DEFAULT_ENDPOINT
         parsed = urlparse(url)
         if parsed.scheme not in ("http", "https") or not parsed.netloc or parsed.path not in ("", "/"):
             raise StoreError(
@@ -96,7 +108,7 @@ class S3Settings:
                 "Secret) and AWS_ENDPOINT_URL_S3 for MinIO or SeaweedFS"
             )
         try:
-            retry_seconds = float(env.get("MEDRL_STORE_RETRY_SECONDS") or 300)
+            retry_seconds = float(env.get("MEDRL_STORE_RETRY_SECONDS") or DEFAULT_RETRY_SECONDS)
             workers = int(env.get("MEDRL_STORE_WORKERS") or 4)
             part_size = int(env.get("MEDRL_S3_PART_SIZE") or 0)
         except ValueError as err:
@@ -115,6 +127,7 @@ class S3Settings:
             retry_seconds=max(retry_seconds, 0.0),
             workers=max(workers, 1),
             part_size=part_size,
+            endpoint_given=bool(given),
         )
 
     @property
@@ -156,6 +169,53 @@ def transient(exc: BaseException) -> bool:
     return isinstance(exc, urllib3.exceptions.HTTPError | ConnectionError | TimeoutError | http.client.HTTPException)
 
 
+def unresolvable(exc: BaseException) -> bool:
+    """The endpoint's host name did not resolve (DNS)."""
+    if isinstance(exc, urllib3.exceptions.MaxRetryError):
+        exc = exc.reason or exc
+    return isinstance(exc, urllib3.exceptions.NameResolutionError)
+
+
+class Outage:
+    """The retry budget of one store operation, shared by all its requests and threads: the clock starts when a
+    request that then fails was sent, and a request that succeeds stops it (the store is making progress). Once
+    the budget is spent the operation has failed: its other requests fail at once, without retrying."""
+
+    def __init__(self, budget: float):
+        self.budget = budget
+        self.since: float | None = None
+        self.error: StoreError | None = None
+        self.warned = False
+        self.lock = threading.Lock()
+
+
+_OUTAGE: contextvars.ContextVar[Outage | None] = contextvars.ContextVar("medrl_store_outage", default=None)
+_TIMEOUT: contextvars.ContextVar[urllib3.Timeout | None] = contextvars.ContextVar("medrl_s3_timeout", default=None)
+
+
+def as_operation(method: Callable[..., T]) -> Callable[..., T]:
+    """One retry budget for the method's requests (and those of the methods it calls), unless an operation
+    is already under way in this context."""
+
+    @functools.wraps(method)
+    def run(self: S3Backend, *args: Any, **kwargs: Any) -> T:
+        with self.operation():
+            return method(self, *args, **kwargs)
+
+    return run
+
+
+class TimedPool(urllib3.PoolManager):
+    """A pool whose requests take the timeout the running attempt set: the minio client passes none, and a frozen
+    server must not hold an attempt longer than what is left of the budget."""
+
+    def urlopen(self, method: str, url: str, redirect: bool = True, **kw: Any):  # type: ignore[override]
+        timeout = _TIMEOUT.get()
+        if timeout is not None:
+            kw.setdefault("timeout", timeout)
+        return super().urlopen(method, url, redirect=redirect, **kw)
+
+
 class HashingReader:
     """A file object that hashes what the client reads from it, so uploading and hashing share one pass."""
 
@@ -182,8 +242,12 @@ class S3Backend:
             import certifi
 
             ca_certs = certifi.where()
-        http = urllib3.PoolManager(
-            timeout=urllib3.Timeout(connect=10, read=120),
+        # A frozen server accepts connections and never answers: without a read timeout an attempt never ends.
+        # Reads wait at most the budget (at least 5 s, for a slow but live server; at most 60 s between bytes).
+        self.connect_timeout = min(max(settings.retry_seconds, 1.0), 10.0)
+        self.read_timeout = min(max(settings.retry_seconds, 5.0), 60.0)
+        http = TimedPool(
+            timeout=urllib3.Timeout(connect=self.connect_timeout, read=self.read_timeout),
             maxsize=max(10, settings.workers * 4),
             cert_reqs=cert_reqs,
             ca_certs=ca_certs,
@@ -203,38 +267,94 @@ class S3Backend:
         self._buckets: set[str] = set()
         self._lock = threading.Lock()
 
-    @classmethod
-    def from_env(cls) -> S3Backend:
-        return cls(S3Settings.from_env())
-
     # ------------------------------------------------------------------------------------------ plumbing
 
+    @contextlib.contextmanager
+    def operation(self, budget: float | None = None) -> Iterator[Outage]:
+        """Share one retry budget among the requests made inside (the current operation's, if one is under way;
+        `budget` starts a new one of its own, as the best-effort clean-up after a failure does)."""
+        current = _OUTAGE.get()
+        if current is not None and budget is None:
+            yield current
+            return
+        outage = Outage(self.settings.retry_seconds if budget is None else budget)
+        token = _OUTAGE.set(outage)
+        try:
+            yield outage
+        finally:
+            _OUTAGE.reset(token)
+
+    def _attempt_timeout(self, outage: Outage) -> urllib3.Timeout:
+        if outage.budget <= 0:  # a best-effort single try
+            return urllib3.Timeout(connect=min(self.connect_timeout, 2.0), read=min(self.read_timeout, 5.0))
+        if outage.since is None:
+            return urllib3.Timeout(connect=self.connect_timeout, read=self.read_timeout)
+        left = max(outage.since + outage.budget - time.monotonic(), 0.5)
+        return urllib3.Timeout(connect=min(self.connect_timeout, left), read=min(self.read_timeout, left))
+
     def call(self, fn: Callable[[], T], what: str, before_retry: Callable[[], Any] | None = None) -> T:
-        """Run `fn`, retrying it whole on transient failures until the retry budget is spent."""
-        deadline = time.monotonic() + self.settings.retry_seconds
-        delay, attempt = 0.2, 1
+        """Run `fn`, retrying it whole on transient failures while the operation's retry budget lasts."""
+        outage = _OUTAGE.get() or Outage(self.settings.retry_seconds)
+        delay = 0.2
         while True:
+            if outage.error is not None:  # another request of this operation already spent the budget
+                raise StoreError(str(outage.error))
+            started = time.monotonic()
+            token = _TIMEOUT.set(self._attempt_timeout(outage))
             try:
-                return fn()
+                result = fn()
             except StoreError:
                 raise
             except Exception as exc:
                 if not transient(exc):
                     raise self.translate(exc, what) from None
-                left = deadline - time.monotonic()
-                if left <= 0:
+                if unresolvable(exc) and not self.settings.endpoint_given:
                     raise StoreError(
-                        f"{what}: the S3 endpoint {self.settings.url} kept failing for "
-                        f"{self.settings.retry_seconds:g} s ({describe(exc)}); check that it is up and that "
-                        "AWS_ENDPOINT_URL_S3 points at it, or raise MEDRL_STORE_RETRY_SECONDS"
+                        f"{what}: the S3 endpoint {self.settings.url} does not resolve ({describe(exc)}); no "
+                        "AWS_ENDPOINT_URL_S3 is set, so medrl tried AWS S3: set AWS_ENDPOINT_URL_S3 to the store "
+                        "(http://host:port for MinIO or SeaweedFS)"
                     ) from None
-                wait = min(delay * random.uniform(0.75, 1.25), left)
-                log.warning("%s: %s; retrying in %.1f s (attempt %d)", what, describe(exc), wait, attempt + 1)
-                time.sleep(wait)
-                delay, attempt = min(delay * 2, 5.0), attempt + 1
+                with outage.lock:
+                    if outage.since is None:
+                        outage.since = started
+                    left = outage.since + outage.budget - time.monotonic()
+                    if left <= 0:
+                        outage.error = outage.error or StoreError(
+                            f"{what}: the S3 endpoint {self.settings.url} kept failing for {outage.budget:g} s "
+                            f"({describe(exc)}); check that it is up and that AWS_ENDPOINT_URL_S3 points at it, "
+                            "or raise MEDRL_STORE_RETRY_SECONDS"
+                        )
+                        raise StoreError(str(outage.error)) from None
+                    first, outage.warned = not outage.warned, True
+                # One line per operation, not one per file and attempt: an outage of a 3,000-file upload is
+                # one event.
+                if first:
+                    log.warning(
+                        "%s: %s; retrying for up to %g s (MEDRL_STORE_RETRY_SECONDS)",
+                        what,
+                        describe(exc),
+                        outage.budget,
+                    )
+                time.sleep(min(delay * random.uniform(0.75, 1.25), left))
+                delay = min(delay * 2, 5.0)
                 if before_retry is not None:
                     with contextlib.suppress(Exception):
                         before_retry()
+            else:
+                outage.since = None
+                return result
+            finally:
+                _TIMEOUT.reset(token)
+
+    def _parallel(self, jobs: list[Callable[[], T]]) -> list[T]:
+        """Run `jobs` on the transfer threads, in this operation (one budget); the first failure cancels the jobs
+        not yet started and is raised."""
+        pool = ThreadPoolExecutor(self.settings.workers, thread_name_prefix="medrl-s3")
+        try:
+            futures = [pool.submit(contextvars.copy_context().run, job) for job in jobs]
+            return [future.result() for future in futures]
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
 
     def translate(self, exc: BaseException, what: str) -> StoreError:
         if isinstance(exc, S3Error):
@@ -256,7 +376,7 @@ class S3Backend:
             try:
                 return fn()
             except S3Error as exc:
-                if exc.code in NOT_FOUND:
+                if exc.code in NOT_FOUND or exc.code == "NoSuchBucket":
                     return None
                 raise
 
@@ -312,18 +432,8 @@ class S3Backend:
     def abort_uploads(self, bucket: str, prefix: str, what: str) -> int:
         """Abort unfinished multipart uploads under `prefix` (left by a crash); returns how many. `what` names
         them in messages (never the key: it may be a data file's name)."""
-
-        def run() -> int:
-            n = 0
-            result = self.client._list_multipart_uploads(bucket, prefix=prefix)
-            for upload in result.uploads:
-                if upload.object_name and upload.upload_id:
-                    self.client._abort_multipart_upload(bucket, upload.object_name, upload.upload_id)
-                    n += 1
-            return n
-
         try:
-            n = self.call(run, f"clean-up of unfinished uploads of {what}")
+            n = self.call(lambda: self._abort(bucket, prefix), f"clean-up of unfinished uploads of {what}")
         except StoreError as err:
             # Unfinished uploads are invisible to readers; failing to tidy them must not fail a commit.
             log.warning("%s", err)
@@ -345,7 +455,9 @@ class S3Backend:
                 raise StoreError(f"{what}: the local file changed while it was uploaded; commit again")
             return reader.sha.hexdigest()
 
-        digest = self.call(run, what, before_retry=lambda: self.abort_uploads(bucket, key, what))
+        # Before a retry, the torn multipart upload is aborted in one try: a store that is down would only
+        # spend the budget twice.
+        digest = self.call(run, what, before_retry=lambda: self._best_effort(lambda: self._abort(bucket, key)))
         return {"size": size, "sha256": digest}
 
     def _download_file(self, bucket: str, key: str, dest: Path | None, what: str) -> tuple[int, str]:
@@ -370,8 +482,19 @@ class S3Backend:
         found = self.call(self._missing_ok(run), what)
         return found if found is not None else (-1, "")
 
-    def _pool(self) -> ThreadPoolExecutor:
-        return ThreadPoolExecutor(self.settings.workers, thread_name_prefix="medrl-s3")
+    def _abort(self, bucket: str, prefix: str) -> int:
+        n = 0
+        for upload in self.client._list_multipart_uploads(bucket, prefix=prefix).uploads:
+            if upload.object_name and upload.upload_id:
+                self.client._abort_multipart_upload(bucket, upload.object_name, upload.upload_id)
+                n += 1
+        return n
+
+    def _best_effort(self, fn: Callable[[], T]) -> T:
+        """One try with short timeouts, outside the current operation's budget: tidying after a failure must
+        not hang on the store that caused it."""
+        with self.operation(budget=0.0):
+            return self.call(fn, "clean-up")
 
     # ------------------------------------------------------------------------------------------ committing
 
@@ -386,29 +509,72 @@ class S3Backend:
         finally:
             shutil.rmtree(staging, ignore_errors=True)
 
+    @as_operation
     def commit_from(self, local: Path, uri: str) -> None:
-        """Upload `local` as the committed artifact `uri`: files, then MANIFEST.json, then COMMITTED."""
+        """Upload `local` as the committed artifact `uri`: files, then MANIFEST.json, then COMMITTED.
+
+        Over a committed version, the new one goes to `<uri>/.v-<id>/` and its COMMITTED marker (one object,
+        written atomically) switches readers to it; only then is the old version removed. Until that moment the
+        old one stays whole and readable, whatever fails."""
         bucket, key = split(uri)
         if not key:
             raise StoreError(f"{uri}: commit a directory under a prefix (s3://bucket/prefix), not a bucket's root")
         self.ensure_bucket(bucket)
-        # An earlier version stops being committed before any of its files changes.
-        self._remove(bucket, f"{key}/{COMMITTED}", f"un-commit of {uri}")
+        version = f".v-{uuid.uuid4().hex[:12]}/" if self._marker(bucket, key, uri) is not None else ""
         files = local_files(local)
-        with self._pool() as pool:
-            futures = {
-                rel: pool.submit(self._upload_file, bucket, f"{key}/{rel}", path, f"upload of file {i + 1} to {uri}")
-                for i, (rel, path) in enumerate(files)
-            }
-            entries = {rel: future.result() for rel, future in futures.items()}
-        wanted = {f"{key}/{rel}" for rel in entries} | {f"{key}/{MANIFEST}"}
-        stale = [o.object_name for o in self._objects(bucket, key + "/", True) if o.object_name not in wanted]
-        self._remove_many(bucket, stale, f"removal of stale files of {uri}")
-        self._remove_folders(bucket, key, stale, include_root=False)
+        jobs = [
+            functools.partial(
+                self._upload_file, bucket, f"{key}/{version}{rel}", path, f"upload of file {i + 1} to {uri}"
+            )
+            for i, (rel, path) in enumerate(files)
+        ]
+        try:
+            entries = dict(zip((rel for rel, _ in files), self._parallel(jobs), strict=True))
+            if not version:  # a first commit: what a torn earlier attempt left beside these files goes
+                wanted = {f"{key}/{rel}" for rel in entries} | {f"{key}/{MANIFEST}"}
+                stale = [o.object_name for o in self._objects(bucket, key + "/", True) if o.object_name not in wanted]
+                self._remove_many(bucket, stale, f"removal of stale files of {uri}")
+                self._remove_folders(bucket, key, stale, include_root=False)
+            data = manifest_bytes({"version": 1, "files": entries})
+            self._put_bytes(bucket, f"{key}/{version}{MANIFEST}", data, f"upload of {MANIFEST} to {uri}")
+            self._put_bytes(bucket, f"{key}/{COMMITTED}", marker_text(data, version).encode(), f"commit of {uri}")
+        except StoreError as err:
+            raise type(err)(
+                f"{err}; {self._orphans(bucket, f'{key}/{version}' if version else key + '/', uri)}"
+            ) from None
+        if version:
+            self._tidy(bucket, key, version, uri)
         self.abort_uploads(bucket, key + "/", uri)
-        data = manifest_bytes({"version": 1, "files": entries})
-        self._put_bytes(bucket, f"{key}/{MANIFEST}", data, f"upload of {MANIFEST} to {uri}")
-        self._put_bytes(bucket, f"{key}/{COMMITTED}", marker_text(data).encode(), f"commit of {uri}")
+
+    def _orphans(self, bucket: str, prefix: str, uri: str) -> str:
+        """Remove what an aborted upload left under `prefix` (never a committed version), in one try; returns a
+        clause for the error message saying what became of it."""
+        try:
+            with self.operation(budget=0.0):
+                keys = [o.object_name for o in self._objects(bucket, prefix, True)]
+                self._remove_many(bucket, keys, f"removal of the aborted upload to {uri}")
+                self._abort(bucket, prefix)
+        except StoreError:
+            return (
+                f"what it had uploaded is not committed (readers ignore it) and could not be removed now; the next "
+                f"commit to {uri} removes it"
+            )
+        return f"the {len(keys)} object(s) it had uploaded were removed, nothing was committed"
+
+    def _tidy(self, bucket: str, key: str, version: str, uri: str) -> None:
+        """After the switch to `version`: remove the previous version and what aborted replacements left."""
+        keep = f"{key}/{version}"
+        try:
+            objects = self._objects(bucket, key + "/", True)
+            stale = [
+                o.object_name
+                for o in objects
+                if not o.object_name.startswith(keep) and o.object_name != f"{key}/{COMMITTED}"
+            ]
+            self._remove_many(bucket, stale, f"removal of the previous version of {uri}")
+            self._remove_folders(bucket, key, stale, include_root=False)
+        except StoreError as err:
+            log.warning("%s is committed; its previous version is left for the next commit to remove (%s)", uri, err)
 
     def _remove_many(self, bucket: str, keys: list[str], what: str) -> None:
         for start in range(0, len(keys), 1000):
@@ -424,16 +590,22 @@ class S3Backend:
 
     # ------------------------------------------------------------------------------------------ reading
 
-    def committed_hash(self, uri: str) -> str:
-        bucket, key = split(uri)
+    def _marker(self, bucket: str, key: str, uri: str) -> tuple[str, str] | None:
+        """(manifest sha256, version prefix) of the committed version at `key`, or None."""
         data = self._get(bucket, f"{key}/{COMMITTED}", f"read of {uri}/{COMMITTED}")
-        if data is None:
+        return None if data is None else parse_marker(data.decode(errors="replace"))
+
+    def committed_version(self, uri: str) -> tuple[str, str]:
+        bucket, key = split(uri)
+        marker = self._marker(bucket, key, uri)
+        if marker is None:
             raise NotCommittedError(
                 f"{uri} is not a committed artifact (no {COMMITTED} marker): the stage that writes it did not "
                 "finish. Re-run that stage."
             )
-        return data.decode().strip()
+        return marker
 
+    @as_operation
     def is_committed(self, uri: str) -> bool:
         bucket, key = split(uri)
         stat = self.call(
@@ -441,18 +613,23 @@ class S3Backend:
         )
         return stat is not None
 
-    def _manifest(self, uri: str) -> tuple[str, bytes, dict]:
+    def _manifest(self, uri: str) -> tuple[str, str, bytes, dict]:
+        """(manifest sha256, version prefix, manifest bytes, manifest) of the committed version."""
         bucket, key = split(uri)
-        expected = self.committed_hash(uri)
-        data = self._get(bucket, f"{key}/{MANIFEST}", f"read of {uri}/{MANIFEST}")
+        expected, version = self.committed_version(uri)
+        data = self._get(bucket, f"{key}/{version}{MANIFEST}", f"read of {uri}/{MANIFEST}")
         if data is None or hashlib.sha256(data).hexdigest() != expected:
             raise IntegrityError(f"{uri}: {MANIFEST} does not match its {COMMITTED} marker; the artifact is damaged")
-        return expected, data, json.loads(data)
+        try:
+            return expected, version, data, json.loads(data)
+        except ValueError:
+            raise IntegrityError(f"{uri}: {MANIFEST} is not JSON; the artifact is damaged") from None
 
+    @as_operation
     def manifest(self, uri: str) -> dict:
-        return self._manifest(uri)[2]
+        return self._manifest(uri)[3]
 
-    def _fetch_all(self, uri: str, files: dict, into: Path | None) -> None:
+    def _fetch_all(self, uri: str, version: str, files: dict, into: Path | None) -> None:
         bucket, key = split(uri)
         items = sorted(files.items())
 
@@ -461,32 +638,33 @@ class S3Backend:
             if into is not None:
                 dest = into / rel
                 dest.parent.mkdir(parents=True, exist_ok=True)
-            size, digest = self._download_file(bucket, f"{key}/{rel}", dest, f"download of file {i + 1} of {uri}")
+            what = f"download of file {i + 1} of {uri}"
+            size, digest = self._download_file(bucket, f"{key}/{version}{rel}", dest, what)
             if size < 0:
                 raise damaged(uri, rel, i, len(items), "is missing from the store but listed")
             if size != meta["size"] or digest != meta["sha256"]:
                 raise damaged(uri, rel, i, len(items))
 
-        with self._pool() as pool:
-            futures = [pool.submit(one, i, rel, meta) for i, (rel, meta) in enumerate(items)]
-            for future in futures:
-                future.result()
+        self._parallel([functools.partial(one, i, rel, meta) for i, (rel, meta) in enumerate(items)])
 
-    def download(self, uri: str, dest: Path, replace: bool = True) -> Path:
+    @as_operation
+    def download(self, uri: str, dest: Path, replace: bool = True, scratch: bool = False) -> Path:
         """Fetch the committed artifact into `dest` (replaced as a whole), checking every file's sha256.
 
         With `replace=False` a `dest` that another process placed first is kept (and ours dropped): readers
         may already be using it."""
-        _, data, doc = self._manifest(uri)
+        if replace and not scratch:
+            check_output(dest)  # before the transfer, so a refused destination costs nothing
+        _, version, data, doc = self._manifest(uri)
         dest.parent.mkdir(parents=True, exist_ok=True)
         staging = dest.parent / f".staging-{dest.name}-{uuid.uuid4().hex[:8]}"
         staging.mkdir()
         try:
-            self._fetch_all(uri, doc["files"], staging)
+            self._fetch_all(uri, version, doc["files"], staging)
             (staging / MANIFEST).write_bytes(data)
             (staging / COMMITTED).write_text(marker_text(data))
             if replace:
-                place_dir(staging, dest)
+                place_dir(staging, dest, scratch)
             else:
                 try:
                     os.rename(staging, dest)  # fails on a non-empty `dest`: someone else's finished copy
@@ -495,33 +673,38 @@ class S3Backend:
                         raise
         finally:
             shutil.rmtree(staging, ignore_errors=True)
+        record_verified(dest)  # every file was just hashed: `store.verified` need not hash them again
         return dest
 
+    @as_operation
     def open_dir(self, uri: str, verify: bool = False) -> Path:
         """The artifact in the local cache, downloaded (and verified) on first use of each committed version."""
         from medrl.infra.store import verify_dir
 
         bucket, key = split(uri)
-        version = self.committed_hash(uri)
-        local = cache_root() / "s3" / bucket / f"{key}@{version[:16]}"
+        digest, _ = self.committed_version(uri)
+        local = cache_root() / "s3" / bucket / f"{key}@{digest[:16]}"
         if (local / COMMITTED).is_file():
-            if verify:
-                verify_dir(local, uri)
+            verify_dir(local, uri, cache=not verify)  # the cached copy may have changed since it was downloaded
             return local
         return self.download(uri, local, replace=False)
 
+    @as_operation
     def verify(self, uri: str) -> dict:
         """Hash every file in the store against the manifest, without keeping a copy."""
-        files = self.manifest(uri)["files"]
-        self._fetch_all(uri, files, None)
+        _, version, _, doc = self._manifest(uri)
+        files = doc["files"]
+        self._fetch_all(uri, version, files, None)
         return {"files": len(files), "bytes": sum(f["size"] for f in files.values())}
 
     # ------------------------------------------------------------------------------------------ objects
 
+    @as_operation
     def write_bytes(self, uri: str, data: bytes) -> None:
         bucket, key = split(uri)
         self._put_bytes(bucket, key, data, f"upload of {uri}")
 
+    @as_operation
     def read_bytes(self, uri: str) -> bytes:
         bucket, key = split(uri)
         data = self._get(bucket, key, f"read of {uri}")
@@ -529,6 +712,7 @@ class S3Backend:
             raise StoreError(f"{uri} does not exist")
         return data
 
+    @as_operation
     def exists(self, uri: str) -> bool:
         bucket, key = split(uri)
         if not key:
@@ -546,6 +730,7 @@ class S3Backend:
             return True
         return bool(self._objects(bucket, key + "/", False))
 
+    @as_operation
     def entries(self, uri: str) -> list[tuple[str, bool]]:
         """(name, is folder) of what lies directly under `uri`."""
         bucket, key = split(uri)
@@ -559,6 +744,7 @@ class S3Backend:
                 found[name] = found.get(name, False) or is_dir
         return sorted(found.items())
 
+    @as_operation
     def delete(self, uri: str) -> None:
         bucket, key = split(uri)
         if not key:
@@ -582,5 +768,6 @@ class S3Backend:
             with contextlib.suppress(StoreError):
                 self._remove(bucket, folder, f"removal of an empty folder under s3://{bucket}/{key}")
 
+    @as_operation
     def list(self, uri: str) -> list[str]:  # last: below it, `list` in annotations would mean this method
         return [name for name, _ in self.entries(uri)]

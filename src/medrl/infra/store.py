@@ -12,13 +12,20 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import os
 import shutil
+import socket
 import tempfile
+import threading
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from urllib.parse import urlparse
+
+log = logging.getLogger("medrl.store")
 
 MANIFEST = "MANIFEST.json"
 COMMITTED = "COMMITTED"
@@ -32,6 +39,10 @@ class NotCommittedError(StoreError):
     pass
 
 
+class OutputError(StoreError):
+    """An output path holds something medrl did not write; it is left as it is."""
+
+
 class IntegrityError(StoreError):
     """A file does not match the manifest. `file` holds its relative path, kept out of the message."""
 
@@ -40,12 +51,9 @@ class IntegrityError(StoreError):
         self.file = file
 
 
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
+def sha256_file(path: Path) -> str:
+    with Path(path).open("rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()  # readinto a reused buffer: disk speed
 
 
 def local_files(root: Path) -> list[tuple[str, Path]]:
@@ -67,8 +75,17 @@ def manifest_bytes(manifest: dict) -> bytes:
     return json.dumps(manifest, indent=1, sort_keys=True).encode()
 
 
-def marker_text(manifest_data: bytes) -> str:
-    return hashlib.sha256(manifest_data).hexdigest() + "\n"
+def marker_text(manifest_data: bytes, version: str = "") -> str:
+    """The COMMITTED marker: the manifest's sha256 and, for a version kept beside an older one in an object store
+    (`.v-<id>/`), the prefix holding that version's files and manifest. Writing it switches readers at once."""
+    digest = hashlib.sha256(manifest_data).hexdigest()
+    return f"{digest} {version}\n" if version else digest + "\n"
+
+
+def parse_marker(text: str) -> tuple[str, str]:
+    """(manifest sha256, version prefix) of a COMMITTED marker; the prefix is '' for files at the root."""
+    digest, _, version = text.strip().partition(" ")
+    return digest, version.strip()
 
 
 def damaged(uri: str, rel: str, index: int, total: int, what: str = "does not match its sha256") -> IntegrityError:
@@ -101,16 +118,47 @@ def cache_root() -> Path:
     return Path(root)
 
 
-def place_dir(staging: Path, final: Path) -> None:
-    """Move a finished staging directory to `final`, replacing what was there."""
+def is_artifact(path: Path) -> bool:
+    """A folder medrl committed: it holds MANIFEST.json and a COMMITTED marker (damaged or not)."""
+    return (path / COMMITTED).is_file() and (path / MANIFEST).is_file()
+
+
+def check_output(final: Path) -> None:
+    """Refuse an output path that holds something medrl did not write: a file, a link, or a folder with content
+    that is not a committed medrl artifact. A missing or empty folder, or an artifact to replace, passes."""
+    final = Path(final)
+    fix = "give a new or empty folder, or move what is there away first"
+    if final.is_symlink():
+        raise OutputError(f"{final} is a link; medrl never replaces what it did not write: {fix}")
+    if final.exists() and not final.is_dir():
+        raise OutputError(f"{final} is a file; medrl writes a folder there and never replaces a file: {fix}")
+    if final.is_dir() and not is_artifact(final) and any(final.iterdir()):
+        raise OutputError(
+            f"{final} is not empty and not a medrl artifact (no {COMMITTED} marker); medrl never deletes or "
+            f"moves what it did not write: {fix}"
+        )
+
+
+def place_dir(staging: Path, final: Path, scratch: bool = False) -> None:
+    """Move a finished staging directory to `final`: a new or empty folder, or a committed artifact it replaces.
+    Anything else at `final` is refused (OutputError) and left untouched, unless `scratch` says `final` lies in
+    medrl's own work folder (a torn checkpoint of an earlier attempt): then it is removed."""
     final.parent.mkdir(parents=True, exist_ok=True)
-    if final.exists():
+    if scratch and final.is_dir() and not final.is_symlink() and not is_artifact(final):
+        shutil.rmtree(final)
+    check_output(final)
+    if is_artifact(final):
         trash = final.parent / f".trash-{final.name}-{uuid.uuid4().hex[:8]}"
         os.replace(final, trash)
         os.replace(staging, final)
         shutil.rmtree(trash, ignore_errors=True)
-    else:
-        os.replace(staging, final)
+        return
+    try:
+        os.replace(staging, final)  # onto a missing or empty folder; fails if something appeared there since
+    except OSError as err:
+        raise OutputError(
+            f"{final}: something was written there meanwhile ({err.strerror}); it is left as it is"
+        ) from None
 
 
 class FileBackend:
@@ -122,6 +170,7 @@ class FileBackend:
     @contextlib.contextmanager
     def commit_dir(self, uri: str) -> Iterator[Path]:
         final = self.path(uri)
+        check_output(final)  # before the work, so a refused output costs nothing
         final.parent.mkdir(parents=True, exist_ok=True)
         staging = final.parent / f".staging-{final.name}-{uuid.uuid4().hex[:8]}"
         staging.mkdir()
@@ -131,6 +180,7 @@ class FileBackend:
             (staging / MANIFEST).write_bytes(data)
             (staging / COMMITTED).write_text(marker_text(data))
             place_dir(staging, final)
+            record_verified(final)  # every file was just hashed for the manifest
         finally:
             if staging.exists():
                 shutil.rmtree(staging, ignore_errors=True)
@@ -142,32 +192,45 @@ class FileBackend:
     def is_committed(self, uri: str) -> bool:
         return (self.path(uri) / COMMITTED).is_file()
 
-    def open_dir(self, uri: str, verify: bool = False) -> Path:
-        root = self.path(uri)
+    def _committed_root(self, uri: str) -> Path:
         if not self.is_committed(uri):
             raise NotCommittedError(
                 f"{uri} is not a committed artifact (no {COMMITTED} marker): the stage that writes it did not "
                 "finish. Re-run that stage."
             )
-        if verify:
-            verify_dir(root, uri)
+        return self.path(uri)
+
+    def open_dir(self, uri: str, verify: bool = False) -> Path:
+        root = self._committed_root(uri)
+        # Every open checks the files: against the record of their last check when nothing changed since (cheap),
+        # by hashing otherwise; `verify` hashes them all whatever the record says.
+        verify_dir(root, uri, cache=not verify)
         return root
 
     def manifest(self, uri: str) -> dict:
-        return json.loads((self.open_dir(uri) / MANIFEST).read_bytes())
+        try:
+            return json.loads((self._committed_root(uri) / MANIFEST).read_bytes())
+        except ValueError:
+            raise IntegrityError(f"{uri}: {MANIFEST} is not JSON; the artifact is damaged") from None
+
+    @contextlib.contextmanager
+    def operation(self) -> Iterator[None]:
+        yield  # local files: nothing to retry
 
     def verify(self, uri: str) -> dict:
         root = self.open_dir(uri, verify=True)
         files = json.loads((root / MANIFEST).read_bytes())["files"]
         return {"files": len(files), "bytes": sum(f["size"] for f in files.values())}
 
-    def download(self, uri: str, dest: Path) -> Path:
+    def download(self, uri: str, dest: Path, scratch: bool = False) -> Path:
+        if not scratch:
+            check_output(dest)
         root = self.open_dir(uri, verify=True)
         staging = dest.parent / f".staging-{dest.name}-{uuid.uuid4().hex[:8]}"
         dest.parent.mkdir(parents=True, exist_ok=True)
         try:
             shutil.copytree(root, staging)
-            place_dir(staging, dest)
+            place_dir(staging, dest, scratch)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
         return dest
@@ -207,19 +270,136 @@ class FileBackend:
             path.unlink(missing_ok=True)
 
 
-def verify_dir(root: Path, uri: str) -> None:
-    """Check every file against MANIFEST.json and the manifest against COMMITTED."""
+def _stamp(path: Path) -> list[int]:
+    """What changes when a file's bytes do: size, mtime and ctime (which no tool can set back), inode."""
+    st = path.stat()
+    return [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
+
+
+def _record_path(root: Path) -> Path:
+    return cache_root() / "verified" / (hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:32] + ".json")
+
+
+def record_verified(root: Path, digest: str | None = None) -> None:
+    """Remember that every file of `root` matched its manifest as it is now, so that `verify_dir(cache=True)` does
+    not hash it again while no file changes. Best effort: a cache that cannot be written only costs a re-hash."""
+    root = Path(root)
+    with contextlib.suppress(OSError, ValueError):
+        digest = digest or (root / COMMITTED).read_text().strip()
+        files = json.loads((root / MANIFEST).read_bytes())["files"]
+        record = {"marker": digest, "files": {rel: _stamp(root / rel) for rel in files}}
+        path = _record_path(root)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".record-")
+        with os.fdopen(fd, "w") as f:
+            json.dump(record, f)
+        os.replace(tmp, path)
+
+
+def _recorded(root: Path, digest: str) -> dict:
+    with contextlib.suppress(OSError, ValueError, KeyError):
+        record = json.loads(_record_path(root).read_text())
+        if record["marker"] == digest:
+            return record["files"]
+    return {}
+
+
+def verify_dir(root: Path, uri: str, cache: bool = False) -> None:
+    """Check every file against MANIFEST.json and the manifest against COMMITTED. Files are hashed in parallel
+    (hashing releases the GIL); with `cache`, a file whose size, mtime, ctime and inode are those recorded when it
+    last matched is not hashed again."""
     data = (root / MANIFEST).read_bytes()
-    if (root / COMMITTED).read_text().strip() != hashlib.sha256(data).hexdigest():
+    digest = hashlib.sha256(data).hexdigest()
+    if (root / COMMITTED).read_text().strip() != digest:
         raise IntegrityError(f"{uri}: {MANIFEST} does not match its {COMMITTED} marker; the artifact is damaged")
-    files = json.loads(data)["files"]
-    for i, (rel, meta) in enumerate(sorted(files.items())):
+    try:
+        files = sorted(json.loads(data)["files"].items())
+    except (ValueError, KeyError, AttributeError):
+        raise IntegrityError(f"{uri}: {MANIFEST} is malformed; the artifact is damaged") from None
+    known = _recorded(root, digest) if cache else {}
+
+    def ok(rel: str, meta: dict) -> bool:
         path = root / rel
-        if not path.is_file() or path.stat().st_size != meta["size"] or sha256_file(path) != meta["sha256"]:
+        if not path.is_file() or path.stat().st_size != meta["size"]:
+            return False
+        if known.get(rel) == _stamp(path):
+            return True
+        return sha256_file(path) == meta["sha256"]
+
+    with ThreadPoolExecutor(min(8, os.cpu_count() or 1), thread_name_prefix="medrl-hash") as pool:
+        results = list(pool.map(lambda item: ok(*item), files))
+    for i, ((rel, _), good) in enumerate(zip(files, results, strict=True)):
+        if not good:
             raise damaged(uri, rel, i, len(files))
+    if cache:
+        record_verified(root, digest)
+
+
+def verified(ref: str | Path) -> Path:
+    """The local folder of an input artifact (a model, a dataset, a checkpoint), checked against its MANIFEST
+    before use: a store URI (downloaded to the cache), or a local folder. A folder without MANIFEST.json is not
+    a medrl artifact (a hub snapshot, a download) and is returned as it is, as is a hub id; a MANIFEST without
+    its COMMITTED marker is refused. The check is remembered per file (size, mtime, ctime): a re-run of an
+    unchanged 5 GB model does not hash it again."""
+    text = str(ref)
+    if "://" in text:
+        uri = normalize(check_uri(text))
+        root = open_dir(uri)
+        verify_dir(root, uri, cache=True)
+        return root
+    path = Path(text).expanduser()
+    if not (path / MANIFEST).is_file():
+        return path
+    if not (path / COMMITTED).is_file():
+        raise NotCommittedError(
+            f"{path} has a {MANIFEST} but no {COMMITTED} marker: the stage that wrote it did not finish. Re-run it."
+        )
+    verify_dir(path, str(path), cache=True)
+    return path
+
+
+def newest_verified(candidates: Iterable[str | Path]) -> Path | None:
+    """The first of `candidates` (checkpoints, newest first) that passes `verified`, or None. Each one that fails
+    is named in a warning and skipped: resuming from an older checkpoint loses steps, from a damaged one the run."""
+    for ref in candidates:
+        try:
+            return verified(ref)
+        except (IntegrityError, NotCommittedError) as err:
+            log.warning("checkpoint %s is damaged, skipping it for an older one: %s", Path(str(ref)).name, err)
+    return None
 
 
 _BACKENDS: dict[object, object] = {}
+SCHEMES = "file:///path or s3://bucket/prefix (or a plain path)"
+
+
+def check_uri(uri: str) -> str:
+    """Refuse a store URI no backend serves, before anything runs (a config validator calls this); returns it.
+
+    >>> check_uri("s3://medrl/runs")
+    's3://medrl/runs'
+    """
+    if not uri or not uri.strip():
+        raise StoreError(f"store URI is empty; give {SCHEMES}")
+    if "://" not in uri:
+        return uri
+    scheme = urlparse(uri).scheme
+    if scheme == "file":
+        return uri
+    if scheme != "s3":
+        raise StoreError(f"store URI {uri!r}: scheme '{scheme}' is not supported; use {SCHEMES}")
+    bucket = urlparse(uri).netloc
+    if not bucket:
+        raise StoreError(f"store URI {uri!r}: no bucket; S3 URIs look like s3://bucket/prefix. Use {SCHEMES}")
+    from minio.helpers import check_bucket_name
+
+    try:
+        check_bucket_name(bucket, strict=True)
+    except ValueError as err:
+        raise StoreError(
+            f"store URI {uri!r}: {err}; S3 bucket names are 3-63 lowercase letters, digits, '-' and '.'. Use {SCHEMES}"
+        ) from None
+    return uri
 
 
 def backend(uri: str):
@@ -234,7 +414,13 @@ def backend(uri: str):
         if settings not in _BACKENDS:
             _BACKENDS[settings] = S3Backend(settings)
         return _BACKENDS[settings]
-    raise StoreError(f"store URI {uri!r}: scheme '{scheme}' is not supported; use file:///path or s3://bucket/prefix")
+    raise StoreError(f"store URI {uri!r}: scheme '{scheme}' is not supported; use {SCHEMES}")
+
+
+def operation(uri: str):
+    """Context manager: the store calls made inside share one retry budget (MEDRL_STORE_RETRY_SECONDS), so a
+    command made of many calls fails once, within the budget, when the store is down."""
+    return backend(uri).operation()
 
 
 def commit_dir(uri: str):
@@ -252,9 +438,10 @@ def open_dir(uri: str, verify: bool = False) -> Path:
     return backend(uri).open_dir(uri, verify=verify)
 
 
-def download(uri: str, dest: Path) -> Path:
-    """Copy the committed artifact at `uri` into the local directory `dest` (verified, placed atomically)."""
-    return backend(uri).download(uri, Path(dest))
+def download(uri: str, dest: Path, scratch: bool = False) -> Path:
+    """Copy the committed artifact at `uri` into the local directory `dest` (verified, placed atomically). `dest`
+    must be new, empty or an artifact; `scratch=True` (medrl's own work folder) lets it replace anything."""
+    return backend(uri).download(uri, Path(dest), scratch=scratch)
 
 
 def manifest(uri: str) -> dict:
@@ -301,18 +488,134 @@ def ls(uri: str) -> list[dict]:
     and `object` (a single file such as config.yaml)."""
     be = backend(uri)
     out = []
-    for name, is_dir in be.entries(uri):
-        entry: dict = {"name": name, "kind": "folder" if is_dir else "object"}
-        if is_dir and be.is_committed(join(uri, name)):
-            files = be.manifest(join(uri, name))["files"]
-            entry.update(kind="committed", files=len(files), bytes=sum(f["size"] for f in files.values()))
-        out.append(entry)
+    with be.operation():
+        for name, is_dir in be.entries(uri):
+            entry: dict = {"name": name, "kind": "folder" if is_dir else "object"}
+            if is_dir and be.is_committed(join(uri, name)):
+                try:
+                    files = be.manifest(join(uri, name))["files"]
+                    entry.update(kind="committed", files=len(files), bytes=sum(f["size"] for f in files.values()))
+                except (IntegrityError, KeyError, TypeError, AttributeError) as err:
+                    # One damaged artifact must not hide the others: it is listed as such.
+                    why = str(err) if isinstance(err, IntegrityError) else f"{MANIFEST} is malformed; it is damaged"
+                    entry.update(kind="damaged", error=why)
+            out.append(entry)
     return out
 
 
 def delete(uri: str) -> None:
     """Remove an object or a directory; a committed directory loses its COMMITTED marker first."""
     backend(uri).delete(uri)
+
+
+def put_artifact(src: Path, uri: str, replace: bool = False) -> dict:
+    """`medrl store put`: commit the local folder `src` at `uri` as one artifact; returns {'files', 'bytes'}.
+
+    A missing bucket is created. Over a committed artifact only with `replace`, and atomically: the previous
+    version stays readable until the new one is committed (see S3Backend.commit_from; locally, place_dir)."""
+    src = Path(src)
+    if not src.is_dir():
+        raise StoreError(f"medrl store put {src}: not a folder; give the folder to upload")
+    uri = normalize(uri)
+    be = backend(uri)
+    with be.operation():
+        if be.is_committed(uri) and not replace:
+            raise StoreError(f"medrl store put: {uri} is already committed; pass --replace to replace it")
+        be.commit_from(src, uri)
+        files = be.manifest(uri)["files"]
+    return {"files": len(files), "bytes": sum(f["size"] for f in files.values())}
+
+
+class LeaseError(StoreError):
+    """Another live run holds the lease."""
+
+
+LEASE = ".lease"
+LEASE_SECONDS = 60.0  # a crashed run blocks its id this long at most; a live one renews every third of it
+LEASE_SETTLE = 0.3  # between writing a lease and reading it back: of two runs racing for it, the last write wins
+
+
+class Lease:
+    """A run's hold on `<uri>/.lease` (a hidden object listings skip): who holds it and until when, renewed by
+    a thread while held. Stores without conditional writes cannot make taking it atomic: a lease is written,
+    read back after LEASE_SETTLE, and kept only if it is still ours; two runs starting within that moment are
+    the case this does not cover."""
+
+    def __init__(self, uri: str, ttl: float):
+        self.uri, self.ttl = normalize(uri), ttl
+        self.object = join(self.uri, LEASE)
+        self.token = uuid.uuid4().hex
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _read(self) -> dict | None:
+        if not exists(self.object):
+            return None
+        try:
+            return json.loads(read_bytes(self.object))
+        except (StoreError, ValueError):
+            return None  # a torn or foreign lease object holds nothing
+
+    def _write(self) -> None:
+        doc = {"token": self.token, "host": socket.gethostname(), "pid": os.getpid(), "expires": time.time() + self.ttl}
+        write_bytes(self.object, json.dumps(doc).encode())
+
+    def _refuse(self, held: dict) -> LeaseError:
+        left = max(held.get("expires", 0) - time.time(), 0)
+        return LeaseError(
+            f"{self.uri} is in use by another run (host {held.get('host')}, pid {held.get('pid')}); its lease "
+            f"lapses {left:.0f} s after that run stops renewing it. Wait for that run to end, or give this one "
+            "another id (--run-id)"
+        )
+
+    def acquire(self) -> Lease:
+        held = self._read()
+        if held and held.get("token") != self.token and held.get("expires", 0) > time.time():
+            raise self._refuse(held)
+        self._write()
+        time.sleep(LEASE_SETTLE)
+        held = self._read()
+        if not held or held.get("token") != self.token:
+            raise self._refuse(held or {})
+        self._thread = threading.Thread(target=self._renew, name="medrl-lease", daemon=True)
+        self._thread.start()
+        return self
+
+    def _renew(self) -> None:
+        while not self._stop.wait(self.ttl / 3):
+            try:
+                held = self._read()
+                if held and held.get("token") != self.token:
+                    log.error(
+                        "lease of %s was taken by another run (host %s); stop one of them", self.uri, held.get("host")
+                    )
+                    return
+                self._write()
+            except StoreError as err:  # the store is down: the lease may lapse; the run goes on
+                log.warning("lease of %s not renewed: %s", self.uri, err)
+
+    def release(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        with contextlib.suppress(StoreError):
+            held = self._read()
+            if held and held.get("token") == self.token:
+                delete(self.object)
+
+    def __enter__(self) -> Lease:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def acquire_lease(uri: str, ttl: float | None = None) -> Lease:
+    """Take the lease of the run folder `uri` or raise LeaseError naming the holder; release it with
+    `.release()` or use it as a context manager. `ttl`: MEDRL_LEASE_SECONDS, else LEASE_SECONDS."""
+    if ttl is None:
+        ttl = float(os.environ.get("MEDRL_LEASE_SECONDS") or LEASE_SECONDS)
+    return Lease(uri, ttl).acquire()
 
 
 def put_file(uri: str, path: Path) -> None:
