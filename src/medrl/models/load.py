@@ -9,10 +9,10 @@ from medrl.infra import store
 
 
 def local_dir(ref: str) -> str:
-    """Store URIs resolve to a local committed copy; hub ids and plain directories pass through."""
-    if ref.startswith(("file://", "s3://")):
-        return str(store.open_dir(ref))
-    return ref
+    """A local folder for `ref`, checked against its MANIFEST first (a store URI is downloaded; a committed local
+    folder is verified, a damaged one refused before any weight is read). Hub ids and folders that are not medrl
+    artifacts (a hub snapshot) pass through."""
+    return str(store.verified(ref))
 
 
 def load_processor(ref: str, cfg: ModelConfig):
