@@ -36,7 +36,7 @@ lint: install
 	$(VENV)/bin/yamllint -s k8s
 
 compile: install
-	$(VENV)/bin/medrl pipeline compile
+	$(VENV)/bin/medrl pipeline compile --out pipelines/compiled/study.yaml
 
 lock: install
 	$(PY) -m medrl.infra.image .
