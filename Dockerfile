@@ -2,7 +2,8 @@
 # The medrl image: every pipeline step, the PyTorchJob training pods and the vLLM judge run from it.
 #   docker build --build-arg GIT_SHA="$(git rev-parse HEAD)" -t registry.example/medrl/medrl:0.1.0 .
 # Layers go from slowest-changing to fastest: system Python, vLLM (own environment), medrl's locked
-# dependencies (requirements.lock), flash-attn (built once in a CUDA devel stage), then medrl's source.
+# dependencies (requirements.lock), flash-attn (built once in a CUDA devel stage), then medrl's wheel (built
+# from src/, components/ and pipelines/ in a stage of its own: the image holds the package, not a checkout).
 # torch 2.14.1 from PyPI is built for CUDA 13.0, hence the CUDA 13.0 base images.
 
 ARG CUDA_VERSION=13.0.2
@@ -30,6 +31,16 @@ RUN "python${PYTHON_VERSION}" -m venv /opt/build \
  && /opt/build/bin/pip install "setuptools>=69" wheel ninja psutil einops \
  && MAX_JOBS="${MAX_JOBS}" TORCH_CUDA_ARCH_LIST="${TORCH_CUDA_ARCH_LIST}" FLASH_ATTENTION_FORCE_BUILD=TRUE \
     /opt/build/bin/pip wheel --no-build-isolation --no-deps -w /wheels "flash-attn==${FLASH_ATTN_VERSION}"
+
+# ---------------------------------------------------------------- medrl wheel
+FROM python:${PYTHON_VERSION}-slim AS wheel
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+WORKDIR /build
+COPY pyproject.toml setup.py README.md ./
+COPY src src
+COPY components components
+COPY pipelines pipelines
+RUN pip wheel --no-deps -w /wheels .
 
 # ---------------------------------------------------------------- runtime
 FROM nvidia/cuda:${CUDA_VERSION}-cudnn-runtime-${UBUNTU_VERSION} AS runtime
@@ -64,14 +75,10 @@ RUN pip install --no-deps -r /tmp/requirements.lock && rm /tmp/requirements.lock
 COPY --from=flash-attn /wheels /tmp/wheels
 RUN pip install --no-deps /tmp/wheels/flash_attn-*.whl && rm -rf /tmp/wheels
 
-# medrl itself; MEDRL_HOME holds pipelines/ and components/ for `medrl pipeline compile` and `medrl run`.
-ENV MEDRL_HOME=/opt/medrl-project
-COPY pyproject.toml README.md ${MEDRL_HOME}/
-COPY src ${MEDRL_HOME}/src
-COPY components ${MEDRL_HOME}/components
-COPY pipelines ${MEDRL_HOME}/pipelines
-# hadolint ignore=DL3013
-RUN pip install --no-deps "${MEDRL_HOME}" && medrl --help > /dev/null
+# medrl itself, its pipeline and components inside (medrl.pipelines, medrl.components); compiling checks them.
+COPY --from=wheel /wheels /tmp/wheels
+RUN pip install --no-deps /tmp/wheels/medrl-*.whl && rm -rf /tmp/wheels \
+ && medrl pipeline compile --out /tmp/study.yaml > /dev/null && rm /tmp/study.yaml
 
 # Non-root, and nothing written outside /tmp (pods mount a writable /tmp; the root filesystem is read-only).
 # (Ubuntu 24.04 images ship a user `ubuntu` with UID 1000: medrl takes that UID, which the manifests name.)

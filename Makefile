@@ -24,7 +24,7 @@ system-packages:
 	  echo "the integration tests need Debian packages; run as root: apt-get install $$missing"; \
 	fi
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev]'
@@ -49,7 +49,7 @@ lint: install
 	$(VENV)/bin/yamllint -s k8s
 
 compile: install
-	$(VENV)/bin/medrl pipeline compile
+	$(VENV)/bin/medrl pipeline compile --out pipelines/compiled/study.yaml
 
 lock: install
 	$(PY) -m medrl.infra.image .

@@ -1,7 +1,17 @@
-"""Kubeflow components: one module per stage, each a lightweight Python component whose body imports medrl
-and calls one function of `medrl.study`. Only stdlib and kfp are imported at the top."""
+"""Kubeflow components, shipped as `medrl.components`: one module per stage, each a lightweight Python component
+whose body imports medrl and calls one core function. Only stdlib, kfp and `medrl.pipeline` (stdlib only) are
+imported at the top; kfp embeds each function's source, so the image needs medrl installed, not this folder."""
 
-import os
+from kfp import dsl
 
-# The image every component runs in; `medrl pipeline compile --image` sets it.
-IMAGE = os.environ.get("MEDRL_IMAGE", "ghcr.io/medrl/medrl:0.1.0")
+from medrl.pipeline import DEFAULT_IMAGE
+
+
+def component(func):
+    """A component on the default image; the pipeline builder re-creates it on the image it compiles for."""
+    return dsl.component(func, base_image=DEFAULT_IMAGE, install_kfp_package=False)
+
+
+def on_image(task_component, image: str):
+    """The same component running in `image`."""
+    return dsl.component(task_component.python_func, base_image=image, install_kfp_package=False)

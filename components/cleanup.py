@@ -1,11 +1,9 @@
 """The pipeline's exit handler: delete the training jobs a failed or stopped run left holding GPUs."""
 
-from kfp import dsl
-
-from components import IMAGE
+from medrl.components import component
 
 
-@dsl.component(base_image=IMAGE, install_kfp_package=False)
+@component
 def cleanup(pipeline_run: str, namespace: str, launcher: str) -> list:
     """Returns the names of the jobs it deleted."""
     from medrl.infra.launch import cleanup as run

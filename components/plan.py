@@ -1,11 +1,9 @@
 """Start a run (freeze its config in the store) and list the arms of each training level."""
 
-from kfp import dsl
-
-from components import IMAGE
+from medrl.components import component
 
 
-@dsl.component(base_image=IMAGE, install_kfp_package=False)
+@component
 def init_run(
     preset: str,
     config: str,
@@ -20,26 +18,14 @@ def init_run(
     judge_url: str,
     judge_model: str,
 ) -> str:
-    """Returns the run's URI: <store>/<experiment>/<run_id>."""
+    """Returns the run's URI: <store>/<experiment>/<run_id>. The inputs are the pipeline's STUDY_PARAMETERS."""
+    params = dict(locals())  # first, while the locals are exactly the inputs
     from medrl.pipeline import init_from_parameters
 
-    return init_from_parameters(
-        preset=preset,
-        config=config,
-        overrides=[str(o) for o in overrides],
-        store=store,
-        run_id=run_id,
-        arms=arms,
-        base_model=base_model,
-        dataset_source=dataset_source,
-        dataset_uri=dataset_uri,
-        steps=steps,
-        judge_url=judge_url,
-        judge_model=judge_model,
-    )
+    return init_from_parameters(**params)
 
 
-@dsl.component(base_image=IMAGE, install_kfp_package=False)
+@component
 def arms_at_level(run_uri: str, level: int) -> list:
     """Arms whose starting model is ready once the previous level has trained, as {run_uri, arm} items
     (the loop reads both from its item: kfp.local 2.17 replaces other task outputs inside a loop)."""

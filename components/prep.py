@@ -1,11 +1,9 @@
 """Prepare the run's dataset: load, check, quarantine, subset."""
 
-from kfp import dsl
-
-from components import IMAGE
+from medrl.components import component
 
 
-@dsl.component(base_image=IMAGE, install_kfp_package=False)
+@component
 def prep(run_uri: str) -> str:
     """Returns the URI of the committed dataset directory."""
     from medrl.study import prep as run

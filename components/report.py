@@ -1,12 +1,11 @@
 """Write the study's report to the store and show it in the Kubeflow UI (Markdown, HTML, scalar metrics)."""
 
-from kfp import dsl
 from kfp.dsl import HTML, Markdown, Metrics, Output
 
-from components import IMAGE
+from medrl.components import component
 
 
-@dsl.component(base_image=IMAGE, install_kfp_package=False)
+@component
 def report(run_uri: str, report_md: Output[Markdown], report_html: Output[HTML], metrics: Output[Metrics]) -> str:
     """Returns the URI of the report folder; the artifacts carry the same report (and its numbers) to the UI."""
     from medrl.report.ui import export_for_ui

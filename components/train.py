@@ -1,11 +1,11 @@
 """Train one arm of the study: in the cluster as a PyTorchJob (the task waits for it), locally in process."""
 
-from kfp import dsl
-
-from components import IMAGE
+from medrl.components import component
 
 
-@dsl.component(base_image=IMAGE, install_kfp_package=False)
+# The cluster settings come one by one, not as one dict: the Kubeflow Pipelines backend passes a struct built from
+# pipeline parameters with their placeholders unresolved (its driver resolves only whole-string constants).
+@component
 def train(
     run_uri: str,
     arm: str,
@@ -22,20 +22,8 @@ def train(
     tolerations: list,
     store_secret: str,
 ) -> str:
-    """Returns the URI of the model the arm evaluates."""
+    """Returns the URI of the model the arm evaluates. Every input after `launcher` is a TrainSpec field."""
+    cluster = dict(locals())  # first, while the locals are exactly the inputs
     from medrl.infra.launch import train_arm
 
-    cluster = {
-        "pipeline_run": pipeline_run,
-        "image": image,
-        "namespace": namespace,
-        "nodes": nodes,
-        "gpus_per_node": gpus_per_node,
-        "cpu": cpu,
-        "memory": memory,
-        "shm_size": shm_size,
-        "node_selector": node_selector,
-        "tolerations": tolerations,
-        "store_secret": store_secret,
-    }
-    return train_arm(run_uri, arm, launcher, cluster)
+    return train_arm(cluster.pop("run_uri"), cluster.pop("arm"), cluster.pop("launcher"), cluster)

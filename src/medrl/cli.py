@@ -319,7 +319,7 @@ def show_config(overrides: Overrides = None, preset: Preset = None, config: Conf
 
 @pipeline_app.command("compile")
 def pipeline_compile(
-    out: Annotated[Path | None, typer.Option(help="Output YAML (default: pipelines/compiled/study.yaml).")] = None,
+    out: Annotated[Path | None, typer.Option(help="Output YAML (default: study.yaml here).")] = None,
     image: Annotated[str | None, typer.Option(help="Container image of every component.")] = None,
 ) -> None:
     """Compile the study pipeline to a YAML package for the Kubeflow UI or API.
@@ -430,7 +430,7 @@ KfpHost = Annotated[
         "--host", envvar="KF_PIPELINES_ENDPOINT", help="Kubeflow Pipelines address, e.g. http://localhost:8080."
     ),
 ]
-KfpPackage = Annotated[Path | None, typer.Option("--package", help="Compiled pipeline (default: the checkout's).")]
+KfpPackage = Annotated[Path | None, typer.Option("--package", help="Compiled pipeline (default: the one medrl ships).")]
 KfpParams = Annotated[
     list[str] | None, typer.Option("--param", help="Pipeline parameter name=value (repeat), e.g. gpus_per_node=4.")
 ]
@@ -441,9 +441,9 @@ KfpToken = Annotated[str | None, typer.Option("--token", envvar="MEDRL_KFP_TOKEN
 
 
 def _package(package: Path | None) -> Path:
-    from medrl.pipeline import COMPILED, project_root
+    from medrl.pipeline import packaged_pipeline
 
-    return package or project_root() / COMPILED
+    return package or packaged_pipeline()
 
 
 @pipeline_app.command("submit")

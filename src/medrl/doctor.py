@@ -42,11 +42,11 @@ def local_checks() -> list[Check]:
         )
     )
     try:
-        from medrl.pipeline import project_root
+        from medrl.pipeline import packaged_pipeline
 
-        checks.append(Check("pipeline definition", True, str(project_root() / "pipelines" / "study.py")))
+        checks.append(Check("pipeline definition", True, str(packaged_pipeline())))
     except FileNotFoundError as err:
-        checks.append(Check("pipeline definition", False, str(err), "set MEDRL_HOME to the project checkout"))
+        checks.append(Check("pipeline definition", False, str(err), "make install (or pip install -e .)"))
     return checks
 
 

@@ -1,51 +1,140 @@
-"""The pipeline adapter: compile `pipelines/study.py` to YAML and run it locally through kfp.local.
+"""The pipeline adapter: the study pipeline's parameters, compiling it to YAML, running it through kfp.local.
 
-`components/` and `pipelines/` live beside `src/` in a checkout (and in the image, under MEDRL_HOME).
+The pipeline itself is `medrl.pipelines.study` (the repository's `pipelines/`, shipped inside the package), its
+components `medrl.components` (`components/`).
 """
 
 from __future__ import annotations
 
+import copy
+import inspect
 import os
-import sys
+from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
+from typing import Any
 
-COMPILED = "pipelines/compiled/study.yaml"
+DEFAULT_IMAGE = "ghcr.io/medrl/medrl:0.1.0"
+COMPILED = "study.yaml"  # where `medrl pipeline compile` writes without --out (the current folder)
 STORE_ENV = "MEDRL_STORE"  # the site's default store, from the medrl-store ConfigMap in the cluster
 
 
-def project_root() -> Path:
-    """The folder holding `pipelines/` and `components/`: MEDRL_HOME, else the checkout medrl runs from."""
-    candidates = [Path(os.environ["MEDRL_HOME"])] if os.environ.get("MEDRL_HOME") else []
-    candidates.append(Path(__file__).resolve().parents[2])
-    for root in candidates:
-        if (root / "pipelines" / "study.py").is_file() and (root / "components").is_dir():
-            return root
-    raise FileNotFoundError(
-        "pipelines/study.py not found: run medrl from a checkout of the project, or set MEDRL_HOME to one"
+@dataclass(frozen=True)
+class Parameter:
+    """One parameter of the study pipeline, as users see it in the Kubeflow UI and pass with `--param`."""
+
+    name: str
+    type: type  # str, int, list or dict: kfp's STRING, NUMBER_INTEGER, LIST, STRUCT
+    default: Any
+    help: str
+
+
+# The init step turns these into config overrides (`init_from_parameters`); empty or 0 keeps the preset's value.
+STUDY_PARAMETERS = (
+    Parameter("preset", str, "demo", "A shipped study (demo, paper-table1, ...); empty when `config` is given."),
+    Parameter("config", str, "", "A whole study YAML instead of a preset."),
+    Parameter("overrides", list, [], 'Settings as key.sub=value, e.g. ["train.learning_rate=1e-5"].'),
+    Parameter(
+        "store",
+        str,
+        "",
+        "Where artifacts go (s3://bucket/prefix); empty: the medrl-store ConfigMap's `store`, else the preset's.",
+    ),
+    Parameter("run_id", str, "", "Run folder name; empty: time-based."),
+    Parameter("arms", str, "", "Comma-separated arms to run (with the arms they start from); empty: all."),
+    Parameter("base_model", str, "", "Hub id or store URI of the base model; empty: the preset's."),
+    Parameter(
+        "dataset_source",
+        str,
+        "",
+        "synthetic | pmc-vqa | vqa-rad | path-vqa | slake | omnimedvqa | jsonl | "
+        "cxr-synthetic | mimic-cxr | ms-cxr | vindr-cxr; empty: the preset's.",
+    ),
+    Parameter("dataset_uri", str, "", "Where the source dataset lies (data.input); empty: the preset's."),
+    Parameter("steps", int, 0, "Optimizer steps of every trained arm; 0: the preset's."),
+    Parameter(
+        "judge_url", str, "", "Base URL of an OpenAI-compatible judge (e.g. http://medrl-judge.medrl.svc:8000/v1)."
+    ),
+    Parameter("judge_model", str, "", "Model name the judge serves."),
+)
+# The train step's cluster settings: fields of `medrl.infra.launch.TrainSpec`, under the same names.
+CLUSTER_PARAMETERS = (
+    Parameter(
+        "launcher",
+        str,
+        "auto",
+        "Where arms train: auto (PyTorchJob in the cluster, in process elsewhere), pytorchjob, inprocess.",
+    ),
+    Parameter("image", str, DEFAULT_IMAGE, "Image of the training pods."),
+    Parameter("namespace", str, "medrl", "Namespace of the PyTorchJobs."),
+    Parameter("nodes", int, 1, "Nodes per training job (one Master, the rest Workers)."),
+    Parameter("gpus_per_node", int, 0, "GPUs (= processes) per node; 0: one CPU process."),
+    Parameter("cpu", str, "8", "CPU of each training pod."),
+    Parameter("memory", str, "64Gi", "Memory of each training pod."),
+    Parameter("shm_size", str, "16Gi", "Size of /dev/shm in training pods."),
+    Parameter(
+        "node_selector",
+        dict,
+        {},
+        'Node labels for training and evaluation pods, e.g. {"nvidia.com/gpu.product": "NVIDIA-A100-SXM4-80GB"}.',
+    ),
+    Parameter(
+        "tolerations",
+        list,
+        [],
+        "Tolerations for training and evaluation pods, e.g. "
+        '[{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}].',
+    ),
+    Parameter("store_secret", str, "medrl-store", "Secret with keys accesskey and secretkey for the store."),
+)
+PARAMETERS = (*STUDY_PARAMETERS, *CLUSTER_PARAMETERS, Parameter("eval_gpus", int, 0, "GPUs of each evaluation pod."))
+
+
+def signature(image: str = DEFAULT_IMAGE) -> inspect.Signature:
+    """The pipeline function's signature (kfp reads names, types and defaults from it); `image` is the default
+    of the `image` parameter, the image the pipeline was compiled for."""
+    defaults = {"image": image}
+    return inspect.Signature(
+        [
+            inspect.Parameter(
+                p.name,
+                inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                annotation=p.type,
+                default=defaults.get(p.name, copy.deepcopy(p.default)),
+            )
+            for p in PARAMETERS
+        ]
     )
 
 
-def _import_pipeline(parallelism: int = 0):
-    root = str(project_root())
-    if root not in sys.path:
-        sys.path.insert(0, root)
-    from pipelines.study import build
+def docstring(summary: str) -> str:
+    """`summary` and an Args section, which kfp turns into each parameter's description in the UI."""
+    return "\n".join([summary, "", "Args:", *(f"    {p.name}: {p.help}" for p in PARAMETERS)])
 
-    return build(parallelism)
+
+def packaged_pipeline() -> Path:
+    """The compiled pipeline shipped with medrl (built for the default image), for `pipeline submit|schedule`."""
+    try:
+        shipped = Path(str(resources.files("medrl.pipelines").joinpath("compiled", COMPILED)))
+    except ModuleNotFoundError:  # an editable install made before components/ and pipelines/ were shipped
+        shipped = None
+    if shipped is None or not shipped.is_file():
+        raise FileNotFoundError(
+            "the compiled pipeline medrl ships (medrl/pipelines/compiled/study.yaml) is not installed"
+        )
+    return shipped
 
 
 def compile_pipeline(out: Path | None = None, image: str | None = None) -> Path:
-    """Compile the study pipeline to YAML (default: pipelines/compiled/study.yaml in the checkout)."""
+    """Compile the study pipeline, its components on `image`, to YAML (default: ./study.yaml)."""
     from kfp import compiler
 
-    if image:
-        os.environ["MEDRL_IMAGE"] = image
-        for name in [m for m in sys.modules if m == "components" or m.startswith(("components.", "pipelines."))]:
-            del sys.modules[name]
-    out = Path(out) if out else project_root() / COMPILED
+    from medrl.pipelines.study import build
+
+    out = Path(out or COMPILED)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".tmp-{out.name}")
-    compiler.Compiler().compile(_import_pipeline(), str(tmp))
+    compiler.Compiler().compile(build(image=image or DEFAULT_IMAGE), str(tmp))
     os.replace(tmp, out)
     return out
 
@@ -56,9 +145,11 @@ def run_local(params: dict, pipeline_root: Path) -> None:
     Arms run one at a time: on a laptop, parallel training only competes for the same cores."""
     from kfp import local
 
+    from medrl.pipelines.study import build
+
     pipeline_root.mkdir(parents=True, exist_ok=True)
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(pipeline_root), raise_on_error=True)
-    _import_pipeline(parallelism=1)(**params)
+    build(parallelism=1)(**params)
 
 
 def parameter_overrides(
@@ -75,7 +166,7 @@ def parameter_overrides(
 ) -> list[str]:
     """The pipeline's named parameters as config overrides (empty or 0: keep the preset's value), after the
     user's own `overrides`. `steps` sets max_steps of every arm that trains."""
-    out = list(overrides or [])
+    out = [str(o) for o in overrides or []]
     if base_model:
         out.append(f"model.base={base_model}")
     if dataset_source:

@@ -14,10 +14,10 @@ from typer.testing import CliRunner
 
 from medrl.cli import app
 from medrl.infra import kubeflow
-from medrl.pipeline import COMPILED, project_root
+from medrl.pipeline import packaged_pipeline
 from tests.standins import KfpStandIn
 
-PACKAGE = project_root() / COMPILED
+PACKAGE = packaged_pipeline()  # what `pipeline submit|schedule` send without --package
 
 
 @pytest.fixture()

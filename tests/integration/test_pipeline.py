@@ -9,13 +9,17 @@ from pathlib import Path
 import pytest
 import yaml
 
-from medrl.pipeline import COMPILED, compile_pipeline, project_root
+from medrl.config import MAX_LEVELS
+from medrl.pipeline import DEFAULT_IMAGE, compile_pipeline, packaged_pipeline
+
+COMMITTED = Path(__file__).resolve().parents[2] / "pipelines" / "compiled" / "study.yaml"
 
 
 def test_compiled_pipeline_is_current(tmp_path):
-    fresh = compile_pipeline(tmp_path / "study.yaml", image="ghcr.io/medrl/medrl:0.1.0")
-    committed = project_root() / COMPILED
+    fresh = compile_pipeline(tmp_path / "study.yaml", image=DEFAULT_IMAGE)
+    committed = COMMITTED
     assert committed.is_file(), "run `make compile` and commit pipelines/compiled/study.yaml"
+    assert packaged_pipeline().samefile(committed)  # the copy medrl ships (editable install: this checkout's)
     assert list(yaml.safe_load_all(fresh.read_text())) == list(yaml.safe_load_all(committed.read_text())), (
         "pipelines/compiled/study.yaml is stale: run `make compile` and commit it"
     )
@@ -30,6 +34,23 @@ def test_compiled_pipeline_shape(tmp_path):
     assert images == {"ghcr.io/medrl/medrl:0.1.0"}
     # Components import medrl from the image; none pip-installs kfp at run time.
     assert not any("pip install" in " ".join(e["container"].get("command", [])) for e in executors.values())
+
+
+def test_compiled_for_another_image(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    out = compile_pipeline(image="registry.hospital.internal/medrl:1.2")  # default output: ./study.yaml
+    assert out.resolve() == tmp_path / "study.yaml"
+    spec, _platform = yaml.safe_load_all(out.read_text())
+    executors = spec["deploymentSpec"]["executors"]
+    # cleanup, init, prep, report, and per level of arms arms_at_level, train, evaluate
+    assert len(executors) == 4 + 3 * MAX_LEVELS and {e["container"]["image"] for e in executors.values()} == {
+        "registry.hospital.internal/medrl:1.2"
+    }
+    # The training pods default to the same image.
+    assert (
+        spec["root"]["inputDefinitions"]["parameters"]["image"]["defaultValue"]
+        == "registry.hospital.internal/medrl:1.2"
+    )
 
 
 def test_compiled_pipeline_carries_the_cluster_settings(tmp_path):

@@ -41,7 +41,7 @@ def _check_run(uri: str) -> None:
 
 
 def test_component_function(run_uri, tmp_path):
-    from components.report import report
+    from medrl.components.report import report
 
     md = dsl.Markdown(uri=str(tmp_path / "ui.md"))
     page = dsl.HTML(uri=str(tmp_path / "ui.html"))
@@ -57,7 +57,7 @@ def test_component_function(run_uri, tmp_path):
 
 
 def test_component_through_kfp_local(run_uri, tmp_path):
-    from components.report import report
+    from medrl.components.report import report
 
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "kfp"))
     task = report(run_uri=run_uri)

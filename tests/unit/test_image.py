@@ -82,22 +82,31 @@ def test_non_root_user_and_git_sha_label(stages):
 
 def test_locked_dependencies_install_before_the_source_is_copied(stages):
     runtime = stages[-1]
-    lines = [(c.cmd, " ".join(c.value)) for c in runtime]
-    lock_copy = lines.index(("COPY", "requirements.lock /tmp/requirements.lock"))
-    lock_install = next(i for i, (cmd, v) in enumerate(lines) if cmd == "RUN" and "-r /tmp/requirements.lock" in v)
-    src_copy = next(i for i, (cmd, v) in enumerate(lines) if cmd == "COPY" and v.startswith("src "))
-    medrl_install = next(i for i, (cmd, v) in enumerate(lines) if cmd == "RUN" and '"${MEDRL_HOME}"' in v)
-    assert lock_copy < lock_install < src_copy < medrl_install
+    lines = [(c.cmd, " ".join(c.value), c.flags) for c in runtime]
+    lock_copy = next(
+        i for i, (cmd, v, _) in enumerate(lines) if (cmd, v) == ("COPY", "requirements.lock /tmp/requirements.lock")
+    )
+    lock_install = next(i for i, (cmd, v, _) in enumerate(lines) if cmd == "RUN" and "-r /tmp/requirements.lock" in v)
+    wheel_copy = next(i for i, (cmd, _, flags) in enumerate(lines) if cmd == "COPY" and "--from=wheel" in flags)
+    medrl_install = next(i for i, (cmd, v, _) in enumerate(lines) if cmd == "RUN" and "/tmp/wheels/medrl-" in v)
+    assert lock_copy < lock_install < wheel_copy < medrl_install
     assert "--no-deps" in lines[lock_install][1] and "--no-deps" in lines[medrl_install][1]
 
 
-def test_medrl_home_holds_the_pipeline(stages):
+def test_the_image_installs_medrls_wheel_not_a_checkout(stages):
+    (wheel,) = [s for s in stages if s[0].value[-1] == "wheel"]
+    copied = {" ".join(c.value) for c in wheel if c.cmd == "COPY"}
+    for folder in ("src", "components", "pipelines"):  # the wheel ships components/ and pipelines/ inside medrl
+        assert f"{folder} {folder}" in copied
+    assert "pyproject.toml setup.py README.md ./" in copied
+    assert any(c.cmd == "RUN" and "pip wheel --no-deps -w /wheels ." in c.value[0] for c in wheel)
     runtime = stages[-1]
+    assert not any(c.cmd == "COPY" and c.value[0] in ("src", "components", "pipelines") for c in runtime)
     env = " ".join(" ".join(c.value) for c in runtime if c.cmd == "ENV")
-    assert "MEDRL_HOME /opt/medrl-project" in env
-    copies = {" ".join(c.value) for c in runtime if c.cmd == "COPY"}
-    for folder in ("src", "components", "pipelines"):
-        assert f"{folder} ${{MEDRL_HOME}}/{folder}" in copies
+    assert "MEDRL_HOME" not in env
+    install = next(c.value[0] for c in runtime if c.cmd == "RUN" and "/tmp/wheels/medrl-" in c.value[0])
+    # The build fails unless the installed package compiles the pipeline on its own.
+    assert "pip install --no-deps /tmp/wheels/medrl-*.whl" in install and "medrl pipeline compile --out" in install
 
 
 def test_gpu_packages_match_pyproject(stages):
@@ -126,7 +135,9 @@ def test_dockerignore_keeps_what_the_image_copies():
     for cmd in dockerfile.parse_file(str(ROOT / "Dockerfile")):
         if cmd.cmd == "COPY" and not any(f.startswith("--from") for f in cmd.flags):
             copied += [v for v in cmd.value[:-1]]
-    assert {"requirements.lock", "pyproject.toml", "README.md", "src", "components", "pipelines"} <= set(copied)
+    assert {"requirements.lock", "pyproject.toml", "setup.py", "README.md", "src", "components", "pipelines"} <= set(
+        copied
+    )
     for path in copied:
         assert not any(fnmatch.fnmatch(path, p) for p in patterns), f".dockerignore drops {path}, which is copied"
     for secret_prone in (".git", ".venv", "medrl-runs", "tests"):

@@ -1,12 +1,79 @@
-"""The pipeline's named parameters become config overrides in the init step; empty keeps the preset's value."""
+"""The pipeline's parameters: one table (`medrl.pipeline.PARAMETERS`) that the compiled pipeline, its init and
+train components, `pipeline submit --param` and the launcher's TrainSpec agree with; the named parameters become
+config overrides in the init step, empty keeping the preset's value."""
 
 from __future__ import annotations
 
-import pytest
+import inspect
+import json
+from dataclasses import fields
 
+import pytest
+import yaml
+
+from medrl.components.plan import init_run
+from medrl.components.train import train
 from medrl.config import config_from_text
-from medrl.infra import store
-from medrl.pipeline import init_from_parameters, parameter_overrides
+from medrl.infra import kubeflow, store
+from medrl.infra.launch import TrainSpec
+from medrl.pipeline import (
+    CLUSTER_PARAMETERS,
+    DEFAULT_IMAGE,
+    PARAMETERS,
+    STUDY_PARAMETERS,
+    init_from_parameters,
+    packaged_pipeline,
+    parameter_overrides,
+)
+
+KFP_TYPES = {str: "STRING", int: "NUMBER_INTEGER", list: "LIST", dict: "STRUCT"}
+
+
+def test_the_shipped_pipeline_has_the_tables_parameters():
+    spec = next(yaml.safe_load_all(packaged_pipeline().read_text()))
+    compiled = spec["root"]["inputDefinitions"]["parameters"]
+    assert list(compiled) == sorted(p.name for p in PARAMETERS)  # nothing more, nothing less
+    for p in PARAMETERS:
+        assert compiled[p.name]["parameterType"] == KFP_TYPES[p.type], p.name
+        assert compiled[p.name]["defaultValue"] == p.default, p.name
+        assert compiled[p.name]["description"] == p.help, p.name
+    assert compiled["image"]["defaultValue"] == DEFAULT_IMAGE
+
+
+def inputs(component) -> dict[str, type]:
+    return {name: q.annotation for name, q in inspect.signature(component.python_func).parameters.items()}
+
+
+def test_components_take_the_tables_parameters():
+    assert inputs(init_run) == {p.name: p.type for p in STUDY_PARAMETERS}
+    cluster = {p.name: p.type for p in CLUSTER_PARAMETERS}
+    assert inputs(train) == {"run_uri": str, "arm": str, "pipeline_run": str, **cluster}
+    # init forwards its inputs as they are: the core takes every study parameter by name.
+    takes = set(inspect.signature(init_from_parameters).parameters) | set(
+        inspect.signature(parameter_overrides).parameters
+    )
+    assert takes - {"named"} == {p.name for p in STUDY_PARAMETERS}
+
+
+def test_train_spec_takes_the_cluster_parameters_with_the_same_defaults():
+    spec_defaults = {
+        f.name: f.default_factory() if callable(f.default_factory) else f.default for f in fields(TrainSpec)
+    }
+    for p in CLUSTER_PARAMETERS:
+        if p.name != "launcher":  # chooses the backend; not a setting of the job
+            assert spec_defaults[p.name] == p.default, p.name
+    settings = {p.name: p.default for p in CLUSTER_PARAMETERS if p.name != "launcher"}
+    spec = TrainSpec.from_params("file:///runs/r", "sft", {**settings, "pipeline_run": "kfp-1"})
+    assert spec == TrainSpec("file:///runs/r", "sft", pipeline_run="kfp-1")
+
+
+@pytest.mark.parametrize("param", PARAMETERS, ids=lambda p: p.name)
+def test_submit_param_is_typed_as_the_table_says(param):
+    raw = json.dumps(param.default) if param.type in (list, dict) else str(param.default)
+    assert kubeflow.arguments(packaged_pipeline(), [f"{param.name}={raw}"]) == {param.name: param.default}
+    if param.type is int:
+        with pytest.raises(kubeflow.KubeflowError, match=f"{param.name} takes an integer"):
+            kubeflow.arguments(packaged_pipeline(), [f"{param.name}=many"])
 
 
 def test_named_parameters_become_overrides():
@@ -28,6 +95,14 @@ def test_steps_sets_every_trained_arm_of_the_selection():
     assert out == ["arms.sft.max_steps=7", "arms.sft-grpo.max_steps=7"]  # zero-shot trains nothing
     with pytest.raises(ValueError, match="steps=-1"):
         parameter_overrides(preset="demo", steps=-1)
+
+
+def test_init_takes_every_study_parameter_at_its_pipeline_default(tmp_path):
+    given = {p.name: p.default for p in STUDY_PARAMETERS}  # what the init component passes, UI left alone
+    given |= {"store": str(tmp_path), "run_id": "r0", "arms": "zero-shot", "base_model": "org/model"}
+    uri = init_from_parameters(**given)
+    assert uri == store.normalize(str(tmp_path)) + "/demo/r0"
+    assert config_from_text(store.read_text(uri + "/config.yaml")).model.base == "org/model"
 
 
 def test_init_uses_the_sites_default_store_unless_given(tmp_path, monkeypatch):
