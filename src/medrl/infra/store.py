@@ -20,11 +20,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlparse
 
+from medrl.errors import MedrlError
+
 MANIFEST = "MANIFEST.json"
 COMMITTED = "COMMITTED"
 
 
-class StoreError(RuntimeError):
+class StoreError(MedrlError, RuntimeError):
     """A store operation failed; the message names the URI and what to do."""
 
 
