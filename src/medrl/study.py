@@ -221,6 +221,18 @@ def standalone_init(cfg: StudyConfig, arm: str) -> str:
     return start
 
 
+def model_folder(ref: str, what: str) -> str:
+    """`ref` itself, checked when it names a local folder: one that holds a model (config.json), so a wrong path is
+    named before any loading. Hub ids and store URIs pass; the hub and the store name their own failures."""
+    from medrl.config import ConfigError
+
+    path = Path(ref).expanduser()
+    if (path.exists() or ref.startswith(("/", ".", "~"))) and not (path / "config.json").is_file():
+        problem = "is not a model folder (no config.json)" if path.exists() else "does not exist"
+        raise ConfigError(f"{what} {ref}: {problem}; give a model's folder, a hub id (org/name) or a store URI")
+    return ref
+
+
 def train_standalone(
     cfg: StudyConfig,
     arm: str | None,
@@ -235,7 +247,7 @@ def train_standalone(
     from medrl.train.run import train_to_store
 
     name = pick_arm(cfg, arm)
-    start = init or standalone_init(cfg, name)
+    start = model_folder(init, "--init") if init else standalone_init(cfg, name)
     with prom.training_arm(name):
         return name, train_to_store(cfg, name, data, out, start, work=work, resume=resume)
 
@@ -246,7 +258,7 @@ def evaluate_standalone(cfg: StudyConfig, model: str, data: str, out: Path) -> d
     from medrl.data.records import write_json, write_jsonl
     from medrl.evaluate import evaluate_model
 
-    rows, metrics = evaluate_model(cfg, model, store.open_dir(store.normalize(data)))
+    rows, metrics = evaluate_model(cfg, model_folder(model, "--model"), store.open_dir(store.normalize(data)))
     write_jsonl(out / "predictions.jsonl", rows)
     write_json(out / "metrics.json", {"n": len(rows), "metrics": metrics})
     return metrics

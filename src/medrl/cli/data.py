@@ -5,7 +5,7 @@ from __future__ import annotations
 import inspect
 import json
 from pathlib import Path
-from typing import Annotated, get_origin
+from typing import Annotated, Literal, get_origin
 
 import typer
 from pydantic import ValidationError
@@ -13,12 +13,15 @@ from rich.markup import escape
 
 from medrl.cli.common import app
 from medrl.config import ConfigError, DataConfig
+from medrl.models.tiny import ARCHS
+
+TinyArch = Literal[tuple(ARCHS)]  # parsed as a choice: a wrong --arch is a usage error
 
 
 @app.command("tiny-model")
 def tiny_model(
     out: Annotated[Path, typer.Option(help="Directory to write the checkpoint to.")],
-    arch: Annotated[str, typer.Option(help="Architecture: qwen2-vl, qwen2.5-vl, qwen3-vl or llava.")] = "qwen2-vl",
+    arch: Annotated[TinyArch, typer.Option(help="Architecture.")] = "qwen2-vl",
     seed: Annotated[int, typer.Option(help="Seed of the random weights.")] = 0,
 ) -> None:
     """Build a tiny model of a real architecture, with a tokenizer trained here (tests, the demo).
