@@ -215,7 +215,8 @@ def standalone_init(cfg: StudyConfig, arm: str) -> str:
     init = cfg.arms[arm].init
     if init.startswith("arm:"):
         raise ConfigError(f"arms.{arm}.init={init}: outside a study run, give the model with --init DIR")
-    start = init_of(None, cfg, arm)  # init_of reads the run only for `arm:` inits, refused above
+    # init_of reads the run only for `arm:` inits, refused above, so there is none to give
+    start = init_of(None, cfg, arm)  # type: ignore[arg-type]
     if start.startswith("tiny:"):
         raise ConfigError(f"model.base={start}: build it first (medrl tiny-model --out DIR) and pass --init DIR")
     return start
