@@ -15,8 +15,10 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from medrl.errors import MedrlError
 
-class ConfigError(ValueError):
+
+class ConfigError(MedrlError, ValueError):
     """A configuration the user must fix; the message names the setting and the fix."""
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+from pathlib import Path
 
 from medrl.config import MAX_LEVELS, StudyConfig, config_from_text, dump_config, load_config
 from medrl.infra import checkpoint_store, store
@@ -187,3 +188,114 @@ def forget_metrics(run_uri: str) -> int:
     period is over (the report stage prunes groups older than MEDRL_PUSHGATEWAY_RETENTION_HOURS)."""
     run, cfg = load_run(run_uri)
     return prom.delete_run(run.run_id, list(cfg.arms))
+
+
+# ------------------------------------------------------------------ outside the pipeline: one arm, a local study
+
+
+def pick_arm(cfg: StudyConfig, arm: str | None) -> str:
+    """The arm `medrl train` trains: the one named, else the config's only trained arm."""
+    from medrl.config import ConfigError
+
+    if arm:
+        if arm not in cfg.arms:
+            raise ConfigError(f"--arm {arm}: not in the config; it has {', '.join(cfg.arms)}")
+        return arm
+    trained = [n for n, a in cfg.arms.items() if a.method != "none"]
+    if len(trained) != 1:
+        raise ConfigError(f"the config has arms {', '.join(cfg.arms)}: choose one with --arm NAME")
+    return trained[0]
+
+
+def standalone_init(cfg: StudyConfig, arm: str) -> str:
+    """The model an arm starts from when it is trained on its own, outside a study run: `init_of` without a run,
+    so neither another arm's model nor a tiny model built at init exists."""
+    from medrl.config import ConfigError
+
+    init = cfg.arms[arm].init
+    if init.startswith("arm:"):
+        raise ConfigError(f"arms.{arm}.init={init}: outside a study run, give the model with --init DIR")
+    # init_of reads the run only for `arm:` inits, refused above, so there is none to give
+    start = init_of(None, cfg, arm)  # type: ignore[arg-type]
+    if start.startswith("tiny:"):
+        raise ConfigError(f"model.base={start}: build it first (medrl tiny-model --out DIR) and pass --init DIR")
+    return start
+
+
+def model_folder(ref: str, what: str) -> str:
+    """`ref` itself, checked when it names a local folder: one that holds a model (config.json), so a wrong path is
+    named before any loading. Hub ids and store URIs pass; the hub and the store name their own failures."""
+    from medrl.config import ConfigError
+
+    path = Path(ref).expanduser()
+    if (path.exists() or ref.startswith(("/", ".", "~"))) and not (path / "config.json").is_file():
+        problem = "is not a model folder (no config.json)" if path.exists() else "does not exist"
+        raise ConfigError(f"{what} {ref}: {problem}; give a model's folder, a hub id (org/name) or a store URI")
+    return ref
+
+
+def train_standalone(
+    cfg: StudyConfig,
+    arm: str | None,
+    data: str,
+    out: str,
+    init: str | None = None,
+    work: Path | None = None,
+    resume: bool = False,
+) -> tuple[str, dict]:
+    """Train one arm of `cfg` on a prepared dataset into `out`, outside a study run; returns the arm's name and
+    the training summary. `init` replaces the arm's own starting model."""
+    from medrl.train.run import train_to_store
+
+    name = pick_arm(cfg, arm)
+    start = model_folder(init, "--init") if init else standalone_init(cfg, name)
+    with prom.training_arm(name):
+        return name, train_to_store(cfg, name, data, out, start, work=work, resume=resume)
+
+
+def evaluate_standalone(cfg: StudyConfig, model: str, data: str, out: Path) -> dict:
+    """Evaluate `model` on a prepared dataset's test split, outside a study run: predictions.jsonl and
+    metrics.json go into the folder `out`; returns the metrics."""
+    from medrl.data.records import write_json, write_jsonl
+    from medrl.evaluate import evaluate_model
+
+    rows, metrics = evaluate_model(cfg, model_folder(model, "--model"), store.open_dir(store.normalize(data)))
+    write_jsonl(out / "predictions.jsonl", rows)
+    write_json(out / "metrics.json", {"n": len(rows), "metrics": metrics})
+    return metrics
+
+
+def run_study(
+    preset: str | None = None,
+    config: Path | None = None,
+    overrides: list[str] | None = None,
+    arms: list[str] | None = None,
+    store_uri: str | None = None,
+    run_id: str | None = None,
+    pipeline_root: Path | None = None,
+) -> tuple[RunLayout, list]:
+    """Run a whole study on this machine through the Kubeflow pipeline (kfp.local): every arm, then the report.
+    `config` is a study YAML file; returns the run's layout and every evaluated arm's results."""
+    import tempfile
+
+    from medrl.config import ConfigError
+    from medrl.pipeline import run_local
+
+    if not preset and not config:
+        raise ConfigError("give --preset NAME or --config FILE")
+    extra = [f"store={store_uri}"] if store_uri else []
+    cfg = load_config(preset=preset, file=config, overrides=[*(overrides or []), *extra], arms=arms or None)
+    run_id = run_id or new_run_id()
+    run = RunLayout.create(store.normalize(cfg.store), cfg.experiment, run_id)
+    params = {
+        "preset": preset or "",
+        "config": config.read_text(encoding="utf-8") if config else "",
+        "overrides": [*(overrides or []), f"store={store.normalize(cfg.store)}"],
+        "store": "",
+        "run_id": run_id,
+        "arms": ",".join(arms or []),
+    }
+    root = pipeline_root or Path(tempfile.mkdtemp(prefix="medrl-kfp-"))
+    log.info("running study %s (arms: %s) as run %s", cfg.name, ", ".join(cfg.arms), run_id)
+    run_local(params, root)
+    return run, collect(run.uri)

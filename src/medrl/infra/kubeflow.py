@@ -15,6 +15,8 @@ from typing import Any
 
 import yaml
 
+from medrl.errors import MedrlError
+
 # KFP's cron (robfig/cron) has six fields, seconds first: `0 0 2 * * 0` is Sundays at 02:00:00.
 MONTHS = ("JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC")
 WEEKDAYS = ("SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT")
@@ -30,7 +32,7 @@ CRON_DESCRIPTORS = {"@yearly", "@annually", "@monthly", "@weekly", "@daily", "@m
 MAX_CONCURRENCY = 10  # the KFP API server refuses more
 
 
-class KubeflowError(ValueError):
+class KubeflowError(MedrlError, ValueError):
     """Bad input for the Kubeflow Pipelines API; the message names the option and the fix."""
 
 

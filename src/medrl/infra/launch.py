@@ -13,6 +13,8 @@ import re
 from dataclasses import dataclass, field, fields
 from typing import Any, Protocol
 
+from medrl.errors import MedrlError
+
 log = logging.getLogger("medrl")
 
 TRAINING_LABELS = {"app.kubernetes.io/name": "medrl", "app.kubernetes.io/component": "training"}
@@ -21,7 +23,7 @@ PIPELINE_RUN_LABEL = "medrl.io/pipeline-run"
 METRICS_PORT = 9400  # the PodMonitor in k8s/base scrapes the container port named `metrics`
 
 
-class LaunchError(RuntimeError):
+class LaunchError(MedrlError, RuntimeError):
     """Training could not be started or did not finish; the message names the job and what to check."""
 
 

@@ -20,6 +20,7 @@ from contextvars import ContextVar
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector, disable_created_metrics
 from prometheus_client.exposition import delete_from_gateway, push_to_gateway, start_http_server
 
+from medrl.errors import MedrlError
 from medrl.judge.outcomes import OUTCOMES
 
 log = logging.getLogger("medrl.metrics")
@@ -35,7 +36,7 @@ REGISTRY = CollectorRegistry()
 ProcessCollector(namespace="medrl", registry=REGISTRY)  # medrl_process_cpu_seconds_total, ..._resident_memory_bytes
 
 
-class MetricsError(RuntimeError):
+class MetricsError(MedrlError, RuntimeError):
     """Metrics cannot be served; the message names the setting and the fix."""
 
 

@@ -25,13 +25,15 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from urllib.parse import urlparse
 
+from medrl.errors import MedrlError
+
 log = logging.getLogger("medrl.store")
 
 MANIFEST = "MANIFEST.json"
 COMMITTED = "COMMITTED"
 
 
-class StoreError(RuntimeError):
+class StoreError(MedrlError, RuntimeError):
     """A store operation failed; the message names the URI and what to do."""
 
 

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from medrl.errors import MedrlError
 from medrl.judge.templates import semantic_prompt
 from medrl.rewards.parse import completion_text, think_text
 
 
-class UnscorableError(RuntimeError):
+class UnscorableError(MedrlError, RuntimeError):
     """Too many completions of one step got no verdict from the judge: training stops instead of learning from
     a reward that is mostly missing."""
 

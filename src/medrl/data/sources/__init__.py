@@ -16,9 +16,10 @@ from typing import Any
 
 from medrl.config import DataConfig
 from medrl.data.records import Record
+from medrl.errors import MedrlError
 
 
-class PrepError(RuntimeError):
+class PrepError(MedrlError, RuntimeError):
     """The source cannot be prepared; the message names the input and the fix."""
 
 

@@ -1,0 +1,83 @@
+"""`medrl run`, `medrl demo`, `medrl report` and `medrl config`: a whole study, run on this machine."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from medrl.cli.common import ConfigFile, MetricsPort, Overrides, Preset, Pushgateway, app, metrics_env
+from medrl.config import dump_config, load_config
+
+Arms = Annotated[str | None, typer.Option(help="Comma-separated arms to run (and the arms they start from).")]
+
+
+@app.command()
+def report(run: Annotated[str, typer.Option(help="The run folder: <store>/<experiment>/<run_id>.")]) -> None:
+    """(Re)build the report of a study run (report.md, a self-contained report.html, figures, summary.json).
+
+    Example: medrl report --run ./medrl-runs/demo/20261121-120000-ab12
+    """
+    from medrl import study
+    from medrl.infra import store
+
+    uri = study.report(store.normalize(run))
+    typer.echo(f"report: {uri}/report.md and {uri}/report.html")
+
+
+@app.command()
+def run(
+    overrides: Overrides = None,
+    preset: Preset = None,
+    config: ConfigFile = None,
+    arms: Arms = None,
+    store: Annotated[str | None, typer.Option("--store", help="Store URI: file:///path or s3://bucket/prefix.")] = None,
+    run_id: Annotated[str | None, typer.Option(help="Run id (default: time-based).")] = None,
+    pipeline_root: Annotated[Path | None, typer.Option(help="kfp.local working folder.")] = None,
+    metrics_port: MetricsPort = None,
+    pushgateway: Pushgateway = None,
+) -> None:
+    """Run a whole study (every arm, then the report) through the Kubeflow pipeline, locally.
+
+    Example: medrl run --preset demo --arms sft,sft-grpo train.seed=1
+    """
+    from medrl.study import run_study
+
+    metrics_env(metrics_port, pushgateway)
+    _print_results(*run_study(preset, config, overrides, _arm_list(arms), store, run_id, pipeline_root))
+
+
+@app.command()
+def demo(
+    overrides: Overrides = None,
+    out: Annotated[Path, typer.Option(help="Local store for the run.")] = Path("medrl-runs"),
+    arms: Annotated[str | None, typer.Option(help="Comma-separated arms (default: all four).")] = None,
+) -> None:
+    """The laptop demo: a tiny Qwen2-VL model, synthetic scans, arms zero-shot / SFT / SFT->GRPO / SFT->Dr.GRPO.
+
+    Example: medrl demo --out ./medrl-runs
+    """
+    from medrl.study import run_study
+
+    _print_results(*run_study("demo", None, overrides, _arm_list(arms), str(out.resolve())))
+
+
+@app.command("config")
+def show_config(overrides: Overrides = None, preset: Preset = None, config: ConfigFile = None) -> None:
+    """Print the resolved configuration (defaults <- preset or file <- overrides) as YAML.
+
+    Example: medrl config --preset demo arms.sft.epochs=5
+    """
+    typer.echo(dump_config(load_config(preset=preset, file=config, overrides=overrides or [])), nl=False)
+
+
+def _arm_list(arms: str | None) -> list[str]:
+    return [a.strip() for a in (arms or "").split(",") if a.strip()]
+
+
+def _print_results(run, results: list) -> None:
+    from medrl.report import table1
+
+    typer.echo("\n" + table1(results) + "\n")
+    typer.echo(f"report: {run.report}/report.md")
