@@ -14,7 +14,7 @@ from medrl.report import build_report
 from tests.report_study import full_arms
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="needs Chromium (Debian package `chromium`, make system-packages)")
+pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="needs Chromium: make system-packages")
 
 PROBE = """JSON.stringify({
   ready: document.readyState,
