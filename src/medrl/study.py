@@ -297,5 +297,6 @@ def run_study(
     }
     root = pipeline_root or Path(tempfile.mkdtemp(prefix="medrl-kfp-"))
     log.info("running study %s (arms: %s) as run %s", cfg.name, ", ".join(cfg.arms), run_id)
-    run_local(params, root)
+    with run.lease():  # a second `medrl run` with the same run id stops instead of writing into this one
+        run_local(params, root)
     return run, collect(run.uri)

@@ -83,3 +83,18 @@ def test_a_released_lease_is_free_at_once(tmp_path):
     with RunLayout(uri).lease(ttl=30), pytest.raises(store.LeaseError), store.acquire_lease(uri, ttl=30):
         pass
     store.acquire_lease(uri, ttl=30).release()
+
+
+def test_medrl_run_with_a_run_id_in_use_stops_before_running(tmp_path, monkeypatch):
+    """`medrl run --run-id X` while another run holds X: LeaseError (exit 2), and the pipeline never starts."""
+    from medrl import pipeline, study
+
+    started = []
+    monkeypatch.setattr(pipeline, "run_local", lambda params, root: started.append(params))
+    monkeypatch.setattr(study, "collect", lambda run_uri: [])
+    run = RunLayout.create(store.normalize(str(tmp_path)), "demo", "busy")
+    with run.lease(ttl=30), pytest.raises(store.LeaseError):
+        study.run_study(preset="demo", store_uri=str(tmp_path), run_id="busy", pipeline_root=tmp_path / "kfp")
+    assert started == []
+    study.run_study(preset="demo", store_uri=str(tmp_path), run_id="busy", pipeline_root=tmp_path / "kfp")
+    assert len(started) == 1 and not store.exists(store.join(run.uri, ".lease"))
