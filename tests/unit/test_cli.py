@@ -15,7 +15,7 @@ from medrl.config import ConfigError, DataConfig, load_config
 from medrl.errors import MedrlError
 
 COMMANDS = ["tiny-model", "prep", "train", "evaluate", "report", "run", "demo", "config", "doctor", "pipeline"]
-COMMANDS += ["train-arm", "store"]
+COMMANDS += ["train-arm", "store", "plan"]
 PIPELINE_COMMANDS = ["pipeline compile", "pipeline submit", "pipeline schedule", "pipeline runs"]
 STORE_COMMANDS = ["store ls", "store get", "store put", "store verify"]
 MAX_LINES = 40  # issue 11: no CLI function is longer than this, signature and options included
@@ -180,3 +180,11 @@ def test_an_arm_trained_alone_starts_from_its_own_model_or_is_refused():
     assert study.standalone_init(cfg, "wide") == "org/other-vlm"
     cfg = load_config(text=STUDY, overrides=["model.base=org/base-vlm"])
     assert study.standalone_init(cfg, "sft") == "org/base-vlm"
+
+
+def test_plan_prints_each_arm_and_fails_when_one_does_not_fit():
+    fits = medrl("plan", "--preset", "paper-table1")
+    assert fits.returncode == 0, fits.stderr
+    assert "grpo: " in fits.stdout and "GiB of 80 GiB per GPU (fits" in fits.stdout
+    tight = medrl("plan", "--preset", "paper-table1", "--gpus", "1", "--gpu-memory", "16")
+    assert tight.returncode == 1 and "DOES NOT FIT" in tight.stdout

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from medrl.cli.common import ConfigFile, MetricsPort, Overrides, Preset, app, metrics_env
-from medrl.config import load_config
+from medrl.config import ConfigError, load_config
 
 
 @app.command()
@@ -80,3 +80,26 @@ def train_arm_entry(
     from medrl.infra.entrypoint import main as entry
 
     raise typer.Exit(entry(run, arm))
+
+
+@app.command()
+def plan(
+    overrides: Overrides = None,
+    preset: Preset = None,
+    config: ConfigFile = None,
+    gpus: Annotated[int, typer.Option(help="GPUs per arm (nodes x gpus_per_node): ZeRO-2 splits over them.")] = 4,
+    gpu_memory: Annotated[float, typer.Option(help="Memory of one GPU in GiB (A100 80GB: 80).")] = 80.0,
+) -> None:
+    """Estimate each trained arm's memory per GPU from its settings and the model's geometry, before booking GPUs;
+    exit 1 when an arm does not fit.
+
+    Example: medrl plan --preset paper-table1 --gpus 4 --gpu-memory 80
+    """
+    from medrl.train.memory import plan_study
+
+    if gpus < 1 or gpu_memory <= 0:
+        raise ConfigError(f"--gpus {gpus} --gpu-memory {gpu_memory}: give at least one GPU and its memory in GiB")
+    plans = plan_study(load_config(preset=preset, file=config, overrides=overrides or []), gpus, gpu_memory)
+    for plan in plans:
+        typer.echo(plan if isinstance(plan, str) else plan.line())
+    raise typer.Exit(0 if all(isinstance(p, str) or p.fits for p in plans) else 1)
