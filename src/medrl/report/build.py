@@ -36,7 +36,8 @@ DEFINITIONS = [
     "Thinking token length: tokens inside `<think>`, counted by the evaluated model's tokenizer (0 without one).",
     "Cells are mean (± population std) over test questions; similarity, perplexity and thinking reward over the "
     "answers that have reasoning. `-`: not measured; `n/a`: its model is not available here (reason below); "
-    "`*`: incomplete (the judge could not score every answer); `†`: measured by a proxy, not the paper's model.",
+    "`*`: incomplete (the judge could not score every answer); `unscored`: the judge scored no answer (reason "
+    "below); `†`: measured by a proxy, not the paper's model.",
 ]
 
 
@@ -72,6 +73,8 @@ def cell(metric: dict | None, scale: float, show_std: bool) -> str:
     ('58.04', '0.21 (± 0.24)')
     >>> cell(None, 1.0, True), cell({"mean": None, "status": "unavailable"}, 1.0, True)
     ('-', 'n/a')
+    >>> cell({"mean": None, "n": 0, "missing": 8, "status": "unscored"}, 1.0, True)
+    'unscored'
     >>> cell({"mean": 7.5, "std": 1.0, "status": "incomplete", "proxy": True}, 1.0, True)
     '7.50 (± 1.00) *†'
     """
@@ -79,6 +82,8 @@ def cell(metric: dict | None, scale: float, show_std: bool) -> str:
         return "-"
     if metric.get("status") == "unavailable":
         return "n/a"
+    if metric.get("status") == "unscored":
+        return "unscored"  # the judge scored no answer: a number would hide that
     if metric.get("mean") is None:
         return "-"
     text = f"{metric['mean'] * scale:.2f}"
