@@ -24,6 +24,7 @@ class JudgeServer:
         self.delay_s = delay_s
         self.retry_after = retry_after
         self.script: list[str] = []
+        self.reply = None  # optional: prompt -> reply text of an answered request, instead of "Yes" / "7"
         self.requests = 0
         self.by_mode: Counter[str] = Counter()
         self.arrivals: list[float] = []
@@ -139,6 +140,8 @@ class JudgeServer:
         text = "purple monkey dishwasher" if mode == "garbage_text" else ("7" if "Score:" in prompt else "Yes")
         if mode == "echo":
             text = prompt
+        elif mode == "ok" and self.reply is not None:
+            text = self.reply(prompt)
         if "messages" in body:
             choice = {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
         else:
