@@ -133,6 +133,19 @@ def test_grpo_stops_within_seconds_when_the_judge_answers_nothing(mode, judge, f
     assert not (tmp_path / "out" / "model.safetensors").exists()
 
 
+class FirstOfEachBurst:
+    """Reply text for the stand-in server: Yes to the first request of a burst (one reward call sends its prompts
+    within milliseconds; steps are seconds apart), prose that is no verdict to the rest."""
+
+    def __init__(self):
+        self.previous = 0.0
+
+    def __call__(self, prompt: str) -> str:
+        now = time.monotonic()
+        first, self.previous = now - self.previous > 0.5, now
+        return "Yes" if first else "It depends on the image."
+
+
 class Capture(logging.Handler):
     def __init__(self):
         super().__init__(logging.DEBUG)
@@ -143,9 +156,10 @@ class Capture(logging.Handler):
 
 
 def test_judge_traffic_leaves_no_prompt_or_completion_in_the_logs(thinker, data, tmp_path, capfd):
-    """The semantic reward alone, a judge that says Yes to the learnt sentence and answers prose to any other
-    reasoning: those completions' every reward is None, which makes TRL log the whole prompt and completion (what
-    NoSampleText replaces); the judge's own warnings count outcomes only. Markers in the questions, image paths and
+    """The semantic reward alone, a judge that says Yes to the first reasoning of each step and answers prose to
+    the others (so a step is never wholly unjudged and training goes on): those completions' every reward is None,
+    which makes TRL log the whole prompt and completion (what NoSampleText replaces); the judge's own warnings
+    count outcomes only. Markers in the questions, image paths and
     patient fields, and every reasoning text the judge was sent, must appear in no log line and on no output."""
     capture = Capture()
     loggers = [logging.getLogger(), logging.getLogger("trl"), logging.getLogger("medrl"), logging.getLogger("httpx")]
@@ -155,8 +169,8 @@ def test_judge_traffic_leaves_no_prompt_or_completion_in_the_logs(thinker, data,
         lg.setLevel(logging.DEBUG)
     try:
         with JudgeServer(mode="ok") as server:
-            server.reply = lambda prompt: "Yes" if f"<<<{RATIONALE}>>>" in prompt else "It depends on the image."
-            text = grpo_yaml(server.url, steps=3, fraction=1.0, rewards="{name: semantic}")
+            server.reply = FirstOfEachBurst()
+            text = grpo_yaml(server.url, steps=4, fraction=1.0, rewards="{name: semantic}")
             cfg = load_config(text=text.replace("per_device_batch_size: 2", "per_device_batch_size: 4"))
             train_arm(cfg, "grpo", data, str(thinker), tmp_path / "out", tmp_path / "work")
             sent = [b["messages"][0]["content"] for b in server.bodies]
