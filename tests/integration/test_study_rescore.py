@@ -44,7 +44,7 @@ def test_incomplete_thinking_reward_is_finished_on_retry(tmp_path):
         texts = [f"<think>The lesion {i} is in the upper left.</think><answer>A</answer>" for i in range(6)]
         rows = [prediction_row(r, t, tokenizer) for r, t in zip(RECORDS, texts, strict=True)]
         metrics = score_predictions(cfg, RECORDS, rows)
-        assert metrics["thinking_reward"]["status"] == "incomplete"
+        assert metrics["thinking_reward"]["status"] == "unscored"  # scored nothing: no number, scored again
         paths = run.arm("zero-shot")
         store.write_text(paths.predictions, "".join(json.dumps(r) + "\n" for r in rows))
         store.write_text(paths.metrics, json.dumps({"arm": "zero-shot", "metrics": metrics}))

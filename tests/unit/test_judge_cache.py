@@ -74,19 +74,43 @@ def test_yes_no_and_score_do_not_share_entries():
     assert len(inner.asked) == 2
 
 
+SECOND_PROCESS = """
+import json, sys
+from medrl.judge import semantic_prompt, thinking_prompt
+from medrl.judge.cache import CachedJudge, VerdictCache
+from tests.unit.test_judge_cache import CountingJudge
+
+secret = sys.argv[2]
+prompts = [semantic_prompt(secret), thinking_prompt("Where?", "liver", secret)]
+inner = CountingJudge()
+again = CachedJudge(inner, "counting", "m", VerdictCache(sys.argv[1]))
+verdicts = again.yes_no(prompts[:1]) + again.score(prompts[1:])
+print(json.dumps({"verdicts": verdicts, "asked": len(inner.asked), "cache": again.stats()["cache"]}))
+"""
+
+
 def test_disk_cache_survives_a_new_process_and_holds_no_text(tmp_path):
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
     secret = "Patient John Doe has a mass in the liver"
     prompts = [semantic_prompt(secret), thinking_prompt("Where?", "liver", secret)]
     first = CachedJudge(CountingJudge(), "counting", "m", VerdictCache(tmp_path))
     expected = first.yes_no(prompts[:1]) + first.score(prompts[1:])
     first.close()
 
-    inner = CountingJudge()
-    again = CachedJudge(inner, "counting", "m", VerdictCache(tmp_path))
-    assert again.yes_no(prompts[:1]) + again.score(prompts[1:]) == expected
-    assert inner.asked == []
-    assert again.stats()["cache"] == {"hits": 2, "misses": 0}
-    again.close()
+    # Another interpreter: nothing of this one's memory, only the file on disk.
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root / "src"), str(root)])}
+    done = subprocess.run(
+        [sys.executable, "-c", SECOND_PROCESS, str(tmp_path), secret],
+        cwd=root, env=env, capture_output=True, text=True, timeout=120, check=True,
+    )  # fmt: skip
+    second = json.loads(done.stdout.strip().splitlines()[-1])
+    assert second == {"verdicts": expected, "asked": 0, "cache": {"hits": 2, "misses": 0}}
     for path in tmp_path.iterdir():
         assert b"John" not in path.read_bytes() and b"liver" not in path.read_bytes()
 

@@ -33,10 +33,24 @@ def test_served_judge_settings():
             "evaluate.judge.url=http://judge.medrl.svc:8000/v1",
             "evaluate.judge.model=mistralai/Mistral-7B-Instruct-v0.2",
             "evaluate.judge.cache_dir=/cache/judge",
+            "evaluate.judge.concurrency=4",
+            "evaluate.judge.timeout_s=12.5",
+            "evaluate.judge.guided=guided_choice",
             "evaluate.perplexity_model=microsoft/biogpt",
             "evaluate.similarity_model=cross-encoder/stsb-roberta-base",
+            "judge.max_unscorable_fraction=0.2",
         ],
     )
     judge = cfg.evaluate.judge
-    assert (judge.concurrency, judge.retries, judge.breaker_failures, judge.guided) == (16, 3, 5, "structured_outputs")
-    assert cfg.judge.backend == "keyword"  # the training judge is its own setting
+    assert (judge.backend, judge.url, judge.model, judge.cache_dir) == (
+        "openai",
+        "http://judge.medrl.svc:8000/v1",
+        "mistralai/Mistral-7B-Instruct-v0.2",
+        "/cache/judge",
+    )
+    assert (judge.concurrency, judge.timeout_s, judge.guided) == (4, 12.5, "guided_choice")
+    assert (judge.retries, judge.breaker_failures, judge.endpoint) == (3, 5, "chat")  # not set: the defaults
+    assert cfg.evaluate.perplexity_model == "microsoft/biogpt"
+    assert cfg.evaluate.similarity_model == "cross-encoder/stsb-roberta-base"
+    # the training judge is its own block: only what was set there changes
+    assert (cfg.judge.backend, cfg.judge.url, cfg.judge.max_unscorable_fraction) == ("keyword", None, 0.2)

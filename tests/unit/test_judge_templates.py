@@ -93,52 +93,96 @@ def test_sanitize_keeps_meaning_but_not_structure():
     assert "<<<" not in sanitize("<<<<<<") and ">>>" not in sanitize(">>>>>>")
 
 
-@pytest.mark.parametrize(
-    ("reply", "verdict"),
-    [
-        ("Yes", True),
-        ("No", False),
-        (" yes.", True),
-        ("NO", False),
-        ("Answer: Yes", True),
-        ("Yes, the statement is coherent.", True),
-        ("No - it is not accurate", False),
-        ("Yes or no", None),
-        ("Maybe", None),
-        ("", None),
-        ("Yesterday", None),
-        ("Nonsense", None),
-        (None, None),
-        (42, None),
-        (b"Yes", None),
-    ],
-)
+# Replies as instruction models give them without guided choice, and what a misconfigured server sends back.
+ECHO_SEMANTIC = semantic_prompt("The lesion is in the left lung; no, it is not a mass.")
+ECHO_THINKING = thinking_prompt("Is there 1 lesion?", "Yes, 1 lesion", "I count 1 lesion of 8 mm; score 9 of 10.")
+
+YES_NO_REPLIES = [
+    ("Yes", True),
+    ("No", False),
+    (" yes.", True),
+    ("NO", False),
+    ("Yes.", True),
+    ("**Yes**", True),
+    ("**No**.", False),
+    ('"Yes"', True),
+    ("Answer: No", False),
+    ("**Answer:** Yes", True),
+    ("answer - yes", True),
+    ("Yes, the statement is coherent.", True),
+    ("Yes\n\nThe statement correctly describes a pleural effusion.", True),
+    ("No - it is not accurate", False),
+    ("No. The heart is not on the left in this description.", False),
+    # not an answer in the form the prompt asks for
+    ("Yes or no", None),
+    ("Yes and no", None),
+    ("No. Yes, on reflection.", None),
+    ("The answer is yes", None),
+    ("I think yes", None),
+    ("Maybe", None),
+    ("", None),
+    ("Yesterday", None),
+    ("Nonsense", None),
+    ("Not sure", None),
+    (ECHO_SEMANTIC, None),  # a server that echoes the request
+    (ECHO_SEMANTIC + " Yes", None),
+    ("Evaluate the following medical statement", None),
+    ("As an AI, I cannot say yes or no.", None),
+    (None, None),
+    (42, None),
+    (b"Yes", None),
+]
+
+
+@pytest.mark.parametrize(("reply", "verdict"), YES_NO_REPLIES)
 def test_parse_yes_no(reply, verdict):
     assert parse_yes_no(reply) is verdict
 
 
-@pytest.mark.parametrize(
-    ("reply", "score"),
-    [
-        ("7", 7),
-        ("10", 10),
-        ("1", 1),
-        (" 8/10", 8),
-        ("Score: 6", 6),
-        ("I would give it a 9.", 9),
-        ("7.4", 7),
-        ("0", None),
-        ("11", None),
-        ("-5", None),
-        ("100", None),
-        ("seven", None),
-        ("", None),
-        (None, None),
-        (7, None),
-        ("1e9", None),
-        ("v2", None),
-    ],
-)
+SCORE_REPLIES = [
+    ("7", 7),
+    ("10", 10),
+    ("1", 1),
+    (" 8/10", 8),
+    ("7/10", 7),
+    ("Score: 6", 6),
+    ("Score: 7", 7),
+    ("**Score:** 7", 7),
+    ("**8**", 8),
+    ("Rating: 9 out of 10.", 9),
+    ("score=4", 4),
+    ("Score: 8. The reasoning names the right lobe but misses 2 findings.", 8),
+    ("6\n\nThe reasoning is relevant but incomplete.", 6),
+    ("I would rate this 7 out of 10", 7),
+    ("I would give it a 9.", 9),
+    ("I'd rate it 5/10.", 5),
+    # not a score in the form the prompt asks for
+    ("7.4", None),
+    ("9.6", None),
+    ("7.5/10", None),
+    ("0", None),
+    ("11", None),
+    ("-5", None),
+    ("100", None),
+    ("seven", None),
+    ("", None),
+    ("1. **Relevance**: the reasoning addresses the question.", None),  # a numbered list, not a score
+    ("The patient is 45 years old with 3 nodules.", None),
+    ("The reasoning mentions 2 lesions, so 8.", None),
+    ("Score: 7 or 8", None),
+    ("Between 6 and 7.", None),
+    ("I would rate this 7 out of 10 because the 3 findings are right.", None),
+    (ECHO_THINKING, None),  # a server that echoes the request
+    (ECHO_THINKING + " 7", None),
+    ("You are a medical expert grading the reasoning", None),
+    (None, None),
+    (7, None),
+    ("1e9", None),
+    ("v2", None),
+]
+
+
+@pytest.mark.parametrize(("reply", "score"), SCORE_REPLIES)
 def test_parse_score(reply, score):
     assert parse_score(reply) == score
 

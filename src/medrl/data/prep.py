@@ -98,12 +98,16 @@ def check_fields(rec: Record) -> str | None:
         return "answer_empty"
     if rec.choices:
         folded = {fold(c) for c in rec.choices}
-        if len(rec.choices) > len(LETTERS) or "" in folded or len(folded) != len(rec.choices):
+        # one option is no question to choose in; more than there are letters (A-J) cannot be labelled
+        if not 2 <= len(rec.choices) <= len(LETTERS) or "" in folded or len(folded) != len(rec.choices):
             return "choices_invalid"
         if rec.answer not in rec.choices:
             return "answer_not_in_choices"
-        if rec.answer_label and rec.answer_label != LETTERS[rec.choices.index(rec.answer)]:
-            return "label_mismatch"
+        if rec.answer_label:
+            if rec.answer_label not in LETTERS[: len(rec.choices)] or len(rec.answer_label) != 1:
+                return "label_invalid"  # a letter of no option (or no letter at all)
+            if rec.answer_label != LETTERS[rec.choices.index(rec.answer)]:
+                return "label_mismatch"
     if rec.task == "vqa" and not rec.images:
         return "image_missing"
     return None

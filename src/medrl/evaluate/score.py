@@ -2,7 +2,8 @@
 perplexity, thinking reward and thinking length, each as mean (± std) with how it was measured.
 
 A metric whose model is not here is `unavailable` with the reason, never a guess; one the judge could not
-finish is `incomplete` with its counts. The reasoning metrics are taken over answers that have reasoning.
+finish is `incomplete` with its counts; one it scored for no answer at all is `unscored`, with no number and the
+judge's problem as the reason. The reasoning metrics are taken over answers that have reasoning.
 """
 
 from __future__ import annotations
@@ -71,6 +72,8 @@ def _reasoning_metric(
     result = {**summarize(values), "no_reasoning": len(rows) - len(have), **info}
     if not have:
         result.update(status="empty", reason="no answer had a <think> part to score")
+    elif not result["n"]:
+        result.update(status="unscored", reason=f"none of the {len(have)} reasonings could be scored")
     elif result["missing"]:
         result.update(status="incomplete", reason=f"{result['missing']} of {len(have)} reasonings could not be scored")
     else:
@@ -166,13 +169,30 @@ def score_predictions(cfg: StudyConfig, records: list[Record], rows: list[dict])
             "proxy": bool(j.proxy) or not is_paper_judge(j.name),
             "paper_model": THINK_PAPER,
             "judge": j.stats() if hasattr(j, "stats") else {},
+            "problem": _judge_problem(j),
         },
     )
-    if metrics["thinking_reward"]["status"] == "incomplete":
-        metrics["thinking_reward"]["reason"] += " (judge unreachable or unparsable replies; see judge.outcomes)"
+    thinking = metrics["thinking_reward"]
+    if thinking["status"] in ("incomplete", "unscored"):
+        problem = thinking.pop("problem", "") or "judge unreachable or unparsable replies; see judge.outcomes"
+        thinking["reason"] += f" ({problem})"
+        log.warning("thinking_reward: %s", thinking["reason"])
+    thinking.pop("problem", None)
     return metrics
 
 
+def _judge_problem(judge) -> str:
+    """What went wrong over all of the judge's calls of this scoring, with the fix; empty when nothing did."""
+    explain = getattr(judge, "explain", None)
+    stats = judge.stats() if hasattr(judge, "stats") else {}
+    if not callable(explain) or "outcomes" not in stats:
+        return ""
+    from collections import Counter
+
+    return explain(Counter(stats["outcomes"]))
+
+
 def metrics_complete(metrics: dict) -> bool:
-    """False when a metric was cut short (a judge that was down): scoring the stored predictions again may finish it."""
-    return not any(isinstance(m, dict) and m.get("status") == "incomplete" for m in metrics.values())
+    """False when a metric was cut short (a judge that was down, or that scored nothing): scoring the stored
+    predictions again may finish it."""
+    return not any(isinstance(m, dict) and m.get("status") in ("incomplete", "unscored") for m in metrics.values())

@@ -107,6 +107,11 @@ class CachedJudge:
     def score(self, prompts: list[str]) -> list[int | None]:
         return self._ask("score", prompts, self.inner.score)
 
+    def explain(self, *args) -> str:
+        """The backend's account of its failures, with the fix (empty for backends that cannot fail that way)."""
+        explain = getattr(self.inner, "explain", None)
+        return explain(*args) if callable(explain) else ""
+
     def stats(self) -> dict:
         inner = self.inner.stats() if hasattr(self.inner, "stats") else {}
         return {**inner, "cache": {"hits": self.cache.hits, "misses": self.cache.misses}}

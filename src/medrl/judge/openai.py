@@ -75,12 +75,14 @@ class OpenAIJudge:
             raise ValueError("judge.url and judge.model are required for judge.backend=openai")
         base = cfg.url.rstrip("/")
         base = base if base.endswith("/v1") else base + "/v1"
+        self.url = base
         self.endpoint = base + ("/chat/completions" if cfg.endpoint == "chat" else "/completions")
         self.cfg = cfg
         self.name = f"openai:{cfg.model}"
         self.guided = cfg.guided
         self.breaker = CircuitBreaker(cfg.breaker_failures, cfg.breaker_reset_s)
         self.outcomes: Counter[str] = Counter(dict.fromkeys(OUTCOMES, 0))
+        self.last: Counter[str] = Counter()  # outcomes of the last batch, for error messages
         self.attempts = 0
         self.retries = 0
         self._random = random.Random()
@@ -103,6 +105,33 @@ class OpenAIJudge:
             "guided": self.guided,
         }
 
+    def explain(self, counts: Counter[str] | None = None) -> str:
+        """The server, the model and what went wrong (the last batch's outcomes, or `counts`), with the fix: for
+        the message that stops a run. Empty when nothing went wrong."""
+        counts = self.last if counts is None else counts
+        failed = {k: v for k, v in counts.items() if v and k != "ok"}
+        if not failed:
+            return ""
+        url, model = self.url, self.cfg.model
+        causes = [k for k, _ in Counter(failed).most_common() if k != "breaker_open"] or ["breaker_open"]
+        fixes = {
+            "connection_error": f"nothing answers at {url}: start the judge server (e.g. vLLM serving {model}) or "
+            "correct judge.url",
+            "timeout": f"the server at {url} did not answer within judge.timeout_s={self.cfg.timeout_s}: check that "
+            "it is up and not overloaded, or raise judge.timeout_s",
+            "http_error": f"the server at {url} answers 429/5xx: check its health and load",
+            "rejected": f"the server at {url} rejects the requests (4xx): check that judge.model={model} is a "
+            f"model it serves (GET {url}/models) and judge.endpoint={self.cfg.endpoint}",
+            "garbage": f"what answers at {url} is not an OpenAI-compatible API: check judge.url (the /v1 base of "
+            "a vLLM or other OpenAI-compatible server)",
+            "unparsable": f"the server at {url} answers, but not with a verdict: check that judge.model={model} is "
+            f"an instruction model, judge.endpoint={self.cfg.endpoint} and judge.guided={self.cfg.guided}",
+            "breaker_open": "the circuit breaker is open after repeated failures (earlier log lines say which)",
+            "internal_error": "a fault in medrl's judge client (the log names its type)",
+        }
+        seen = ", ".join(f"{k} {v}" for k, v in Counter(failed).most_common())
+        return f"openai judge at {url} (judge.url), model {model} (judge.model): {seen}; {fixes[causes[0]]}"
+
     def _judge(self, prompts: list[str], choices: tuple[str, ...], parse) -> list:
         if not prompts:
             return []
@@ -124,6 +153,7 @@ class OpenAIJudge:
             batch[outcome] += 1
             values.append(value)
         self.outcomes.update(batch)
+        self.last = batch
         if batch["ok"] < len(prompts):
             failed = ", ".join(f"{k} {v}" for k, v in batch.items() if k != "ok")
             log.warning(

@@ -79,34 +79,73 @@ def judged_fields(prompt: str) -> list[str]:
     return _FIELD.findall(prompt)
 
 
+# Replies are read strictly: the templates end in "Answer:" and "Score:", so the verdict is the first thing a judge
+# says. Anything else (an echo of the request, prose that mentions a number or both answers) is unscorable, never a
+# verdict picked out of the text.
+_MARKUP = re.compile(r"[*_`\"“”‘’]+")
+_ANSWER_PREFIX = re.compile(r"^(?:final\s+)?answer\s*[:=\-]\s*", re.IGNORECASE)
+# Yes/No, then the end of the reply or a separator before an explanation ("Yes.", "No - it is not accurate").
+_YES_NO_REPLY = re.compile(r"^(yes|no)(?:\s*$|\s*[.,;:!\u2013\u2014-]|\s*\n)", re.IGNORECASE)
 _YES_NO_WORD = re.compile(r"\b(yes|no)\b", re.IGNORECASE)
-_NUMBER = re.compile(r"(?<![\w.])(-?\d+(?:\.\d+)?)(?!\w|\.\d)")
+_OUT_OF_TEN = r"(?:\s*(?:/|out\s+of)\s*10)?"
+# The first line is the score alone ("7", "7/10", "Score: 7 out of 10.").
+_SCORE_LINE = re.compile(
+    r"^(?:(?:score|rating|grade)\s*[:=\-]?\s*)?(\d{1,2})" + _OUT_OF_TEN + r"\s*[.!]?\s*$", re.IGNORECASE
+)
+# A labelled score may run on into an explanation ("Score: 8. The reasoning ...").
+_SCORE_LABELLED = re.compile(
+    r"^(?:score|rating|grade)\s*[:=\-]\s*(\d{1,2})" + _OUT_OF_TEN + r"(?:\s*$|\s*[.,;!]\s|\s*\n)", re.IGNORECASE
+)
+# One sentence that gives a rating ("I would rate this 7 out of 10", "I'd give it a 9.").
+_SCORE_SENTENCE = re.compile(
+    r"^(?:i\s+would\s+|i'd\s+|i\s+)?(?:rate|give|score|grade)\s+(?:(?:this|it|the\s+reasoning)\s+)?"
+    r"(?:(?:a|an)\s+)?(?:(?:score|rating|grade)\s+of\s+)?(\d{1,2})" + _OUT_OF_TEN + r"\s*[.!]?\s*$",
+    re.IGNORECASE,
+)
+
+
+def _plain(reply: str) -> str:
+    """The reply without markdown emphasis or quotes and without leading space."""
+    return _MARKUP.sub("", reply[:2000]).strip()
 
 
 def parse_yes_no(reply: object) -> bool | None:
-    """A judge's reply as Yes (True), No (False) or None when it says neither or both. Never raises.
+    """A judge's reply as Yes (True), No (False) or None: the reply must start with the answer (an "Answer:"
+    label, markdown and quotes aside) and never name the other one. Never raises.
 
-    >>> [parse_yes_no(r) for r in ["Yes", " no.", "Answer: YES", "The answer is no", "Yes and no", "maybe", None]]
-    [True, False, True, False, None, None, None]
+    >>> [parse_yes_no(r) for r in ["Yes", " no.", "**Yes**", "Answer: NO", "Yes, it is coherent.", "Yes and no"]]
+    [True, False, True, False, True, None]
+    >>> [parse_yes_no(r) for r in ["The answer is no", "Yesterday", "Evaluate ... Answer 'Yes' or 'No'", None]]
+    [None, None, None, None]
     """
     if not isinstance(reply, str):
         return None
-    words = {w.lower() for w in _YES_NO_WORD.findall(reply[:200])}
-    if len(words) != 1:
+    text = _ANSWER_PREFIX.sub("", _plain(reply), count=1)
+    found = _YES_NO_REPLY.match(text)
+    if not found:
         return None
-    return words.pop() == "yes"
+    words = {w.lower() for w in _YES_NO_WORD.findall(text)}
+    if len(words) != 1:
+        return None  # "No. Yes, on reflection": both answers, no verdict
+    return found.group(1).lower() == "yes"
 
 
 def parse_score(reply: object) -> int | None:
-    """A judge's reply as an integer score 1..10 (the first number, rounded), or None. Never raises.
+    """A judge's reply as an integer score 1..10, or None. Accepted: the score alone on the first line ("7",
+    "7/10", "Score: 7"), a labelled score before an explanation, or one sentence giving the rating ("I would
+    rate this 7 out of 10"); never a number found elsewhere in the text. Never raises.
 
-    >>> [parse_score(r) for r in ["8", "Score: 7/10", "9.6", "10", "0", "11", "-3", "seven", "", None]]
-    [8, 7, 10, 10, None, None, None, None, None, None]
+    >>> [parse_score(r) for r in ["8", "Score: 7/10", "**9**", "10", "I would rate this 7 out of 10"]]
+    [8, 7, 9, 10, 7]
+    >>> [parse_score(r) for r in ["9.6", "0", "11", "-3", "seven", "The patient is 45 with 3 nodules", "", None]]
+    [None, None, None, None, None, None, None, None]
     """
     if not isinstance(reply, str):
         return None
-    found = _NUMBER.search(reply[:200])
+    text = _plain(reply)
+    first = text.split("\n", 1)[0].strip()
+    found = _SCORE_LINE.match(first) or _SCORE_SENTENCE.match(first) or _SCORE_LABELLED.match(text)
     if not found:
         return None
-    value = round(float(found.group(1)))
+    value = int(found.group(1))
     return value if 1 <= value <= 10 else None

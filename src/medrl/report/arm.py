@@ -23,6 +23,8 @@ def cell(metric: dict | None, scale: float, show_std: bool) -> str:
     ('58.04', '0.21 (± 0.24)')
     >>> cell(None, 1.0, True), cell({"mean": None, "status": "unavailable"}, 1.0, True)
     ('-', 'n/a')
+    >>> cell({"mean": None, "n": 0, "missing": 8, "status": "unscored"}, 1.0, True)
+    'unscored'
     >>> cell({"mean": 7.5, "std": 1.0, "status": "incomplete", "proxy": True}, 1.0, True)
     '7.50 (± 1.00) *†'
     """
@@ -30,6 +32,8 @@ def cell(metric: dict | None, scale: float, show_std: bool) -> str:
         return "-"
     if metric.get("status") == "unavailable":
         return "n/a"
+    if metric.get("status") == "unscored":
+        return "unscored"  # the judge scored no answer: a number would hide that
     if metric.get("mean") is None:
         return "-"
     text = f"{metric['mean'] * scale:.2f}"

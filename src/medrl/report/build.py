@@ -37,7 +37,8 @@ DEFINITIONS = [
     "Thinking token length: tokens inside `<think>`, counted by the evaluated model's tokenizer (0 without one).",
     "Cells are mean (± population std) over test questions; similarity, perplexity and thinking reward over the "
     "answers that have reasoning. `-`: not measured; `n/a`: its model is not available here (reason below); "
-    "`*`: incomplete (the judge could not score every answer); `†`: measured by a proxy, not the paper's model.",
+    "`*`: incomplete (the judge could not score every answer); `unscored`: the judge scored no answer (reason "
+    "below); `†`: measured by a proxy, not the paper's model.",
 ]
 
 
