@@ -81,14 +81,25 @@ TRAINJOB_VERBS += LAUNCHER_VERBS[len(JOB_VERBS) :]
 
 
 def kubeconfig_available(kubeconfig: str | None) -> bool:
+    """Whether a cluster is named: --kubeconfig, KUBECONFIG, ~/.kube/config or the pod's service account. A
+    kubeconfig the user named that does not exist is an error, not a silent fall back to local checks."""
     from pathlib import Path
 
+    from medrl.config import ConfigError
+
     if kubeconfig:
+        if not Path(kubeconfig).expanduser().is_file():
+            raise ConfigError(f"--kubeconfig {kubeconfig}: no such file; give your cluster's kubeconfig, or --local")
         return True
     if os.environ.get("KUBERNETES_SERVICE_HOST"):
         return True
-    paths = [p for p in os.environ.get("KUBECONFIG", "").split(os.pathsep) if p] or ["~/.kube/config"]
-    return any(Path(p).expanduser().is_file() for p in paths)
+    named = [p for p in os.environ.get("KUBECONFIG", "").split(os.pathsep) if p]
+    if named and not any(Path(p).expanduser().is_file() for p in named):
+        raise ConfigError(
+            f"KUBECONFIG={os.environ['KUBECONFIG']}: no such file; point it at your cluster's kubeconfig, unset it, "
+            "or give --local to check only this machine"
+        )
+    return any(Path(p).expanduser().is_file() for p in named or ["~/.kube/config"])
 
 
 def _api_client(kubeconfig: str | None, context: str | None):

@@ -4,6 +4,9 @@ way a healthy cluster does; each broken part must show as FAIL with its fix, and
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 from typer.testing import CliRunner
 
@@ -106,3 +109,12 @@ def test_doctor_without_a_kubeconfig_checks_this_machine(tmp_path, monkeypatch):
     out = CliRunner().invoke(app, ["doctor"])
     assert "no kubeconfig: checking this machine only" in out.output
     assert "[ok ] package torch" in out.output and "Kubernetes API" not in out.output
+
+
+def test_a_kubeconfig_that_does_not_exist_is_named_not_skipped(tmp_path, monkeypatch):
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "missing"))
+    out = subprocess.run([sys.executable, "-m", "medrl", "doctor"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2 and "KUBECONFIG=" in out.stderr and "no such file" in out.stderr, out.stderr
+    local = subprocess.run([sys.executable, "-m", "medrl", "doctor", "--local"], capture_output=True, text=True)
+    assert "[ok ] package torch" in local.stdout

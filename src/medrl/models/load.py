@@ -5,7 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from medrl.config import ModelConfig
+from medrl.errors import MedrlError
 from medrl.infra import store
+
+
+class ModelError(MedrlError):
+    """A model folder that cannot be loaded; the message names it and the fix."""
 
 
 def local_dir(ref: str) -> str:
@@ -35,7 +40,13 @@ def load_model(ref: str, cfg: ModelConfig):
     kwargs = {"dtype": getattr(torch, cfg.dtype), "trust_remote_code": cfg.trust_remote_code}
     if cfg.attn_implementation:
         kwargs["attn_implementation"] = cfg.attn_implementation
-    return AutoModelForImageTextToText.from_pretrained(local_dir(ref), **kwargs)
+    from safetensors import SafetensorError
+
+    folder = local_dir(ref)
+    try:
+        return AutoModelForImageTextToText.from_pretrained(folder, **kwargs)
+    except SafetensorError as err:  # a truncated or overwritten weights file: say which model, not a traceback
+        raise ModelError(f"{ref}: its weights cannot be read ({err}); download or train the model again") from None
 
 
 def save_model(model, processor, out: Path) -> None:

@@ -1,0 +1,48 @@
+"""Damaged inputs are refused by name before anything is trained or evaluated (issues 16 and 17): a committed model
+whose weights no longer match its MANIFEST, and a plain model folder whose safetensors header is garbage."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from medrl.config import DataConfig
+from medrl.data.prep import prepare
+from medrl.infra import store
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    out = tmp_path_factory.mktemp("data") / "synthetic"
+    with store.commit_dir(store.normalize(str(out))) as staging:
+        prepare(DataConfig(source="synthetic", train_size=8, test_size=4, seed=0), staging)
+    return out
+
+
+def _evaluate(model, data, out):
+    cmd = [sys.executable, "-m", "medrl", "evaluate", "--preset", "demo", "--model", str(model), "--data", str(data)]
+    return subprocess.run([*cmd, "--out", str(out)], capture_output=True, text=True, timeout=300)
+
+
+def test_a_committed_model_with_flipped_bytes_is_refused(tiny_model, data, tmp_path):
+    model = tmp_path / "model"
+    with store.commit_dir(store.normalize(str(model))) as staging:
+        shutil.copytree(tiny_model, staging, dirs_exist_ok=True)
+    weights = model / "model.safetensors"
+    raw = bytearray(weights.read_bytes())
+    raw[-100] ^= 0xFF  # one flipped byte inside a tensor: still loads, silently wrong
+    weights.write_bytes(bytes(raw))
+    out = _evaluate(model, data, tmp_path / "eval")
+    assert out.returncode == 2 and "damaged" in out.stderr and "Traceback" not in out.stderr, out.stderr
+    assert not (tmp_path / "eval" / "metrics.json").exists()
+
+
+def test_a_model_folder_with_a_garbage_header_is_named(tiny_model, data, tmp_path):
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model, model)
+    (model / "model.safetensors").write_bytes(b"\xff" * 64)
+    out = _evaluate(model, data, tmp_path / "eval")
+    assert out.returncode == 2 and "weights cannot be read" in out.stderr and "Traceback" not in out.stderr, out.stderr
