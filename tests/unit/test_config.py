@@ -87,7 +87,10 @@ def test_config_file(tmp_path):
 @pytest.mark.parametrize(
     ("override", "message"),
     [
-        ("arms.sft.num_generations=4", "arms.sft.num_generations: not a setting of method sft; it belongs to method grpo"),
+        (
+            "arms.sft.num_generations=4",
+            "arms.sft.num_generations: not a setting of method sft; it belongs to method grpo",
+        ),
         ("arms.sft.rewards=[{name: format}]", "arms.sft.rewards: not a setting of method sft"),
         ("arms.sft.dpo.beta=0.2", "arms.sft.dpo: not a setting of method sft; it belongs to method dpo"),
         ("arms.sft-grpo.lora.r=4", "arms.sft-grpo.lora: not a setting of method grpo; it belongs to method lora"),
@@ -101,7 +104,8 @@ def test_a_key_of_another_method_is_refused_on_the_arm(override, message):
 
 def test_train_defaults_reach_only_the_methods_they_apply_to():
     cfg = load_config(
-        preset="demo", overrides=["train.max_completion_length=12", "train.lora.r=4", "train.dpo.beta=0.3", "train.seed=5"]
+        preset="demo",
+        overrides=["train.max_completion_length=12", "train.lora.r=4", "train.dpo.beta=0.3", "train.seed=5"],
     )
     assert cfg.arms["sft-grpo"].max_completion_length == 12 and cfg.arms["sft-grpo"].seed == 5
     assert cfg.arms["sft"].seed == 5
@@ -110,10 +114,10 @@ def test_train_defaults_reach_only_the_methods_they_apply_to():
     assert not hasattr(cfg.arms["zero-shot"], "seed")
     lora = load_config(preset="demo", overrides=["train.lora.r=4", "arms.sft.method=lora"]).arms["sft"]
     assert lora.lora.r == 4 and not hasattr(lora, "num_generations")
-    with pytest.raises(ConfigError, match="train.num_generations"):  # a default is still checked where it is set
+    with pytest.raises(ConfigError, match=r"train\.num_generations"):  # a default is still checked where it is set
         load_config(preset="demo", overrides=["train.num_generations=1"])
 
 
 def test_dropped_model_arch_is_refused():
-    with pytest.raises(ConfigError, match="model.arch"):  # the tiny builder takes its arch from tiny:<arch>
+    with pytest.raises(ConfigError, match=r"model\.arch"):  # the tiny builder takes its arch from tiny:<arch>
         load_config(preset="demo", overrides=["model.arch=qwen2-vl"])

@@ -10,7 +10,7 @@ import pytest
 from medrl.config import ConfigError, DpoConfig, load_config
 from medrl.data.pairs import answer_index, preference_pairs
 from medrl.data.records import Record
-from medrl.train.checkpoints import commit_checkpoint, is_complete, latest_checkpoint
+from medrl.infra.checkpoint_store import commit_local, is_complete, latest_checkpoint
 
 # ---------------------------------------------------------------------------------------------- config
 
@@ -120,7 +120,7 @@ def _checkpoint(root: Path, step: int, commit: bool = True) -> Path:
     (path / "model.safetensors").write_bytes(b"w" * step)
     (path / "trainer_state.json").write_text(json.dumps({"global_step": step}))
     if commit:
-        commit_checkpoint(path)
+        commit_local(path)
     return path
 
 
