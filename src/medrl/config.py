@@ -108,7 +108,7 @@ class RewardSpec(Strict):
     name: str = Field(description="A reward of medrl.rewards.REWARDS, e.g. format, accuracy.")
     weight: float = 1.0
     cap: int | None = Field(
-        None, ge=1, description="Length rewards (ecr, cwr): words of reasoning at which the reward reaches 1."
+        None, ge=1, description="Words of reasoning at which a length reward (one with a `cap`: ecr, cwr) reaches 1."
     )
 
     @field_validator("name")

@@ -49,6 +49,7 @@ def preference_dataset(cfg: StudyConfig, arm: str, data_dir: Path):
 
 
 def recipe(cfg: StudyConfig, arm: str, data_dir: Path, init_ref: str) -> Recipe:
+    """DPO: TRL's DPOConfig and DPOTrainer, with a frozen copy of the starting model as the reference."""
     from trl import DPOConfig, DPOTrainer
 
     spec = cfg.arms[arm]

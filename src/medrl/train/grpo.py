@@ -35,6 +35,7 @@ logging.getLogger("trl.trainer.grpo_trainer").addFilter(NoSampleText())
 
 
 def recipe(cfg: StudyConfig, arm: str, data_dir: Path, init_ref: str) -> Recipe:
+    """GRPO or Dr.GRPO: TRL's GRPOConfig and GRPOTrainer, with the arm's rewards bound to their settings."""
     from trl import GRPOConfig, GRPOTrainer
 
     spec = cfg.arms[arm]

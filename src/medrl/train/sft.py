@@ -34,6 +34,7 @@ def lora_config(cfg: StudyConfig, arm: str):
 
 
 def recipe(cfg: StudyConfig, arm: str, data_dir: Path, init_ref: str) -> Recipe:
+    """Full SFT, or LoRA with `method: lora`: TRL's SFTConfig and SFTTrainer with this method's arguments."""
     from trl import SFTConfig, SFTTrainer
 
     spec = cfg.arms[arm]
