@@ -10,7 +10,7 @@ import copy
 import re
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -26,7 +26,6 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
-Arch = Literal["qwen2-vl", "qwen2.5-vl", "qwen3-vl"]
 CxrTask = Literal["report", "grounding"]
 CXR_TASKS: tuple[CxrTask, ...] = ("report", "grounding")
 Method = Literal["none", "sft", "lora", "dpo", "grpo", "dr_grpo"]
@@ -37,7 +36,6 @@ class ModelConfig(Strict):
         "Qwen/Qwen2-VL-2B-Instruct",
         description="Hub id, local directory or store URI of the base model; `tiny:<arch>` builds a tiny model.",
     )
-    arch: Arch = Field("qwen2-vl", description="Model family, for the tiny builder and loading checks.")
     dtype: Literal["float32", "bfloat16", "float16"] = Field("float32", description="Weights and compute dtype.")
     attn_implementation: str | None = Field(None, description="e.g. flash_attention_2 on GPUs, sdpa, eager.")
     min_pixels: int = Field(3136, ge=784, description="Lower bound on image pixels after resizing (processor).")
@@ -112,7 +110,7 @@ class RewardSpec(Strict):
     name: str = Field(description="A reward of medrl.rewards.REWARDS, e.g. format, accuracy.")
     weight: float = 1.0
     cap: int | None = Field(
-        None, ge=1, description="ecr, cwr: words of reasoning at which the length reward reaches 1 (default 256)."
+        None, ge=1, description="Words of reasoning at which a length reward (one with a `cap`: ecr, cwr) reaches 1."
     )
 
     @field_validator("name")
@@ -126,16 +124,41 @@ class RewardSpec(Strict):
 
     @model_validator(mode="after")
     def _cap(self) -> RewardSpec:
-        if self.cap is not None and self.name not in ("ecr", "cwr"):
-            raise ValueError(f"reward {self.name}: `cap` applies to the length rewards ecr and cwr only")
+        from medrl.rewards import capped_rewards
+
+        if self.cap is not None and self.name not in capped_rewards():
+            raise ValueError(
+                f"reward {self.name}: `cap` applies to the length rewards only ({', '.join(capped_rewards())})"
+            )
         return self
 
 
-class TrainConfig(Strict):
-    """Settings of one arm's training; the study's `train:` block gives the defaults."""
+# ------------------------------------------------------------------------------------------------ arms
+# One settings class per method, as TRL has one config per algorithm: a key of another method is refused.
+# Each class lists its bases last-first, so that dumped configs read method, start, training, method's own.
+
+
+class ArmStart(Strict):
+    """Which method trains an arm and from which model; the study's `train:` block may give both."""
 
     method: Method = Field("none", description="none (zero-shot) | sft | lora | dpo | grpo | dr_grpo")
     init: str = Field("base", description="base | arm:<name> | a hub id, directory or store URI.")
+
+
+class ArmBase(ArmStart):
+    """What every arm has, trained or not."""
+
+    label: str = Field("", description="Row label in Table 1 (default: the arm's name).")
+    model: str | None = Field(None, description="Base model of this arm if not the study's (e.g. scratch).")
+    prompt: str | None = Field(None, description="Instruction of this arm if not the study's (e.g. thinking).")
+    attn_implementation: str | None = Field(
+        None, description="Attention kernel of this arm's model if not the study's (e.g. sdpa: Mllama has no FA2)."
+    )
+
+
+class Training(Strict):
+    """Optimisation, precision and checkpoints: what every trained method takes (TRL's TrainingArguments)."""
+
     learning_rate: float = Field(1e-6, gt=0)
     max_steps: int = Field(-1, description="Optimizer steps; -1: run `epochs` epochs.")
     epochs: float = Field(1.0, gt=0)
@@ -147,22 +170,14 @@ class TrainConfig(Strict):
     weight_decay: float = Field(0.0, ge=0)
     max_grad_norm: float = Field(1.0, gt=0)
     seed: int = 0
-    # GRPO / Dr.GRPO
-    num_generations: int = Field(8, ge=2, description="Completions sampled per prompt.")
-    max_completion_length: int = Field(700, ge=1, description="Tokens per sampled completion.")
-    temperature: float = Field(1.0, gt=0)
-    beta: float = Field(0.04, ge=0, description="KL coefficient against the reference model.")
-    rewards: list[RewardSpec] = Field(default_factory=lambda: [RewardSpec(name="format"), RewardSpec(name="accuracy")])
-    # LoRA
-    lora: LoraConfig = Field(default_factory=LoraConfig)
-    # DPO
-    dpo: DpoConfig = Field(default_factory=DpoConfig)
-    # Precision / parallelism
     bf16: bool = False
     gradient_checkpointing: bool = False
     deepspeed: str | None = Field(
         None, description="zero2 (shipped ZeRO-2 bf16 config), a DeepSpeed JSON file, or None (no DeepSpeed)."
     )
+    save_steps: int = Field(100, ge=1, description="Checkpoint every N steps.")
+    save_total_limit: int = Field(2, ge=1, description="Checkpoints kept.")
+    logging_steps: int = Field(1, ge=1)
 
     @field_validator("deepspeed")
     @classmethod
@@ -171,9 +186,23 @@ class TrainConfig(Strict):
             raise ValueError(f"deepspeed={value}: give zero2 (the shipped config) or the path of a DeepSpeed .json")
         return value
 
-    save_steps: int = Field(100, ge=1, description="Checkpoint every N steps.")
-    save_total_limit: int = Field(2, ge=1, description="Checkpoints kept.")
-    logging_steps: int = Field(1, ge=1)
+
+class LoraSettings(Strict):
+    lora: LoraConfig = Field(default_factory=LoraConfig)
+
+
+class DpoSettings(Strict):
+    dpo: DpoConfig = Field(default_factory=DpoConfig)
+
+
+class GrpoSettings(Strict):
+    """GRPO and Dr.GRPO: sampling, the KL term and the rewards."""
+
+    num_generations: int = Field(8, ge=2, description="Completions sampled per prompt.")
+    max_completion_length: int = Field(700, ge=1, description="Tokens per sampled completion.")
+    temperature: float = Field(1.0, gt=0)
+    beta: float = Field(0.04, ge=0, description="KL coefficient against the reference model.")
+    rewards: list[RewardSpec] = Field(default_factory=lambda: [RewardSpec(name="format"), RewardSpec(name="accuracy")])
 
     @field_validator("rewards")
     @classmethod
@@ -185,19 +214,46 @@ class TrainConfig(Strict):
         return rewards
 
 
-class ArmConfig(TrainConfig):
-    label: str = Field("", description="Row label in Table 1 (default: the arm's name).")
-    model: str | None = Field(None, description="Base model of this arm if not the study's (e.g. scratch).")
-    prompt: str | None = Field(None, description="Instruction of this arm if not the study's (e.g. thinking).")
-    attn_implementation: str | None = Field(
-        None, description="Attention kernel of this arm's model if not the study's (e.g. sdpa: Mllama has no FA2)."
-    )
+class NoneArm(ArmBase):
+    """Evaluated as it is (zero-shot): nothing to train."""
+
+    method: Literal["none"] = "none"
+
+
+class SftArm(Training, ArmBase):
+    method: Literal["sft"] = "sft"
+
+
+class LoraArm(LoraSettings, Training, ArmBase):
+    method: Literal["lora"] = "lora"
+
+
+class DpoArm(DpoSettings, Training, ArmBase):
+    method: Literal["dpo"] = "dpo"
+
+
+class GrpoArm(GrpoSettings, Training, ArmBase):
+    method: Literal["grpo", "dr_grpo"] = "grpo"
+
+
+ArmConfig = Annotated[NoneArm | SftArm | LoraArm | DpoArm | GrpoArm, Field(discriminator="method")]
+ARM_CONFIGS: dict[str, type[ArmBase]] = {
+    method: cls
+    for cls in (NoneArm, SftArm, LoraArm, DpoArm, GrpoArm)
+    for method in get_args(cls.model_fields["method"].annotation)
+}
+
+
+class TrainDefaults(GrpoSettings, DpoSettings, LoraSettings, Training, ArmStart):
+    """The study's `train:` block: defaults each arm inherits where they apply to its method."""
 
 
 class JudgeConfig(Strict):
     """Which judge answers: the semantic reward's Yes/No during training, the thinking score in evaluation."""
 
-    backend: str = Field("keyword", description="keyword (deterministic local stand-in) | openai | hf | embedding")
+    backend: str = Field(
+        "keyword", description="A backend of medrl.judge.base.BACKENDS; keyword is the deterministic local stand-in."
+    )
     model: str | None = Field(None, description="Model the backend serves or loads, e.g. BioMistral/BioMistral-7B.")
     url: str | None = Field(None, description="Base URL of an OpenAI-compatible server (backend openai).")
     max_unscorable_fraction: float = Field(
@@ -230,10 +286,11 @@ class JudgeConfig(Strict):
 
     @model_validator(mode="after")
     def _backend(self) -> JudgeConfig:
-        needs = {"keyword": [], "openai": ["url", "model"], "hf": ["model"], "embedding": []}
-        if self.backend not in needs:
-            raise ValueError(f"judge.backend={self.backend}: unknown; choose one of: {', '.join(needs)}")
-        for key in needs[self.backend]:
+        from medrl.judge.base import BACKENDS
+
+        if self.backend not in BACKENDS:
+            raise ValueError(f"judge.backend={self.backend}: unknown; choose one of: {', '.join(BACKENDS)}")
+        for key in BACKENDS[self.backend].needs:
             if not getattr(self, key):
                 raise ValueError(f"judge.{key} is required for judge.backend={self.backend}")
         if self.url and not self.url.startswith(("http://", "https://")):
@@ -283,7 +340,7 @@ class StudyConfig(Strict):
     )
     model: ModelConfig = Field(default_factory=ModelConfig)
     data: DataConfig = Field(default_factory=DataConfig)
-    train: TrainConfig = Field(default_factory=TrainConfig)
+    train: TrainDefaults = Field(default_factory=TrainDefaults)
     judge: JudgeConfig = Field(default_factory=JudgeConfig, description="Judge of the semantic reward (Yes/No).")
     arms: dict[str, ArmConfig] = Field(default_factory=dict)
     evaluate: EvalConfig = Field(default_factory=EvalConfig)
@@ -412,24 +469,51 @@ def _deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def inherit(defaults: dict[str, Any], arm: Any) -> Any:
+    """An arm's settings: its own, then those of the `train:` block that its method takes (others are skipped:
+    one block serves SFT and GRPO arms alike)."""
+    if not isinstance(arm, dict):
+        return arm  # pydantic names what is wrong with it
+    merged = _deep_merge(defaults, arm)
+    method = merged.setdefault("method", "none")
+    takes = ARM_CONFIGS[method].model_fields if isinstance(method, str) and method in ARM_CONFIGS else merged
+    return {key: value for key, value in merged.items() if key in arm or key in takes}
+
+
 def build_config(raw: dict[str, Any]) -> StudyConfig:
     """Validate a raw mapping; arms inherit the `train:` block. Errors name each bad setting."""
     raw = copy.deepcopy(raw)
     defaults = raw.get("train") or {}
     arms = raw.get("arms") or {}
+    if not isinstance(defaults, dict):
+        raise ConfigError("train: must be a mapping of settings that every arm inherits")
     if not isinstance(arms, dict):
         raise ConfigError("arms: must be a mapping of arm name -> settings")
-    raw["arms"] = {name: _deep_merge(defaults, arm or {}) for name, arm in arms.items()}
+    raw["arms"] = {name: inherit(defaults, arm or {}) for name, arm in arms.items()}
     try:
         return StudyConfig.model_validate(raw)
     except ValidationError as err:
-        lines = []
-        for e in err.errors():
-            where = ".".join(str(p) for p in e["loc"]) or "config"
-            got = "" if e["type"] == "missing" else f" (got {e.get('input')!r})"[:120]
-            hint = " — not a known setting; check the spelling" if e["type"] == "extra_forbidden" else ""
-            lines.append(f"  {where}: {e['msg']}{got}{hint}")
-        raise ConfigError("invalid configuration:\n" + "\n".join(lines)) from None
+        raise ConfigError("invalid configuration:\n" + "\n".join(error_line(e) for e in err.errors())) from None
+
+
+def error_line(error: Any) -> str:
+    """One validation error as `  where: what (got ...) — hint`, where is the setting's dotted path."""
+    loc = [str(p) for p in error["loc"]]
+    kind, msg, got = error["type"], error["msg"], error.get("input")
+    method = loc.pop(2) if loc[:1] == ["arms"] and len(loc) > 2 and loc[2] in ARM_CONFIGS else None  # union tag
+    hint = ""
+    if kind == "union_tag_invalid":
+        loc.append("method")
+        msg, got = f"unknown method; choose one of: {', '.join(ARM_CONFIGS)}", error["ctx"]["tag"]
+    elif kind == "extra_forbidden":
+        owners = [m for m, cls in ARM_CONFIGS.items() if loc[-1] in cls.model_fields]
+        if method and len(loc) == 3 and owners:
+            msg = f"not a setting of method {method}; it belongs to method {', '.join(owners)}"
+            hint = f" — remove it, or set {'.'.join(loc[:2])}.method"
+        else:
+            hint = " — not a known setting; check the spelling"
+    shown = "" if kind == "missing" else f" (got {got!r})"[:120]
+    return f"  {'.'.join(loc) or 'config'}: {msg}{shown}{hint}"
 
 
 def load_config(

@@ -103,16 +103,15 @@ def train(run_uri: str, arm: str) -> str:
     from medrl.train.run import rank, scratch_work_dir, train_to_store
 
     run, cfg = load_run(run_uri)
-    if cfg.arms[arm].method == "none" or store.is_committed(run.arm(arm).model):
+    spec = cfg.arms[arm]
+    if spec.method == "none" or store.is_committed(run.arm(arm).model):
         return model_of(run, cfg, arm)
     paths = run.arm(arm)
     work_dir = scratch_work_dir(paths.model)  # local, and the same folder for every rank of a node
-    with (
-        checkpoint_store.upload_to(paths.checkpoints, cfg.arms[arm].save_total_limit),
-        prom.training_arm(arm),
-    ):
-        checkpoint_store.restore_once(paths.checkpoints, work_dir)
-        summary = train_to_store(cfg, arm, run.data, paths.model, init_of(run, cfg, arm), work=work_dir, resume=True)
+    upload = checkpoint_store.Target(paths.checkpoints, spec.save_total_limit)
+    summary = train_to_store(
+        cfg, arm, run.data, paths.model, init_of(run, cfg, arm), work=work_dir, resume=True, upload=upload
+    )
     if rank() == 0:
         log_file = work_dir / "train_log.jsonl"
         if log_file.exists():

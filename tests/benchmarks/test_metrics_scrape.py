@@ -38,8 +38,7 @@ def train(tiny_model, synthetic_data, work, scrape_port: int | None) -> tuple[fl
     if scraper:
         scraper.start()
     start = time.perf_counter()
-    with metrics.training_arm("bench"):
-        summary = train_arm(cfg, "grpo", synthetic_data, str(tiny_model), work / "out", work)
+    summary = train_arm(cfg, "grpo", synthetic_data, str(tiny_model), work / "out", work)
     seconds = (time.perf_counter() - start) / summary["global_step"]
     stop.set()
     if scraper:

@@ -22,7 +22,7 @@ from medrl.train import train_arm
 pytestmark = pytest.mark.slow
 
 STUDY = """
-model: {base: unused, arch: qwen3-vl, min_pixels: 4096, max_pixels: 4096}
+model: {base: unused, min_pixels: 4096, max_pixels: 4096}
 prompt: ""
 data: {source: cxr-synthetic, train_size: 1200, test_size: 160, image_size: 64, cxr_tasks: [grounding], seed: 0}
 train: {seed: 0, grad_accum: 1, max_completion_length: 24, logging_steps: 1, save_steps: 1000}

@@ -20,7 +20,7 @@ from transformers import TrainerCallback
 from medrl import study
 from medrl.infra import metrics, s3, store
 from medrl.infra.layout import RunLayout
-from medrl.train import common, grpo
+from medrl.train import common
 from tests.integration.servers import Prometheus, Pushgateway, free_ports, s3_environment, wait_until
 from tests.integration.tiny_runs import MARKERS, PATH_MARK, QUESTION_MARK, canary_dataset, grpo_study
 
@@ -84,9 +84,8 @@ def observed(tmp_path_factory, seaweed):
         mp.setenv(metrics.PORT_ENV, str(port))
         mp.setenv(metrics.ADDR_ENV, "127.0.0.1")
         mp.setenv(metrics.PUSHGATEWAY_ENV, pushgateway.url)
-        mp.setattr(
-            grpo, "training_callbacks", lambda *a, **k: [*common.training_callbacks(*a, **k), AwaitScrape(prometheus)]
-        )
+        callbacks = common.training_callbacks
+        mp.setattr(common, "training_callbacks", lambda *a, **k: [*callbacks(*a, **k), AwaitScrape(prometheus)])
         for lg in loggers:
             lg.addHandler(capture)
             lg.setLevel(logging.DEBUG)

@@ -20,17 +20,18 @@ from transformers import TrainerCallback
 from medrl.config import DataConfig, load_config
 from medrl.data.prep import prepare
 from medrl.data.records import iter_jsonl, write_jsonl
+from medrl.infra.checkpoint_store import latest_checkpoint, step_of
 from medrl.train import train_arm
-from medrl.train.checkpoints import latest_checkpoint, step_of
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
 
-# Small enough for seconds per run; GRPO settings shared by the GRPO, resume and torchrun tests.
+# Small enough for seconds per run; GRPO settings shared by the GRPO, resume and torchrun tests. The settings are
+# defaults of the `train:` block, so that each method takes the ones it has.
 ARM = """
 arms:
-  a:
-    method: {method}
+  a: {{method: {method}}}
+train:
     learning_rate: {lr}
     max_steps: {steps}
     per_device_batch_size: {batch}
@@ -103,14 +104,11 @@ class Snapshot(TrainerCallback):
 @pytest.fixture
 def snapshot(monkeypatch) -> Snapshot:
     """Adds a Snapshot to the callbacks every trainer gets (the seam in medrl.train.common)."""
-    import medrl.train.dpo
-    import medrl.train.grpo
-    import medrl.train.sft
+    from medrl.train import common
 
     snap = Snapshot()
-    for module in (medrl.train.sft, medrl.train.dpo, medrl.train.grpo):
-        original = module.training_callbacks
-        monkeypatch.setattr(module, "training_callbacks", lambda *a, _o=original, **k: [*_o(*a, **k), snap])
+    original = common.training_callbacks
+    monkeypatch.setattr(common, "training_callbacks", lambda *a, **k: [*original(*a, **k), snap])
     return snap
 
 

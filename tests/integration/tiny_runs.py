@@ -22,7 +22,7 @@ def grpo_study(max_steps: int = 6, save_steps: int = 2, keep: int = 2) -> str:
     return f"""
 name: tiny-grpo
 experiment: tiny-grpo
-model: {{base: "tiny:qwen2-vl", arch: qwen2-vl, min_pixels: 3136, max_pixels: 3136}}
+model: {{base: "tiny:qwen2-vl", min_pixels: 3136, max_pixels: 3136}}
 data: {{source: synthetic, train_size: 32, test_size: 8, seed: 0}}
 train: {{seed: 0, per_device_batch_size: 2, grad_accum: 1, max_completion_length: 16, logging_steps: 1,
         save_steps: {save_steps}, save_total_limit: {keep}}}

@@ -44,10 +44,30 @@ def test_restore_takes_the_newest_committed_checkpoint(tmp_path, caplog):
     assert any("step-11" in r.getMessage() and "torn" in r.getMessage() for r in caplog.records)
 
 
-def test_upload_target_is_scoped(tmp_path):
-    assert checkpoint_store.active_target() is None
-    with checkpoint_store.upload_to("file:///x/checkpoints", keep=3) as target:
-        assert checkpoint_store.active_target() == target == checkpoint_store.Target("file:///x/checkpoints", 3)
-    assert checkpoint_store.active_target() is None
-    with pytest.raises(ValueError, match="save_total_limit"), checkpoint_store.upload_to("file:///x", keep=0):
-        pass
+def test_a_local_checkpoint_is_committed_by_the_store_in_place(tmp_path):
+    path = save(tmp_path, 5).rename(tmp_path / "checkpoint-5")
+    checkpoint_store.commit_local(path)
+    assert store.verify(checkpoint_store.local_uri(path)) == {"files": 2, "bytes": 64 + len('{"global_step": 5}')}
+    assert sorted(p.name for p in path.iterdir()) == [
+        "COMMITTED",
+        "MANIFEST.json",
+        "model.safetensors",
+        "trainer_state.json",
+    ]
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no staging or trash left over
+    assert checkpoint_store.latest_checkpoint(tmp_path, verify=True) == path
+
+
+def test_the_target_and_the_arm_reach_the_callbacks_as_arguments(tmp_path):
+    from medrl.train.common import training_callbacks
+
+    target = checkpoint_store.Target("file:///x/checkpoints", keep=3)
+    callbacks = training_callbacks("arm-a", tmp_path, keep=2, upload=target)
+    uploads = [c for c in callbacks if isinstance(c, checkpoint_store.CheckpointUpload)]
+    assert [u.target for u in uploads] == [target]
+    assert [c.keep for c in callbacks if isinstance(c, checkpoint_store.CheckpointCommit)] == [2]
+    assert [c.recorder.arm for c in callbacks if hasattr(c, "recorder")] == ["arm-a"]
+    alone = training_callbacks("arm-b", tmp_path, keep=2)
+    assert not any(isinstance(c, checkpoint_store.CheckpointUpload) for c in alone)
+    with pytest.raises(ValueError, match="save_total_limit"):
+        checkpoint_store.Target("file:///x", keep=0)

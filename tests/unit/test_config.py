@@ -21,7 +21,8 @@ def test_arms_inherit_train_defaults_and_keep_their_own():
 
 def test_overrides_reach_defaults_and_single_arms():
     cfg = load_config(preset="demo", overrides=["train.seed=7", "arms.sft.learning_rate=1e-4", "data.seed=3"])
-    assert {arm.seed for arm in cfg.arms.values()} == {7}
+    trained = [arm for arm in cfg.arms.values() if arm.method != "none"]
+    assert len(trained) == 3 and {arm.seed for arm in trained} == {7}
     assert cfg.arms["sft"].learning_rate == 1e-4
     assert cfg.arms["sft-grpo"].learning_rate == 5e-5
     assert cfg.data.seed == 3
@@ -37,11 +38,20 @@ def test_override_values_are_yaml():
     [
         ("train.learning_rat=1", "train.learning_rat"),
         ("arms.sft.learning_rate=fast", "arms.sft.learning_rate"),
-        ("arms.sft.method=ppo", "arms.sft.method"),
+        ("arms.sft.method=ppo", r"arms.sft.method: unknown method; choose one of: none, sft, lora, dpo, grpo, dr_grpo"),
         ("arms.sft-grpo.init=arm:nope", "arm 'nope' is not in this study"),
-        ("arms.sft.rewards=[{name: vibes}]", "unknown reward 'vibes'"),
+        ("arms.sft-grpo.rewards=[{name: vibes}]", "unknown reward 'vibes'"),
         ("model.min_pixels=999999", "model.min_pixels"),
         ("noequals", "must look like key.sub=value"),
+        # a key of another method on an arm, named with the method it belongs to
+        (
+            "arms.sft.num_generations=4",
+            "arms.sft.num_generations: not a setting of method sft; it belongs to method grpo",
+        ),
+        ("arms.sft.rewards=[{name: format}]", "arms.sft.rewards: not a setting of method sft"),
+        ("arms.sft.dpo.beta=0.2", "arms.sft.dpo: not a setting of method sft; it belongs to method dpo"),
+        ("arms.sft-grpo.lora.r=4", "arms.sft-grpo.lora: not a setting of method grpo; it belongs to method lora"),
+        ("arms.zero-shot.learning_rate=1e-5", "arms.zero-shot.learning_rate: not a setting of method none"),
     ],
 )
 def test_bad_settings_name_the_setting(override, message):
@@ -81,3 +91,24 @@ def test_config_file(tmp_path):
         load_config(file=path)
     with pytest.raises(ConfigError, match="does not exist"):
         load_config(file=tmp_path / "missing.yaml")
+
+
+def test_train_defaults_reach_only_the_methods_they_apply_to():
+    cfg = load_config(
+        preset="demo",
+        overrides=["train.max_completion_length=12", "train.lora.r=4", "train.dpo.beta=0.3", "train.seed=5"],
+    )
+    assert cfg.arms["sft-grpo"].max_completion_length == 12 and cfg.arms["sft-grpo"].seed == 5
+    assert cfg.arms["sft"].seed == 5
+    for skipped in ("max_completion_length", "lora", "dpo", "rewards"):
+        assert not hasattr(cfg.arms["sft"], skipped)
+    assert not hasattr(cfg.arms["zero-shot"], "seed")
+    lora = load_config(preset="demo", overrides=["train.lora.r=4", "arms.sft.method=lora"]).arms["sft"]
+    assert lora.lora.r == 4 and not hasattr(lora, "num_generations")
+    with pytest.raises(ConfigError, match=r"train\.num_generations"):  # a default is still checked where it is set
+        load_config(preset="demo", overrides=["train.num_generations=1"])
+
+
+def test_dropped_model_arch_is_refused():
+    with pytest.raises(ConfigError, match=r"model\.arch"):  # the tiny builder takes its arch from tiny:<arch>
+        load_config(preset="demo", overrides=["model.arch=qwen2-vl"])

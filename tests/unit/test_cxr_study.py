@@ -11,7 +11,7 @@ THINK = "<think>"
 
 def test_radvlm_preset_has_the_papers_settings_and_arms():
     cfg = load_config(preset="radvlm")
-    assert cfg.model.arch == "qwen3-vl" and "Qwen3-VL" in cfg.model.base
+    assert "Qwen3-VL" in cfg.model.base
     grpo = {name: arm for name, arm in cfg.arms.items() if arm.method == "grpo"}
     assert set(grpo) == {"radvlm-grpo", "radvlm-think-grpo", "general-grpo", "general-think-grpo"}
     for arm in grpo.values():

@@ -26,7 +26,8 @@ MODULES = [
     "medrl.rewards.length",
     "medrl.rewards.semantic",
     "medrl.data.pairs",
-    "medrl.train.checkpoints",
+    "medrl.infra.checkpoint_store",
+    "medrl.rewards",
 ]
 
 

@@ -10,7 +10,7 @@ import pytest
 from medrl.config import ConfigError, DpoConfig, load_config
 from medrl.data.pairs import answer_index, preference_pairs
 from medrl.data.records import Record
-from medrl.train.checkpoints import commit_checkpoint, is_complete, latest_checkpoint
+from medrl.infra.checkpoint_store import commit_local, is_complete, latest_checkpoint
 
 # ---------------------------------------------------------------------------------------------- config
 
@@ -22,18 +22,21 @@ from medrl.train.checkpoints import commit_checkpoint, is_complete, latest_check
         ("arms.sft-grpo.rewards=[{name: ecr, cap: 0}]", "arms.sft-grpo.rewards.0.cap"),
         ("arms.sft-grpo.rewards=[{name: accuracy}, {name: accuracy}]", "accuracy listed twice"),
         ("arms.sft.deepspeed=zero9", "deepspeed=zero9: give zero2"),
-        ("arms.sft.dpo.rejected=some", "arms.sft.dpo.rejected"),
-        ("arms.sft.lora.rank=8", "arms.sft.lora.rank"),
+        ("arms.sft.method=dpo & arms.sft.dpo.rejected=some", "arms.sft.dpo.rejected"),
+        ("arms.sft.method=lora & arms.sft.lora.rank=8", "arms.sft.lora.rank"),
     ],
 )
 def test_bad_training_settings_name_the_setting(override, message):
     with pytest.raises(ConfigError, match=message):
-        load_config(preset="demo", overrides=[override])
+        load_config(preset="demo", overrides=override.split(" & "))
 
 
 def test_every_method_is_a_config_value():
+    """zero-shot sets no key of any method, so it can take each one."""
     for method in ("none", "sft", "lora", "dpo", "grpo", "dr_grpo"):
-        assert load_config(preset="demo", overrides=[f"arms.sft.method={method}"]).arms["sft"].method == method
+        arm = load_config(preset="demo", overrides=[f"arms.zero-shot.method={method}"]).arms["zero-shot"]
+        assert arm.method == method
+        assert type(arm).__name__ == {"dr_grpo": "GrpoArm"}.get(method, f"{method.capitalize()}Arm")
 
 
 # ------------------------------------------------------------------------------------------- DPO pairs
@@ -117,7 +120,7 @@ def _checkpoint(root: Path, step: int, commit: bool = True) -> Path:
     (path / "model.safetensors").write_bytes(b"w" * step)
     (path / "trainer_state.json").write_text(json.dumps({"global_step": step}))
     if commit:
-        commit_checkpoint(path)
+        commit_local(path)
     return path
 
 
@@ -245,17 +248,22 @@ def test_paper_preset_holds_every_arm_of_table1_with_appendix_a_settings():
     llama = cfg.for_arm("llama-vision-11b")  # Mllama has no flash-attention 2: its row loads with sdpa
     assert llama.arms["llama-vision-11b"].model == "meta-llama/Llama-3.2-11B-Vision-Instruct"
     assert llama.model.attn_implementation == "sdpa"
-    rewards = {name: [r.name for r in arm.rewards] for name, arm in cfg.arms.items()}
+    rewards = {name: [r.name for r in arm.rewards] for name, arm in cfg.arms.items() if hasattr(arm, "rewards")}
+    assert set(rewards) == {n for n, m in methods.items() if m in ("grpo", "dr_grpo")}
     assert rewards["grpo"] == rewards["dr-grpo"] == rewards["grpo-scratch"] == ["format", "accuracy"]
     assert rewards["grpo-semantic"] == ["format", "accuracy", "semantic"]
     assert rewards["grpo-semantic-ecr"] == ["format", "accuracy", "semantic", "ecr"]
     assert rewards["grpo-semantic-cwr"] == ["format", "accuracy", "semantic", "cwr"]
-    for name, arm in cfg.arms.items():
+    trained = {name: arm for name, arm in cfg.arms.items() if arm.method != "none"}
+    assert len(trained) == 9
+    for name, arm in trained.items():
         assert (arm.learning_rate, arm.max_steps, arm.per_device_batch_size, arm.grad_accum) == (1e-6, 1500, 1, 2)
-        assert (arm.temperature, arm.max_completion_length, arm.num_generations, arm.beta) == (1.0, 700, 8, 0.04)
         assert arm.bf16 and arm.deepspeed == "zero2" and arm.save_steps == 100, name
-        if arm.method != "none":
-            assert arm.model == ("Qwen/Qwen2-VL-2B" if name == "grpo-scratch" else None)
+        assert arm.model == ("Qwen/Qwen2-VL-2B" if name == "grpo-scratch" else None)
+        if arm.method in ("grpo", "dr_grpo"):
+            assert (arm.temperature, arm.max_completion_length, arm.num_generations, arm.beta) == (1.0, 700, 8, 0.04)
+        else:  # the train: block's GRPO settings are not inherited where they mean nothing
+            assert not hasattr(arm, "num_generations") and not hasattr(arm, "rewards"), name
     assert cfg.model.base == "Qwen/Qwen2-VL-2B-Instruct" and cfg.model.attn_implementation == "flash_attention_2"
     assert cfg.model.max_pixels == 401_408 and cfg.model.dtype == "bfloat16"
     assert cfg.judge.backend == "openai" and "BioMistral" in (cfg.judge.model or "")

@@ -1,52 +1,110 @@
-"""Training checkpoints in the store: `<arm>/checkpoints/step-N/`, committed one by one, the newest K kept.
+"""Training checkpoints, committed by the store's own commit: the trainer's local `checkpoint-N` folders, and their
+copies in the store under `<arm>/checkpoints/step-N/`, the newest K kept.
 
-A torn upload has no COMMITTED marker: it is never restored, and it is removed once a newer checkpoint is
-committed. `restore_latest` puts the newest committed checkpoint where the trainer resumes from.
+A folder without the COMMITTED marker (a save or an upload that a crash cut short) is never resumed from and is
+removed once a newer checkpoint is committed. Resume takes the newest committed local checkpoint; in a study, the
+newest committed one in the store is first brought to the node (`restore_once`).
 """
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
+import json
 import logging
+import os
 import re
-from collections.abc import Iterator
-from contextvars import ContextVar
+import shutil
+import threading
 from dataclasses import dataclass
 from pathlib import Path
+
+from transformers import TrainerCallback
 
 from medrl.infra import store
 
 log = logging.getLogger("medrl.checkpoints")
 
+LOCAL_DIR = re.compile(r"checkpoint-(\d+)")  # the trainer's name, which its resume looks for
 STEP_DIR = re.compile(r"step-(\d+)")
 
 
 @dataclass(frozen=True)
 class Target:
-    """Where a training run's checkpoints go: `uri` holds the step-N folders; `keep` of them are kept."""
+    """Where a training run's checkpoints go in the store: `uri` holds the step-N folders; `keep` of them are kept."""
 
     uri: str
     keep: int
 
+    def __post_init__(self) -> None:
+        if self.keep < 1:
+            raise ValueError(f"train.save_total_limit={self.keep}: keep at least one checkpoint")
 
-_TARGET: ContextVar[Target | None] = ContextVar("medrl_checkpoint_target", default=None)
+
+# ------------------------------------------------------------------------------------- local checkpoints
 
 
-@contextlib.contextmanager
-def upload_to(uri: str, keep: int) -> Iterator[Target]:
-    """While active, trainers built with `training_callbacks()` commit each checkpoint they save to `uri`."""
-    if keep < 1:
-        raise ValueError(f"train.save_total_limit={keep}: keep at least one checkpoint")
-    token = _TARGET.set(Target(uri, keep))
+def step_of(path: Path) -> int | None:
+    """The step of a `checkpoint-N` folder, None for any other name.
+
+    >>> step_of(Path("run/checkpoint-200")), step_of(Path("run/other"))
+    (200, None)
+    """
+    m = LOCAL_DIR.fullmatch(Path(path).name)
+    return int(m.group(1)) if m else None
+
+
+def local_uri(path: Path) -> str:
+    return store.normalize(str(path))
+
+
+def commit_local(path: Path) -> None:
+    """Commit the checkpoint folder the trainer saved at `path` in place, through the store's commit: its files move
+    (renames on one filesystem, no copy of the weights) into the store's staging folder, which then takes its
+    place with MANIFEST.json and the COMMITTED marker."""
+    path = Path(path)
+    with store.commit_dir(local_uri(path)) as staging:
+        for item in path.iterdir():
+            os.replace(item, staging / item.name)
+
+
+def is_complete(path: Path, verify: bool = False) -> bool:
+    """Committed: the marker holds the manifest's sha256 and every listed file is there with its size; with
+    `verify`, every file's sha256 is checked too (the store's verify)."""
+    path = Path(path)
     try:
-        yield _TARGET.get()  # type: ignore[misc]
-    finally:
-        _TARGET.reset(token)
+        if verify:
+            store.verify_dir(path, local_uri(path))
+            return True
+        data = (path / store.MANIFEST).read_bytes()
+        if (path / store.COMMITTED).read_text().strip() != store.marker_text(data).strip():
+            return False
+        files = json.loads(data)["files"]
+        return all((path / rel).is_file() and (path / rel).stat().st_size == m["size"] for rel, m in files.items())
+    except (OSError, ValueError, KeyError):
+        return False
+    except store.StoreError as err:  # a file that does not match its sha256; the message names no file
+        log.warning("checkpoint %s is damaged: %s", path.name, err)
+        return False
 
 
-def active_target() -> Target | None:
-    return _TARGET.get()
+def checkpoints(directory: Path) -> list[Path]:
+    """Every `checkpoint-N` folder under `directory`, oldest step first (complete or not)."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        return []
+    found = [p for p in directory.iterdir() if p.is_dir() and step_of(p) is not None]
+    return sorted(found, key=lambda p: step_of(p) or 0)
+
+
+def latest_checkpoint(directory: Path, verify: bool = False) -> Path | None:
+    """The committed checkpoint with the highest step under `directory`, or None."""
+    for path in reversed(checkpoints(directory)):
+        if is_complete(path, verify=verify):
+            return path
+    return None
+
+
+# ------------------------------------------------------------------------------------- in the store
 
 
 def steps(uri: str) -> list[tuple[int, str]]:
@@ -119,6 +177,129 @@ def restore_once(uri: str, work_dir: Path) -> Path | None:
         if found is None:
             return None
         local = work_dir / "checkpoints" / f"checkpoint-{found[0]}"
-        if (local / store.COMMITTED).is_file():
+        if store.is_committed(local_uri(local)):
             return local
         return restore_latest(uri, work_dir / "checkpoints")
+
+
+# ------------------------------------------------------------------------------------- trainer callbacks
+
+
+class CheckpointCommit(TrainerCallback):
+    """Commits each checkpoint after every rank saved its part, then keeps the newest `keep` committed ones.
+
+    Rotation happens here, after the commit, rather than in the trainer (which deletes before the new checkpoint
+    is complete): a crash at any moment leaves at least one committed checkpoint behind.
+    """
+
+    def __init__(self, keep: int):
+        self.keep = keep
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        # Folders a crash left half-written would mix stale files into the next save of the same step; a commit
+        # cut short leaves the store's hidden staging and trash folders.
+        if state.is_world_process_zero:
+            root = Path(args.output_dir)
+            torn = [p for p in checkpoints(root) if not is_complete(p)]
+            if root.is_dir():
+                torn += [p for p in root.iterdir() if p.name.startswith((".staging-checkpoint-", ".trash-checkpoint-"))]
+            for path in torn:
+                shutil.rmtree(path, ignore_errors=True)
+
+    def on_save(self, args, state, control, **kwargs):
+        from accelerate import PartialState
+
+        PartialState().wait_for_everyone()  # every rank has written its RNG state and optimizer shard
+        if state.is_world_process_zero:
+            commit_local(Path(args.output_dir) / f"checkpoint-{state.global_step}")
+            committed = [p for p in checkpoints(Path(args.output_dir)) if is_complete(p)]
+            for old in committed[: -self.keep]:
+                store.delete(local_uri(old))  # the marker goes first: never a half-deleted committed checkpoint
+        PartialState().wait_for_everyone()
+
+
+class CheckpointUpload(TrainerCallback):
+    """Commits each checkpoint the trainer saves to the store while training goes on, keeping the newest K.
+
+    On save, the checkpoint folder is copied aside (the trainer may delete or rewrite its folders at the next
+    save) and a background thread commits the copy; one upload is in flight at a time, so a slow store holds
+    the next save back instead of piling up copies. A failed upload is logged and the next save tries again.
+    """
+
+    def __init__(self, target: Target, scratch: Path):
+        self.target = target
+        self.scratch = Path(scratch)
+        self._thread: threading.Thread | None = None
+        self.uploaded: list[int] = []
+        self.failed: list[int] = []
+
+    def wait(self) -> None:
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+
+    def on_save(self, args, state, control, **kwargs):
+        if args.world_size > 1:
+            import torch.distributed as dist
+
+            if dist.is_available() and dist.is_initialized():
+                dist.barrier()  # every rank has written its shards before rank 0 copies the folder
+        if not state.is_world_process_zero:
+            return
+        self.wait()
+        step = state.global_step
+        source = Path(args.output_dir) / f"checkpoint-{step}"
+        if not source.is_dir():
+            log.warning("checkpoint of step %d not found where the trainer saves; not uploaded", step)
+            return
+        snapshot = self.scratch / f"step-{step}"
+        shutil.rmtree(snapshot, ignore_errors=True)
+        shutil.copytree(source, snapshot)
+        self._thread = threading.Thread(target=self._upload, args=(snapshot, step), name="medrl-ckpt", daemon=True)
+        self._thread.start()
+
+    def _upload(self, snapshot: Path, step: int) -> None:
+        try:
+            uri = commit_checkpoint(snapshot, self.target.uri, step, self.target.keep)
+            self.uploaded.append(step)
+            log.info("checkpoint step-%d committed to %s", step, uri)
+        except Exception as err:
+            self.failed.append(step)
+            log.error("checkpoint step-%d was not uploaded (training goes on): %s", step, err)
+        finally:
+            shutil.rmtree(snapshot, ignore_errors=True)
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self.wait()
+
+
+def restore_weights(model, checkpoint: Path) -> None:
+    """Load a checkpoint's full weights into `model` the way `from_pretrained` reads them.
+
+    The trainer's resume reads model.safetensors with a plain, non-strict `load_state_dict`. Vision-language models
+    are saved under their original key names (`model.layers.*`, where the class has `model.language_model.*`), so
+    that load silently skips the language model and training would go on from the initial weights
+    (transformers#43701, open in 5.23). Reading the checkpoint with `from_pretrained` applies the key conversion;
+    a strict load then fails loudly if anything is still missing.
+    """
+    import torch
+
+    loaded = type(model).from_pretrained(str(checkpoint), dtype=next(model.parameters()).dtype)
+    with torch.no_grad():
+        model.load_state_dict(loaded.state_dict(), strict=True)
+    del loaded
+
+
+class ResumeWeights(TrainerCallback):
+    """Restores the weights of the checkpoint a run resumes from, after the trainer's own (partial) load."""
+
+    def __init__(self, checkpoint: Path):
+        self.checkpoint = Path(checkpoint)
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        # DeepSpeed restores the module from its own files, in the model's key names; PEFT checkpoints hold
+        # adapters only, which the trainer loads through peft.
+        if args.deepspeed or not (self.checkpoint / "model.safetensors").is_file():
+            return
+        restore_weights(model, self.checkpoint)
+        log.info("resumed weights from %s (full key conversion)", self.checkpoint.name)

@@ -7,9 +7,12 @@ the reply could not be had or parsed: None is "unscorable", never a guess.
 from __future__ import annotations
 
 import re
-from typing import Protocol, runtime_checkable
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
-from medrl.config import JudgeConfig
+if TYPE_CHECKING:
+    from medrl.config import JudgeConfig
 
 
 @runtime_checkable
@@ -70,14 +73,26 @@ def _embedding(cfg: JudgeConfig) -> Judge:
     return EmbeddingJudge(cfg)
 
 
-BACKENDS = {"keyword": lambda cfg: KeywordJudge(), "openai": _openai, "hf": _hf, "embedding": _embedding}
+@dataclass(frozen=True)
+class Backend:
+    """A judge backend: how it is built and the JudgeConfig settings it cannot do without."""
+
+    build: Callable[[JudgeConfig], Judge]
+    needs: tuple[str, ...] = ()
+
+
+# The one table of backends: JudgeConfig validates `backend` and its required settings against it.
+BACKENDS = {
+    "keyword": Backend(lambda cfg: KeywordJudge()),
+    "openai": Backend(_openai, needs=("url", "model")),
+    "hf": Backend(_hf, needs=("model",)),
+    "embedding": Backend(_embedding),
+}
 
 
 def build_judge(cfg: JudgeConfig) -> Judge:
     """The judge a config names, behind the verdict cache (in memory, and on disk with `cache_dir`)."""
     from medrl.judge.cache import CachedJudge, VerdictCache
 
-    if cfg.backend not in BACKENDS:
-        raise ValueError(f"judge.backend={cfg.backend}: unknown; choose one of: {', '.join(BACKENDS)}")
-    inner = BACKENDS[cfg.backend](cfg)
+    inner = BACKENDS[cfg.backend].build(cfg)  # JudgeConfig admits only backends of this table
     return CachedJudge(inner, cfg.backend, cfg.model or "", VerdictCache(cfg.cache_dir))

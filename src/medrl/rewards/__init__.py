@@ -3,11 +3,12 @@
 
 from __future__ import annotations
 
+import inspect
 from typing import TYPE_CHECKING, Any
 
 from medrl.rewards.basic import accuracy_reward, format_reward
 from medrl.rewards.grounding import grounding_reward
-from medrl.rewards.length import DEFAULT_CAP, cwr_reward, ecr_reward
+from medrl.rewards.length import cwr_reward, ecr_reward
 from medrl.rewards.report import report_label_reward, report_rouge_reward
 from medrl.rewards.semantic import SemanticReward, UnscorableError, semantic_reward
 
@@ -26,6 +27,15 @@ REWARDS = {
 }
 
 
+def capped_rewards() -> list[str]:
+    """Rewards that take a length `cap` (RewardSpec.cap): their function has a `cap` parameter, the one record.
+
+    >>> capped_rewards()
+    ['ecr', 'cwr']
+    """
+    return [name for name, func in REWARDS.items() if "cap" in inspect.signature(func).parameters]
+
+
 class NamedReward:
     """A reward function with its settings bound, named for TRL's logs (rewards/<name>/mean)."""
 
@@ -39,15 +49,16 @@ class NamedReward:
 
 
 def reward_functions(specs: list[RewardSpec], judge: JudgeConfig) -> list[Any]:
-    """One callable per configured reward, in order; the judge is built once, only if a reward needs it."""
+    """One callable per configured reward, in order; the judge is built once, only if a reward needs it. A
+    `cap` left unset keeps the function's default."""
     funcs: list[Any] = []
     for spec in specs:
         if spec.name == "semantic":
             from medrl.judge import build_judge
 
             funcs.append(SemanticReward(build_judge(judge), judge.max_unscorable_fraction, name=spec.name))
-        elif spec.name in ("ecr", "cwr"):
-            funcs.append(NamedReward(spec.name, REWARDS[spec.name], cap=spec.cap or DEFAULT_CAP))
+        elif spec.cap is not None:
+            funcs.append(NamedReward(spec.name, REWARDS[spec.name], cap=spec.cap))
         else:
             funcs.append(NamedReward(spec.name, REWARDS[spec.name]))
     return funcs
@@ -59,6 +70,7 @@ __all__ = [
     "SemanticReward",
     "UnscorableError",
     "accuracy_reward",
+    "capped_rewards",
     "cwr_reward",
     "ecr_reward",
     "format_reward",

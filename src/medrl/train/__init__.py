@@ -1,10 +1,16 @@
-"""Training: one module per method. `train_arm` picks the module from the arm's `method`."""
+"""Training: one skeleton, `train_arm`, that every method fills in. The method's module (sft.py for full and LoRA
+SFT, dpo.py, grpo.py for GRPO and Dr.GRPO) says which TRL config and trainer it uses and with what, as a `Recipe`;
+loading the model, the callbacks, resuming and saving are the skeleton's."""
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 
-from medrl.config import StudyConfig
+from medrl.config import ConfigError, StudyConfig, Training
+from medrl.infra.checkpoint_store import Target
+
+METHODS = {"sft": "sft", "lora": "sft", "dpo": "dpo", "grpo": "grpo", "dr_grpo": "grpo"}  # method -> its module
 
 
 def train_arm(
@@ -15,21 +21,33 @@ def train_arm(
     out_dir: Path,
     work_dir: Path,
     resume_from: Path | None = None,
+    upload: Target | None = None,
 ) -> dict:
     """Train `arm` from the model `init_ref` on the prepared dataset `data_dir`.
 
     Writes the final model (safetensors + processor) into `out_dir`, checkpoints under `work_dir/checkpoints`
-    and TRL's log history to `work_dir/train_log.jsonl`; continues from the checkpoint `resume_from` if given.
-    Returns a summary (steps, epoch, each rank's weights digest).
+    (each also committed to the store with `upload`) and TRL's log history to `work_dir/train_log.jsonl`;
+    continues from the checkpoint `resume_from` if given. Returns a summary (steps, epoch, each rank's weights
+    digest).
     """
+    from medrl.models.load import load_model, load_processor
+    from medrl.train import common
+
     cfg = cfg.for_arm(arm)  # the arm's own instruction (e.g. thinking) in prompts and SFT targets
-    method = cfg.arms[arm].method
-    if method in ("sft", "lora"):
-        from medrl.train.sft import train_sft as run
-    elif method == "dpo":
-        from medrl.train.dpo import train_dpo as run
-    elif method in ("grpo", "dr_grpo"):
-        from medrl.train.grpo import train_grpo as run
-    else:
-        raise ValueError(f"arms.{arm}.method={method}: nothing to train (method 'none' evaluates the model as is)")
-    return run(cfg, arm, data_dir, init_ref, out_dir, work_dir, resume_from)
+    spec = cfg.arms[arm]
+    if not isinstance(spec, Training):
+        raise ConfigError(
+            f"arms.{arm}.method={spec.method}: nothing to train (method 'none' evaluates the model as is)"
+        )
+    recipe = importlib.import_module(f"medrl.train.{METHODS[spec.method]}").recipe(cfg, arm, data_dir, init_ref)
+    processor = load_processor(init_ref, cfg.model)
+    trainer = recipe.trainer(
+        model=load_model(init_ref, cfg.model),
+        args=recipe.config(**common.trainer_args(spec, work_dir, recipe.per_device_batch_size), **recipe.config_kwargs),
+        train_dataset=recipe.dataset,
+        processing_class=processor,
+        callbacks=common.training_callbacks(arm, work_dir, spec.save_total_limit, resume_from, upload),
+        **recipe.trainer_kwargs,
+    )
+    trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    return common.finish(trainer, out_dir, processor)

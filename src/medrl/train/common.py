@@ -1,4 +1,5 @@
-"""What every training method shares: datasets in TRL's vision format, arguments, the JSONL log."""
+"""What every training method shares: datasets in TRL's vision format, arguments, callbacks, the JSONL log and the
+end of a run (the final model and each rank's weights digest)."""
 
 from __future__ import annotations
 
@@ -6,16 +7,30 @@ import hashlib
 import json
 import math
 import os
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from transformers import TrainerCallback
 
-from medrl.config import ArmConfig, ConfigError, StudyConfig
+from medrl.config import ConfigError, StudyConfig, Training
 from medrl.data.prompt import prompt_messages, target_completion
 from medrl.data.records import read_records
-from medrl.train.checkpoints import CheckpointCommit, ResumeWeights
+from medrl.infra.checkpoint_store import CheckpointCommit, CheckpointUpload, ResumeWeights, Target
+
+
+@dataclass
+class Recipe:
+    """What a method fills into the training skeleton (medrl.train.train_arm): TRL's config and trainer classes,
+    the dataset, and the method's own keyword arguments of each."""
+
+    config: type  # a TRL config, e.g. trl.GRPOConfig (they all extend transformers.TrainingArguments)
+    trainer: type  # its trainer, e.g. trl.GRPOTrainer
+    dataset: Any
+    per_device_batch_size: int  # TRL's per_device_train_batch_size
+    config_kwargs: dict[str, Any] = field(default_factory=dict)
+    trainer_kwargs: dict[str, Any] = field(default_factory=dict)
 
 
 def has_cuda() -> bool:
@@ -49,7 +64,7 @@ def vision_dataset(cfg: StudyConfig, data_dir: Path, split: str = "train", compl
     return Dataset.from_list(rows).cast_column("image", Image())
 
 
-def trainer_args(arm: ArmConfig, work_dir: Path, per_device_batch_size: int) -> dict[str, Any]:
+def trainer_args(arm: Training, work_dir: Path, per_device_batch_size: int) -> dict[str, Any]:
     """Arguments common to TRL's configs (they all extend transformers.TrainingArguments)."""
     args: dict[str, Any] = {
         "output_dir": str(work_dir / "checkpoints"),
@@ -132,21 +147,20 @@ def _finite(value: Any) -> bool:
 
 
 def training_callbacks(
-    work_dir: Path, save_total_limit: int = 2, resume_from: Path | None = None
+    arm: str, work_dir: Path, keep: int, resume_from: Path | None = None, upload: Target | None = None
 ) -> list[TrainerCallback]:
-    """Callbacks every trainer gets: the JSONL log, local checkpoint commits, the weights of the checkpoint a run
-    resumes from, the Prometheus exporter (/metrics when MEDRL_METRICS_PORT is set) and, inside
-    `checkpoint_store.upload_to(...)`, the upload of each checkpoint to the store."""
-    from medrl.infra import checkpoint_store, metrics
-    from medrl.infra.trainer_hooks import CheckpointUpload, PrometheusExporter
+    """Callbacks every trainer gets: the JSONL log, local checkpoint commits (the newest `keep` kept), the weights
+    of the checkpoint a run resumes from, the Prometheus exporter labelled with `arm` (/metrics when
+    MEDRL_METRICS_PORT is set) and, with `upload`, the commit of each checkpoint to the store."""
+    from medrl.infra import metrics
+    from medrl.infra.trainer_hooks import PrometheusExporter
 
-    callbacks: list[TrainerCallback] = [JsonlLog(work_dir / "train_log.jsonl"), CheckpointCommit(save_total_limit)]
+    callbacks: list[TrainerCallback] = [JsonlLog(work_dir / "train_log.jsonl"), CheckpointCommit(keep)]
     if resume_from is not None:
         callbacks.append(ResumeWeights(resume_from))
-    callbacks.append(PrometheusExporter(metrics.current_arm(), metrics.port_from_env()))
-    target = checkpoint_store.active_target()
-    if target is not None:
-        callbacks.append(CheckpointUpload(target, work_dir / "checkpoint-uploads"))
+    callbacks.append(PrometheusExporter(arm, metrics.port_from_env()))
+    if upload is not None:
+        callbacks.append(CheckpointUpload(upload, work_dir / "checkpoint-uploads"))
     return callbacks
 
 
@@ -180,7 +194,12 @@ def rank_digests(model) -> list[str]:
 
 def finish(trainer, out_dir: Path, processor) -> dict:
     """Save the final model (safetensors) and processor on rank 0; return what the run did, with each rank's
-    weights digest (they must agree)."""
+    weights digest (they must agree). LoRA adapters are merged first, so every later stage loads an ordinary
+    checkpoint."""
+    from peft import PeftModel
+
+    if isinstance(trainer.model, PeftModel):
+        trainer.model = trainer.model.merge_and_unload()
     trainer.save_model(str(out_dir))
     if trainer.is_world_process_zero():
         processor.save_pretrained(str(out_dir))

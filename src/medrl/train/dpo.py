@@ -13,8 +13,8 @@ from medrl.config import ConfigError, StudyConfig
 from medrl.data.pairs import preference_pairs
 from medrl.data.prompt import prompt_messages
 from medrl.data.records import read_records
-from medrl.models.load import load_model, load_processor
-from medrl.train.common import finish, trainer_args, training_callbacks
+from medrl.models.load import load_model
+from medrl.train.common import Recipe
 
 log = logging.getLogger("medrl")
 
@@ -48,33 +48,17 @@ def preference_dataset(cfg: StudyConfig, arm: str, data_dir: Path):
     return Dataset.from_list(rows).cast_column("image", Image())
 
 
-def train_dpo(
-    cfg: StudyConfig,
-    arm: str,
-    data_dir: Path,
-    init_ref: str,
-    out_dir: Path,
-    work_dir: Path,
-    resume_from: Path | None = None,
-) -> dict:
+def recipe(cfg: StudyConfig, arm: str, data_dir: Path, init_ref: str) -> Recipe:
+    """DPO: TRL's DPOConfig and DPOTrainer, with a frozen copy of the starting model as the reference."""
     from trl import DPOConfig, DPOTrainer
 
     spec = cfg.arms[arm]
-    processor = load_processor(init_ref, cfg.model)
-    model = load_model(init_ref, cfg.model)
-    args = DPOConfig(
-        **trainer_args(spec, work_dir, spec.per_device_batch_size),
-        beta=spec.dpo.beta,
-        loss_type=[spec.dpo.loss_type],
-        max_length=None,  # never cut image tokens out of a prompt
+    return Recipe(
+        DPOConfig,
+        DPOTrainer,
+        preference_dataset(cfg, arm, data_dir),
+        spec.per_device_batch_size,
+        # max_length None: never cut image tokens out of a prompt
+        config_kwargs={"beta": spec.dpo.beta, "loss_type": [spec.dpo.loss_type], "max_length": None},
+        trainer_kwargs={"ref_model": load_model(init_ref, cfg.model)},
     )
-    trainer = DPOTrainer(
-        model=model,
-        ref_model=load_model(init_ref, cfg.model),
-        args=args,
-        train_dataset=preference_dataset(cfg, arm, data_dir),
-        processing_class=processor,
-        callbacks=training_callbacks(work_dir, spec.save_total_limit, resume_from),
-    )
-    trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
-    return finish(trainer, out_dir, processor)

@@ -12,9 +12,8 @@ import logging
 from pathlib import Path
 
 from medrl.config import StudyConfig
-from medrl.models.load import load_model, load_processor
 from medrl.rewards import reward_functions
-from medrl.train.common import finish, trainer_args, training_callbacks, vision_dataset
+from medrl.train.common import Recipe, vision_dataset
 
 LOSS = {
     "grpo": {"loss_type": "grpo", "scale_rewards": "group"},
@@ -35,38 +34,25 @@ class NoSampleText(logging.Filter):
 logging.getLogger("trl.trainer.grpo_trainer").addFilter(NoSampleText())
 
 
-def train_grpo(
-    cfg: StudyConfig,
-    arm: str,
-    data_dir: Path,
-    init_ref: str,
-    out_dir: Path,
-    work_dir: Path,
-    resume_from: Path | None = None,
-) -> dict:
+def recipe(cfg: StudyConfig, arm: str, data_dir: Path, init_ref: str) -> Recipe:
+    """GRPO or Dr.GRPO: TRL's GRPOConfig and GRPOTrainer, with the arm's rewards bound to their settings."""
     from trl import GRPOConfig, GRPOTrainer
 
     spec = cfg.arms[arm]
-    processor = load_processor(init_ref, cfg.model)
-    model = load_model(init_ref, cfg.model)
-    args = GRPOConfig(
+    return Recipe(
+        GRPOConfig,
+        GRPOTrainer,
+        vision_dataset(cfg, data_dir, "train"),
         # TRL counts completions per device; the config counts prompts, each sampled num_generations times.
-        **trainer_args(spec, work_dir, spec.per_device_batch_size * spec.num_generations),
-        num_generations=spec.num_generations,
-        max_completion_length=spec.max_completion_length,
-        temperature=spec.temperature,
-        beta=spec.beta,
-        reward_weights=[r.weight for r in spec.rewards],
-        log_completions=False,  # completions are patient-derived text: never in logs
-        **LOSS[spec.method],
+        spec.per_device_batch_size * spec.num_generations,
+        config_kwargs={
+            "num_generations": spec.num_generations,
+            "max_completion_length": spec.max_completion_length,
+            "temperature": spec.temperature,
+            "beta": spec.beta,
+            "reward_weights": [r.weight for r in spec.rewards],
+            "log_completions": False,  # completions are patient-derived text: never in logs
+            **LOSS[spec.method],
+        },
+        trainer_kwargs={"reward_funcs": reward_functions(spec.rewards, cfg.judge)},
     )
-    trainer = GRPOTrainer(
-        model=model,
-        reward_funcs=reward_functions(spec.rewards, cfg.judge),
-        args=args,
-        train_dataset=vision_dataset(cfg, data_dir, "train"),
-        processing_class=processor,
-        callbacks=training_callbacks(work_dir, spec.save_total_limit, resume_from),
-    )
-    trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
-    return finish(trainer, out_dir, processor)

@@ -13,8 +13,8 @@ from pathlib import Path
 
 from medrl.config import StudyConfig
 from medrl.infra import store
+from medrl.infra.checkpoint_store import Target, latest_checkpoint, restore_once, step_of
 from medrl.train import train_arm
-from medrl.train.checkpoints import latest_checkpoint, step_of
 
 log = logging.getLogger("medrl")
 
@@ -46,30 +46,34 @@ def train_to_store(
     init_ref: str,
     work: Path | None = None,
     resume: bool = False,
+    upload: Target | None = None,
 ) -> dict:
     """Train `arm` on the prepared dataset `data` into a committed model at `out` (directory or store URI).
 
-    Checkpoints go to `<work>/checkpoints` every `save_steps`; with `resume`, training continues from the newest
-    committed one there (or starts at step 0 when there is none). Beside the model, `train_summary.json` holds
-    the steps, the checkpoint resumed from and each rank's weights digest. After the model is committed the
+    Checkpoints go to `<work>/checkpoints` every `save_steps`, and with `upload` to the store as well; with
+    `resume`, training continues from the newest committed one there (with `upload`, first brought from the store
+    when it is newer), or starts at step 0 when there is none. Beside the model, `train_summary.json` holds the
+    steps, the checkpoint resumed from and each rank's weights digest. After the model is committed the local
     checkpoints are removed: they exist to finish this run, not to be kept.
     """
     out_uri = store.normalize(out)
     data_dir = store.open_dir(store.normalize(data))
     work_dir = Path(work) if work else default_work_dir(out_uri)
+    if resume and upload is not None:
+        restore_once(upload.uri, work_dir)
     start = latest_checkpoint(work_dir / "checkpoints") if resume else None
     if resume:
         where = f"step {step_of(start)}" if start else "step 0 (no committed checkpoint yet)"
         log.info("arm %s: resuming from %s in %s", arm, where, work_dir / "checkpoints")
     if rank() != 0:
         with tempfile.TemporaryDirectory(prefix="medrl-rank-") as scratch:
-            summary = train_arm(cfg, arm, data_dir, init_ref, Path(scratch), work_dir, start)
+            summary = train_arm(cfg, arm, data_dir, init_ref, Path(scratch), work_dir, start, upload)
             summary["resumed_from"] = step_of(start) if start else None
         return summary
     # The model is written into the work folder first: until training ends, nothing exists at `out`.
     final = work_dir / "model"
     shutil.rmtree(final, ignore_errors=True)
-    summary = train_arm(cfg, arm, data_dir, init_ref, final, work_dir, start)
+    summary = train_arm(cfg, arm, data_dir, init_ref, final, work_dir, start, upload)
     summary["resumed_from"] = step_of(start) if start else None
     with store.commit_dir(out_uri) as staging:
         for path in final.iterdir():
