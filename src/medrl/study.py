@@ -248,8 +248,7 @@ def train_standalone(
 
     name = pick_arm(cfg, arm)
     start = model_folder(init, "--init") if init else standalone_init(cfg, name)
-    with prom.training_arm(name):
-        return name, train_to_store(cfg, name, data, out, start, work=work, resume=resume)
+    return name, train_to_store(cfg, name, data, out, start, work=work, resume=resume)
 
 
 def evaluate_standalone(cfg: StudyConfig, model: str, data: str, out: Path) -> dict:

@@ -15,7 +15,6 @@ import threading
 import time
 import urllib.request
 from collections.abc import Iterator
-from contextvars import ContextVar
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector, disable_created_metrics
 from prometheus_client.exposition import delete_from_gateway, push_to_gateway, start_http_server
@@ -106,23 +105,6 @@ _LABEL = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 def safe_label(value: str) -> str:
     """Label values come from code and config (arm, reward function names); anything else becomes 'other'."""
     return value if _LABEL.fullmatch(value) else "other"
-
-
-_ARM: ContextVar[str] = ContextVar("medrl_metrics_arm", default="default")
-
-
-@contextlib.contextmanager
-def training_arm(arm: str) -> Iterator[None]:
-    """While active, training metrics carry `arm=<arm>` (trainers take callbacks without knowing their arm)."""
-    token = _ARM.set(arm)
-    try:
-        yield
-    finally:
-        _ARM.reset(token)
-
-
-def current_arm() -> str:
-    return _ARM.get()
 
 
 class TrainingRecorder:
