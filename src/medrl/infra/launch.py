@@ -182,9 +182,7 @@ def cleanup(pipeline_run: str, namespace: str, launcher: str = "auto") -> list[s
     kind = resolve(launcher) if pipeline_run else "inprocess"
     if kind == "inprocess":
         return []
-    if kind == "trainjob":
-        from medrl.infra.trainjob import delete_jobs_of_run
-    else:
-        from medrl.infra.pytorchjob import delete_jobs_of_run
+    from medrl.infra import pytorchjob, trainjob
 
-    return delete_jobs_of_run(pipeline_run, namespace)
+    backend = trainjob if kind == "trainjob" else pytorchjob
+    return backend.delete_jobs_of_run(pipeline_run, namespace)

@@ -25,7 +25,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -346,7 +346,7 @@ class S3Backend:
             finally:
                 _TIMEOUT.reset(token)
 
-    def _parallel(self, jobs: list[Callable[[], T]]) -> list[T]:
+    def _parallel(self, jobs: Sequence[Callable[[], T]]) -> list[T]:
         """Run `jobs` on the transfer threads, in this operation (one budget); the first failure cancels the jobs
         not yet started and is raised."""
         pool = ThreadPoolExecutor(self.settings.workers, thread_name_prefix="medrl-s3")

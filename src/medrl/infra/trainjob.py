@@ -104,7 +104,7 @@ def _trainer(spec: TrainSpec) -> dict[str, Any]:
     limits = {"cpu": spec.cpu, "memory": spec.memory}
     if spec.gpus_per_node:
         limits["nvidia.com/gpu"] = str(spec.gpus_per_node)
-    env = [
+    env: list[dict[str, Any]] = [
         {"name": "MEDRL_DEEPSPEED", "value": "zero2" if spec.gpus_per_node else "none"},
         {"name": "MEDRL_METRICS_PORT", "value": str(spec.metrics_port)},
         {"name": "HOME", "value": "/tmp"},
@@ -217,8 +217,10 @@ def admission_errors(job: dict[str, Any], runtime: Runtime | None = None) -> lis
                 errors.append(f"spec.runtimePatches: replicated job {rjob.get('name')!r} is not in runtime "
                               f"{runtime.name} (it has {', '.join(runtime.containers)})")  # fmt: skip
                 continue
-            known_by_kind = {"containers": runtime and runtime.containers,
-                             "initContainers": runtime and runtime.init_containers}  # fmt: skip
+            known_by_kind: dict[str, dict[str, list[str]] | None] = {
+                "containers": runtime.containers if runtime else None,
+                "initContainers": runtime.init_containers if runtime else None,
+            }
             for kind, known in known_by_kind.items():
                 for c in pod.get(kind) or []:
                     if known is not None and c["name"] not in known.get(rjob["name"], []):
@@ -306,7 +308,7 @@ class TrainJobHandle:
     def conditions(self) -> list[dict[str, Any]]:
         return [c for c in ((self.get().get("status") or {}).get("conditions") or []) if c.get("status") == "True"]
 
-    def _node_pod(self) -> dict[str, Any] | None:
+    def _node_pod(self) -> Any:  # a kubernetes V1Pod, or None
         """Rank 0's pod (the first `node` pod of the JobSet), newest first: after a restart, the live one."""
         selector = f"{JOBSET_NAME_LABEL}={self.name},{JOBSET_RJOB_LABEL}={NODE},{JOB_INDEX_LABEL}=0"
         pods = self.core.list_namespaced_pod(self.namespace, label_selector=selector).items
@@ -322,7 +324,7 @@ class TrainJobHandle:
 
     def wait(self) -> None:
         """Stream rank 0's log while it runs (again after each restart), then report how the job ended."""
-        deadline, streamed = time.monotonic() + self.timeout_s, set()
+        deadline, streamed = time.monotonic() + self.timeout_s, set[str]()
         while time.monotonic() < deadline:
             states = {c["type"] for c in self.conditions()}
             if states & {"Complete", "Failed"}:
