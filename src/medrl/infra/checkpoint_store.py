@@ -15,6 +15,7 @@ import os
 import re
 import shutil
 import threading
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -62,9 +63,14 @@ def commit_local(path: Path) -> None:
     (renames on one filesystem, no copy of the weights) into the store's staging folder, which then takes its
     place with MANIFEST.json and the COMMITTED marker."""
     path = Path(path)
+    # The store never replaces a folder it did not commit, so the trainer's folder steps aside first (a rename in
+    # medrl's own work folder), and its files move into the commit's staging folder.
+    saved = path.with_name(f".saved-{path.name}-{uuid.uuid4().hex[:8]}")
+    os.replace(path, saved)
     with store.commit_dir(local_uri(path)) as staging:
-        for item in path.iterdir():
+        for item in saved.iterdir():
             os.replace(item, staging / item.name)
+    saved.rmdir()
 
 
 def is_complete(path: Path, verify: bool = False) -> bool:

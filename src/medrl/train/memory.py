@@ -86,7 +86,8 @@ def estimate(arm: str, spec, geo: Geometry, max_pixels: int, gpus: int, gpu_gib:
             else geo.vision_layers * 40 * width
         )
     )
-    reference = 2.0 * geo.parameters if (rl or method == "dpo") and spec.beta > 0 and not lora else 0.0
+    # GRPO's KL term (beta > 0) and DPO need a frozen reference model; with LoRA the reference is the base itself.
+    reference = 2.0 * geo.parameters if (method == "dpo" or (rl and spec.beta > 0)) and not lora else 0.0
     parts = {
         "weights": 2.0 * geo.parameters + (2.0 * trainable if lora else 0.0),
         "reference": reference,
