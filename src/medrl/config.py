@@ -203,6 +203,19 @@ class GrpoSettings(Strict):
     temperature: float = Field(1.0, gt=0)
     beta: float = Field(0.04, ge=0, description="KL coefficient against the reference model.")
     rewards: list[RewardSpec] = Field(default_factory=lambda: [RewardSpec(name="format"), RewardSpec(name="accuracy")])
+    rollout: Literal["auto", "hf", "vllm"] = Field(
+        "auto",
+        description="Who generates the rollouts: vllm (TRL's colocate mode), hf (generate); auto: vllm on "
+        "a CUDA machine with a vLLM in TRL's range, else hf. Checked when the arm starts, before loading a model.",
+    )
+    vllm_gpu_memory_utilization: float = Field(
+        0.3, gt=0, le=1, description="Share of each GPU the colocated vLLM engine takes (weights + KV cache)."
+    )
+    vllm_tensor_parallel_size: int = Field(1, ge=1, description="GPUs one vLLM engine spans.")
+    vllm_sleep_mode: bool = Field(False, description="Offload vLLM's weights and cache during the optimizer step.")
+    vllm_max_prompt_tokens: int | None = Field(
+        None, ge=1, description="Longest prompt vLLM must hold (default: one image of model.max_pixels + 512)."
+    )
 
     @field_validator("rewards")
     @classmethod
@@ -299,7 +312,12 @@ class JudgeConfig(Strict):
 
 
 class EvalConfig(Strict):
-    batch_size: int = Field(8, ge=1, description="Prompts generated together.")
+    engine: Literal["auto", "hf", "vllm"] = Field(
+        "auto",
+        description="Who generates the answers: vllm (offline engine), hf (generate); auto: vllm on a CUDA "
+        "machine with vLLM installed, else hf. Checked before any model is loaded.",
+    )
+    batch_size: int = Field(8, ge=1, description="Prompts generated together (hf; vLLM batches by itself).")
     max_new_tokens: int = Field(700, ge=1)
     limit: int | None = Field(None, ge=1, description="Evaluate only the first N test rows.")
     judge: JudgeConfig = Field(default_factory=JudgeConfig, description="Judge of the thinking score (1-10).")

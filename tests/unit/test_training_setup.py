@@ -282,3 +282,20 @@ def test_arms_start_from_the_instruct_model_the_base_model_or_another_arm():
     assert study.init_of(run, cfg, "grpo-scratch") == "Qwen/Qwen2-VL-2B"  # "from scratch": the base model
     assert study.init_of(run, cfg, "grpo-after-sft") == run.arm("sft-full").model
     assert cfg.levels() == [[n for n in cfg.arms if n != "grpo-after-sft"], ["grpo-after-sft"]]
+
+
+def test_rollout_vllm_without_cuda_stops_before_any_model_or_data_is_read(tmp_path):
+    """Issue 12: rollout=vllm on a CPU machine is refused by the GRPO recipe, naming the setting and the fix."""
+    from medrl.train import grpo
+
+    cfg = load_config(preset="demo", overrides=["arms.sft-grpo.rollout=vllm"])
+    with pytest.raises(ConfigError, match=r"train.rollout=vllm.*(CUDA|vLLM)"):
+        grpo.recipe(cfg, "sft-grpo", tmp_path / "no-data", "no-model")
+
+
+def test_paper_preset_states_its_rollout_and_engine():
+    cfg = load_config(preset="paper-table1")
+    assert cfg.evaluate.engine == "auto"
+    assert {
+        (a.rollout, a.vllm_gpu_memory_utilization) for a in cfg.arms.values() if a.method in ("grpo", "dr_grpo")
+    } == {("auto", 0.3)}

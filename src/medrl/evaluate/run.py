@@ -12,10 +12,10 @@ from medrl.config import StudyConfig
 from medrl.data.records import Record, read_records
 from medrl.evaluate.accuracy import judge_answer
 from medrl.evaluate.cxr import score_tasks
-from medrl.evaluate.generate import generate
+from medrl.evaluate.generate import generate_with
 from medrl.evaluate.score import score_predictions
 from medrl.evaluate.stats import summarize
-from medrl.models.load import load_model, load_processor
+from medrl.models.load import load_processor
 from medrl.rewards.basic import format_reward
 from medrl.rewards.parse import answer_text, think_text
 
@@ -44,13 +44,12 @@ def evaluate_model(cfg: StudyConfig, model_ref: str, data_dir: Path) -> tuple[li
     """Generate greedily for every test record and score it. Returns (prediction rows, metrics)."""
     records = test_records(cfg, data_dir)
     processor = load_processor(model_ref, cfg.model)
-    model = load_model(model_ref, cfg.model)
-    completions = generate(
-        model, processor, records, data_dir, cfg.prompt, cfg.evaluate.max_new_tokens, cfg.evaluate.batch_size
-    )
+    completions = generate_with(
+        cfg.evaluate.engine, model_ref, cfg.model, processor, records, data_dir, cfg.prompt,
+        cfg.evaluate.max_new_tokens, cfg.evaluate.batch_size,
+    )  # fmt: skip
     rows = [prediction_row(rec, text, processor.tokenizer) for rec, text in zip(records, completions, strict=True)]
-    del model  # the metric models come next; on a GPU they need the memory
-    gc.collect()
+    gc.collect()  # the generating model is let go; on a GPU the metric models that come next need the memory
     return rows, score(cfg, records, rows)
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from medrl.config import StudyConfig
 from medrl.rewards import reward_functions
 from medrl.train.common import Recipe, vision_dataset
+from medrl.train.rollout import RolloutSettings, grpo_rollout_kwargs
 
 LOSS = {
     "grpo": {"loss_type": "grpo", "scale_rewards": "group"},
@@ -39,6 +40,15 @@ def recipe(cfg: StudyConfig, arm: str, data_dir: Path, init_ref: str) -> Recipe:
     from trl import GRPOConfig, GRPOTrainer
 
     spec = cfg.arms[arm]
+    rollout = RolloutSettings(
+        spec.rollout,
+        spec.vllm_gpu_memory_utilization,
+        spec.vllm_tensor_parallel_size,
+        spec.vllm_sleep_mode,
+        spec.vllm_max_prompt_tokens,
+    )
+    # Resolved here, before the trainer loads a model: rollout=vllm without CUDA or vLLM stops with the fix.
+    rollout_kwargs = grpo_rollout_kwargs(rollout, spec.max_completion_length, cfg.model.max_pixels)
     return Recipe(
         GRPOConfig,
         GRPOTrainer,
@@ -53,6 +63,7 @@ def recipe(cfg: StudyConfig, arm: str, data_dir: Path, init_ref: str) -> Recipe:
             "reward_weights": [r.weight for r in spec.rewards],
             "log_completions": False,  # completions are patient-derived text: never in logs
             **LOSS[spec.method],
+            **rollout_kwargs,
         },
         trainer_kwargs={"reward_funcs": reward_functions(spec.rewards, cfg.judge)},
     )
