@@ -364,6 +364,23 @@ class StudyConfig(Strict):
     evaluate: EvalConfig = Field(default_factory=EvalConfig)
     report: ReportConfig = Field(default_factory=ReportConfig)
 
+    @field_validator("store")
+    @classmethod
+    def _store(cls, uri: str) -> str:
+        from medrl.infra.store import StoreError, check_uri
+
+        try:
+            return check_uri(uri)  # ftp://, a missing bucket: refused here, not after a run has started
+        except StoreError as err:
+            raise ValueError(str(err)) from None
+
+    @field_validator("experiment")
+    @classmethod
+    def _experiment(cls, name: str) -> str:
+        from medrl.infra.layout import check_name
+
+        return check_name(name, "experiment")  # a folder of the store: no '/', no '..'
+
     @model_validator(mode="after")
     def _arms(self) -> StudyConfig:
         if not self.arms:
@@ -442,6 +459,12 @@ def read_yaml(path: Path | str) -> dict[str, Any]:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(f"config file {path} does not exist; pass a YAML file or --preset NAME") from None
+    except UnicodeDecodeError as err:
+        raise ConfigError(
+            f"config file {path} is not UTF-8 text (byte {err.start}); save it as UTF-8 YAML, or pass --preset NAME"
+        ) from None
+    except IsADirectoryError:
+        raise ConfigError(f"config file {path} is a folder; pass a YAML file or --preset NAME") from None
     return yaml_mapping(text, f"config file {path}")
 
 

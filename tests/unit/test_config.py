@@ -1,5 +1,7 @@
 """Configuration: every preset validates, overrides apply, mistakes name the setting and the fix."""
 
+import re
+
 import pytest
 
 from medrl.config import ConfigError, build_config, config_from_text, dump_config, load_config, preset_names
@@ -112,3 +114,24 @@ def test_train_defaults_reach_only_the_methods_they_apply_to():
 def test_dropped_model_arch_is_refused():
     with pytest.raises(ConfigError, match=r"model\.arch"):  # the tiny builder takes its arch from tiny:<arch>
         load_config(preset="demo", overrides=["model.arch=qwen2-vl"])
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("store=ftp://host/runs", "scheme 'ftp' is not supported"),
+        ("store=s3:///runs", "no bucket"),
+        ("experiment=../../etc", "experiment '../../etc'"),
+        ("experiment=a/b", "experiment 'a/b'"),
+    ],
+)
+def test_store_and_experiment_are_refused_at_configuration_time(override, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_config(preset="demo", overrides=[override])
+
+
+def test_a_config_file_that_is_not_utf8_is_named(tmp_path):
+    bad = tmp_path / "study.yaml"
+    bad.write_bytes(b"name: caf\xe9\n")
+    with pytest.raises(ConfigError, match=rf"config file {re.escape(str(bad))} is not UTF-8"):
+        load_config(file=bad)
