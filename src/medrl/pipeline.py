@@ -14,6 +14,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from medrl.errors import MedrlError
+
 DEFAULT_IMAGE = "ghcr.io/medrl/medrl:0.1.0"
 COMPILED = "study.yaml"  # where `medrl pipeline compile` writes without --out (the current folder)
 STORE_ENV = "MEDRL_STORE"  # the site's default store, from the medrl-store ConfigMap in the cluster
@@ -139,17 +141,48 @@ def compile_pipeline(out: Path | None = None, image: str | None = None) -> Path:
     return out
 
 
-def run_local(params: dict, pipeline_root: Path) -> None:
+class StudyFailed(MedrlError):
+    """A task of a local study run failed; the message names it and where its log is."""
+
+
+def local_tasks(arms: int) -> int:
+    """Tasks of a local run: init, prep, one arm listing per level, train and evaluate per arm, report, cleanup."""
+    from medrl.config import MAX_LEVELS
+
+    return 4 + MAX_LEVELS + 2 * arms
+
+
+def run_local(params: dict, pipeline_root: Path, logs: Path | None = None, tasks: int = 0, verbose: bool = False):
     """Run the study pipeline on this machine (kfp.local, subprocesses in this Python environment).
 
-    Arms run one at a time: on a laptop, parallel training only competes for the same cores."""
+    Arms run one at a time: on a laptop, parallel training only competes for the same cores. With `logs`, what
+    the tasks print goes to one file per task there and the console shows one line per task (`verbose`: both)."""
+    import contextlib
+    import sys
+
     from kfp import local
 
+    from medrl.console import TaskConsole
     from medrl.pipelines.study import build
 
     pipeline_root.mkdir(parents=True, exist_ok=True)
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(pipeline_root), raise_on_error=True)
-    build(parallelism=1)(**params)
+    if logs is None:
+        build(parallelism=1)(**params)
+        return
+    console = TaskConsole(logs, sys.stdout, tasks, verbose)
+    try:
+        with contextlib.redirect_stdout(console):
+            build(parallelism=1)(**params)
+    except RuntimeError:
+        if not console.failed:
+            raise
+        raise StudyFailed(
+            f"task {', '.join(console.failed)} failed after {console.elapsed():.0f} s; its log: "
+            f"{logs / console.failed[0]}.log (medrl run --verbose shows every task's output)"
+        ) from None
+    finally:
+        console.close()
 
 
 def parameter_overrides(

@@ -271,13 +271,14 @@ def run_study(
     store_uri: str | None = None,
     run_id: str | None = None,
     pipeline_root: Path | None = None,
+    verbose: bool = False,
 ) -> tuple[RunLayout, list]:
     """Run a whole study on this machine through the Kubeflow pipeline (kfp.local): every arm, then the report.
     `config` is a study YAML file; returns the run's layout and every evaluated arm's results."""
     import tempfile
 
     from medrl.config import ConfigError
-    from medrl.pipeline import run_local
+    from medrl.pipeline import local_tasks, run_local
 
     if not preset and not config:
         raise ConfigError("give --preset NAME or --config FILE")
@@ -294,7 +295,13 @@ def run_study(
         "arms": ",".join(arms or []),
     }
     root = pipeline_root or Path(tempfile.mkdtemp(prefix="medrl-kfp-"))
-    log.info("running study %s (arms: %s) as run %s", cfg.name, ", ".join(cfg.arms), run_id)
-    with run.lease():  # a second `medrl run` with the same run id stops instead of writing into this one
-        run_local(params, root)
+    log.info("running study %s (arms: %s) as run %s; task logs in %s", cfg.name, ", ".join(cfg.arms), run_id,
+             store.join(run.uri, "logs"))  # fmt: skip
+    logs = root / "logs"
+    try:
+        with run.lease():  # a second `medrl run` with the same run id stops instead of writing into this one
+            run_local(params, root, logs, local_tasks(len(cfg.arms)), verbose)
+    finally:
+        for path in sorted(logs.glob("*.log")) if logs.is_dir() else []:
+            store.put_file(store.join(run.uri, "logs", path.name), path)
     return run, collect(run.uri)

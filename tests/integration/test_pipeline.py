@@ -107,8 +107,19 @@ def test_reduced_demo_runs_through_kfp_local(tmp_path):
     assert not (run / "arms" / "zero-shot" / "model").exists()  # nothing trained, nothing stored
     for arm in ("zero-shot", "sft", "sft-grpo"):
         metrics = json.loads((run / "arms" / arm / "metrics.json").read_text())
-        assert metrics["n"] == 8 and 0.0 <= metrics["metrics"]["accuracy"]["mean"] <= 1.0
-        assert len((run / "arms" / arm / "predictions.jsonl").read_text().splitlines()) == 8
+        rows = [json.loads(x) for x in (run / "arms" / arm / "predictions.jsonl").read_text().splitlines()]
+        assert metrics["n"] == 8 and len(rows) == 8
+        assert metrics["metrics"]["accuracy"]["mean"] == pytest.approx(sum(r["correct"] for r in rows) / 8)
+    # The console: one line per task, then the table; each task's output is in the run's logs/ instead.
+    task_lines = [line for line in out.stdout.splitlines() if line.startswith("[") and " s" in line]
+    assert len(task_lines) == 4 + 3 + 2 * 3, out.stdout  # init, prep, 3 levels, train + evaluate per arm, report...
+    assert all(" success " in line for line in task_lines), task_lines
+    assert "Executing task" not in out.stdout and "'global_step'" not in out.stdout
+    assert len(out.stdout.splitlines()) < 60
+    logs = {p.name for p in (run / "logs").iterdir()}
+    trained = [name for name in logs if name.startswith("train")]
+    assert "pipeline.log" in logs and len(trained) == 2, logs
+    assert any("Executing task" in (run / "logs" / name).read_text() for name in trained)
     grpo_log = [json.loads(x) for x in (run / "arms" / "sft-grpo" / "train_log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in grpo_log if "reward" in r] == [1, 2]
     report = (run / "report" / "report.md").read_text()

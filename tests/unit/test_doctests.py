@@ -7,6 +7,7 @@ import pytest
 
 MODULES = [
     "medrl.rewards.basic",
+    "medrl.console",
     "medrl.rewards.parse",
     "medrl.data.prompt",
     "medrl.report.arm",

@@ -90,7 +90,7 @@ def test_medrl_run_with_a_run_id_in_use_stops_before_running(tmp_path, monkeypat
     from medrl import pipeline, study
 
     started = []
-    monkeypatch.setattr(pipeline, "run_local", lambda params, root: started.append(params))
+    monkeypatch.setattr(pipeline, "run_local", lambda params, root, *rest: started.append(params))
     monkeypatch.setattr(study, "collect", lambda run_uri: [])
     run = RunLayout.create(store.normalize(str(tmp_path)), "demo", "busy")
     with run.lease(ttl=30), pytest.raises(store.LeaseError):

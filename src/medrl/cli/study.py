@@ -26,6 +26,11 @@ def report(run: Annotated[str, typer.Option(help="The run folder: <store>/<exper
     typer.echo(f"report: {uri}/report.md and {uri}/report.html")
 
 
+Verbose = Annotated[
+    bool, typer.Option("--verbose", "-v", help="Also print every task's output (kfp, warnings, training steps).")
+]
+
+
 @app.command()
 def run(
     overrides: Overrides = None,
@@ -37,30 +42,39 @@ def run(
     pipeline_root: Annotated[Path | None, typer.Option(help="kfp.local working folder.")] = None,
     metrics_port: MetricsPort = None,
     pushgateway: Pushgateway = None,
+    verbose: Verbose = False,
 ) -> None:
-    """Run a whole study (every arm, then the report) through the Kubeflow pipeline, locally.
+    """Run a whole study (every arm, then the report) through the Kubeflow pipeline, locally: one line per task,
+    then Table 1; each task's output is in <run>/logs/.
 
     Example: medrl run --preset demo --arms sft,sft-grpo train.seed=1
     """
     from medrl.study import run_study
 
     metrics_env(metrics_port, pushgateway)
-    _print_results(*run_study(preset, config, overrides, _arm_list(arms), store, run_id, pipeline_root))
+    _print_results(*run_study(preset, config, overrides, _arm_list(arms), store, run_id, pipeline_root, verbose))
 
 
 @app.command()
 def demo(
     overrides: Overrides = None,
     out: Annotated[Path, typer.Option(help="Local store for the run.")] = Path("medrl-runs"),
-    arms: Annotated[str | None, typer.Option(help="Comma-separated arms (default: all four).")] = None,
+    arms: Annotated[str | None, typer.Option(help="Comma-separated arms (default: all of the preset).")] = None,
+    full: Annotated[
+        bool, typer.Option("--full", help="Every arm of the paper at laptop scale (preset demo-full, ~30 min).")
+    ] = False,
+    verbose: Verbose = False,
 ) -> None:
-    """The laptop demo: a tiny Qwen2-VL model, synthetic scans, arms zero-shot / SFT / SFT->GRPO / SFT->Dr.GRPO.
+    """The laptop demo: a tiny Qwen2-VL model, synthetic scans, arms zero-shot / SFT / SFT->GRPO / SFT->Dr.GRPO
+    (with --full also LoRA, DPO, GRPO from scratch, + semantic, + ECR, + CWR).
 
     Example: medrl demo --out ./medrl-runs
+    Example: medrl demo --full
     """
     from medrl.study import run_study
 
-    _print_results(*run_study("demo", None, overrides, _arm_list(arms), str(out.resolve())))
+    preset = "demo-full" if full else "demo"
+    _print_results(*run_study(preset, None, overrides, _arm_list(arms), str(out.resolve()), verbose=verbose))
 
 
 @app.command("config")
@@ -80,4 +94,4 @@ def _print_results(run, results: list) -> None:
     from medrl.report import table1
 
     typer.echo("\n" + table1(results) + "\n")
-    typer.echo(f"report: {run.report}/report.md")
+    typer.echo(f"report: {run.report}/report.md  (task logs: {run.uri}/logs/)")
