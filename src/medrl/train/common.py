@@ -213,7 +213,7 @@ def training_callbacks(
     from medrl.infra.trainer_hooks import PrometheusExporter
 
     callbacks: list[TrainerCallback] = [
-        JsonlLog(work_dir / "train_log.jsonl"),  # first: the diverged step is in the log when the guard stops
+        JsonlLog(work_dir / "train_log.jsonl"),  # first: the diverged step has its row when the guard stops
         NonFiniteGuard(arm, max_nonfinite_steps),
         CheckpointCommit(keep),
     ]
