@@ -39,6 +39,11 @@ def train_arm(
         raise ConfigError(
             f"arms.{arm}.method={spec.method}: nothing to train (method 'none' evaluates the model as is)"
         )
+    if resume_from is not None and spec.deepspeed and not any(Path(resume_from).glob("global_step*")):
+        raise ConfigError(
+            f"arms.{arm}: checkpoint {Path(resume_from).name} holds the weights only (save_only_model), which "
+            "DeepSpeed cannot resume from; train from the start with a new --out, or set save_only_model: false"
+        )
     recipe = importlib.import_module(f"medrl.train.{METHODS[spec.method]}").recipe(cfg, arm, data_dir, init_ref)
     processor = load_processor(init_ref, cfg.model)
     trainer = recipe.trainer(
@@ -46,8 +51,15 @@ def train_arm(
         args=recipe.config(**common.trainer_args(spec, work_dir, recipe.per_device_batch_size), **recipe.config_kwargs),
         train_dataset=recipe.dataset,
         processing_class=processor,
-        callbacks=common.training_callbacks(arm, work_dir, spec.save_total_limit, resume_from, upload),
+        callbacks=common.training_callbacks(
+            arm, work_dir, spec.save_total_limit, resume_from, upload, spec.max_nonfinite_steps
+        ),
         **recipe.trainer_kwargs,
     )
+    if common.zero3(trainer) and spec.method == "lora":
+        raise ConfigError(
+            f"arms.{arm}: LoRA under DeepSpeed ZeRO-3 ({spec.deepspeed}) is not supported: the adapters cannot be "
+            "merged into sharded weights; use deepspeed: zero2"
+        )
     trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     return common.finish(trainer, out_dir, processor)

@@ -17,6 +17,7 @@ from transformers import TrainerCallback
 from medrl.config import ConfigError, StudyConfig, Training
 from medrl.data.prompt import prompt_messages, target_completion
 from medrl.data.records import read_records
+from medrl.errors import MedrlError
 from medrl.infra.checkpoint_store import CheckpointCommit, CheckpointUpload, ResumeWeights, Target
 
 
@@ -82,6 +83,9 @@ def trainer_args(arm: Training, work_dir: Path, per_device_batch_size: int) -> d
         "save_strategy": "steps",
         "save_steps": arm.save_steps,
         "save_total_limit": None,  # CheckpointCommit rotates, after the new checkpoint is committed
+        "save_only_model": arm.save_only_model,
+        # The trainer would log a non-finite step's loss as the average of the others, hiding it from NonFiniteGuard.
+        "logging_nan_inf_filter": False,
         "bf16": arm.bf16,
         "gradient_checkpointing": arm.gradient_checkpointing,
         "report_to": [],
@@ -146,16 +150,73 @@ def _finite(value: Any) -> bool:
     return isinstance(value, int | float) and math.isfinite(value)
 
 
+class NonFiniteError(MedrlError):
+    """Training diverged (a non-finite loss, gradient norm or weight): nothing of it is committed."""
+
+
+class NonFiniteGuard(TrainerCallback):
+    """Stops training with NonFiniteError once more than `allowed` logged steps had a non-finite loss or gradient
+    norm. Every rank sees the same logged values (the loss is gathered, the norm all-reduced), so all stop together.
+    """
+
+    WATCHED = ("loss", "grad_norm")
+
+    def __init__(self, arm: str, allowed: int):
+        self.arm = arm
+        self.allowed = allowed
+        self.steps: list[int] = []
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        bad = [k for k in self.WATCHED if k in (logs or {}) and not math.isfinite(float(logs[k]))]
+        if not bad:
+            return
+        self.steps.append(state.global_step)
+        if len(self.steps) > self.allowed:
+            raise NonFiniteError(
+                f"arm {self.arm}: non-finite {' and '.join(bad)} at step {state.global_step} (non-finite steps: "
+                f"{self.steps}, max_nonfinite_steps={self.allowed}); training stopped and nothing is committed. "
+                "Check the --init model and lower learning_rate, or use bf16 rather than fp16"
+            )
+
+
+def check_finite_weights(model_dir: Path, arm: str) -> None:
+    """Raise NonFiniteError if a tensor of the safetensors files in `model_dir` holds NaN or infinity."""
+    import torch
+    from safetensors import safe_open
+
+    files = sorted(Path(model_dir).glob("*.safetensors"))
+    if not files:
+        raise NonFiniteError(f"arm {arm}: no safetensors weights in {model_dir}; nothing to commit")
+    for path in files:
+        with safe_open(str(path), framework="pt") as f:
+            for key in f.keys():  # noqa: SIM118 (safe_open is not iterable)
+                tensor = f.get_tensor(key)
+                if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+                    raise NonFiniteError(
+                        f"arm {arm}: the trained model holds non-finite weights ({key}); it is not committed. "
+                        "Check the --init model and lower learning_rate"
+                    )
+
+
 def training_callbacks(
-    arm: str, work_dir: Path, keep: int, resume_from: Path | None = None, upload: Target | None = None
+    arm: str,
+    work_dir: Path,
+    keep: int,
+    resume_from: Path | None = None,
+    upload: Target | None = None,
+    max_nonfinite_steps: int = 0,
 ) -> list[TrainerCallback]:
-    """Callbacks every trainer gets: the JSONL log, local checkpoint commits (the newest `keep` kept), the weights
-    of the checkpoint a run resumes from, the Prometheus exporter labelled with `arm` (/metrics when
-    MEDRL_METRICS_PORT is set) and, with `upload`, the commit of each checkpoint to the store."""
+    """Callbacks every trainer gets: the JSONL log, the non-finite guard, local checkpoint commits (the newest `keep`
+    kept), the weights of the checkpoint a run resumes from, the Prometheus exporter labelled with `arm` (/metrics
+    when MEDRL_METRICS_PORT is set) and, with `upload`, the commit of each checkpoint to the store."""
     from medrl.infra import metrics
     from medrl.infra.trainer_hooks import PrometheusExporter
 
-    callbacks: list[TrainerCallback] = [JsonlLog(work_dir / "train_log.jsonl"), CheckpointCommit(keep)]
+    callbacks: list[TrainerCallback] = [
+        JsonlLog(work_dir / "train_log.jsonl"),  # first: the diverged step has its row when the guard stops
+        NonFiniteGuard(arm, max_nonfinite_steps),
+        CheckpointCommit(keep),
+    ]
     if resume_from is not None:
         callbacks.append(ResumeWeights(resume_from))
     callbacks.append(PrometheusExporter(arm, metrics.port_from_env()))
@@ -192,20 +253,36 @@ def rank_digests(model) -> list[str]:
     return digests
 
 
+def zero3(trainer) -> bool:
+    """DeepSpeed ZeRO-3: each rank holds a shard of every weight."""
+    plugin = trainer.accelerator.state.deepspeed_plugin
+    return plugin is not None and plugin.zero_stage == 3
+
+
 def finish(trainer, out_dir: Path, processor) -> dict:
     """Save the final model (safetensors) and processor on rank 0; return what the run did, with each rank's
     weights digest (they must agree). LoRA adapters are merged first, so every later stage loads an ordinary
     checkpoint."""
     from peft import PeftModel
 
-    if isinstance(trainer.model, PeftModel):
-        trainer.model = trainer.model.merge_and_unload()
-    trainer.save_model(str(out_dir))
-    if trainer.is_world_process_zero():
-        processor.save_pretrained(str(out_dir))
-        (out_dir / "training_args.bin").unlink(missing_ok=True)  # a pickle; the run's config.yaml says it all
     state = trainer.state
-    plugin = trainer.accelerator.state.deepspeed_plugin
-    sharded = plugin is not None and plugin.zero_stage == 3  # each rank holds a shard: nothing to compare
-    digests = [] if sharded else rank_digests(trainer.accelerator.unwrap_model(trainer.model))
+    if zero3(trainer):
+        # Only the engine can gather the shards (stage3_gather_16bit_weights_on_model_save); LoRA is refused with
+        # ZeRO-3 before training (medrl.train.train_arm), so its state dict has the model's own keys.
+        trainer.save_model(str(out_dir))
+        if trainer.is_world_process_zero():
+            processor.save_pretrained(str(out_dir))
+            (out_dir / "training_args.bin").unlink(missing_ok=True)  # a pickle; the run's config.yaml says it all
+        return {"global_step": state.global_step, "epoch": state.epoch, "weights_sha256": []}
+    # The trained module itself, not through the trainer: under DeepSpeed, trainer.save_model takes the engine's
+    # state dict, which still wraps a PeftModel (every key `base_model.model.*`) even once the adapters are merged.
+    # ZeRO-2 keeps whole weights on every rank, so each rank merges its own copy.
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    if isinstance(model, PeftModel):
+        model = model.merge_and_unload()
+        trainer.model = model
+    if trainer.is_world_process_zero():
+        model.save_pretrained(str(out_dir))
+        processor.save_pretrained(str(out_dir))
+    digests = rank_digests(model)
     return {"global_step": state.global_step, "epoch": state.epoch, "weights_sha256": digests}

@@ -15,6 +15,7 @@ from medrl.config import StudyConfig
 from medrl.infra import store
 from medrl.infra.checkpoint_store import Target, latest_checkpoint, restore_once, step_of
 from medrl.train import train_arm
+from medrl.train.common import check_finite_weights
 
 log = logging.getLogger("medrl")
 
@@ -57,6 +58,9 @@ def train_to_store(
     checkpoints are removed: they exist to finish this run, not to be kept.
     """
     out_uri = store.normalize(out)
+    if out_uri.startswith("file://"):
+        # Refused now rather than at the commit, minutes or days of training later.
+        store.check_output(Path(out_uri[len("file://") :]))
     data_dir = store.open_dir(store.normalize(data))
     work_dir = Path(work) if work else default_work_dir(out_uri)
     if resume and upload is not None:
@@ -75,6 +79,7 @@ def train_to_store(
     shutil.rmtree(final, ignore_errors=True)
     summary = train_arm(cfg, arm, data_dir, init_ref, final, work_dir, start, upload)
     summary["resumed_from"] = step_of(start) if start else None
+    check_finite_weights(final, arm)
     with store.commit_dir(out_uri) as staging:
         for path in final.iterdir():
             shutil.move(path, staging / path.name)

@@ -1,0 +1,107 @@
+"""`medrl train` that cannot end well ends early and commits nothing: a model whose weights hold NaN stops at its
+first step with an error naming the arm and the step (exit 2), or, with non-finite steps allowed, is refused at the
+commit; an --out that holds someone else's files is refused before any training; save_only_model checkpoints hold
+no optimizer state."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from medrl.config import DataConfig, load_config
+from medrl.infra import store
+
+pytestmark = pytest.mark.slow
+
+ARM = """
+arms:
+  a: {{method: sft, learning_rate: 1.0e-3, max_steps: 3, per_device_batch_size: 2, grad_accum: 1, save_steps: {save},
+      max_nonfinite_steps: {allowed}, save_only_model: {only_model}}}
+"""
+
+
+def study(tmp_path: Path, save: int = 100, allowed: int = 0, only_model: bool = False) -> Path:
+    config = tmp_path / "study.yaml"
+    config.write_text(ARM.format(save=save, allowed=allowed, only_model=str(only_model).lower()))
+    return config
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    from medrl.data.prep import prepare
+
+    out = tmp_path_factory.mktemp("safety-data") / "synthetic"
+    with store.commit_dir(store.normalize(str(out))) as staging:
+        prepare(DataConfig(source="synthetic", train_size=8, test_size=2, seed=0), staging)
+    return out
+
+
+@pytest.fixture(scope="module")
+def poisoned(tiny_model, tmp_path_factory) -> Path:
+    """The tiny model with one NaN in its final norm, committed as a medrl model (its manifest matches): what a
+    diverged earlier stage would hand on."""
+    out = tmp_path_factory.mktemp("poisoned") / "model"
+    with store.commit_dir(store.normalize(str(out))) as staging:
+        for path in tiny_model.iterdir():
+            if path.name not in (store.MANIFEST, store.COMMITTED):
+                shutil.copy(path, staging / path.name)
+        weights = load_file(staging / "model.safetensors")
+        norm = next(k for k in weights if k.endswith(("model.norm.weight", "language_model.norm.weight")))
+        weights[norm][0] = float("nan")
+        save_file(weights, staging / "model.safetensors", metadata={"format": "pt"})
+    return out
+
+
+def medrl_train(config: Path, data: Path, init: Path, out: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "medrl", "train", "--config", str(config), "--data", str(data), "--init", str(init),
+         "--out", str(out)],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+
+
+def test_a_non_finite_loss_stops_training_and_nothing_is_committed(poisoned, data, tmp_path):
+    out = tmp_path / "model"
+    run = medrl_train(study(tmp_path), data, poisoned, out)
+    assert run.returncode == 2, run.stderr[-3000:]
+    assert "error: arm a: non-finite loss and grad_norm at step 1" in run.stderr, run.stderr[-3000:]
+    assert "Traceback" not in run.stderr
+    assert not out.exists()
+
+
+def test_a_non_finite_model_is_never_committed_even_when_steps_are_allowed(poisoned, data, tmp_path):
+    out = tmp_path / "model"
+    run = medrl_train(study(tmp_path, allowed=100), data, poisoned, out)
+    assert run.returncode == 2, run.stderr[-3000:]
+    assert "error: arm a: the trained model holds non-finite weights" in run.stderr, run.stderr[-3000:]
+    assert not out.exists()
+
+
+def test_an_out_holding_other_files_is_refused_before_training(tiny_model, data, tmp_path):
+    out = tmp_path / "thesis"
+    out.mkdir()
+    (out / "thesis.txt").write_text("notes")
+    run = medrl_train(study(tmp_path), data, tiny_model, out)
+    assert run.returncode == 2, run.stderr[-3000:]
+    assert f"error: {out} is not empty and not a medrl artifact" in run.stderr
+    assert (out / "thesis.txt").read_text() == "notes" and [p.name for p in out.iterdir()] == ["thesis.txt"]
+    assert not (tmp_path / "thesis.work").exists()  # no training started: it writes its log there
+
+
+@pytest.mark.parametrize("only_model", [True, False])
+def test_save_only_model_checkpoints_hold_no_optimizer_state(only_model, tiny_model, data, tmp_path):
+    from medrl.train import train_arm
+
+    cfg = load_config(file=study(tmp_path, save=1, only_model=only_model))
+    train_arm(cfg, "a", data, str(tiny_model), tmp_path / "out", tmp_path / "work")
+    checkpoint = tmp_path / "work" / "checkpoints" / "checkpoint-3"
+    assert (checkpoint / "model.safetensors").is_file() and (checkpoint / store.COMMITTED).is_file()
+    assert (checkpoint / "optimizer.pt").is_file() is not only_model
+    assert (checkpoint / "scheduler.pt").is_file() is not only_model
+    assert torch.isfinite(load_file(tmp_path / "out" / "model.safetensors")["lm_head.weight"]).all()
