@@ -94,7 +94,7 @@ def test_html_is_self_contained(tmp_path):
     images = re.findall(r'<img src="data:image/png;base64,([^"]+)"', page)
     assert len(images) == 5
     assert all(base64.b64decode(i).startswith(b"\x89PNG") for i in images)
-    assert page.count("<table") == 4 and "default-src 'none'" in page
+    assert page.count("<table") == 5 and "default-src 'none'" in page  # Table 1, Findings, baseline, accuracy, sources
 
 
 def test_scalar_metrics_and_ui_export(tmp_path):

@@ -1,5 +1,6 @@
 """Perplexity of the reasoning under a causal LM (Appendix B.2; the paper: microsoft/biogpt): exp of the mean
 negative log-likelihood of its tokens, left to right, each text scored on its own (batched, right-padded).
+`tiny:biogpt-proxy` is a tiny LM trained here on clinical sentences (the laptop demo's stand-in, marked proxy).
 """
 
 from __future__ import annotations
@@ -15,10 +16,11 @@ class PerplexityScorer:
     def __init__(
         self, name: str, device: str = "auto", batch_size: int = 16, max_tokens: int = 1024, trust_remote_code=False
     ):
-        from medrl.models.causal_lm import load_causal_lm
+        from medrl.models.causal_lm import PROXY_NAME, biogpt_proxy_dir, load_causal_lm
 
         try:
-            self.lm = load_causal_lm(model_source(name), device, trust_remote_code)
+            source = str(biogpt_proxy_dir()) if name == PROXY_NAME else model_source(name)
+            self.lm = load_causal_lm(source, device, trust_remote_code)
         except Exception as err:  # not cached offline, unknown id, not a causal LM: the model is not here
             raise unavailable_error(name, "evaluate.perplexity_model", err) from None
         self.name = name
@@ -30,7 +32,9 @@ class PerplexityScorer:
 
     @property
     def proxy(self) -> bool:
-        return PAPER_MODEL.split("/")[-1] not in self.name.lower()
+        from medrl.models.causal_lm import PROXY_NAME
+
+        return self.name == PROXY_NAME or PAPER_MODEL.split("/")[-1] not in self.name.lower()
 
     def ids(self, text: str) -> list[int]:
         ids = self.lm.encode(text)

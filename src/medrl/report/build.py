@@ -12,6 +12,7 @@ from medrl.report import figures
 from medrl.report.arm import ArmResult, cell, data_scale
 from medrl.report.compare import compare
 from medrl.report.cxr import cxr_blocks
+from medrl.report.findings import FINDINGS_NOTE, findings, findings_rows
 from medrl.report.html import to_html, to_markdown
 
 # (metrics.json key, column title, scale, show std). Accuracy is a percentage, as in the paper.
@@ -174,8 +175,13 @@ def _pick_baseline(arms: list[ArmResult], baseline: str | None) -> ArmResult:
     return next((a for a in arms if a.name == baseline), arms[0])
 
 
-def build_report(title: str, arms: list[ArmResult], out_dir: Path, baseline: str | None = None) -> Path:
-    """Write report.md, report.html, figures/ and summary.json into `out_dir`; returns the path of report.md."""
+def build_report(
+    title: str, arms: list[ArmResult], out_dir: Path, baseline: str | None = None, specs: dict | None = None
+) -> Path:
+    """Write report.md, report.html, figures/ and summary.json into `out_dir`; returns the path of report.md.
+
+    `specs` (arm name -> the arm's config: method, init, model, rewards) lets Findings match arms to the paper's
+    claims; without it every claim is "not measured"."""
     out_dir.mkdir(parents=True, exist_ok=True)
     blocks: list[tuple] = [("h1", title)]
     if not arms:
@@ -185,6 +191,10 @@ def build_report(title: str, arms: list[ArmResult], out_dir: Path, baseline: str
 
     header, rows = table1_rows(arms)
     blocks += [("h2", "Table 1"), ("table", header, rows, "table1"), ("list", DEFINITIONS)]
+
+    found = findings(arms, specs)
+    header, rows = findings_rows(found, {a.name: a.label for a in arms})
+    blocks += [("h2", "Findings"), ("table", header, rows, "findings"), ("p", FINDINGS_NOTE)]
 
     header, rows, comparisons = comparison_rows(arms, base)
     blocks += [
@@ -246,6 +256,7 @@ def build_report(title: str, arms: list[ArmResult], out_dir: Path, baseline: str
             for a in arms
         },
         "comparisons": comparisons,
+        "findings": found,
         "accuracy_by_length": by_length,
     }
     return _write(out_dir, title, blocks, summary)
