@@ -53,7 +53,17 @@ def installed(wheel, tmp_path_factory) -> Path:
     dependencies = [p for p in sys.path if p.endswith("site-packages")]  # this venv's, and any it reuses itself
     (site / "dependencies.pth").write_text("".join(f"{p}\n" for p in dependencies))
     # --ignore-installed: this environment's editable medrl, seen through the .pth, must not count as installed.
-    pip = [sys.executable, "-m", "pip", "--python", str(python), "install", "--no-deps", "--no-index", "--ignore-installed"]
+    pip = [
+        sys.executable,
+        "-m",
+        "pip",
+        "--python",
+        str(python),
+        "install",
+        "--no-deps",
+        "--no-index",
+        "--ignore-installed",
+    ]
     run([*pip, "-q", str(wheel)])
     return python
 

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from medrl.config import ArmConfig, load_config
+from medrl.config import ARM_CONFIGS, load_config
 from medrl.report import ArmResult, build_report
 from medrl.report.findings import (
     ALPHA,
@@ -85,7 +85,7 @@ def test_the_demo_matches_grpo_from_sft_and_its_parent():
 
 
 def _arm(**kw):
-    return ArmConfig(**kw)
+    return ARM_CONFIGS[kw.get("method", "none")](**kw)
 
 
 def test_names_do_not_matter_settings_do():
