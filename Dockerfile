@@ -1,10 +1,16 @@
 # syntax=docker/dockerfile:1.7
-# The medrl image: every pipeline step, the PyTorchJob training pods and the vLLM judge run from it.
-#   docker build --build-arg GIT_SHA="$(git rev-parse HEAD)" -t registry.example/medrl/medrl:0.1.0 .
-# Layers go from slowest-changing to fastest: system Python, vLLM (own environment), medrl's locked
-# dependencies (requirements.lock), flash-attn (built once in a CUDA devel stage), then medrl's wheel (built
-# from src/, components/ and pipelines/ in a stage of its own: the image holds the package, not a checkout).
-# torch 2.14.1 from PyPI is built for CUDA 13.0, hence the CUDA 13.0 base images.
+# medrl's three images, one Dockerfile (`--target`; the default is the last stage, `train`):
+#   train  the PyTorchJob/TrainJob training pods and the evaluate step: requirements-gpu.lock (torch 2.13.0 built for
+#          CUDA 13.0, transformers, TRL, vLLM in the same environment for GRPO rollouts, DeepSpeed) and flash-attn.
+#   slim   the pipeline steps that only orchestrate (init, prep, arms_at_level, train's launcher task, report,
+#          cleanup): medrl's core on CPU torch (requirements-slim.lock), no CUDA base, no flash-attn, no vLLM.
+#   judge  the judge server: vLLM's OpenAI-compatible server in /opt/vllm, nothing of medrl.
+#   docker build --build-arg GIT_SHA="$(git rev-parse HEAD)" --target train -t registry.example/medrl/medrl:0.1.0 .
+#   docker build --build-arg GIT_SHA="$(git rev-parse HEAD)" --target slim -t registry.example/medrl/medrl-slim:0.1.0 .
+#   docker build --build-arg GIT_SHA="$(git rev-parse HEAD)" --target judge -t registry.example/medrl/medrl-judge:0.1.0 .
+# Layers go from slowest-changing to fastest: system Python, the locked dependencies, flash-attn (built once in a
+# CUDA devel stage), then medrl's wheel (built from src/, components/ and pipelines/ in a stage of its own).
+# The CUDA 13.0 base images match the cu130 torch wheels; they need an NVIDIA driver >= 580 on the GPU nodes.
 
 ARG CUDA_VERSION=13.0.2
 ARG UBUNTU_VERSION=ubuntu24.04
@@ -14,7 +20,9 @@ ARG PYTHON_VERSION=3.11
 FROM nvidia/cuda:${CUDA_VERSION}-cudnn-devel-${UBUNTU_VERSION} AS flash-attn
 ARG PYTHON_VERSION
 ARG FLASH_ATTN_VERSION=2.8.3.post2
-ARG TORCH_CUDA_ARCH_LIST="8.0;9.0"
+# The GPU architectures flash-attn's kernels are compiled for: 8.0 = A100 (each one adds build time and image
+# size). H100 nodes as well: --build-arg TORCH_CUDA_ARCH_LIST="8.0;9.0".
+ARG TORCH_CUDA_ARCH_LIST="8.0"
 ARG MAX_JOBS=8
 ENV DEBIAN_FRONTEND=noninteractive PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
@@ -25,9 +33,11 @@ RUN apt-get update \
  && apt-get install -y --no-install-recommends "python${PYTHON_VERSION}" "python${PYTHON_VERSION}-venv" \
     "python${PYTHON_VERSION}-dev" git \
  && rm -rf /var/lib/apt/lists/*
-COPY requirements.lock /tmp/requirements.lock
+# Built against the training image's torch: the GPU lock, as a constraints file, pins torch and all it pulls in.
+COPY requirements-gpu.lock /tmp/requirements-gpu.lock
+# hadolint ignore=DL3013
 RUN "python${PYTHON_VERSION}" -m venv /opt/build \
- && /opt/build/bin/pip install --no-deps -r /tmp/requirements.lock \
+ && /opt/build/bin/pip install -c /tmp/requirements-gpu.lock torch \
  && /opt/build/bin/pip install "setuptools>=69" wheel ninja psutil einops \
  && MAX_JOBS="${MAX_JOBS}" TORCH_CUDA_ARCH_LIST="${TORCH_CUDA_ARCH_LIST}" FLASH_ATTENTION_FORCE_BUILD=TRUE \
     /opt/build/bin/pip wheel --no-build-isolation --no-deps -w /wheels "flash-attn==${FLASH_ATTN_VERSION}"
@@ -42,15 +52,9 @@ COPY components components
 COPY pipelines pipelines
 RUN pip wheel --no-deps -w /wheels .
 
-# ---------------------------------------------------------------- runtime
-FROM nvidia/cuda:${CUDA_VERSION}-cudnn-runtime-${UBUNTU_VERSION} AS runtime
+# ---------------------------------------------------------------- CUDA runtime with Python (train and judge)
+FROM nvidia/cuda:${CUDA_VERSION}-cudnn-runtime-${UBUNTU_VERSION} AS cuda-python
 ARG PYTHON_VERSION
-ARG GIT_SHA=unknown
-LABEL org.opencontainers.image.title="medrl" \
-      org.opencontainers.image.description="RL fine-tuning of medical vision-language models on Kubeflow" \
-      org.opencontainers.image.licenses="Apache-2.0" \
-      org.opencontainers.image.version="0.1.0" \
-      org.opencontainers.image.revision="${GIT_SHA}"
 ENV DEBIAN_FRONTEND=noninteractive PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 # hadolint ignore=DL3008
@@ -61,17 +65,75 @@ RUN apt-get update \
     libgl1 libglib2.0-0 \
  && apt-get purge -y software-properties-common gpg-agent && apt-get autoremove -y \
  && rm -rf /var/lib/apt/lists/*
+# Non-root, and nothing written outside /tmp (pods mount a writable /tmp; the root filesystem is read-only).
+# (Ubuntu 24.04 images ship a user `ubuntu` with UID 1000: medrl takes that UID, which the manifests name.)
+RUN (userdel ubuntu 2> /dev/null || true) && useradd --uid 1000 --user-group --no-create-home --home-dir /tmp medrl
 
-# vLLM (the judge server) pins its own torch (vllm 0.33.0: torch==2.14.0, transformers<5.21), which cannot share
-# an environment with medrl's torch 2.14.1: it gets its own, used only as /opt/vllm/bin/vllm.
+# ---------------------------------------------------------------- judge: vLLM serving
+FROM cuda-python AS judge
+ARG PYTHON_VERSION
+ARG GIT_SHA=unknown
+LABEL org.opencontainers.image.title="medrl-judge" \
+      org.opencontainers.image.description="vLLM OpenAI-compatible server for medrl's LLM judge" \
+      org.opencontainers.image.licenses="Apache-2.0" \
+      org.opencontainers.image.version="0.1.0" \
+      org.opencontainers.image.revision="${GIT_SHA}"
+# vLLM pins its own torch; the judge needs nothing else, so it gets the newest vLLM (pyproject's `judge` extra).
 ARG VLLM_VERSION=0.33.0
-RUN "python${PYTHON_VERSION}" -m venv /opt/vllm && /opt/vllm/bin/pip install "vllm==${VLLM_VERSION}" \
- && "python${PYTHON_VERSION}" -m venv /opt/medrl
+RUN "python${PYTHON_VERSION}" -m venv /opt/vllm && /opt/vllm/bin/pip install "vllm==${VLLM_VERSION}"
+ENV HOME=/tmp HF_HOME=/tmp/hf XDG_CACHE_HOME=/tmp/cache TRITON_CACHE_DIR=/tmp/triton \
+    HF_HUB_DISABLE_TELEMETRY=1 VLLM_NO_USAGE_STATS=1 PATH=/opt/vllm/bin:${PATH}
+USER 1000:1000
+WORKDIR /tmp
+CMD ["/opt/vllm/bin/vllm", "--help"]
 
-# medrl's locked dependencies: this layer is rebuilt only when requirements.lock changes.
+# ---------------------------------------------------------------- slim: the steps that only orchestrate
+FROM python:${PYTHON_VERSION}-slim AS slim
+ARG GIT_SHA=unknown
+# Where torch's CPU builds come from (a site's mirror of it works the same).
+ARG TORCH_CPU_INDEX=https://download.pytorch.org/whl/cpu
+LABEL org.opencontainers.image.title="medrl-slim" \
+      org.opencontainers.image.description="medrl's pipeline steps that only orchestrate (CPU)" \
+      org.opencontainers.image.licenses="Apache-2.0" \
+      org.opencontainers.image.version="0.1.0" \
+      org.opencontainers.image.revision="${GIT_SHA}"
+ENV PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 DS_BUILD_OPS=0
+SHELL ["/bin/bash", "-o", "pipefail", "-c"]
+RUN python -m venv /opt/medrl
 ENV VIRTUAL_ENV=/opt/medrl PATH=/opt/medrl/bin:${PATH}
-COPY requirements.lock /tmp/requirements.lock
-RUN pip install --no-deps -r /tmp/requirements.lock && rm /tmp/requirements.lock
+# medrl's locked dependencies without CUDA: this layer is rebuilt only when requirements-slim.lock changes.
+COPY requirements-slim.lock /tmp/requirements-slim.lock
+RUN pip install --no-deps --extra-index-url "${TORCH_CPU_INDEX}" -r /tmp/requirements-slim.lock \
+ && rm /tmp/requirements-slim.lock
+COPY --from=wheel /wheels /tmp/wheels
+RUN pip install --no-deps /tmp/wheels/medrl-*.whl && rm -rf /tmp/wheels \
+ && medrl pipeline compile --out /tmp/study.yaml > /dev/null && rm /tmp/study.yaml
+RUN useradd --uid 1000 --user-group --no-create-home --home-dir /tmp medrl
+# TOKENIZERS_PARALLELISM is not a secret, whatever its name suggests to the linter.
+# hadolint ignore=DL3064
+ENV HOME=/tmp HF_HOME=/tmp/hf XDG_CACHE_HOME=/tmp/cache MPLCONFIGDIR=/tmp/mpl \
+    HF_HUB_DISABLE_TELEMETRY=1 TOKENIZERS_PARALLELISM=false
+USER 1000:1000
+WORKDIR /tmp
+CMD ["medrl", "--help"]
+
+# ---------------------------------------------------------------- train: training pods and evaluation (default)
+FROM cuda-python AS train
+ARG PYTHON_VERSION
+ARG GIT_SHA=unknown
+LABEL org.opencontainers.image.title="medrl" \
+      org.opencontainers.image.description="RL fine-tuning of medical vision-language models on Kubeflow" \
+      org.opencontainers.image.licenses="Apache-2.0" \
+      org.opencontainers.image.version="0.1.0" \
+      org.opencontainers.image.revision="${GIT_SHA}"
+ENV DS_BUILD_OPS=0
+RUN "python${PYTHON_VERSION}" -m venv /opt/medrl
+ENV VIRTUAL_ENV=/opt/medrl PATH=/opt/medrl/bin:${PATH}
+# The GPU environment (torch, transformers, TRL, vLLM, DeepSpeed resolved together): rebuilt only when
+# requirements-gpu.lock changes. flash-attn, pinned there too, comes from the build stage instead.
+COPY requirements-gpu.lock /tmp/requirements-gpu.lock
+RUN grep -v '^flash-attn==' /tmp/requirements-gpu.lock > /tmp/requirements.txt \
+ && pip install --no-deps -r /tmp/requirements.txt && rm /tmp/requirements-gpu.lock /tmp/requirements.txt
 COPY --from=flash-attn /wheels /tmp/wheels
 RUN pip install --no-deps /tmp/wheels/flash_attn-*.whl && rm -rf /tmp/wheels
 
@@ -80,13 +142,10 @@ COPY --from=wheel /wheels /tmp/wheels
 RUN pip install --no-deps /tmp/wheels/medrl-*.whl && rm -rf /tmp/wheels \
  && medrl pipeline compile --out /tmp/study.yaml > /dev/null && rm /tmp/study.yaml
 
-# Non-root, and nothing written outside /tmp (pods mount a writable /tmp; the root filesystem is read-only).
-# (Ubuntu 24.04 images ship a user `ubuntu` with UID 1000: medrl takes that UID, which the manifests name.)
-RUN (userdel ubuntu 2> /dev/null || true) && useradd --uid 1000 --user-group --no-create-home --home-dir /tmp medrl
 # TOKENIZERS_PARALLELISM is not a secret, whatever its name suggests to the linter.
 # hadolint ignore=DL3064
 ENV HOME=/tmp HF_HOME=/tmp/hf XDG_CACHE_HOME=/tmp/cache TRITON_CACHE_DIR=/tmp/triton MPLCONFIGDIR=/tmp/mpl \
-    HF_HUB_DISABLE_TELEMETRY=1 TOKENIZERS_PARALLELISM=false DS_BUILD_OPS=0
+    HF_HUB_DISABLE_TELEMETRY=1 VLLM_NO_USAGE_STATS=1 VLLM_CACHE_ROOT=/tmp/vllm TOKENIZERS_PARALLELISM=false
 USER 1000:1000
 WORKDIR /tmp
 CMD ["medrl", "--help"]

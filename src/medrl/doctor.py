@@ -5,7 +5,11 @@ from __future__ import annotations
 import importlib
 import importlib.metadata as md
 import os
+import re
+import shutil
+import subprocess
 from dataclasses import dataclass
+from pathlib import Path
 
 
 @dataclass
@@ -14,6 +18,48 @@ class Check:
     ok: bool
     detail: str
     fix: str = ""
+
+
+# The training image's torch wheels (cu130) and its CUDA 13.0 base need this NVIDIA driver branch or newer on the
+# host; older drivers cannot run them (CUDA's minor-version compatibility starts at 580 for 13.x).
+DRIVER_FLOOR = 580
+DRIVER_FIX = (
+    f"upgrade the NVIDIA driver to {DRIVER_FLOOR} or newer (GPU Operator: driver.version), or keep training and "
+    "evaluation off older nodes with the node_selector parameter"
+)
+# Set by GPU feature discovery (the NVIDIA GPU Operator runs it): the newer and the older spelling.
+DRIVER_LABELS = ("nvidia.com/cuda.driver-version.major", "nvidia.com/cuda.driver.major")
+PROC_DRIVER = Path("/proc/driver/nvidia/version")
+
+
+def local_driver_version(proc: Path = PROC_DRIVER) -> str | None:
+    """This machine's NVIDIA driver version (e.g. "580.65.06"): nvidia-smi, else the kernel module's
+    /proc file; None without an NVIDIA driver."""
+    smi = shutil.which("nvidia-smi")
+    if smi:
+        try:
+            out = subprocess.run([smi, "--query-gpu=driver_version", "--format=csv,noheader"], capture_output=True,
+                                 text=True, timeout=30)  # fmt: skip
+            found = re.match(r"\s*(\d+\.\d+(?:\.\d+)?)", out.stdout)
+            if out.returncode == 0 and found:
+                return found.group(1)
+        except (OSError, subprocess.TimeoutExpired):
+            pass
+    try:
+        text = proc.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return None
+    # "NVRM version: NVIDIA UNIX x86_64 Kernel Module  580.65.06  ..." (or "... Open Kernel Module for x86_64 ...")
+    found = re.search(r"Kernel Module\b.*?\s(\d{3,}\.\d+(?:\.\d+)?)\s", text)
+    return found.group(1) if found else None
+
+
+def driver_check(version: str | None) -> Check | None:
+    if version is None:
+        return None  # no NVIDIA driver: a CPU machine, nothing to check
+    ok = int(version.split(".", 1)[0]) >= DRIVER_FLOOR
+    return Check("NVIDIA driver", ok, f"{version} (the training image's CUDA 13.0 needs >= {DRIVER_FLOOR})",
+                 "" if ok else DRIVER_FIX)  # fmt: skip
 
 
 PACKAGES = ["torch", "torchvision", "transformers", "trl", "peft", "accelerate", "datasets", "kfp", "deepspeed"]
@@ -31,6 +77,9 @@ def local_checks() -> list[Check]:
 
     gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
     checks.append(Check("accelerator", True, f"{gpus} CUDA device(s)" if gpus else "CPU only (tiny models, demo)"))
+    driver = driver_check(local_driver_version())
+    if driver:
+        checks.append(driver)
     offline = os.environ.get("HF_HUB_OFFLINE") == "1"
     checks.append(
         Check(
@@ -163,6 +212,7 @@ def cluster_checks(
     for name, url in urls.items():
         checks.append(_endpoint_check(api, name, url))
     checks.append(_gpu_check(core, gpus_per_node))
+    checks.append(_driver_check(core))
     return checks
 
 
@@ -352,3 +402,35 @@ def _gpu_check(core, gpus_per_node: int) -> Check:
         return Check(name, False, f"no Ready, schedulable node with {want} nvidia.com/gpu ({len(nodes)} node(s))", fix)
     total = sum(g for _, g in usable)
     return Check(name, True, f"{len(usable)} node(s), {total} GPU(s): " + ", ".join(f"{n}={g}" for n, g in usable[:5]))
+
+
+def _driver_check(core) -> Check:
+    """Every Ready GPU node's driver, from GPU feature discovery's labels, against DRIVER_FLOOR."""
+    name = f"NVIDIA driver >= {DRIVER_FLOOR} on GPU nodes"
+    try:
+        nodes = core.list_node().items
+    except Exception as err:
+        return Check(
+            name, False, f"cannot list nodes: {str(err)[:120]}", "run doctor with a kubeconfig that may list nodes"
+        )
+    new, old, unknown = [], [], []
+    for node in nodes:
+        ready = any(c.type == "Ready" and c.status == "True" for c in (node.status.conditions or []))
+        if not ready or int((node.status.allocatable or {}).get("nvidia.com/gpu", "0")) < 1:
+            continue
+        labels = node.metadata.labels or {}
+        major = next((labels[k] for k in DRIVER_LABELS if labels.get(k, "").isdigit()), None)
+        if major is None:
+            unknown.append(node.metadata.name)
+        else:
+            (new if int(major) >= DRIVER_FLOOR else old).append(f"{node.metadata.name}={major}")
+    if old:
+        return Check(name, False, "older driver on " + ", ".join(old[:5]), DRIVER_FIX)
+    if not new:
+        if not unknown:
+            return Check(name, False, "no Ready GPU node", "see `GPUs schedulable`")
+        return Check(name, False, f"no driver label ({DRIVER_LABELS[1]}) on " + ", ".join(unknown[:5]),
+                     "enable GPU feature discovery (part of the NVIDIA GPU Operator), or check `nvidia-smi` on each "
+                     f"GPU node shows driver {DRIVER_FLOOR} or newer")  # fmt: skip
+    detail = ", ".join(new[:5]) + (f"; unlabelled: {', '.join(unknown[:5])}" if unknown else "")
+    return Check(name, True, detail)

@@ -16,7 +16,8 @@ from typing import Any
 
 from medrl.errors import MedrlError
 
-DEFAULT_IMAGE = "ghcr.io/medrl/medrl:0.1.0"
+DEFAULT_IMAGE = "ghcr.io/medrl/medrl:0.1.0"  # the training image (Dockerfile target `train`): GPU pods
+DEFAULT_SLIM_IMAGE = "ghcr.io/medrl/medrl-slim:0.1.0"  # target `slim`: the steps that only orchestrate
 COMPILED = "study.yaml"  # where `medrl pipeline compile` writes without --out (the current folder)
 STORE_ENV = "MEDRL_STORE"  # the site's default store, from the medrl-store ConfigMap in the cluster
 
@@ -127,8 +128,17 @@ def packaged_pipeline() -> Path:
     return shipped
 
 
-def compile_pipeline(out: Path | None = None, image: str | None = None) -> Path:
-    """Compile the study pipeline, its components on `image`, to YAML (default: ./study.yaml)."""
+def pipeline_images(image: str | None = None, train_image: str | None = None) -> tuple[str, str]:
+    """(orchestration image, training image) of a compile: neither given, the slim and the training image medrl
+    publishes; only `image` given, that one image for every step (a site that builds only the training image)."""
+    if train_image is None:
+        train_image = image or DEFAULT_IMAGE
+    return image or DEFAULT_SLIM_IMAGE, train_image
+
+
+def compile_pipeline(out: Path | None = None, image: str | None = None, train_image: str | None = None) -> Path:
+    """Compile the study pipeline to YAML (default: ./study.yaml): the orchestrating steps on `image`, evaluation
+    and the training pods (the `image` parameter's default) on `train_image`, see `pipeline_images`."""
     from kfp import compiler
 
     from medrl.pipelines.study import build
@@ -136,7 +146,8 @@ def compile_pipeline(out: Path | None = None, image: str | None = None) -> Path:
     out = Path(out or COMPILED)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".tmp-{out.name}")
-    compiler.Compiler().compile(build(image=image or DEFAULT_IMAGE), str(tmp))
+    steps, training = pipeline_images(image, train_image)
+    compiler.Compiler().compile(build(image=steps, train_image=training), str(tmp))
     os.replace(tmp, out)
     return out
 
@@ -155,7 +166,8 @@ def local_tasks(arms: int) -> int:
 def run_local(params: dict, pipeline_root: Path, logs: Path | None = None, tasks: int = 0, verbose: bool = False):
     """Run the study pipeline on this machine (kfp.local, subprocesses in this Python environment).
 
-    Arms run one at a time: on a laptop, parallel training only competes for the same cores. With `logs`, what
+    Arms run one at a time: on a laptop, parallel training only competes for the same cores. No task retries: a
+    step that fails here fails again the same way (retries are for lost pods in the cluster). With `logs`, what
     the tasks print goes to one file per task there and the console shows one line per task (`verbose`: both)."""
     import contextlib
     import sys
@@ -167,13 +179,14 @@ def run_local(params: dict, pipeline_root: Path, logs: Path | None = None, tasks
 
     pipeline_root.mkdir(parents=True, exist_ok=True)
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(pipeline_root), raise_on_error=True)
+    study = build(parallelism=1, retries=False)
     if logs is None:
-        build(parallelism=1)(**params)
+        study(**params)
         return
     console = TaskConsole(logs, sys.stdout, tasks, verbose)
     try:
         with contextlib.redirect_stdout(console):
-            build(parallelism=1)(**params)
+            study(**params)
     except RuntimeError:
         if not console.failed:
             raise

@@ -4,6 +4,7 @@ way a healthy cluster does; each broken part must show as FAIL with its fix, and
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -11,7 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from medrl.cli import app
-from medrl.doctor import LAUNCHER_VERBS, cluster_checks
+from medrl.doctor import DRIVER_FLOOR, LAUNCHER_VERBS, cluster_checks, local_driver_version
 from tests.standins import KubeStandIn
 
 RUNNER = "system:serviceaccount:kubeflow:pipeline-runner"
@@ -21,8 +22,10 @@ ENDPOINTS = {
 }
 
 
-def gpu_node(name: str, gpus: int, ready: bool = True, cordoned: bool = False) -> dict:
-    return {"metadata": {"name": name}, "spec": {"unschedulable": cordoned},
+def gpu_node(name: str, gpus: int, ready: bool = True, cordoned: bool = False, labels: dict | None = None) -> dict:
+    # GPU feature discovery labels the driver's major version on GPU nodes (the older spelling here).
+    labels = {"nvidia.com/cuda.driver.major": "580"} if labels is None and gpus else labels or {}
+    return {"metadata": {"name": name, "labels": labels}, "spec": {"unschedulable": cordoned},
             "status": {"allocatable": {"cpu": "64", "nvidia.com/gpu": str(gpus)},
                        "conditions": [{"type": "Ready", "status": "True" if ready else "False"}]}}  # fmt: skip
 
@@ -118,3 +121,70 @@ def test_a_kubeconfig_that_does_not_exist_is_named_not_skipped(tmp_path, monkeyp
     assert out.returncode == 2 and "KUBECONFIG=" in out.stderr and "no such file" in out.stderr, out.stderr
     local = subprocess.run([sys.executable, "-m", "medrl", "doctor", "--local"], capture_output=True, text=True)
     assert "[ok ] package torch" in local.stdout
+
+
+DRIVER = f"NVIDIA driver >= {DRIVER_FLOOR} on GPU nodes"
+
+
+def test_gpu_nodes_with_an_old_driver_fail_the_driver_floor(cluster, monkeypatch):
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    cluster.nodes = [
+        gpu_node("a100-new", 8, labels={"nvidia.com/cuda.driver-version.major": "580"}),  # GFD's newer spelling
+        gpu_node("a100-old", 8, labels={"nvidia.com/cuda.driver.major": "550"}),
+        gpu_node("a100-old-down", 8, ready=False, labels={"nvidia.com/cuda.driver.major": "535"}),
+        gpu_node("cpu-1", 0),
+    ]
+    check = by_name(cluster_checks(cluster.config, endpoints=ENDPOINTS))[DRIVER]
+    assert not check.ok and check.detail == "older driver on a100-old=550"  # a NotReady node cannot run pods
+    assert "580 or newer" in check.fix and "node_selector" in check.fix
+    cluster.nodes = [gpu_node("a100-new", 8, labels={"nvidia.com/cuda.driver.major": "590"}), gpu_node("cpu-1", 0)]
+    check = by_name(cluster_checks(cluster.config, endpoints=ENDPOINTS))[DRIVER]
+    assert check.ok and check.detail == "a100-new=590"
+
+
+def test_gpu_nodes_without_driver_labels_are_not_taken_as_new_enough(cluster, monkeypatch):
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    cluster.nodes = [gpu_node("a100-1", 8, labels={})]
+    check = by_name(cluster_checks(cluster.config, endpoints=ENDPOINTS))[DRIVER]
+    assert not check.ok and "no driver label" in check.detail and "GPU feature discovery" in check.fix
+
+
+NVIDIA_SMI_STANDIN = """#!/bin/sh
+# A STAND-IN for nvidia-smi (no GPU here): answers the driver query with a fixed version.
+[ "$1" = "--query-gpu=driver_version" ] && echo "$MEDRL_TEST_DRIVER" && exit 0
+exit 9
+"""
+
+
+def test_local_driver_version_from_nvidia_smi_or_the_kernel_module(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path / "bin"))  # no nvidia-smi: the /proc file
+    proc = tmp_path / "version"
+    proc.write_text(
+        "NVRM version: NVIDIA UNIX Open Kernel Module for x86_64  580.82.07  Release Build  (dvs-builder)\n"
+    )
+    assert local_driver_version(proc) == "580.82.07"
+    proc.write_text("NVRM version: NVIDIA UNIX x86_64 Kernel Module  535.183.01  Sun May 12 19:39:15 UTC 2024\n")
+    assert local_driver_version(proc) == "535.183.01"
+    assert local_driver_version(tmp_path / "absent") is None  # no driver: a CPU machine
+    (tmp_path / "bin").mkdir()
+    smi = tmp_path / "bin" / "nvidia-smi"
+    smi.write_text(NVIDIA_SMI_STANDIN)
+    smi.chmod(0o755)
+    monkeypatch.setenv("MEDRL_TEST_DRIVER", "570.86.15")
+    assert local_driver_version(proc) == "570.86.15"  # nvidia-smi first
+
+
+def test_doctor_on_a_machine_with_an_old_driver_fails(tmp_path, monkeypatch):
+    for var in ("KUBERNETES_SERVICE_HOST", "KUBECONFIG"):
+        monkeypatch.delenv(var, raising=False)
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin" / "nvidia-smi").write_text(NVIDIA_SMI_STANDIN)
+    (tmp_path / "bin" / "nvidia-smi").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}:{os.environ['PATH']}")
+    monkeypatch.setenv("MEDRL_TEST_DRIVER", "550.54.15")
+    out = CliRunner().invoke(app, ["doctor", "--local"])
+    assert out.exit_code == 1, out.output
+    assert "[FAIL] NVIDIA driver" in out.output and "550.54.15" in out.output and "580 or newer" in out.output
+    monkeypatch.setenv("MEDRL_TEST_DRIVER", "580.65.06")
+    out = CliRunner().invoke(app, ["doctor", "--local"])
+    assert "[ok ] NVIDIA driver" in out.output, out.output

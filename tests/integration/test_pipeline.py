@@ -1,5 +1,7 @@
-"""The study pipeline: it compiles, the committed YAML is current, and a reduced demo runs end to end
-through kfp.local (real kfp SDK, subprocess runner), writing every artifact of the run layout."""
+"""The study pipeline: it compiles (real kfp compiler) with the slim image for the orchestrating steps and the
+training image for evaluation and the training pods, its retry policies are as the cluster needs them, the
+committed YAML is current, and a reduced demo runs end to end through kfp.local (real kfp SDK, subprocess runner),
+writing every artifact of the run layout."""
 
 import json
 import subprocess
@@ -10,13 +12,14 @@ import pytest
 import yaml
 
 from medrl.config import MAX_LEVELS
-from medrl.pipeline import DEFAULT_IMAGE, compile_pipeline, packaged_pipeline
+from medrl.pipeline import DEFAULT_IMAGE, DEFAULT_SLIM_IMAGE, compile_pipeline, packaged_pipeline
+from medrl.pipelines.study import TRAIN_RETRY
 
 COMMITTED = Path(__file__).resolve().parents[2] / "pipelines" / "compiled" / "study.yaml"
 
 
 def test_compiled_pipeline_is_current(tmp_path):
-    fresh = compile_pipeline(tmp_path / "study.yaml", image=DEFAULT_IMAGE)
+    fresh = compile_pipeline(tmp_path / "study.yaml")  # what `make compile` does: the default images
     committed = COMMITTED
     assert committed.is_file(), "run `make compile` and commit pipelines/compiled/study.yaml"
     assert packaged_pipeline().samefile(committed)  # the copy medrl ships (editable install: this checkout's)
@@ -30,8 +33,15 @@ def test_compiled_pipeline_shape(tmp_path):
     params = spec["root"]["inputDefinitions"]["parameters"]
     assert {"preset", "config", "overrides", "store", "run_id", "arms"} <= set(params)
     executors = spec["deploymentSpec"]["executors"]
-    images = {e["container"]["image"] for e in executors.values()}
-    assert images == {"ghcr.io/medrl/medrl:0.1.0"}
+    images = {name: e["container"]["image"] for name, e in executors.items()}
+    # Only evaluate runs on the training image; every other step only orchestrates: the slim image.
+    assert {n for n, i in images.items() if i == "ghcr.io/medrl/medrl:0.1.0"} == {
+        "exec-evaluate",
+        *(f"exec-evaluate-{i}" for i in range(2, MAX_LEVELS + 1)),
+    }
+    assert set(images.values()) == {"ghcr.io/medrl/medrl:0.1.0", "ghcr.io/medrl/medrl-slim:0.1.0"}
+    assert DEFAULT_SLIM_IMAGE == "ghcr.io/medrl/medrl-slim:0.1.0" and DEFAULT_IMAGE == "ghcr.io/medrl/medrl:0.1.0"
+    assert params["image"]["defaultValue"] == DEFAULT_IMAGE  # the training pods
     # Components import medrl from the image; none pip-installs kfp at run time.
     assert not any("pip install" in " ".join(e["container"].get("command", [])) for e in executors.values())
 
@@ -51,6 +61,70 @@ def test_compiled_for_another_image(tmp_path, monkeypatch):
         spec["root"]["inputDefinitions"]["parameters"]["image"]["defaultValue"]
         == "registry.hospital.internal/medrl:1.2"
     )
+
+
+def test_compiled_for_a_slim_and_a_training_image(tmp_path):
+    out = subprocess.run(
+        [sys.executable, "-m", "medrl", "pipeline", "compile", "--out", str(tmp_path / "s.yaml"),
+         "--image", "registry.hospital.internal/medrl-slim:1.2",
+         "--train-image", "registry.hospital.internal/medrl:1.2"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-2000:]
+    spec, _platform = yaml.safe_load_all((tmp_path / "s.yaml").read_text())
+    images = {name: e["container"]["image"] for name, e in spec["deploymentSpec"]["executors"].items()}
+    for name, image in images.items():
+        want = "medrl:1.2" if name.startswith("exec-evaluate") else "medrl-slim:1.2"
+        assert image == f"registry.hospital.internal/{want}", name
+    assert images["exec-train"].endswith("medrl-slim:1.2")  # the launcher task: it only submits and follows
+    assert spec["root"]["inputDefinitions"]["parameters"]["image"]["defaultValue"] == (
+        "registry.hospital.internal/medrl:1.2"
+    )
+
+
+def tasks(spec):
+    """Every task of the compiled pipeline, by name, with the DAG it is in."""
+    found = {name: ("root", t) for name, t in spec["root"]["dag"]["tasks"].items()}
+    for comp, c in spec["components"].items():
+        found |= {name: (comp, t) for name, t in (c.get("dag") or {}).get("tasks", {}).items()}
+    return found
+
+
+def test_train_and_idempotent_tasks_retry_and_the_exit_handler_waits_for_them(tmp_path):
+    spec, _platform = yaml.safe_load_all(compile_pipeline(tmp_path / "study.yaml").read_text())
+    found = tasks(spec)
+    seconds = {"s": 1, "h": 3600, "d": 86400}
+    for level in range(1, MAX_LEVELS + 1):
+        suffix = "" if level == 1 else f"-{level}"
+        where, train = found[f"train{suffix}"]
+        policy = train["retryPolicy"]
+        assert policy["maxRetryCount"] == TRAIN_RETRY["num_retries"] >= 2
+        assert policy["backoffDuration"] == "60s" and policy["backoffFactor"] == 2.0
+        # The backend gives up retrying once this much time has passed since the first attempt started (kfp's
+        # default: one hour): it must outlast the longest a job is followed (7 days), or a lost launcher pod of
+        # a long run would fail the task.
+        assert int(policy["backoffMaxDuration"][:-1]) > 7 * seconds["d"]
+        assert where.startswith("comp-for-loop")
+        assert "retryPolicy" not in found[f"evaluate{suffix}"][1]  # GPU hours: not retried blindly
+        assert found[f"arms-at-level{suffix}"][1]["retryPolicy"]["maxRetryCount"] == 2
+    for name in ("init-run", "prep", "report", "cleanup"):
+        assert found[name][1]["retryPolicy"]["maxRetryCount"] == 2, name
+    # The loops and the train tasks sit inside the exit handler's group; cleanup runs once that group has
+    # completed, i.e. after the train tasks' retries, never while one is pending.
+    assert found["for-loop-2"][0] == "comp-exit-handler-1" and found["exit-handler-1"][0] == "root"
+    cleanup = found["cleanup"][1]
+    assert cleanup["dependentTasks"] == ["exit-handler-1"]
+    assert cleanup["triggerPolicy"]["strategy"] == "ALL_UPSTREAM_TASKS_COMPLETED"
+
+
+def test_local_runs_have_no_retries(tmp_path):
+    from kfp import compiler
+
+    from medrl.pipelines.study import build
+
+    compiler.Compiler().compile(build(retries=False), str(tmp_path / "local.yaml"))
+    spec, _platform = yaml.safe_load_all((tmp_path / "local.yaml").read_text())
+    assert not any("retryPolicy" in t for _, t in tasks(spec).values())
 
 
 def test_compiled_pipeline_carries_the_cluster_settings(tmp_path):

@@ -1,6 +1,7 @@
 """The Dockerfile, without a Docker engine: it parses with buildkit's own parser (PyPI `dockerfile`), hadolint
-passes, layers are ordered for caching, the image runs as a non-root user with the git SHA as a label, and the
-versions it installs agree with pyproject.toml and requirements.lock."""
+passes, it has three targets (slim, train, judge), layers are ordered for caching, every image runs as a non-root
+user with the git SHA as a label, and the versions each installs agree with pyproject.toml and the lock files
+(requirements.lock, the slim image's requirements-slim.lock derived from it, requirements-gpu.lock)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,8 @@ import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from medrl.infra.image import closure, project_requirements, read_lock
+from medrl.infra.gpu_lock import LOCK as GPU_LOCK
+from medrl.infra.image import SLIM_LOCK, closure, project_requirements, read_lock, render_slim
 
 ROOT = Path(__file__).resolve().parents[2]
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
@@ -33,6 +35,19 @@ def stages() -> list[list]:
         if out:
             out[-1].append(cmd)
     return out
+
+
+def stage(stages, name: str) -> list:
+    (found,) = [s for s in stages if s[0].value[-1] == name]
+    return found
+
+
+def base(commands) -> str:
+    return commands[0].value[0]
+
+
+def text(commands, cmd: str) -> str:
+    return "\n".join(" ".join(c.value) for c in commands if c.cmd == cmd)
 
 
 def args(commands) -> dict[str, str]:
@@ -60,61 +75,118 @@ def test_hadolint_passes():
     assert out.returncode == 0, out.stdout
 
 
-def test_runtime_stage_is_cuda_runtime_with_python_311(stages):
+def test_targets_slim_train_judge_and_train_is_the_default(stages):
+    names = [s[0].value[-1] for s in stages]
+    assert {"slim", "train", "judge"} <= set(names)
+    assert names[-1] == "train"  # `docker build .` without --target builds the training image
+
+
+def test_train_and_judge_are_cuda_runtime_with_python_311_matching_the_gpu_lock(stages):
     top = args(dockerfile.parse_file(str(ROOT / "Dockerfile")))
-    runtime = stages[-1]
-    base = runtime[0].value[0]
-    assert base.startswith("nvidia/cuda:") and "-runtime-" in base and runtime[0].value[-1] == "runtime"
+    cuda = stage(stages, "cuda-python")
+    assert base(cuda).startswith("nvidia/cuda:") and "-runtime-" in base(cuda)
+    assert base(stage(stages, "train")) == "cuda-python" and base(stage(stages, "judge")) == "cuda-python"
     assert top["PYTHON_VERSION"] == "3.11"
-    # torch's CUDA libraries in the lock and the CUDA base image agree on the major version.
-    lock = read_lock(ROOT / "requirements.lock")
+    # torch's CUDA libraries in the training image's lock and the CUDA base image agree on the major version.
+    lock = read_lock(ROOT / GPU_LOCK)
     assert top["CUDA_VERSION"].split(".")[0] == lock["nvidia-cuda-runtime"].split(".")[0]
 
 
-def test_non_root_user_and_git_sha_label(stages):
-    runtime = stages[-1]
-    users = [c.value[0] for c in runtime if c.cmd == "USER"]
-    assert users and users[-1] == "1000:1000"  # numeric: Kubernetes can verify runAsNonRoot
-    labels = " ".join(" ".join(c.value) for c in runtime if c.cmd == "LABEL")
-    assert 'org.opencontainers.image.revision "${GIT_SHA}"' in labels
-    assert any(c.cmd == "ARG" and c.value[0].startswith("GIT_SHA") for c in runtime)
+def test_slim_has_no_cuda_base_no_flash_attn_no_vllm(stages):
+    slim = stage(stages, "slim")
+    assert base(slim).startswith("python:") and not any(c.cmd == "FROM" and "cuda" in c.value[0] for c in slim)
+    assert not any(c.cmd == "COPY" and "--from=flash-attn" in c.flags for c in slim)
+    runs = text(slim, "RUN")
+    assert "vllm" not in runs and "flash" not in runs and "requirements-gpu.lock" not in runs
+    assert "-r /tmp/requirements-slim.lock" in runs and '--extra-index-url "${TORCH_CPU_INDEX}"' in runs
+    assert args(slim)["TORCH_CPU_INDEX"] == "https://download.pytorch.org/whl/cpu"
 
 
-def test_locked_dependencies_install_before_the_source_is_copied(stages):
-    runtime = stages[-1]
-    lines = [(c.cmd, " ".join(c.value), c.flags) for c in runtime]
-    lock_copy = next(
-        i for i, (cmd, v, _) in enumerate(lines) if (cmd, v) == ("COPY", "requirements.lock /tmp/requirements.lock")
+def test_slim_lock_is_the_full_lock_without_the_cuda_stack():
+    full, slim = read_lock(ROOT / "requirements.lock"), read_lock(ROOT / SLIM_LOCK)
+    assert (ROOT / SLIM_LOCK).read_text() == render_slim(full), "requirements-slim.lock is stale: run `make lock`"
+    assert slim["torch"] == full["torch"] + "+cpu" and slim["torchvision"] == full["torchvision"] + "+cpu"
+    dropped = set(full) - set(slim)
+    assert dropped and all(n.startswith(("nvidia-", "cuda-")) or n == "triton" for n in dropped), dropped
+    for core in ("transformers", "peft", "kfp", "kubernetes", "boto3", "pillow", "matplotlib"):
+        assert slim.get(core) == full.get(core), core  # medrl's core stays, at the same versions
+
+
+def test_train_installs_the_gpu_lock_and_flash_attn_built_against_its_torch(stages):
+    train = stage(stages, "train")
+    runs = text(train, "RUN")
+    assert "COPY requirements-gpu.lock /tmp/requirements-gpu.lock" in "\n".join(
+        f"{c.cmd} {' '.join(c.value)}" for c in train
     )
-    lock_install = next(i for i, (cmd, v, _) in enumerate(lines) if cmd == "RUN" and "-r /tmp/requirements.lock" in v)
+    assert "pip install --no-deps -r /tmp/requirements.txt" in runs and "grep -v '^flash-attn=='" in runs
+    assert "/opt/vllm" not in runs  # vLLM is in the training environment itself (GRPO rollouts)
+    assert {"vllm", "trl", "deepspeed", "torch", "flash-attn"} <= set(read_lock(ROOT / GPU_LOCK))
+    build = stage(stages, "flash-attn")
+    assert "pip install -c /tmp/requirements-gpu.lock torch" in text(build, "RUN")
+    assert args(build)["TORCH_CUDA_ARCH_LIST"] == "8.0"  # A100; H100 sites add 9.0 with --build-arg
+    assert 'TORCH_CUDA_ARCH_LIST="${TORCH_CUDA_ARCH_LIST}"' in text(build, "RUN")
+    assert read_lock(ROOT / GPU_LOCK)["flash-attn"] == args(build)["FLASH_ATTN_VERSION"]
+
+
+def test_judge_is_vllm_alone(stages):
+    judge = stage(stages, "judge")
+    runs = text(judge, "RUN")
+    assert '/opt/vllm/bin/pip install "vllm==${VLLM_VERSION}"' in runs
+    assert not any(c.cmd == "COPY" for c in judge)  # no medrl, no lock: only vLLM and its own torch
+    assert args(judge)["VLLM_VERSION"] == pin("judge", "vllm")
+
+
+@pytest.mark.parametrize("target", ["slim", "train", "judge"])
+def test_non_root_user_and_git_sha_label(stages, target):
+    image = stage(stages, target)
+    users = [c.value[0] for c in image if c.cmd == "USER"]
+    assert users and users[-1] == "1000:1000"  # numeric: Kubernetes can verify runAsNonRoot
+    labels = " ".join(" ".join(c.value) for c in image if c.cmd == "LABEL")
+    assert 'org.opencontainers.image.revision "${GIT_SHA}"' in labels
+    assert any(c.cmd == "ARG" and c.value[0].startswith("GIT_SHA") for c in image)
+    homes = text(image, "ENV")
+    assert "HOME /tmp" in homes or "HOME=/tmp" in homes
+
+
+@pytest.mark.parametrize(
+    ("target", "lock_copy", "lock_flag"),
+    [
+        ("slim", "requirements-slim.lock /tmp/requirements-slim.lock", "-r /tmp/requirements-slim.lock"),
+        ("train", "requirements-gpu.lock /tmp/requirements-gpu.lock", "-r /tmp/requirements.txt"),
+    ],
+)
+def test_locked_dependencies_install_before_the_source_is_copied(stages, target, lock_copy, lock_flag):
+    image = stage(stages, target)
+    lines = [(c.cmd, " ".join(c.value), c.flags) for c in image]
+    copied = next(i for i, (cmd, v, _) in enumerate(lines) if (cmd, v) == ("COPY", lock_copy))
+    installed = next(i for i, (cmd, v, _) in enumerate(lines) if cmd == "RUN" and lock_flag in v)
     wheel_copy = next(i for i, (cmd, _, flags) in enumerate(lines) if cmd == "COPY" and "--from=wheel" in flags)
     medrl_install = next(i for i, (cmd, v, _) in enumerate(lines) if cmd == "RUN" and "/tmp/wheels/medrl-" in v)
-    assert lock_copy < lock_install < wheel_copy < medrl_install
-    assert "--no-deps" in lines[lock_install][1] and "--no-deps" in lines[medrl_install][1]
+    assert copied < installed < wheel_copy < medrl_install
+    assert "--no-deps" in lines[installed][1] and "--no-deps" in lines[medrl_install][1]
 
 
-def test_the_image_installs_medrls_wheel_not_a_checkout(stages):
-    (wheel,) = [s for s in stages if s[0].value[-1] == "wheel"]
+@pytest.mark.parametrize("target", ["slim", "train"])
+def test_the_image_installs_medrls_wheel_not_a_checkout(stages, target):
+    wheel = stage(stages, "wheel")
     copied = {" ".join(c.value) for c in wheel if c.cmd == "COPY"}
     for folder in ("src", "components", "pipelines"):  # the wheel ships components/ and pipelines/ inside medrl
         assert f"{folder} {folder}" in copied
     assert "pyproject.toml setup.py README.md ./" in copied
     assert any(c.cmd == "RUN" and "pip wheel --no-deps -w /wheels ." in c.value[0] for c in wheel)
-    runtime = stages[-1]
-    assert not any(c.cmd == "COPY" and c.value[0] in ("src", "components", "pipelines") for c in runtime)
-    env = " ".join(" ".join(c.value) for c in runtime if c.cmd == "ENV")
+    image = stage(stages, target)
+    assert not any(c.cmd == "COPY" and c.value[0] in ("src", "components", "pipelines") for c in image)
+    env = " ".join(" ".join(c.value) for c in image if c.cmd == "ENV")
     assert "MEDRL_HOME" not in env
-    install = next(c.value[0] for c in runtime if c.cmd == "RUN" and "/tmp/wheels/medrl-" in c.value[0])
+    install = next(c.value[0] for c in image if c.cmd == "RUN" and "/tmp/wheels/medrl-" in c.value[0])
     # The build fails unless the installed package compiles the pipeline on its own.
     assert "pip install --no-deps /tmp/wheels/medrl-*.whl" in install and "medrl pipeline compile --out" in install
 
 
 def test_gpu_packages_match_pyproject(stages):
-    assert args(stages[0])["FLASH_ATTN_VERSION"] == pin("gpu", "flash-attn")
-    assert args(stages[-1])["VLLM_VERSION"] == pin("judge", "vllm")
-    runtime = " ".join(" ".join(c.value) for c in stages[-1] if c.cmd == "RUN")
-    assert "/opt/vllm/bin/pip install" in runtime  # vLLM lives apart: it pins another torch
-    assert "pip install --no-deps /tmp/wheels/flash_attn-*.whl" in runtime
+    assert args(stage(stages, "flash-attn"))["FLASH_ATTN_VERSION"] == pin("gpu", "flash-attn")
+    assert args(stage(stages, "judge"))["VLLM_VERSION"] == pin("judge", "vllm")
+    assert "pip install --no-deps /tmp/wheels/flash_attn-*.whl" in text(stage(stages, "train"), "RUN")
 
 
 def test_lock_satisfies_pyproject_and_holds_every_dependency():
@@ -135,9 +207,10 @@ def test_dockerignore_keeps_what_the_image_copies():
     for cmd in dockerfile.parse_file(str(ROOT / "Dockerfile")):
         if cmd.cmd == "COPY" and not any(f.startswith("--from") for f in cmd.flags):
             copied += [v for v in cmd.value[:-1]]
-    assert {"requirements.lock", "pyproject.toml", "setup.py", "README.md", "src", "components", "pipelines"} <= set(
-        copied
-    )
+    assert {
+        "requirements-slim.lock", "requirements-gpu.lock", "pyproject.toml", "setup.py", "README.md", "src",
+        "components", "pipelines",
+    } <= set(copied)  # fmt: skip
     for path in copied:
         assert not any(fnmatch.fnmatch(path, p) for p in patterns), f".dockerignore drops {path}, which is copied"
     for secret_prone in (".git", ".venv", "medrl-runs", "tests"):

@@ -94,7 +94,8 @@ def test_base_and_overlays_render(overlay, with_minio):
     assert not by_kind(base, "Secret"), "the Secret is a template applied by hand, never part of the build"
     # The site overlay swaps the image and points the store at the site's MinIO.
     judge = find(overlay, "Deployment", "medrl-judge")
-    assert judge["spec"]["template"]["spec"]["containers"][0]["image"] == "registry.hospital.internal/medrl/medrl:0.1.0"
+    judge_image = judge["spec"]["template"]["spec"]["containers"][0]["image"]
+    assert judge_image == "registry.hospital.internal/medrl/medrl-judge:0.1.0"  # Dockerfile target judge
     assert judge["spec"]["template"]["spec"]["nodeSelector"] == {"nvidia.com/gpu.product": "NVIDIA-A100-SXM4-80GB"}
     assert find(overlay, "ConfigMap", "medrl-store")["data"]["AWS_ENDPOINT_URL_S3"].startswith("https://minio.hospital")
     assert find(overlay, "NetworkPolicy", "training-external-store")

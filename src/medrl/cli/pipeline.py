@@ -13,15 +13,28 @@ from medrl.cli.common import Overrides, Preset, pipeline_app
 @pipeline_app.command("compile")
 def pipeline_compile(
     out: Annotated[Path | None, typer.Option(help="Output YAML (default: study.yaml here).")] = None,
-    image: Annotated[str | None, typer.Option(help="Container image of every component.")] = None,
+    image: Annotated[
+        str | None,
+        typer.Option(
+            help="Image of the steps that only orchestrate (Dockerfile target slim); alone: of every step. "
+            "Default: ghcr.io/medrl/medrl-slim:0.1.0."
+        ),
+    ] = None,
+    train_image: Annotated[
+        str | None,
+        typer.Option(
+            help="Image of the training pods and the evaluate step (target train). Default: --image if given, "
+            "else ghcr.io/medrl/medrl:0.1.0."
+        ),
+    ] = None,
 ) -> None:
     """Compile the study pipeline to a YAML package for the Kubeflow UI or API.
 
-    Example: medrl pipeline compile --image registry.local/medrl:0.1.0
+    Example: medrl pipeline compile --image registry.local/medrl-slim:0.1.0 --train-image registry.local/medrl:0.1.0
     """
     from medrl.pipeline import compile_pipeline
 
-    typer.echo(f"compiled: {compile_pipeline(out, image)}")
+    typer.echo(f"compiled: {compile_pipeline(out, image, train_image)}")
 
 
 # ------------------------------------------------------------------ pipeline submit | schedule | runs (Kubeflow)
