@@ -221,7 +221,7 @@ def prune(uri: str, keep: int, nodes: int = 1, newer: bool = False) -> list[str]
     complete one; with `newer`, incomplete newer ones too (once training has ended, none is still on its way)."""
     found = steps(uri)
     complete = [(n, u) for n, u in found if complete_parts(u, nodes)]
-    kept = {u for _, u in complete[len(complete) - keep :]} if keep > 0 else set()
+    kept = {u for _, u in complete[-keep:]} if keep > 0 else set()
     newest = complete[-1][0] if complete else -1
     removed = []
     for n, u in found:
