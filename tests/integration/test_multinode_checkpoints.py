@@ -53,6 +53,7 @@ def test_two_nodes_resume_from_the_same_complete_checkpoint(tmp_path):
     overrides = [
         "data.train_size=64", "data.test_size=8", f"arms.sft.max_steps={MAX_STEPS}",
         "arms.sft.per_device_batch_size=2", "arms.sft.save_steps=2", "arms.sft.save_total_limit=2",
+        "arms.sft.deepspeed=zero2",
     ]  # fmt: skip
     uri = init_run(preset="demo", overrides=overrides, store_uri=str(tmp_path / "store"), run_id="mn", arms=["sft"])
     prep(uri)
@@ -76,6 +77,9 @@ def test_two_nodes_resume_from_the_same_complete_checkpoint(tmp_path):
     assert "trainer_state.json" in store.manifest(parts[0])["files"]
     assert "rng_state_1.pth" in store.manifest(parts[1])["files"]
     assert "rng_state_1.pth" not in store.manifest(parts[0])["files"]
+    # ZeRO-2 shards the optimizer state: each node holds its rank's shard, which every rank reads on resume.
+    shard = f"global_step{step}/zero_pp_rank_1_mp_rank_00_optim_states.pt"
+    assert shard in store.manifest(parts[1])["files"] and shard not in store.manifest(parts[0])["files"]
 
     procs = _both(uri, tmp_path / "second")  # fresh pods: nothing local survives
     second = [p.communicate(timeout=600)[0] for p in procs]
