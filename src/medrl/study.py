@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 from pathlib import Path
 
@@ -107,18 +108,38 @@ def train(run_uri: str, arm: str) -> str:
     if spec.method == "none" or store.is_committed(run.arm(arm).model):
         return model_of(run, cfg, arm)
     paths = run.arm(arm)
+    keep_after = keep_checkpoints_after()  # a bad setting fails now, not after training
     work_dir = scratch_work_dir(paths.model)  # local, and the same folder for every rank of a node
     upload = checkpoint_store.Target(paths.checkpoints, spec.save_total_limit)
     summary = train_to_store(
         cfg, arm, run.data, paths.model, init_of(run, cfg, arm), work=work_dir, resume=True, upload=upload
     )
+    node = checkpoint_store.Node.from_env()
     if rank() == 0:
         log_file = work_dir / "train_log.jsonl"
         if log_file.exists():
             store.put_file(paths.train_log, log_file)
+        # The model is committed: the checkpoints have done their work (a full fine-tune's are tens of GB each).
+        checkpoint_store.prune_after_commit(paths.checkpoints, keep_after, node.count)
         shutil.rmtree(work_dir, ignore_errors=True)  # the model, log and checkpoints are in the store now
         log.info("arm %s trained: %s steps", arm, summary.get("global_step"))
+    elif os.environ.get("LOCAL_RANK", "0") == "0":
+        shutil.rmtree(work_dir, ignore_errors=True)  # another node's copy of its checkpoints
     return paths.model
+
+
+KEEP_AFTER_ENV = "MEDRL_KEEP_CHECKPOINTS_AFTER"
+
+
+def keep_checkpoints_after() -> int:
+    """How many of an arm's store checkpoints stay once its model is committed: MEDRL_KEEP_CHECKPOINTS_AFTER, default
+    0 (the model is the result; a checkpoint only serves to finish the run). Keep some to continue training later."""
+    from medrl.config import ConfigError
+
+    text = os.environ.get(KEEP_AFTER_ENV, "").strip() or "0"
+    if not text.isdigit():
+        raise ConfigError(f"{KEEP_AFTER_ENV}={text!r}: give how many checkpoints to keep after training (0 or more)")
+    return int(text)
 
 
 def evaluate(run_uri: str, arm: str) -> str:

@@ -32,15 +32,16 @@ def test_checkpoints_survive_a_store_restart_and_resume_takes_the_newest_committ
     committed: list[int] = []
     restart = threading.Thread(target=lambda: (time.sleep(2), own_seaweed.start()))
 
-    def commit_through_an_outage(local, uri, step, keep):
+    def commit_through_an_outage(local, uri, step, keep, **part):
         if not committed and restart.ident is None:  # the store dies as the first checkpoint goes up...
             own_seaweed.kill()
             restart.start()  # ...and is back 2 s later
-        result = commit(local, uri, step, keep)
+        result = commit(local, uri, step, keep, **part)
         committed.append(step)
         return result
 
     monkeypatch.setattr(checkpoint_store, "commit_checkpoint", commit_through_an_outage)
+    monkeypatch.setenv(study.KEEP_AFTER_ENV, "2")  # kept after the model is committed, for the re-run below
     with caplog.at_level("INFO"):
         study.train(run_uri, "grpo")
     restart.join()

@@ -191,3 +191,45 @@ def test_serving_and_port_errors(monkeypatch):
         assert metrics.serve(0) == port  # once per process
     finally:
         metrics.stop_serving()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_every_node_serves_its_own_progress_and_only_world_rank_0_counts(monkeypatch):
+    """The PodMonitor scrapes every training pod: each node's local rank 0 serves; counters stay on world rank 0."""
+    from types import SimpleNamespace
+
+    from transformers import TrainerState
+
+    from medrl.infra.trainer_hooks import PrometheusExporter
+
+    monkeypatch.setenv(metrics.ADDR_ENV, "127.0.0.1")
+    args = SimpleNamespace(per_device_train_batch_size=2, gradient_accumulation_steps=1, world_size=4)
+    node1_local1 = TrainerState(global_step=0, max_steps=10, is_local_process_zero=False, is_world_process_zero=False)
+    quiet_port = _free_port()
+    PrometheusExporter("node-arm", quiet_port).on_train_begin(args, node1_local1, None)
+    with pytest.raises(OSError):  # a second rank of a node serves nothing (its pod's port is its local rank 0's)
+        urllib.request.urlopen(f"http://127.0.0.1:{quiet_port}/metrics", timeout=2)
+
+    node1_local0 = TrainerState(global_step=0, max_steps=10, is_local_process_zero=True, is_world_process_zero=False)
+    exporter = PrometheusExporter("node-arm", _free_port())
+    try:
+        exporter.on_train_begin(args, node1_local0, None)
+        node1_local0.global_step = 3
+        exporter.on_step_end(args, node1_local0, None)
+        exporter.on_log(args, node1_local0, None, logs={"reward": 0.5})
+        text = urllib.request.urlopen(f"http://127.0.0.1:{exporter.port}/metrics", timeout=5).read().decode()
+        assert 'medrl_train_global_step{arm="node-arm"} 3.0' in text
+        assert 'medrl_train_running{arm="node-arm"} 1.0' in text
+        assert sample("medrl_train_steps_total", arm="node-arm") in (None, 0.0)  # counted once, on world rank 0
+        assert sample("medrl_train_reward", arm="node-arm") is None
+        rank0 = TrainerState(global_step=4, max_steps=10, is_local_process_zero=True, is_world_process_zero=True)
+        exporter.on_step_end(args, rank0, None)
+        assert sample("medrl_train_steps_total", arm="node-arm") == 1.0
+        assert sample("medrl_train_samples_total", arm="node-arm") == 8.0
+    finally:
+        metrics.stop_serving()

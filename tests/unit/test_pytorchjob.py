@@ -5,9 +5,13 @@ as Kubernetes Pods."""
 from __future__ import annotations
 
 import copy
+import subprocess
+import sys
+from pathlib import Path
 
 import kubernetes_validate
 import pytest
+import yaml
 from kubeflow.training import models
 from kubeflow.training.api_client import ApiClient
 from kubeflow.training.utils.utils import FakeResponse
@@ -132,3 +136,62 @@ def test_bad_cluster_settings_name_the_setting():
         TrainSpec.from_params("s3://x/r", "a", {"nodes": 0})
     with pytest.raises(ValueError, match="tolerations: unknown field"):
         build_pytorchjob(TrainSpec(run_uri="s3://x/r", arm="a", tolerations=[{"keys": "x"}]))
+
+
+# The training operator's built-in init container template (training-operator release-1.9,
+# pkg/controller.v1/pytorch/initcontainer.go) and its default image flag: what Worker pods get without the site step.
+OPERATOR_DEFAULT_TEMPLATE = """
+- name: init-pytorch
+  image: {{.InitContainerImage}}
+  imagePullPolicy: IfNotPresent
+  resources:
+    limits:
+      cpu: 100m
+      memory: 20Mi
+    requests:
+      cpu: 50m
+      memory: 10Mi
+  command: ['sh', '-c', 'until nslookup {{.MasterAddr}}; do echo waiting for master; sleep 2; done;']"""
+SITE_STEP = Path(__file__).resolve().parents[2] / "k8s" / "site-steps" / "training-operator-init-container.yaml"
+
+
+def operator_worker_pod(template: str, image: str, master: str = "job-master-0") -> dict:
+    """A Worker pod of a 2-node job as the operator creates it: the template rendered with the job's master address
+    and the operator's init image (Go's html/template leaves these DNS names and image references as they are),
+    appended to the pod's init containers."""
+    doc = job(nodes=2, gpus_per_node=4, image="registry.hospital.internal/medrl/medrl:0.1.0")
+    pod = copy.deepcopy(doc["spec"]["pytorchReplicaSpecs"]["Worker"]["template"]["spec"])
+    rendered = template.replace("{{.InitContainerImage}}", image).replace("{{.MasterAddr}}", master)
+    pod["initContainers"] = pod.get("initContainers", []) + yaml.safe_load(rendered)
+    return pod
+
+
+def test_the_site_init_container_passes_pod_security_restricted_with_the_medrl_image():
+    from tests.podpolicy import violations
+
+    default = operator_worker_pod(OPERATOR_DEFAULT_TEMPLATE, "alpine:3.10")
+    assert any("init-pytorch" in v for v in violations("Worker", default))  # why the site step exists
+
+    config_map = yaml.safe_load(SITE_STEP.read_text())
+    image = "registry.hospital.internal/medrl/medrl:0.1.0"
+    pod = operator_worker_pod(config_map["data"]["initContainer.yaml"], image)
+    assert violations("Worker", pod) == []
+    assert [c["image"] for c in pod["initContainers"]] == [image]  # no Docker Hub image
+    kubernetes_validate.validate({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "w"}, "spec": pod},
+                                 "1.33", strict=True)  # fmt: skip
+
+    # The container's command, run here as the image would run it: it returns once the master's name resolves.
+    init = pod["initContainers"][0]
+    local = operator_worker_pod(config_map["data"]["initContainer.yaml"], image, master="localhost")
+    command = local["initContainers"][0]["command"]
+    assert command[0] == "python" and init["command"][2] != command[2]
+    done = subprocess.run([sys.executable, *command[1:]], capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+
+
+def test_training_pods_carry_the_nccl_settings():
+    from medrl.infra.pytorchjob import NCCL_ENV
+
+    for rspec in job(nodes=2, gpus_per_node=4)["spec"]["pytorchReplicaSpecs"].values():
+        env = {e["name"]: e.get("value") for e in rspec["template"]["spec"]["containers"][0]["env"]}
+        assert {k: env.get(k) for k in NCCL_ENV} == {"NCCL_DEBUG": "WARN", "TORCH_NCCL_ASYNC_ERROR_HANDLING": "1"}

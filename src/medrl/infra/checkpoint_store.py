@@ -1,9 +1,11 @@
 """Training checkpoints, committed by the store's own commit: the trainer's local `checkpoint-N` folders, and their
-copies in the store under `<arm>/checkpoints/step-N/`, the newest K kept.
+copies in the store under `<arm>/checkpoints/step-N/` (one part per node when a run spans several), the newest K
+kept while training and none (or MEDRL_KEEP_CHECKPOINTS_AFTER) once the arm's model is committed.
 
 A folder without the COMMITTED marker (a save or an upload that a crash cut short) is never resumed from and is
-removed once a newer checkpoint is committed. Resume takes the newest committed local checkpoint; in a study, the
-newest committed one in the store is first brought to the node (`restore_once`).
+removed once a newer checkpoint is committed; one that fails verification is passed over for the next older one.
+Resume takes the newest committed local checkpoint; in a study, the newest checkpoint complete in the store is first
+brought to every node (`restore_once`).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import re
 import shutil
 import threading
 import uuid
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -75,11 +78,12 @@ def commit_local(path: Path) -> None:
 
 def is_complete(path: Path, verify: bool = False) -> bool:
     """Committed: the marker holds the manifest's sha256 and every listed file is there with its size; with
-    `verify`, every file's sha256 is checked too (the store's verify)."""
+    `verify`, every file's sha256 is checked too (the store's verify), except files unchanged since they last
+    matched (size, mtime, ctime and inode as recorded then)."""
     path = Path(path)
     try:
         if verify:
-            store.verify_dir(path, local_uri(path))
+            store.verify_dir(path, local_uri(path), cache=True)
             return True
         data = (path / store.MANIFEST).read_bytes()
         if (path / store.COMMITTED).read_text().strip() != store.marker_text(data).strip():
@@ -102,19 +106,64 @@ def checkpoints(directory: Path) -> list[Path]:
     return sorted(found, key=lambda p: step_of(p) or 0)
 
 
-def latest_checkpoint(directory: Path, verify: bool = False) -> Path | None:
-    """The committed checkpoint with the highest step under `directory`, or None."""
+def latest_checkpoint(directory: Path, verify: bool = True) -> Path | None:
+    """The committed checkpoint with the highest step under `directory` that passes verification (a damaged one
+    is named in a warning and passed over), or None."""
     for path in reversed(checkpoints(directory)):
         if is_complete(path, verify=verify):
             return path
     return None
 
 
+# ------------------------------------------------------------------------------------- nodes
+
+
+@dataclass(frozen=True)
+class Node:
+    """This process's node in the run: its index and how many nodes there are, from torchrun's variables (GROUP_RANK,
+    WORLD_SIZE, LOCAL_WORLD_SIZE); one node of one process when they are unset."""
+
+    index: int = 0
+    count: int = 1
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Node:
+        env = os.environ if env is None else env
+        world = int(env.get("WORLD_SIZE") or 1)
+        local = max(int(env.get("LOCAL_WORLD_SIZE") or world), 1)
+        index = int(env.get("GROUP_RANK") or int(env.get("RANK") or 0) // local)
+        return cls(index, max(world // local, 1))
+
+
+@dataclass(frozen=True)
+class Part:
+    """One node's share of a multi-node checkpoint: the files its ranks saved (ZeRO optimizer shards, RNG states;
+    node 0 also the weights, trainer state and DeepSpeed's `latest`). `token` is the training attempt's, the same on
+    every node, so that parts of two attempts that reached the same step are never mixed."""
+
+    node: int
+    nodes: int
+    token: str
+
+    @property
+    def name(self) -> str:
+        return f"node-{self.node}-of-{self.nodes}-{self.token}"
+
+
+PART_DIR = re.compile(r"node-(\d+)-of-(\d+)-([0-9a-f]+)")
+NODES_FILE = "medrl-nodes.json"  # in a checkpoint merged from every node's part: the node count it is whole for
+
+
 # ------------------------------------------------------------------------------------- in the store
+#
+# One node: `<uri>/step-N/` is the checkpoint, one committed artifact. Several nodes: `<uri>/step-N/node-K-of-M-T/`
+# is node K's part, each committed on its own by that node's local rank 0; the checkpoint exists for readers once all
+# M parts of one attempt T are committed. No reader ever takes a step with a part missing or torn, and no node waits
+# for another to save.
 
 
 def steps(uri: str) -> list[tuple[int, str]]:
-    """(step, URI) of every step-N folder under `uri`, committed or not, oldest first."""
+    """(step, URI) of every step-N folder under `uri`, complete or not, oldest first."""
     found = []
     for name in store.list_dir(uri):
         match = STEP_DIR.fullmatch(name)
@@ -123,25 +172,60 @@ def steps(uri: str) -> list[tuple[int, str]]:
     return sorted(found)
 
 
-def commit_checkpoint(local: Path, uri: str, step: int, keep: int) -> str:
-    """Commit the local checkpoint folder as `uri/step-N`, then prune; returns the checkpoint's URI."""
+def complete_parts(step_uri: str, nodes: int = 1) -> list[list[str]]:
+    """Every complete set of a step folder for `nodes` nodes, each a list of artifact URIs in node order: for one
+    node the step folder itself when committed; for several, the parts of one attempt, all committed."""
+    if nodes == 1:
+        return [[step_uri]] if store.is_committed(step_uri) else []
+    attempts: dict[str, dict[int, str]] = {}
+    for name in store.list_dir(step_uri):
+        match = PART_DIR.fullmatch(name)
+        if match and int(match.group(2)) == nodes:
+            uri = store.join(step_uri, name)
+            if store.is_committed(uri):
+                attempts.setdefault(match.group(3), {})[int(match.group(1))] = uri
+    return [[parts[i] for i in range(nodes)] for parts in attempts.values() if set(parts) == set(range(nodes))]
+
+
+def complete_checkpoints(uri: str, nodes: int = 1) -> Iterator[tuple[int, list[str]]]:
+    """(step, artifact URIs) of each complete checkpoint under `uri`, newest first; an incomplete one is named in a
+    warning and passed over."""
+    for n, u in reversed(steps(uri)):
+        sets = complete_parts(u, nodes)
+        if not sets:
+            log.warning(
+                "checkpoint step-%d under %s is not committed for %d node(s) (a torn upload, or a node's part "
+                "missing); looking further back",
+                n,
+                uri,
+                nodes,
+            )
+        for parts in sets:
+            yield n, parts
+
+
+def commit_checkpoint(local: Path, uri: str, step: int, keep: int, part: Part | None = None) -> str:
+    """Commit the local checkpoint folder as `uri/step-N` (with `part`, as that node's part of it), then prune;
+    returns the URI committed. Node 0 alone prunes, so two nodes never delete beside each other."""
     dest = store.join(uri, f"step-{step}")
+    if part is not None:
+        dest = store.join(dest, part.name)
     store.commit_from(local, dest)
-    prune(uri, keep)
+    if part is None or part.node == 0:
+        prune(uri, keep, part.nodes if part else 1)
     return dest
 
 
-def prune(uri: str, keep: int) -> list[str]:
-    """Delete committed checkpoints beyond the newest `keep`, and torn ones older than the newest committed."""
+def prune(uri: str, keep: int, nodes: int = 1, newer: bool = False) -> list[str]:
+    """Delete complete checkpoints beyond the newest `keep` (0: all), and incomplete ones older than the newest
+    complete one; with `newer`, incomplete newer ones too (once training has ended, none is still on its way)."""
     found = steps(uri)
-    committed = [(n, u) for n, u in found if store.is_committed(u)]
-    if not committed:
-        return []
-    kept = {u for _, u in committed[-keep:]}
-    newest = committed[-1][0]
+    complete = [(n, u) for n, u in found if complete_parts(u, nodes)]
+    kept = {u for _, u in complete[-keep:]} if keep > 0 else set()
+    newest = complete[-1][0] if complete else -1
     removed = []
     for n, u in found:
-        if u in kept or n > newest:  # a newer uncommitted folder may still be on its way up
+        if u in kept or (n > newest and not newer):  # a newer incomplete folder may still be on its way up
             continue
         store.delete(u)
         removed.append(u)
@@ -150,52 +234,139 @@ def prune(uri: str, keep: int) -> list[str]:
     return removed
 
 
-def latest_committed(uri: str) -> tuple[int, str] | None:
-    """The newest committed checkpoint under `uri` as (step, URI), or None."""
-    for n, u in reversed(steps(uri)):
-        if store.is_committed(u):
-            return n, u
-        log.warning("checkpoint step-%d under %s is not committed (a torn upload); looking further back", n, uri)
+def latest_committed(uri: str, nodes: int = 1) -> tuple[int, str] | None:
+    """The newest complete checkpoint under `uri` as (step, URI of its step folder), or None."""
+    for n, _ in complete_checkpoints(uri, nodes):
+        return n, store.join(uri, f"step-{n}")
     return None
 
 
-def restore_latest(uri: str, dest_dir: Path) -> Path | None:
-    """Download the newest committed checkpoint under `uri` into `dest_dir/checkpoint-N` (verified); returns
-    that folder, or None when there is none. `checkpoint-N` is the name the trainer's resume looks for."""
-    found = latest_committed(uri)
-    if found is None:
-        return None
-    step, src = found
-    path = store.download(src, Path(dest_dir) / f"checkpoint-{step}")
-    log.info("restored checkpoint step-%d from %s", step, uri)
-    return path
+def _download(parts: list[str], dest: Path, nodes: int) -> Path:
+    """Bring a checkpoint's artifacts into the local folder `dest`, each verified against its manifest on the way
+    (store.download); several nodes' parts are merged into one folder, which every node needs: each rank reads every
+    rank's ZeRO shard on resume, and only node 0 holds the weights."""
+    if len(parts) == 1:
+        return store.download(parts[0], dest, scratch=True)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    staging = dest.parent / f".parts-{dest.name}-{uuid.uuid4().hex[:8]}"
+    merged = staging / "merged"
+    try:
+        merged.mkdir(parents=True)
+        files: dict[str, dict] = {}
+        for i, part in enumerate(parts):
+            got = store.download(part, staging / f"node-{i}", scratch=True)
+            for rel, meta in json.loads((got / store.MANIFEST).read_bytes())["files"].items():
+                if rel in files:
+                    if files[rel]["sha256"] != meta["sha256"]:
+                        raise store.IntegrityError(f"{part}: node {i} saved a file that another node saved differently")
+                    continue
+                (merged / rel).parent.mkdir(parents=True, exist_ok=True)
+                os.replace(got / rel, merged / rel)
+                files[rel] = meta
+        (merged / NODES_FILE).write_text(json.dumps({"nodes": nodes}) + "\n")
+        files[NODES_FILE] = {
+            "size": (merged / NODES_FILE).stat().st_size,
+            "sha256": store.sha256_file(merged / NODES_FILE),
+        }
+        # Every file was hashed as it came down: the merged manifest is made of the parts' ones, not a second read.
+        data = store.manifest_bytes({"version": 1, "files": files})
+        (merged / store.MANIFEST).write_bytes(data)
+        (merged / store.COMMITTED).write_text(store.marker_text(data))
+        store.place_dir(merged, dest, scratch=True)
+        store.record_verified(dest)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return dest
 
 
-def restore_once(uri: str, work_dir: Path) -> Path | None:
-    """Make the newest committed checkpoint under `uri` available in `work_dir/checkpoints`, where the trainer
+def _whole(path: Path, nodes: int) -> bool:
+    """A local checkpoint holds every node's files: always for one node; for several, only one merged from the
+    store's parts (a node's own save holds its ranks' files alone)."""
+    if nodes == 1:
+        return True
+    try:
+        return json.loads((path / NODES_FILE).read_text())["nodes"] == nodes
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+
+
+def restore_latest(uri: str, dest_dir: Path, nodes: int = 1) -> Path | None:
+    """Download the newest complete checkpoint under `uri` that passes verification into `dest_dir/checkpoint-N`
+    (the name the trainer's resume looks for); returns that folder, or None when there is none. A damaged one is
+    named in a warning and the next older one is tried."""
+    for step, parts in complete_checkpoints(uri, nodes):
+        try:
+            path = _download(parts, Path(dest_dir) / f"checkpoint-{step}", nodes)
+        except (store.IntegrityError, store.NotCommittedError) as err:
+            log.warning("checkpoint step-%d under %s is damaged, skipping it for an older one: %s", step, uri, err)
+            continue
+        log.info("restored checkpoint step-%d from %s", step, uri)
+        return path
+    return None
+
+
+def restore_once(uri: str, work_dir: Path, node: Node | None = None) -> Path | None:
+    """Make the newest complete checkpoint under `uri` available in `work_dir/checkpoints`, where the trainer
     resumes from. Every rank of a node may call this: a file lock lets the first download it and the others find
-    it there; a local checkpoint of that step (an earlier attempt on this machine) is not downloaded again."""
+    it there; a local checkpoint of that step (an earlier attempt on this machine) that verifies is not downloaded
+    again. With several nodes, every other local checkpoint is removed: each node must resume from the same step,
+    the one the store holds whole, never from a save of its own that other nodes may lack."""
+    node = node or Node.from_env()
     work_dir = Path(work_dir)
+    local_dir = work_dir / "checkpoints"
     work_dir.mkdir(parents=True, exist_ok=True)
     with open(work_dir / ".restore.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        found = latest_committed(uri)
-        if found is None:
-            return None
-        local = work_dir / "checkpoints" / f"checkpoint-{found[0]}"
-        if store.is_committed(local_uri(local)):
-            return local
-        return restore_latest(uri, work_dir / "checkpoints")
+        chosen = None
+        for step, parts in complete_checkpoints(uri, node.count):
+            local = local_dir / f"checkpoint-{step}"
+            if _whole(local, node.count) and is_complete(local, verify=True):
+                chosen = local
+                break
+            try:
+                chosen = _download(parts, local, node.count)
+            except (store.IntegrityError, store.NotCommittedError) as err:
+                log.warning("checkpoint step-%d under %s is damaged, skipping it for an older one: %s", step, uri, err)
+                continue
+            log.info("restored checkpoint step-%d from %s", step, uri)
+            break
+        if node.count > 1:
+            for other in checkpoints(local_dir):
+                if other != chosen:
+                    shutil.rmtree(other, ignore_errors=True)
+        return chosen
+
+
+def prune_after_commit(uri: str, keep: int, nodes: int = 1) -> list[str]:
+    """Once an arm's model is committed its checkpoints have done their work: keep the newest `keep` complete ones
+    (0: none), and nothing incomplete."""
+    return prune(uri, keep, nodes, newer=True)
 
 
 # ------------------------------------------------------------------------------------- trainer callbacks
 
 
+class CheckpointError(store.StoreError):
+    """A checkpoint could not be uploaded, or the nodes of a run disagree on the one they resumed from."""
+
+
+def _gather(value):
+    """Every rank's `value`, in rank order ([value] when not distributed). A collective: every rank must call it."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return [value]
+    found: list = [None] * dist.get_world_size()
+    dist.all_gather_object(found, value)
+    return found
+
+
 class CheckpointCommit(TrainerCallback):
     """Commits each checkpoint after every rank saved its part, then keeps the newest `keep` committed ones.
 
-    Rotation happens here, after the commit, rather than in the trainer (which deletes before the new checkpoint
-    is complete): a crash at any moment leaves at least one committed checkpoint behind.
+    Each node's local rank 0 commits its node's folder: with several nodes, every node holds the files of its own
+    ranks. Rotation happens here, after the commit, rather than in the trainer (which deletes before the new
+    checkpoint is complete): a crash at any moment leaves at least one committed checkpoint behind.
     """
 
     def __init__(self, keep: int):
@@ -204,11 +375,12 @@ class CheckpointCommit(TrainerCallback):
     def on_train_begin(self, args, state, control, **kwargs):
         # Folders a crash left half-written would mix stale files into the next save of the same step; a commit
         # cut short leaves the store's hidden staging and trash folders.
-        if state.is_world_process_zero:
+        if state.is_local_process_zero:
             root = Path(args.output_dir)
             torn = [p for p in checkpoints(root) if not is_complete(p)]
+            leftovers = (".staging-checkpoint-", ".trash-checkpoint-", ".saved-checkpoint-")
             if root.is_dir():
-                torn += [p for p in root.iterdir() if p.name.startswith((".staging-checkpoint-", ".trash-checkpoint-"))]
+                torn += [p for p in root.iterdir() if p.name.startswith(leftovers)]
             for path in torn:
                 shutil.rmtree(path, ignore_errors=True)
 
@@ -216,7 +388,7 @@ class CheckpointCommit(TrainerCallback):
         from accelerate import PartialState
 
         PartialState().wait_for_everyone()  # every rank has written its RNG state and optimizer shard
-        if state.is_world_process_zero:
+        if state.is_local_process_zero:
             commit_local(Path(args.output_dir) / f"checkpoint-{state.global_step}")
             committed = [p for p in checkpoints(Path(args.output_dir)) if is_complete(p)]
             for old in committed[: -self.keep]:
@@ -224,59 +396,101 @@ class CheckpointCommit(TrainerCallback):
         PartialState().wait_for_everyone()
 
 
+def snapshot(source: Path, dest: Path) -> Path:
+    """A frozen view of a committed local checkpoint for a background upload: hard links (no bytes copied, so the
+    save does not stall), a copy only where links cannot be made (another filesystem). The trainer never rewrites a
+    committed checkpoint's files in place, and rotation unlinks them, which leaves the links whole."""
+    shutil.rmtree(dest, ignore_errors=True)
+    skip = shutil.ignore_patterns(store.MANIFEST, store.COMMITTED)  # the store's commit writes its own
+    try:
+        shutil.copytree(source, dest, copy_function=os.link, ignore=skip)
+    except OSError:
+        shutil.rmtree(dest, ignore_errors=True)
+        shutil.copytree(source, dest, ignore=skip)
+    return dest
+
+
 class CheckpointUpload(TrainerCallback):
     """Commits each checkpoint the trainer saves to the store while training goes on, keeping the newest K.
 
-    On save, the checkpoint folder is copied aside (the trainer may delete or rewrite its folders at the next
-    save) and a background thread commits the copy; one upload is in flight at a time, so a slow store holds
-    the next save back instead of piling up copies. A failed upload is logged and the next save tries again.
+    On save, each node's local rank 0 snapshots its node's committed checkpoint (hard links) and a background thread
+    uploads it: the whole checkpoint for one node, that node's part for several (see `Part`). One upload is in flight
+    per node: the next save waits for it. An upload that failed stops training at the next save, or at the end, on
+    every rank at once, with an error naming the step and the store; the job's restart then resumes from the newest
+    complete checkpoint.
     """
 
-    def __init__(self, target: Target, scratch: Path):
+    def __init__(self, target: Target, scratch: Path, node: Node | None = None):
         self.target = target
         self.scratch = Path(scratch)
+        self.node = node or Node.from_env()
+        self.token = uuid.uuid4().hex[:12]
         self._thread: threading.Thread | None = None
         self.uploaded: list[int] = []
         self.failed: list[int] = []
+        self._error: str | None = None
 
     def wait(self) -> None:
         if self._thread is not None:
             self._thread.join()
             self._thread = None
 
+    def on_train_begin(self, args, state, control, **kwargs):
+        if self.node.count == 1:
+            return
+        found = _gather((self.token, state.global_step))
+        self.token = found[0][0]  # world rank 0's: one attempt, one token on every node
+        resumed = sorted({step for _, step in found})
+        if len(resumed) > 1:
+            raise CheckpointError(
+                f"the nodes resumed from different steps {resumed}: a checkpoint changed in the store while they "
+                "started; restart the job (each node then takes the newest checkpoint complete in the store)"
+            )
+
+    def _surface(self) -> None:
+        """Collective: every rank raises if any node's last upload failed."""
+        self.wait()
+        mine, self._error = self._error, None
+        failures = [f for f in _gather(mine) if f]
+        if failures:
+            raise CheckpointError(f"{failures[0]}; training stops so that the job restarts from the newest one")
+
     def on_save(self, args, state, control, **kwargs):
         if args.world_size > 1:
             import torch.distributed as dist
 
             if dist.is_available() and dist.is_initialized():
-                dist.barrier()  # every rank has written its shards before rank 0 copies the folder
-        if not state.is_world_process_zero:
+                dist.barrier()  # every rank has written its shards before the node's rank 0 snapshots the folder
+        self._surface()
+        if not state.is_local_process_zero:
             return
-        self.wait()
         step = state.global_step
         source = Path(args.output_dir) / f"checkpoint-{step}"
-        if not source.is_dir():
-            log.warning("checkpoint of step %d not found where the trainer saves; not uploaded", step)
+        if not is_complete(source):
+            log.warning("checkpoint of step %d is not committed where the trainer saves; not uploaded", step)
             return
-        snapshot = self.scratch / f"step-{step}"
-        shutil.rmtree(snapshot, ignore_errors=True)
-        shutil.copytree(source, snapshot)
-        self._thread = threading.Thread(target=self._upload, args=(snapshot, step), name="medrl-ckpt", daemon=True)
+        frozen = snapshot(source, self.scratch / f"step-{step}")
+        self._thread = threading.Thread(target=self._upload, args=(frozen, step), name="medrl-ckpt", daemon=True)
         self._thread.start()
 
-    def _upload(self, snapshot: Path, step: int) -> None:
+    def _upload(self, frozen: Path, step: int) -> None:
         try:
-            uri = commit_checkpoint(snapshot, self.target.uri, step, self.target.keep)
+            if self.node.count == 1:
+                uri = commit_checkpoint(frozen, self.target.uri, step, self.target.keep)
+            else:
+                part = Part(self.node.index, self.node.count, self.token)
+                uri = commit_checkpoint(frozen, self.target.uri, step, self.target.keep, part=part)
             self.uploaded.append(step)
             log.info("checkpoint step-%d committed to %s", step, uri)
         except Exception as err:
             self.failed.append(step)
-            log.error("checkpoint step-%d was not uploaded (training goes on): %s", step, err)
+            self._error = f"checkpoint step-{step} was not uploaded to {self.target.uri}: {err}"
+            log.error("%s; training stops at the next save", self._error)
         finally:
-            shutil.rmtree(snapshot, ignore_errors=True)
+            shutil.rmtree(frozen, ignore_errors=True)
 
     def on_train_end(self, args, state, control, **kwargs):
-        self.wait()
+        self._surface()
 
 
 def restore_weights(model, checkpoint: Path) -> None:

@@ -125,11 +125,16 @@ class TrainingRecorder:
         self._tokens = None
 
     def step(self, global_step: int, samples: int) -> None:
+        """A step finished, as the world's rank 0 records it: progress, and the counters summed over the run."""
+        self.progress(global_step)
+        STEPS.labels(self.arm).inc()
+        SAMPLES.labels(self.arm).inc(samples)
+
+    def progress(self, global_step: int) -> None:
+        """A step finished, as any node sees it: its time, the global step and this node's GPU memory."""
         now = time.monotonic()
         STEP_SECONDS.labels(self.arm).set(now - self._last_step)
         self._last_step = now
-        STEPS.labels(self.arm).inc()
-        SAMPLES.labels(self.arm).inc(samples)
         GLOBAL_STEP.labels(self.arm).set(global_step)
         LAST_STEP.labels(self.arm).set_to_current_time()
         self._gpu()

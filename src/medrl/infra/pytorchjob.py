@@ -1,7 +1,9 @@
 """The PyTorchJob backend: build the job from the kubeflow-training SDK's models, check it against the operator's
 admission rules, create it, stream the master's log, wait for its conditions, delete it.
 
-Pods of the job meet Pod Security `restricted` and run `medrl train-arm`, which starts one process per GPU.
+Pods of the job meet Pod Security `restricted` and run `medrl train-arm`, which starts one process per GPU. A job
+of several nodes gets the operator's `init-pytorch` init container in its Worker pods; k8s/site-steps/
+training-operator-init-container.yaml makes that one restricted too, from the medrl image (a site step).
 """
 
 from __future__ import annotations
@@ -27,6 +29,13 @@ CLEAN_POD_POLICIES = {"All", "Running", "None"}
 MANAGED_BY = {"kubeflow.org/training-operator", "kueue.x-k8s.io/multikueue"}
 DNS1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 UID = 1000  # the image's non-root user
+
+# NCCL in every training container (the TrainJob backend sets the same). A failed or timed-out collective tears the
+# rank down (TORCH_NCCL_ASYNC_ERROR_HANDLING=1) instead of leaving every rank hanging: the entrypoint then exits 134
+# and the job restarts from the newest complete checkpoint. The collective timeout is the trainer's `ddp_timeout`
+# (1800 s). NCCL picks the pod's network by itself (it skips lo and docker*); RDMA (InfiniBand/RoCE through an RDMA
+# device plugin and NCCL_IB_HCA, NCCL_SOCKET_IFNAME for a secondary network) is a site option: see the README.
+NCCL_ENV = {"NCCL_DEBUG": "WARN", "TORCH_NCCL_ASYNC_ERROR_HANDLING": "1"}
 
 
 def label_value(text: str) -> str:
@@ -54,6 +63,7 @@ def _container(spec: TrainSpec):
         k.V1EnvVar(name="HOME", value="/tmp"),
         k.V1EnvVar(name="TMPDIR", value="/tmp"),
         k.V1EnvVar(name="PYTHONUNBUFFERED", value="1"),
+        *(k.V1EnvVar(name=name, value=value) for name, value in NCCL_ENV.items()),
     ]
     for key, var in (("accesskey", "AWS_ACCESS_KEY_ID"), ("secretkey", "AWS_SECRET_ACCESS_KEY")):
         ref = k.V1SecretKeySelector(name=spec.store_secret, key=key, optional=True)

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from medrl.infra.launch import LaunchError, TrainSpec
-from medrl.infra.pytorchjob import UID, _snake, label_value, pod_labels
+from medrl.infra.pytorchjob import NCCL_ENV, UID, _snake, label_value, pod_labels
 
 log = logging.getLogger("medrl")
 
@@ -110,6 +110,7 @@ def _trainer(spec: TrainSpec) -> dict[str, Any]:
         {"name": "HOME", "value": "/tmp"},
         {"name": "TMPDIR", "value": "/tmp"},
         {"name": "PYTHONUNBUFFERED", "value": "1"},
+        *({"name": name, "value": value} for name, value in NCCL_ENV.items()),
     ]
     for key, var in (("accesskey", "AWS_ACCESS_KEY_ID"), ("secretkey", "AWS_SECRET_ACCESS_KEY")):
         env.append({"name": var, "valueFrom": {"secretKeyRef": {"name": spec.store_secret, "key": key,
