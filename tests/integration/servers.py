@@ -240,3 +240,20 @@ def s3_bucket(seaweed, monkeypatch, tmp_path) -> str:
 def pushgateway(tmp_path):
     with running(Pushgateway(tmp_path / "pushgateway")) as server:
         yield server
+
+
+def kill_mid_upload(monkeypatch, server, after: int):
+    """SIGKILL `server` once an upload has read `after` bytes of a file (medrl's hashing reader); returns the
+    reader's own `read`, to put back."""
+    from medrl.infra import s3
+
+    original_read = s3.HashingReader.read
+
+    def read_then_kill(self, size=-1):
+        data = original_read(self, size)
+        if self.size > after:
+            server.kill()
+        return data
+
+    monkeypatch.setattr(s3.HashingReader, "read", read_then_kill)
+    return original_read

@@ -21,7 +21,7 @@ from medrl.data.records import iter_jsonl, write_jsonl
 from medrl.infra import store
 from medrl.rewards.semantic import UnscorableError
 from medrl.train import train_arm
-from tests.integration.tiny_runs import MARKERS, canary_dataset
+from tests.integration.tiny_runs import MARKERS, Capture, canary_dataset
 from tests.judge_server import JudgeServer
 
 pytestmark = pytest.mark.slow
@@ -144,15 +144,6 @@ class FirstOfEachBurst:
         now = time.monotonic()
         first, self.previous = now - self.previous > 0.5, now
         return "Yes" if first else "It depends on the image."
-
-
-class Capture(logging.Handler):
-    def __init__(self):
-        super().__init__(logging.DEBUG)
-        self.lines: list[str] = []
-
-    def emit(self, record):
-        self.lines.append(record.getMessage())
 
 
 def test_judge_traffic_leaves_no_prompt_or_completion_in_the_logs(thinker, data, tmp_path, capfd):

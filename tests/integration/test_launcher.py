@@ -10,7 +10,8 @@ import pytest
 from medrl.infra import store
 from medrl.infra.launch import LaunchError, TrainSpec, cleanup, train_arm
 from medrl.infra.pytorchjob import PyTorchJobLauncher
-from medrl.study import init_run, load_run, prep
+from medrl.study import init_run, load_run
+from tests.integration.tiny_runs import small_sft_run
 from tests.standins import KubeStandIn
 
 FAST = {"poll_seconds": 0.2, "image": "registry.test/medrl:1", "namespace": "medrl"}
@@ -29,12 +30,7 @@ def kube(tmp_path, monkeypatch):
 
 @pytest.fixture(scope="module")
 def run_uri(tmp_path_factory):
-    """A prepared demo run with one small SFT arm."""
-    root = tmp_path_factory.mktemp("runs")
-    overrides = ["data.train_size=32", "data.test_size=8", "arms.sft.epochs=1", "arms.sft.per_device_batch_size=8"]
-    uri = init_run(preset="demo", overrides=overrides, store_uri=str(root), run_id="launch", arms=["sft"])
-    prep(uri)
-    return uri
+    return small_sft_run(tmp_path_factory.mktemp("runs"), "launch")
 
 
 @pytest.mark.slow

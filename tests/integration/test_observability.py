@@ -22,22 +22,11 @@ from medrl.infra import metrics, s3, store
 from medrl.infra.layout import RunLayout
 from medrl.train import common
 from tests.integration.servers import Prometheus, Pushgateway, free_ports, s3_environment, wait_until
-from tests.integration.tiny_runs import MARKERS, PATH_MARK, QUESTION_MARK, canary_dataset, grpo_study
+from tests.integration.tiny_runs import MARKERS, PATH_MARK, QUESTION_MARK, Capture, canary_dataset, grpo_study
 
 pytestmark = pytest.mark.slow
 
 RUN_ID = "observed-1"
-
-
-class Capture(logging.Handler):
-    def __init__(self):
-        super().__init__(logging.DEBUG)
-        self.lines: list[str] = []
-
-    def emit(self, record):
-        self.lines.append(record.getMessage())
-        if record.exc_info:
-            self.lines.append("".join(traceback.format_exception(*record.exc_info)))
 
 
 def get(url: str) -> str:

@@ -13,7 +13,7 @@ import time
 import pytest
 
 from medrl.infra import s3, store
-from tests.integration.servers import s3_environment
+from tests.integration.servers import kill_mid_upload, s3_environment
 
 BUDGET = 1.5
 # A `medrl` process needs a few seconds to start on a loaded machine; the failure itself comes within BUDGET + 3.
@@ -105,15 +105,7 @@ def test_replace_keeps_the_previous_version_readable_under_an_outage(own_seaweed
         return (root / "sub" / "config.json").read_text()
 
     # The server dies mid-upload of the new version's weights.
-    original_read = s3.HashingReader.read
-
-    def read_then_kill(self, size=-1):
-        data = original_read(self, size)
-        if self.size > 6 << 20:
-            own_seaweed.kill()
-        return data
-
-    monkeypatch.setattr(s3.HashingReader, "read", read_then_kill)
+    original_read = kill_mid_upload(monkeypatch, own_seaweed, after=6 << 20)
     with pytest.raises(store.StoreError, match="kept failing") as err:
         store.commit_from(v2, uri)
     assert "not committed" in str(err.value), "the orphans of the aborted upload are reported"

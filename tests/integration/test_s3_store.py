@@ -15,6 +15,7 @@ import time
 import pytest
 
 from medrl.infra import checkpoint_store, s3, store
+from tests.integration.servers import kill_mid_upload
 
 
 def fill(root, files: dict[str, bytes]) -> None:
@@ -154,15 +155,7 @@ def test_server_killed_mid_upload_leaves_no_checkpoint_and_resume_takes_the_prev
     # The server dies (SIGKILL) once 6 MiB of a 16 MiB multipart upload have been read.
     step2 = tmp_path / "ckpt2"
     fill(step2, {"model.safetensors": os.urandom(16 << 20), "trainer_state.json": b'{"global_step": 2}'})
-    original_read = s3.HashingReader.read
-
-    def read_then_kill(self, size=-1):
-        data = original_read(self, size)
-        if self.size > 6 << 20:
-            own_seaweed.kill()
-        return data
-
-    monkeypatch.setattr(s3.HashingReader, "read", read_then_kill)
+    original_read = kill_mid_upload(monkeypatch, own_seaweed, after=6 << 20)
     with pytest.raises(store.StoreError, match="kept failing"):
         checkpoint_store.commit_checkpoint(step2, ckpts, 2, keep=2)
     monkeypatch.setattr(s3.HashingReader, "read", original_read)

@@ -4,7 +4,9 @@ marker strings, for the store and metrics tests."""
 from __future__ import annotations
 
 import json
+import logging
 import shutil
+import traceback
 from pathlib import Path
 
 from medrl.config import DataConfig
@@ -53,3 +55,26 @@ def canary_dataset(out: Path, train: int = 32, test: int = 8) -> Path:
     assert QUESTION_MARK in (out / "train.jsonl").read_text() and json.loads((out / "summary.json").read_text())
     shutil.rmtree(raw)
     return out
+
+
+def small_sft_run(root: Path, run_id: str) -> str:
+    """An initialised and prepared demo run with one small SFT arm (the launcher tests train it in a job)."""
+    from medrl.study import init_run, prep
+
+    overrides = ["data.train_size=32", "data.test_size=8", "arms.sft.epochs=1", "arms.sft.per_device_batch_size=8"]
+    uri = init_run(preset="demo", overrides=overrides, store_uri=str(root), run_id=run_id, arms=["sft"])
+    prep(uri)
+    return uri
+
+
+class Capture(logging.Handler):
+    """Every log record's text (and traceback), to search for what must never be logged."""
+
+    def __init__(self):
+        super().__init__(logging.DEBUG)
+        self.lines: list[str] = []
+
+    def emit(self, record):
+        self.lines.append(record.getMessage())
+        if record.exc_info:
+            self.lines.append("".join(traceback.format_exception(*record.exc_info)))
