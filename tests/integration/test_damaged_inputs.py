@@ -9,17 +9,13 @@ import sys
 
 import pytest
 
-from medrl.config import DataConfig
-from medrl.data.prep import prepare
 from medrl.infra import store
+from tests.integration.tiny_runs import committed_synthetic
 
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    out = tmp_path_factory.mktemp("data") / "synthetic"
-    with store.commit_dir(store.normalize(str(out))) as staging:
-        prepare(DataConfig(source="synthetic", train_size=8, test_size=4, seed=0), staging)
-    return out
+    return committed_synthetic(tmp_path_factory.mktemp("data") / "synthetic", train=8, test=4)
 
 
 def _evaluate(model, data, out):

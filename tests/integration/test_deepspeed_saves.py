@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from medrl.config import DataConfig
+from tests.integration.tiny_runs import committed_synthetic
 
 pytestmark = pytest.mark.slow
 
@@ -39,13 +39,7 @@ LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj")
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> Path:
-    from medrl.data.prep import prepare
-    from medrl.infra import store
-
-    out = tmp_path_factory.mktemp("ds-data") / "synthetic"
-    with store.commit_dir(store.normalize(str(out))) as staging:  # `medrl train` takes committed datasets only
-        prepare(DataConfig(source="synthetic", train_size=16, test_size=4, seed=0), staging)
-    return out
+    return committed_synthetic(tmp_path_factory.mktemp("ds-data") / "synthetic", train=16, test=4)
 
 
 @pytest.mark.parametrize("method", ["sft", "lora", "dpo", "grpo"])

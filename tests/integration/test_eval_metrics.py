@@ -159,20 +159,16 @@ def test_a_missing_model_is_reported_not_guessed(tmp_path, monkeypatch):
     assert "evaluate.similarity_model is not set" in score_predictions(cfg, RECORDS, _rows())["similarity"]["reason"]
 
 
+def _judged_by(server, *judge_settings: str):
+    """The demo study with its thinking score asked of `server` (an OpenAI-compatible stand-in)."""
+    judge = ["backend=openai", f"url={server.url}", "model=stand-in", *judge_settings]
+    overrides = ["evaluate.similarity_model=null", *(f"evaluate.judge.{s}" for s in judge)]
+    return load_config(preset="demo", overrides=overrides)
+
+
 def test_judge_down_leaves_the_thinking_reward_unscored_and_a_rescore_completes_it():
     with JudgeServer(mode="503") as server:
-        cfg = load_config(
-            preset="demo",
-            overrides=[
-                "evaluate.similarity_model=null",
-                "evaluate.judge.backend=openai",
-                f"evaluate.judge.url={server.url}",
-                "evaluate.judge.model=stand-in",
-                "evaluate.judge.retries=0",
-                "evaluate.judge.breaker_failures=2",
-                "evaluate.judge.concurrency=1",
-            ],
-        )
+        cfg = _judged_by(server, "retries=0", "breaker_failures=2", "concurrency=1")
         rows = _rows()
         m = score_predictions(cfg, RECORDS, rows)
         thinking = m["thinking_reward"]
@@ -199,16 +195,7 @@ def test_an_unscored_arm_shows_no_number_in_the_report():
     from medrl.report.build import ArmResult, provenance_rows, table1_rows
 
     with JudgeServer(mode="echo") as server:
-        cfg = load_config(
-            preset="demo",
-            overrides=[
-                "evaluate.similarity_model=null",
-                "evaluate.judge.backend=openai",
-                f"evaluate.judge.url={server.url}",
-                "evaluate.judge.model=stand-in",
-                "evaluate.judge.guided=none",
-            ],
-        )
+        cfg = _judged_by(server, "guided=none")
         m = score_predictions(cfg, RECORDS, _rows())
     assert m["thinking_reward"]["status"] == "unscored" and m["thinking_reward"]["judge"]["outcomes"]["unparsable"] == 3
     header, rows = table1_rows([ArmResult("a", "Arm A", "sft", 10, m)])

@@ -17,11 +17,11 @@ import pytest
 import torch
 from transformers import TrainerCallback
 
-from medrl.config import DataConfig, load_config
-from medrl.data.prep import prepare
+from medrl.config import load_config
 from medrl.data.records import iter_jsonl, write_jsonl
 from medrl.infra.checkpoint_store import latest_checkpoint, step_of
 from medrl.train import train_arm
+from tests.integration.tiny_runs import committed_synthetic
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
@@ -68,12 +68,7 @@ def subprocess_env(**extra) -> dict:
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> Path:
-    from medrl.infra import store
-
-    out = tmp_path_factory.mktemp("train-data") / "synthetic"
-    with store.commit_dir(store.normalize(str(out))) as staging:  # `medrl train` takes committed datasets only
-        prepare(DataConfig(source="synthetic", train_size=512, test_size=16, seed=0), staging)
-    return out
+    return committed_synthetic(tmp_path_factory.mktemp("train-data") / "synthetic", train=512, test=16)
 
 
 @pytest.fixture(scope="module")

@@ -78,3 +78,12 @@ class Capture(logging.Handler):
         self.lines.append(record.getMessage())
         if record.exc_info:
             self.lines.append("".join(traceback.format_exception(*record.exc_info)))
+
+
+def committed_synthetic(out: Path, train: int, test: int) -> Path:
+    """A prepared synthetic dataset committed at `out` (`medrl train` and `medrl evaluate` take committed data)."""
+    from medrl.infra import store
+
+    with store.commit_dir(store.normalize(str(out))) as staging:
+        prepare(DataConfig(source="synthetic", train_size=train, test_size=test, seed=0), staging)
+    return out

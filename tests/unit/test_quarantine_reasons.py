@@ -176,11 +176,15 @@ def test_ms_cxr_empty_phrase_and_an_image_found_nowhere(tmp_path):
 PIXELS = (np.arange(64 * 48).reshape(48, 64) % 4096).astype(np.uint16)
 
 
+def _dicom_reason(path) -> str:
+    with pytest.raises(DicomError) as err:
+        read_dicom(path)
+    return err.value.reason
+
+
 def test_dicom_in_colour_is_not_grayscale(tmp_path):
     write_dicom(tmp_path / "c.dcm", PIXELS, photometric="RGB")
-    with pytest.raises(DicomError) as err:
-        read_dicom(tmp_path / "c.dcm")
-    assert err.value.reason == "dicom_not_grayscale"
+    assert _dicom_reason(tmp_path / "c.dcm") == "dicom_not_grayscale"
 
 
 def test_dicom_with_several_frames(tmp_path):
@@ -191,9 +195,7 @@ def test_dicom_with_several_frames(tmp_path):
     ds.NumberOfFrames = 2
     ds.PixelData = ds.PixelData * 2
     ds.save_as(tmp_path / "m.dcm")
-    with pytest.raises(DicomError) as err:
-        read_dicom(tmp_path / "m.dcm")
-    assert err.value.reason == "dicom_multiframe"
+    assert _dicom_reason(tmp_path / "m.dcm") == "dicom_multiframe"
 
 
 def test_dicom_without_readable_pixels(tmp_path):
@@ -206,9 +208,7 @@ def test_dicom_without_readable_pixels(tmp_path):
     ds.file_meta.TransferSyntaxUID = JPEG2000Lossless
     ds.PixelData = pydicom.encaps.encapsulate([b"\xff\x4f\xff\x51 not a codestream"])
     ds.save_as(tmp_path / "p.dcm", enforce_file_format=True)
-    with pytest.raises(DicomError) as err:
-        read_dicom(tmp_path / "p.dcm")
-    assert err.value.reason == "dicom_pixels_unreadable"
+    assert _dicom_reason(tmp_path / "p.dcm") == "dicom_pixels_unreadable"
 
 
 def test_dicom_whose_data_set_cannot_be_parsed(tmp_path):
