@@ -108,3 +108,4 @@ def test_grpo_step_time_against_plain_trl(tiny_model, tmp_path):
     )
     # the same work on both sides: same seed, so the same sampled completions step by step
     assert len(lengths["medrl"]) == STEPS and lengths["medrl"] == lengths["trl"]
+    assert medrl / trl <= 1.05, f"medrl's GRPO step is {medrl / trl:.2f}x plain TRL's (goal <= 1.05)"
