@@ -154,3 +154,10 @@ def test_without_arm_settings_every_claim_is_not_measured(tmp_path):
     build_report("Study", arms, tmp_path)
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert {f["verdict"] for f in summary["findings"]} == {NOT_MEASURED}
+
+
+def test_a_grpo_arm_whose_sft_parent_was_not_evaluated_is_matched_without_it():
+    """A run of `--arms zero-shot,sft-grpo` evaluates the GRPO arm but not the SFT arm it starts from."""
+    specs = load_config(preset="demo").arms
+    roles = match_arms({n: s for n, s in specs.items() if n in ("zero-shot", "sft-grpo")})
+    assert roles == {"grpo": "sft-grpo"}

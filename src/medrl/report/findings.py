@@ -126,7 +126,7 @@ def match_arms(specs: dict[str, Any]) -> dict[str, str]:
         if dr:
             roles["dr_grpo"] = dr[0]
         parent = specs[ref].init[4:] if specs[ref].init.startswith("arm:") else None
-        sft = parent if parent and specs[parent].method == "sft" else None
+        sft = parent if parent in specs and specs[parent].method == "sft" else None  # evaluated arms only
         sft = sft or next((n for n, s in specs.items() if s.method == "sft" and s.init == "base"), None)
         if sft:
             roles["sft"] = sft
