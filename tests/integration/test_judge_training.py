@@ -6,6 +6,7 @@ lets training go on, and nothing of a prompt or a completion reaches the logs on
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import socket
@@ -133,17 +134,16 @@ def test_grpo_stops_within_seconds_when_the_judge_answers_nothing(mode, judge, f
     assert not (tmp_path / "out" / "model.safetensors").exists()
 
 
-class FirstOfEachBurst:
-    """Reply text for the stand-in server: Yes to the first request of a burst (one reward call sends its prompts
-    within milliseconds; steps are seconds apart), prose that is no verdict to the rest."""
+class EverySecondRequest:
+    """Reply text for the stand-in server: Yes to every second request, prose that is no verdict to the others, so
+    each step of four completions gets verdicts for some (training goes on) and none for the rest. Counted, not
+    timed: the machine's load must not decide which requests get a verdict."""
 
     def __init__(self):
-        self.previous = 0.0
+        self.requests = itertools.count()
 
     def __call__(self, prompt: str) -> str:
-        now = time.monotonic()
-        first, self.previous = now - self.previous > 0.5, now
-        return "Yes" if first else "It depends on the image."
+        return "Yes" if next(self.requests) % 2 == 0 else "It depends on the image."
 
 
 def test_judge_traffic_leaves_no_prompt_or_completion_in_the_logs(thinker, data, tmp_path, capfd):
@@ -160,7 +160,7 @@ def test_judge_traffic_leaves_no_prompt_or_completion_in_the_logs(thinker, data,
         lg.setLevel(logging.DEBUG)
     try:
         with JudgeServer(mode="ok") as server:
-            server.reply = FirstOfEachBurst()
+            server.reply = EverySecondRequest()
             text = grpo_yaml(server.url, steps=4, fraction=1.0, rewards="{name: semantic}")
             cfg = load_config(text=text.replace("per_device_batch_size: 2", "per_device_batch_size: 4"))
             train_arm(cfg, "grpo", data, str(thinker), tmp_path / "out", tmp_path / "work")
