@@ -163,7 +163,13 @@ def test_judge_traffic_leaves_no_prompt_or_completion_in_the_logs(thinker, data,
             server.reply = EverySecondRequest()
             text = grpo_yaml(server.url, steps=4, fraction=1.0, rewards="{name: semantic}")
             cfg = load_config(text=text.replace("per_device_batch_size: 2", "per_device_batch_size: 4"))
-            train_arm(cfg, "grpo", data, str(thinker), tmp_path / "out", tmp_path / "work")
+            stopped = None
+            try:
+                train_arm(cfg, "grpo", data, str(thinker), tmp_path / "out", tmp_path / "work")
+            except UnscorableError as err:
+                # A step in which the model reasoned once, and that once got prose, has no verdict at all: the run
+                # stops by rule. The logs up to then are what this test reads.
+                stopped = err
             sent = [b["messages"][0]["content"] for b in server.bodies]
     finally:
         logging.getLogger().removeHandler(capture)
@@ -178,7 +184,10 @@ def test_judge_traffic_leaves_no_prompt_or_completion_in_the_logs(thinker, data,
     judged = {field.strip() for prompt in sent for field in _fields(prompt)}
     leaked = [t for t in judged if len(t) >= 12 and t in text]
     assert not leaked, leaked[:3]
-    assert (tmp_path / "out" / "model.safetensors").is_file()  # half the verdicts missing: training went on
+    if stopped is None:
+        assert (tmp_path / "out" / "model.safetensors").is_file()  # half the verdicts missing: training went on
+    else:
+        assert MARKERS[0] not in str(stopped) and not any(t in str(stopped) for t in judged if len(t) >= 12)
 
 
 def _fields(prompt: str) -> list[str]:
