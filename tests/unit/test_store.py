@@ -24,6 +24,9 @@ def test_a_failed_writer_leaves_nothing(tmp_path):
         raise RuntimeError("killed mid-write")
     assert not store.is_committed(uri)
     assert list(tmp_path.iterdir()) == []
+    with pytest.raises(store.NotCommittedError, match="does not exist: check the path"):
+        store.open_dir(uri)
+    (tmp_path / "model").mkdir()  # a folder without the marker: a writer that did not finish
     with pytest.raises(store.NotCommittedError, match="did not finish"):
         store.open_dir(uri)
 

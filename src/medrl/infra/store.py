@@ -195,6 +195,11 @@ class FileBackend:
         return (self.path(uri) / COMMITTED).is_file()
 
     def _committed_root(self, uri: str) -> Path:
+        if not self.path(uri).exists():
+            raise NotCommittedError(
+                f"{uri} does not exist: check the path, or write it first (medrl prep writes a dataset, medrl train "
+                "a model)."
+            )
         if not self.is_committed(uri):
             raise NotCommittedError(
                 f"{uri} is not a committed artifact (no {COMMITTED} marker): the stage that writes it did not "
