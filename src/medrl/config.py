@@ -60,6 +60,13 @@ class DataConfig(Strict):
     test_size: int | None = Field(64, ge=1, description="Rows kept for testing (None: all).")
     seed: int = Field(0, description="Seed of the subset draw and of synthetic images.")
     image_size: int = Field(56, ge=28, description="Side of synthetic images in pixels.")
+    synthetic_task: Literal["location", "count"] = Field(
+        "location", description="synthetic: ask where the one lesion is, or how many lesions (1-4) there are."
+    )
+    lesion_brightness: list[int] = Field(
+        default_factory=lambda: [200, 255],
+        description="synthetic: grey range [low, high] of lesions (tissue is 60-100); fainter is harder.",
+    )
     max_bad_fraction: float = Field(0.01, ge=0.0, le=1.0, description="Prep fails above this share of bad rows.")
     lang: str | None = Field("en", description="Question language kept where a source has several (SLAKE); null: all.")
     test_fraction: float = Field(
@@ -73,6 +80,13 @@ class DataConfig(Strict):
     cxr_tasks: list[CxrTask] = Field(
         default_factory=lambda: list(CXR_TASKS), description="Chest X-ray sources: tasks to write."
     )
+
+    @field_validator("lesion_brightness")
+    @classmethod
+    def _grey_range(cls, value: list[int]) -> list[int]:
+        if len(value) != 2 or not 0 <= value[0] <= value[1] <= 255:
+            raise ValueError(f"data.lesion_brightness {list(value)}: give [low, high] with 0 <= low <= high <= 255")
+        return value
 
 
 class LoraConfig(Strict):

@@ -6,6 +6,7 @@ import json
 import struct
 import zlib
 
+import numpy as np
 import pytest
 from medvqa_fixtures import image_bytes, pmc_rows, pmc_vqa, run_medrl, slake, write_csv
 from PIL import Image, ImageFile
@@ -40,6 +41,30 @@ def test_synthetic_answers_are_balanced_and_deterministic(tmp_path):
     assert (tmp_path / "a" / "train.jsonl").read_text() == (tmp_path / "b" / "train.jsonl").read_text()
     answers = [r.answer for r in read_records(tmp_path / "a", "train")]
     assert all(answers.count(q) > 30 for q in set(answers)) and len(set(answers)) == 4
+
+
+
+@pytest.mark.parametrize("brightness", [[200, 255], [130, 170]])
+def test_synthetic_count_images_show_the_answer(tmp_path, brightness):
+    # The count task's answer is in the pixels: blobs brighter than the tissue (grey 60-100), counted.
+    from scipy import ndimage
+
+    cfg = DataConfig(train_size=48, test_size=8, synthetic_task="count", lesion_brightness=brightness)
+    prepare(cfg, tmp_path)
+    records = read_records(tmp_path, "train")
+    assert {r.answer for r in records} == {"one", "two", "three", "four"}
+    for rec in records:
+        assert sorted(rec.choices) == ["four", "one", "three", "two"] and rec.question.count("lesion") == 1
+        grey = np.asarray(Image.open(tmp_path / rec.image).convert("L"))
+        _, blobs = ndimage.label(grey > (brightness[0] + 100) // 2)
+        assert ["one", "two", "three", "four"][blobs - 1] == rec.answer, rec.id
+
+
+def test_synthetic_task_and_brightness_are_checked():
+    with pytest.raises(ValueError, match="synthetic_task"):
+        DataConfig(synthetic_task="size")
+    with pytest.raises(ValueError, match=r"lesion_brightness \[190, 150\]"):
+        DataConfig(lesion_brightness=[190, 150])
 
 
 # ------------------------------------------------------------------------------------------ bad images

@@ -50,7 +50,14 @@ def _synthetic(cfg: DataConfig, scratch: Path) -> tuple[Path, Iterator[Row]]:
     n_test = cfg.test_size or 64
 
     def rows() -> Iterator[Row]:
-        recs = synthetic.generate(n_train + n_test, scratch, cfg.seed, cfg.image_size)
+        recs = synthetic.generate(
+            n_train + n_test,
+            scratch,
+            cfg.seed,
+            cfg.image_size,
+            task=cfg.synthetic_task,
+            brightness=tuple(cfg.lesion_brightness),
+        )
         for i, rec in enumerate(recs):
             rec.split = "train" if i < n_train else "test"
             rec.image = Path(str(rec.image)).name
