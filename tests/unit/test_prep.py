@@ -43,7 +43,6 @@ def test_synthetic_answers_are_balanced_and_deterministic(tmp_path):
     assert all(answers.count(q) > 30 for q in set(answers)) and len(set(answers)) == 4
 
 
-
 @pytest.mark.parametrize("brightness", [[200, 255], [130, 170]])
 def test_synthetic_count_images_show_the_answer(tmp_path, brightness):
     # The count task's answer is in the pixels: blobs brighter than the tissue (grey 60-100), counted.

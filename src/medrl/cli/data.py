@@ -71,7 +71,10 @@ def data_option(name: str) -> inspect.Parameter:
         kind, option = bool, typer.Option(f"{flag}/--no-{flag[2:]}")
     else:
         kind, option = str, typer.Option(flag)
-        default = ",".join(map(str, default)) if isinstance(default, list) else "null" if default is None else str(default)
+        if isinstance(default, list):
+            default = ",".join(map(str, default))
+        else:
+            default = "null" if default is None else str(default)
     option.help = escape(field.description or "")  # a description's [a, b] is text, not rich markup
     return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=Annotated[kind, option])
 
