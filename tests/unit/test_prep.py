@@ -55,6 +55,7 @@ def test_synthetic_count_images_show_the_answer(tmp_path, brightness):
     for rec in records:
         assert sorted(rec.choices) == ["four", "one", "three", "two"] and rec.question.count("lesion") == 1
         grey = np.asarray(Image.open(tmp_path / rec.image).convert("L"))
+        assert grey.max() <= brightness[1]  # no lesion brighter than asked (blur only lowers peaks)
         _, blobs = ndimage.label(grey > (brightness[0] + 100) // 2)
         assert ["one", "two", "three", "four"][blobs - 1] == rec.answer, rec.id
 
