@@ -96,11 +96,16 @@ def load_causal_lm(ref: str, device: str = "auto", trust_remote_code: bool = Fal
 # The BioGPT proxy of the laptop demo: a 2-layer Llama trained here for a few seconds on these sentences, so that
 # fluent clinical reasoning scores a low perplexity and broken text a high one. Not BioGPT: the report marks it †.
 PROXY_NAME = "tiny:biogpt-proxy"
-PROXY_VERSION = 1  # bump when the corpus or the recipe changes, so a cached build is not reused
+PROXY_VERSION = 2  # bump when the corpus or the recipe changes, so a cached build is not reused
 PROXY_CORPUS = [
     *(
         f"The bright round lesion lies in the {where} part of the {modality} image."
         for where in ("upper left", "upper right", "lower left", "lower right")
+        for modality in ("CT", "MRI", "X-ray")
+    ),
+    *(
+        f"The {modality} image shows {count} round lesion{'s' if count != 'one' else ''}."
+        for count in ("one", "two", "three", "four")
         for modality in ("CT", "MRI", "X-ray")
     ),
     "The findings show no pleural effusion.",
