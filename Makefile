@@ -24,10 +24,12 @@ system-packages:
 	  echo "the integration tests need Debian packages; run as root: apt-get install $$missing"; \
 	fi
 
-$(STAMP): pyproject.toml setup.py
+# The locks are constraints: pip installs exactly the versions they pin (never the newest release), so what a fresh
+# clone tests is what the locks say.
+$(STAMP): pyproject.toml setup.py requirements.lock requirements-dev.lock
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet 'pip==26.3'
+	$(PY) -m pip install --quiet -c requirements.lock -c requirements-dev.lock -e '.[dev]'
 	touch $(STAMP)
 
 demo: install

@@ -19,7 +19,7 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 from medrl.infra.gpu_lock import LOCK as GPU_LOCK
-from medrl.infra.image import SLIM_LOCK, closure, project_requirements, read_lock, render_slim
+from medrl.infra.image import DEV_LOCK, SLIM_LOCK, closure, dev_pins, project_requirements, read_lock, render_slim
 
 ROOT = Path(__file__).resolve().parents[2]
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
@@ -199,6 +199,21 @@ def test_lock_satisfies_pyproject_and_holds_every_dependency():
         assert must in lock
     needed = closure(project_requirements(ROOT / "pyproject.toml"))
     assert set(needed) <= set(lock), f"not in the lock (run `make lock`): {sorted(set(needed) - set(lock))}"
+
+
+def test_dev_lock_holds_the_dev_tools_and_this_environment_is_the_locked_one():
+    """`make install` installs with both locks as constraints: a fresh clone once got transformers 5.25 (lock 5.23)
+    when the dev tools were installed without them. What is installed here is exactly what the locks pin."""
+    runtime, dev = read_lock(ROOT / "requirements.lock"), read_lock(ROOT / DEV_LOCK)
+    assert dev == dev_pins(ROOT, runtime), "requirements-dev.lock is stale: run `make lock`"
+    assert not set(dev) & set(runtime)
+    installed = closure(project_requirements(ROOT / "pyproject.toml")) | closure(
+        project_requirements(ROOT / "pyproject.toml", "dev")
+    )
+    differ = {n: (v, (runtime | dev).get(n)) for n, v in installed.items() if n != "pip" and (runtime | dev).get(n) != v}
+    assert not differ, f"installed versions differ from the locks (installed, locked): {differ}"
+    makefile = (ROOT / "Makefile").read_text()
+    assert "-c requirements.lock -c requirements-dev.lock -e '.[dev]'" in makefile
 
 
 def test_dockerignore_keeps_what_the_image_copies():
