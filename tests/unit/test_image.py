@@ -210,7 +210,8 @@ def test_dev_lock_holds_the_dev_tools_and_this_environment_is_the_locked_one():
     installed = closure(project_requirements(ROOT / "pyproject.toml")) | closure(
         project_requirements(ROOT / "pyproject.toml", "dev")
     )
-    differ = {n: (v, (runtime | dev).get(n)) for n, v in installed.items() if n != "pip" and (runtime | dev).get(n) != v}
+    pins = runtime | dev
+    differ = {n: (v, pins.get(n)) for n, v in installed.items() if n != "pip" and pins.get(n) != v}
     assert not differ, f"installed versions differ from the locks (installed, locked): {differ}"
     makefile = (ROOT / "Makefile").read_text()
     assert "-c requirements.lock -c requirements-dev.lock -e '.[dev]'" in makefile
