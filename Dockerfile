@@ -15,15 +15,24 @@
 ARG CUDA_VERSION=13.0.2
 ARG UBUNTU_VERSION=ubuntu24.04
 ARG PYTHON_VERSION=3.11
+# The base images, as build arguments: a site that mirrors them (or a hospital build machine with no registry
+# access) points these at its own copies. Defaults are the upstream images.
+ARG CUDA_DEVEL_IMAGE=nvidia/cuda:${CUDA_VERSION}-cudnn-devel-${UBUNTU_VERSION}
+ARG CUDA_RUNTIME_IMAGE=nvidia/cuda:${CUDA_VERSION}-cudnn-runtime-${UBUNTU_VERSION}
+ARG PYTHON_IMAGE=python:${PYTHON_VERSION}-slim
 
 # ---------------------------------------------------------------- flash-attn wheel (needs nvcc: devel image)
-FROM nvidia/cuda:${CUDA_VERSION}-cudnn-devel-${UBUNTU_VERSION} AS flash-attn
+FROM ${CUDA_DEVEL_IMAGE} AS flash-attn
 ARG PYTHON_VERSION
 ARG FLASH_ATTN_VERSION=2.8.3.post2
-# The GPU architectures flash-attn's kernels are compiled for: 8.0 = A100 (each one adds build time and image
-# size). H100 nodes as well: --build-arg TORCH_CUDA_ARCH_LIST="8.0;9.0".
-ARG TORCH_CUDA_ARCH_LIST="8.0"
-ARG MAX_JOBS=8
+# The GPU architectures flash-attn's kernels are compiled for. flash-attn 2.8's setup.py reads
+# FLASH_ATTN_CUDA_ARCHS (its own default "80;90;100;120"), not TORCH_CUDA_ARCH_LIST: 80 = A100 only, each added
+# architecture multiplies build time and image size. H100 nodes as well: --build-arg FLASH_ATTN_CUDA_ARCHS="80;90".
+ARG FLASH_ATTN_CUDA_ARCHS="80"
+# Parallel compile jobs x nvcc threads: each nvcc process of flash-attn's kernels takes several GB, so the builder's
+# memory bounds this (4 x 2 fits a 32 GB builder).
+ARG MAX_JOBS=4
+ARG NVCC_THREADS=2
 ENV DEBIAN_FRONTEND=noninteractive PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 # hadolint ignore=DL3008
@@ -39,11 +48,12 @@ COPY requirements-gpu.lock /tmp/requirements-gpu.lock
 RUN "python${PYTHON_VERSION}" -m venv /opt/build \
  && /opt/build/bin/pip install -c /tmp/requirements-gpu.lock torch \
  && /opt/build/bin/pip install "setuptools>=69" wheel ninja psutil einops \
- && MAX_JOBS="${MAX_JOBS}" TORCH_CUDA_ARCH_LIST="${TORCH_CUDA_ARCH_LIST}" FLASH_ATTENTION_FORCE_BUILD=TRUE \
+ && MAX_JOBS="${MAX_JOBS}" NVCC_THREADS="${NVCC_THREADS}" FLASH_ATTN_CUDA_ARCHS="${FLASH_ATTN_CUDA_ARCHS}" \
+    FLASH_ATTENTION_FORCE_BUILD=TRUE \
     /opt/build/bin/pip wheel --no-build-isolation --no-deps -w /wheels "flash-attn==${FLASH_ATTN_VERSION}"
 
 # ---------------------------------------------------------------- medrl wheel
-FROM python:${PYTHON_VERSION}-slim AS wheel
+FROM ${PYTHON_IMAGE} AS wheel
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /build
 COPY pyproject.toml setup.py README.md ./
@@ -53,8 +63,10 @@ COPY pipelines pipelines
 RUN pip wheel --no-deps -w /wheels .
 
 # ---------------------------------------------------------------- CUDA runtime with Python (train and judge)
-FROM nvidia/cuda:${CUDA_VERSION}-cudnn-runtime-${UBUNTU_VERSION} AS cuda-python
+FROM ${CUDA_RUNTIME_IMAGE} AS cuda-python
 ARG PYTHON_VERSION
+# A C compiler, the C library's headers and Python.h: Triton compiles a small C helper against Python.h the first
+# time a kernel launches, and vLLM (rollouts, evaluation, the judge server) launches one at engine start.
 ENV DEBIAN_FRONTEND=noninteractive PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 # hadolint ignore=DL3008
@@ -62,7 +74,7 @@ RUN apt-get update \
  && apt-get install -y --no-install-recommends software-properties-common gpg-agent \
  && add-apt-repository -y ppa:deadsnakes/ppa \
  && apt-get install -y --no-install-recommends "python${PYTHON_VERSION}" "python${PYTHON_VERSION}-venv" \
-    libgl1 libglib2.0-0 \
+    "python${PYTHON_VERSION}-dev" gcc libc6-dev libgl1 libglib2.0-0 \
  && apt-get purge -y software-properties-common gpg-agent && apt-get autoremove -y \
  && rm -rf /var/lib/apt/lists/*
 # Non-root, and nothing written outside /tmp (pods mount a writable /tmp; the root filesystem is read-only).
@@ -88,7 +100,7 @@ WORKDIR /tmp
 CMD ["/opt/vllm/bin/vllm", "--help"]
 
 # ---------------------------------------------------------------- slim: the steps that only orchestrate
-FROM python:${PYTHON_VERSION}-slim AS slim
+FROM ${PYTHON_IMAGE} AS slim
 ARG GIT_SHA=unknown
 # Where torch's CPU builds come from (a site's mirror of it works the same).
 ARG TORCH_CPU_INDEX=https://download.pytorch.org/whl/cpu
