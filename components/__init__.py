@@ -1,10 +1,10 @@
 """Kubeflow components, shipped as `medrl.components`: one module per stage, each a lightweight Python component
-whose body imports medrl and calls one core function. Only stdlib, kfp and `medrl.pipeline` (stdlib only) are
+whose body imports medrl and calls one core function. Only stdlib, kfp and `medrl.kfp.parameters` (stdlib only) are
 imported at the top; kfp embeds each function's source, so the image needs medrl installed, not this folder."""
 
 from kfp import dsl
 
-from medrl.pipeline import DEFAULT_IMAGE
+from medrl.kfp.parameters import DEFAULT_IMAGE
 
 
 def component(func):

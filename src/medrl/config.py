@@ -393,7 +393,7 @@ class StudyConfig(Strict):
     @field_validator("store")
     @classmethod
     def _store(cls, uri: str) -> str:
-        from medrl.infra.store import StoreError, check_uri
+        from medrl.store import StoreError, check_uri
 
         try:
             return check_uri(uri)  # ftp://, a missing bucket: refused here, not after a run has started
@@ -403,7 +403,7 @@ class StudyConfig(Strict):
     @field_validator("experiment")
     @classmethod
     def _experiment(cls, name: str) -> str:
-        from medrl.infra.layout import check_name
+        from medrl.store.layout import check_name
 
         return check_name(name, "experiment")  # a folder of the store: no '/', no '..'
 

@@ -91,7 +91,7 @@ def local_checks() -> list[Check]:
         )
     )
     try:
-        from medrl.pipeline import packaged_pipeline
+        from medrl.kfp.parameters import packaged_pipeline
 
         checks.append(Check("pipeline definition", True, str(packaged_pipeline())))
     except FileNotFoundError as err:
@@ -190,7 +190,7 @@ def cluster_checks(
         return [Check("Kubernetes API", False, f"{type(err).__name__}: {first}", _KUBECONFIG_FIX)]
     checks = [Check("Kubernetes API", True, f"{api.configuration.host} ({version.git_version})")]
     core = client.CoreV1Api(api)
-    from medrl.infra import trainjob
+    from medrl.cluster import trainjob
 
     launcher = (launcher or "auto").strip().lower()
     if launcher == "auto":
@@ -235,7 +235,7 @@ def _crd_check(api) -> Check:
 
 
 def _trainjob_crd_check(api) -> Check:
-    from medrl.infra import trainjob
+    from medrl.cluster import trainjob
 
     name = f"TrainJob CRD ({trainjob.API_VERSION})"
     if not trainjob.crd_installed(api):
@@ -248,7 +248,7 @@ def _runtime_check(api, namespace: str, runtime: str) -> Check:
     environment `medrl train-arm` reads."""
     from kubernetes import client
 
-    from medrl.infra import trainjob
+    from medrl.cluster import trainjob
 
     name = f"training runtime {runtime}"
     custom = client.CustomObjectsApi(api)

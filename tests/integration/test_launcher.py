@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import pytest
 
-from medrl.infra import store
-from medrl.infra.launch import LaunchError, TrainSpec, cleanup, train_arm
-from medrl.infra.pytorchjob import PyTorchJobLauncher
+from medrl import store
+from medrl.cluster.launch import LaunchError, TrainSpec, cleanup, train_arm
+from medrl.cluster.pytorchjob import PyTorchJobLauncher
 from medrl.study import init_run, load_run
 from tests.integration.tiny_runs import small_sft_run
 from tests.standins import KubeStandIn

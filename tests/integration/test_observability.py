@@ -17,9 +17,9 @@ import urllib.request
 import pytest
 from transformers import TrainerCallback
 
-from medrl import study
-from medrl.infra import metrics, s3, store
-from medrl.infra.layout import RunLayout
+from medrl import metrics, store, study
+from medrl.store import s3
+from medrl.store.layout import RunLayout
 from medrl.train import common
 from tests.integration.servers import Prometheus, Pushgateway, free_ports, s3_environment, wait_until
 from tests.integration.tiny_runs import MARKERS, PATH_MARK, QUESTION_MARK, Capture, canary_dataset, grpo_study

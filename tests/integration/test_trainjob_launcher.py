@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from medrl.infra import store
-from medrl.infra.launch import LaunchError, TrainSpec, cleanup, resolve, train_arm
-from medrl.infra.trainjob import TrainJobLauncher, build_runtime
+from medrl import store
+from medrl.cluster.launch import LaunchError, TrainSpec, cleanup, resolve, train_arm
+from medrl.cluster.trainjob import TrainJobLauncher, build_runtime
 from medrl.study import init_run, load_run
 from tests.integration.tiny_runs import small_sft_run
 from tests.standins import KubeStandIn

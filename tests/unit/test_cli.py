@@ -95,12 +95,12 @@ def test_a_bug_keeps_its_traceback_and_another_exit_status():
 
 
 def test_medrls_own_errors_share_one_base():
+    from medrl.cluster.launch import LaunchError
     from medrl.data.prep import PrepError
-    from medrl.infra.kubeflow import KubeflowError
-    from medrl.infra.launch import LaunchError
-    from medrl.infra.metrics import MetricsError
-    from medrl.infra.store import IntegrityError, StoreError
+    from medrl.kfp.client import KubeflowError
+    from medrl.metrics import MetricsError
     from medrl.rewards import UnscorableError
+    from medrl.store import IntegrityError, StoreError
 
     for error in (ConfigError, PrepError, StoreError, IntegrityError, MetricsError, UnscorableError, LaunchError):
         assert issubclass(error, MedrlError), error

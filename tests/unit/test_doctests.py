@@ -18,7 +18,7 @@ MODULES = [
     "medrl.evaluate.stats",
     "medrl.report.figures",
     "medrl.rewards.grounding",
-    "medrl.rewards.report",
+    "medrl.rewards.report_quality",
     "medrl.evaluate.cxr",
     "medrl.data.cxr.common",
     "medrl.data.cxr.dicom",
@@ -27,7 +27,7 @@ MODULES = [
     "medrl.rewards.length",
     "medrl.rewards.semantic",
     "medrl.data.pairs",
-    "medrl.infra.checkpoint_store",
+    "medrl.store.checkpoints",
     "medrl.rewards",
 ]
 

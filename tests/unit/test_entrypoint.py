@@ -9,7 +9,7 @@ import pytest
 from accelerate.commands.launch import launch_command_parser
 from torch.distributed.run import get_args_parser
 
-from medrl.infra.entrypoint import rank_command
+from medrl.cluster.entrypoint import rank_command
 
 RUN, ARM = "s3://medrl/runs/paper/r1", "grpo"
 DS = Path("/opt/medrl/zero2.json")
@@ -60,8 +60,8 @@ def test_a_bad_operator_variable_is_named():
 
 
 # ---------------------------------------------------------------- exit status for the ExitCode restart policy
+from medrl.cluster import entrypoint  # noqa: E402
 from medrl.config import ConfigError  # noqa: E402
-from medrl.infra import entrypoint  # noqa: E402
 
 
 @pytest.mark.parametrize(

@@ -10,8 +10,8 @@ import time
 
 import pytest
 
-from medrl.infra import store
-from medrl.infra.layout import LayoutError, RunLayout, check_name, new_run_id
+from medrl import store
+from medrl.store.layout import LayoutError, RunLayout, check_name, new_run_id
 
 
 @pytest.mark.parametrize("bad", ["../../etc", "a/b", "..", "", ".hidden", "run id", "a\\b", "x" * 200, "ü", "a..b"])
@@ -32,7 +32,7 @@ def test_good_names_pass():
 
 HOLD = """
 import sys, time
-from medrl.infra import store
+from medrl import store
 try:
     lease = store.acquire_lease(sys.argv[1], ttl=float(sys.argv[2]))
 except store.LeaseError as err:

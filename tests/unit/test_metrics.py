@@ -11,8 +11,8 @@ import pytest
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from medrl import metrics
 from medrl.config import JudgeConfig
-from medrl.infra import metrics
 from medrl.judge import openai
 
 # One record as TRL 1.16's GRPOTrainer logs it (keys from a real run; values rounded).
@@ -205,7 +205,7 @@ def test_every_node_serves_its_own_progress_and_only_world_rank_0_counts(monkeyp
 
     from transformers import TrainerState
 
-    from medrl.infra.trainer_hooks import PrometheusExporter
+    from medrl.train.callbacks import PrometheusExporter
 
     monkeypatch.setenv(metrics.ADDR_ENV, "127.0.0.1")
     args = SimpleNamespace(per_device_train_batch_size=2, gradient_accumulation_steps=1, world_size=4)

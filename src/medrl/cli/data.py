@@ -28,7 +28,7 @@ def tiny_model(
 
     Example: medrl tiny-model --arch qwen2-vl --out ./tiny-qwen2-vl
     """
-    from medrl.infra import store
+    from medrl import store
     from medrl.models.tiny import build_tiny
 
     with store.commit_dir(store.normalize(str(out))) as staging:
@@ -52,8 +52,8 @@ def prep(
 
     Example: medrl prep --source vindr-cxr --input /data/vindr-cxr --out ./vindr --train-size 5000
     """
+    from medrl import store
     from medrl.data.prep import prepare
-    from medrl.infra import store
 
     cfg = data_config(settings)
     with store.commit_dir(store.normalize(out)) as staging:

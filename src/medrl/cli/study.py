@@ -19,8 +19,7 @@ def report(run: Annotated[str, typer.Option(help="The run folder: <store>/<exper
 
     Example: medrl report --run ./medrl-runs/demo/20261121-120000-ab12
     """
-    from medrl import study
-    from medrl.infra import store
+    from medrl import store, study
 
     uri = study.report(store.normalize(run))
     typer.echo(f"report: {uri}/report.md and {uri}/report.html")

@@ -77,7 +77,7 @@ def train_arm_entry(
 
     Example: medrl train-arm --run s3://medrl/runs/paper/20261121-120000-ab12 --arm grpo
     """
-    from medrl.infra.entrypoint import main as entry
+    from medrl.cluster.entrypoint import main as entry
 
     raise typer.Exit(entry(run, arm))
 

@@ -290,7 +290,7 @@ def from_store(cfg: DataConfig) -> DataConfig:
 
 
 def _store_path(field: str, uri: str) -> Path:
-    from medrl.infra import store
+    from medrl import store
 
     if store.is_committed(uri):
         return store.open_dir(uri, verify=True)

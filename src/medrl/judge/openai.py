@@ -18,8 +18,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 
+from medrl import metrics as prom
 from medrl.config import JudgeConfig
-from medrl.infra import metrics as prom
 from medrl.judge.breaker import CircuitBreaker
 from medrl.judge.outcomes import OUTCOMES
 from medrl.judge.templates import SCORES, YES_NO, parse_score, parse_yes_no

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 from medrl.rewards.basic import accuracy_reward, format_reward
 from medrl.rewards.grounding import grounding_reward
 from medrl.rewards.length import cwr_reward, ecr_reward
-from medrl.rewards.report import report_label_reward, report_rouge_reward
+from medrl.rewards.report_quality import report_label_reward, report_rouge_reward
 from medrl.rewards.semantic import SemanticReward, UnscorableError, semantic_reward
 
 if TYPE_CHECKING:

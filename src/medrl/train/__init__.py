@@ -8,7 +8,7 @@ import importlib
 from pathlib import Path
 
 from medrl.config import ConfigError, StudyConfig, Training
-from medrl.infra.checkpoint_store import Target
+from medrl.store.checkpoints import Target
 
 METHODS = {"sft": "sft", "lora": "sft", "dpo": "dpo", "grpo": "grpo", "dr_grpo": "grpo"}  # method -> its module
 

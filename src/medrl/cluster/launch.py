@@ -120,13 +120,13 @@ class InProcessLauncher:
 
 
 def _pytorchjob_launcher() -> Launcher:
-    from medrl.infra.pytorchjob import PyTorchJobLauncher
+    from medrl.cluster.pytorchjob import PyTorchJobLauncher
 
     return PyTorchJobLauncher()
 
 
 def _trainjob_launcher() -> Launcher:
-    from medrl.infra.trainjob import TrainJobLauncher
+    from medrl.cluster.trainjob import TrainJobLauncher
 
     return TrainJobLauncher()
 
@@ -145,7 +145,7 @@ def resolve(kind: str) -> str:
     if kind == "auto":
         if not in_cluster():
             return "inprocess"
-        from medrl.infra.trainjob import crd_installed
+        from medrl.cluster.trainjob import crd_installed
 
         return "trainjob" if crd_installed() else "pytorchjob"
     if kind not in LAUNCHERS:
@@ -157,8 +157,7 @@ def train_arm(run_uri: str, arm: str, launcher: str = "auto", params: dict[str, 
     """Train one arm with the chosen backend; returns the URI of the model the arm evaluates.
 
     Arms that train nothing, or whose model is already committed (a retried task), return at once."""
-    from medrl import study
-    from medrl.infra import store
+    from medrl import store, study
 
     run, cfg = study.load_run(run_uri)
     if arm not in cfg.arms:
@@ -182,7 +181,7 @@ def cleanup(pipeline_run: str, namespace: str, launcher: str = "auto") -> list[s
     kind = resolve(launcher) if pipeline_run else "inprocess"
     if kind == "inprocess":
         return []
-    from medrl.infra import pytorchjob, trainjob
+    from medrl.cluster import pytorchjob, trainjob
 
     backend = trainjob if kind == "trainjob" else pytorchjob
     return backend.delete_jobs_of_run(pipeline_run, namespace)

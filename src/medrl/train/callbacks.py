@@ -4,14 +4,14 @@ Every training pod serves /metrics (the PodMonitor scrapes each one; Prometheus 
 label): each node's local rank 0 serves its process's metrics and its own progress (running, last step time,
 global step, GPU memory). The world's rank 0 alone counts steps and samples and records TRL's log values, so that
 sums over pods do not count a step once per node. `medrl.train.common.training_callbacks()` hands this callback to
-every trainer, with the arm it trains (checkpoint callbacks: medrl.infra.checkpoint_store).
+every trainer, with the arm it trains (checkpoint callbacks: medrl.store.checkpoints).
 """
 
 from __future__ import annotations
 
 from transformers import TrainerCallback
 
-from medrl.infra import metrics
+from medrl import metrics
 
 
 class PrometheusExporter(TrainerCallback):

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
-from medrl.infra import store
+from medrl import store
 
 log = logging.getLogger("medrl.checkpoints")
 

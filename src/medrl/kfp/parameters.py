@@ -60,7 +60,7 @@ STUDY_PARAMETERS = (
     ),
     Parameter("judge_model", str, "", "Model name the judge serves."),
 )
-# The train step's cluster settings: fields of `medrl.infra.launch.TrainSpec`, under the same names.
+# The train step's cluster settings: fields of `medrl.cluster.launch.TrainSpec`, under the same names.
 CLUSTER_PARAMETERS = (
     Parameter(
         "launcher",

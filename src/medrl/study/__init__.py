@@ -13,10 +13,11 @@ import os
 import shutil
 from pathlib import Path
 
+from medrl import metrics as prom
+from medrl import store
 from medrl.config import MAX_LEVELS, StudyConfig, config_from_text, dump_config, load_config
-from medrl.infra import checkpoint_store, store
-from medrl.infra import metrics as prom
-from medrl.infra.layout import RunLayout, new_run_id
+from medrl.store import checkpoints
+from medrl.store.layout import RunLayout, new_run_id
 
 log = logging.getLogger("medrl")
 
@@ -110,17 +111,17 @@ def train(run_uri: str, arm: str) -> str:
     paths = run.arm(arm)
     keep_after = keep_checkpoints_after()  # a bad setting fails now, not after training
     work_dir = scratch_work_dir(paths.model)  # local, and the same folder for every rank of a node
-    upload = checkpoint_store.Target(paths.checkpoints, spec.save_total_limit)
+    upload = checkpoints.Target(paths.checkpoints, spec.save_total_limit)
     summary = train_to_store(
         cfg, arm, run.data, paths.model, init_of(run, cfg, arm), work=work_dir, resume=True, upload=upload
     )
-    node = checkpoint_store.Node.from_env()
+    node = checkpoints.Node.from_env()
     if rank() == 0:
         log_file = work_dir / "train_log.jsonl"
         if log_file.exists():
             store.put_file(paths.train_log, log_file)
         # The model is committed: the checkpoints have done their work (a full fine-tune's are tens of GB each).
-        checkpoint_store.prune_after_commit(paths.checkpoints, keep_after, node.count)
+        checkpoints.prune_after_commit(paths.checkpoints, keep_after, node.count)
         shutil.rmtree(work_dir, ignore_errors=True)  # the model, log and checkpoints are in the store now
         log.info("arm %s trained: %s steps", arm, summary.get("global_step"))
     elif os.environ.get("LOCAL_RANK", "0") == "0":
@@ -299,7 +300,7 @@ def run_study(
     import tempfile
 
     from medrl.config import ConfigError
-    from medrl.pipeline import local_tasks, run_local
+    from medrl.kfp.parameters import local_tasks, run_local
 
     if not preset and not config:
         raise ConfigError("give --preset NAME or --config FILE")
