@@ -87,7 +87,8 @@ def test_a_released_lease_is_free_at_once(tmp_path):
 
 def test_medrl_run_with_a_run_id_in_use_stops_before_running(tmp_path, monkeypatch):
     """`medrl run --run-id X` while another run holds X: LeaseError (exit 2), and the pipeline never starts."""
-    from medrl import pipeline, study
+    from medrl import study
+    from medrl.kfp import parameters as pipeline
 
     started = []
     monkeypatch.setattr(pipeline, "run_local", lambda params, root, *rest: started.append(params))
