@@ -1,4 +1,4 @@
-"""The study pipeline with `launcher=trainjob`: compiled by medrl.kfp.parameters.compile_pipeline (real kfp compiler),
+"""The study pipeline with `launcher=trainjob`: compiled by medrl.pipelines.compile (real kfp compiler),
 the parameter reaches the train step and the exit handler's cleanup, and a run submitted through the real
 kfp.Client to the STUB of the Kubeflow Pipelines API (tests/standins.py) carries it."""
 
@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from medrl.kfp import client
-from medrl.kfp.parameters import compile_pipeline
+from medrl.pipelines.compile import compile_pipeline
 from tests.standins import KfpStandIn
 
 

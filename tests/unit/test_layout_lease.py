@@ -88,14 +88,14 @@ def test_a_released_lease_is_free_at_once(tmp_path):
 def test_medrl_run_with_a_run_id_in_use_stops_before_running(tmp_path, monkeypatch):
     """`medrl run --run-id X` while another run holds X: LeaseError (exit 2), and the pipeline never starts."""
     from medrl import study
-    from medrl.kfp import parameters as pipeline
+    from medrl.pipelines import local
 
     started = []
-    monkeypatch.setattr(pipeline, "run_local", lambda params, root, *rest: started.append(params))
+    monkeypatch.setattr(local, "run_local", lambda params, root, *rest: started.append(params))
     monkeypatch.setattr(study, "collect", lambda run_uri: [])
     run = RunLayout.create(store.normalize(str(tmp_path)), "demo", "busy")
     with run.lease(ttl=30), pytest.raises(store.LeaseError):
-        study.run_study(preset="demo", store_uri=str(tmp_path), run_id="busy", pipeline_root=tmp_path / "kfp")
+        local.run_study(preset="demo", store_uri=str(tmp_path), run_id="busy", pipeline_root=tmp_path / "kfp")
     assert started == []
-    study.run_study(preset="demo", store_uri=str(tmp_path), run_id="busy", pipeline_root=tmp_path / "kfp")
+    local.run_study(preset="demo", store_uri=str(tmp_path), run_id="busy", pipeline_root=tmp_path / "kfp")
     assert len(started) == 1 and not store.exists(store.join(run.uri, ".lease"))

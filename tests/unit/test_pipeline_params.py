@@ -22,10 +22,10 @@ from medrl.kfp.parameters import (
     DEFAULT_IMAGE,
     PARAMETERS,
     STUDY_PARAMETERS,
-    init_from_parameters,
     packaged_pipeline,
     parameter_overrides,
 )
+from medrl.study import init_from_parameters
 
 KFP_TYPES = {str: "STRING", int: "NUMBER_INTEGER", list: "LIST", dict: "STRUCT"}
 

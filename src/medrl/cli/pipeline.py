@@ -32,7 +32,7 @@ def pipeline_compile(
 
     Example: medrl pipeline compile --image registry.local/medrl-slim:0.1.0 --train-image registry.local/medrl:0.1.0
     """
-    from medrl.kfp.parameters import compile_pipeline
+    from medrl.pipelines.compile import compile_pipeline
 
     typer.echo(f"compiled: {compile_pipeline(out, image, train_image)}")
 

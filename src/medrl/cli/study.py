@@ -48,7 +48,7 @@ def run(
 
     Example: medrl run --preset demo --arms sft,sft-grpo train.seed=1
     """
-    from medrl.study import run_study
+    from medrl.pipelines.local import run_study
 
     metrics_env(metrics_port, pushgateway)
     _print_results(*run_study(preset, config, overrides, _arm_list(arms), store, run_id, pipeline_root, verbose))
@@ -70,7 +70,7 @@ def demo(
     Example: medrl demo --out ./medrl-runs
     Example: medrl demo --full
     """
-    from medrl.study import run_study
+    from medrl.pipelines.local import run_study
 
     preset = "demo-full" if full else "demo"
     _print_results(*run_study(preset, None, overrides, _arm_list(arms), str(out.resolve()), verbose=verbose))

@@ -36,7 +36,7 @@ def train(
     Example: medrl train --preset demo --arm sft --data ./data --out ./sft-model
     Example: medrl train --config study.yaml --arm grpo --data ./data --out ./grpo-model --resume
     """
-    from medrl.study import train_standalone
+    from medrl.study.standalone import train_standalone
     from medrl.train.run import rank
 
     metrics_env(metrics_port, None)
@@ -59,7 +59,7 @@ def evaluate(
 
     Example: medrl evaluate --model ./sft-model --data ./data --out ./eval --preset demo
     """
-    from medrl.study import evaluate_standalone
+    from medrl.study.standalone import evaluate_standalone
 
     cfg = load_config(preset=preset, file=config, overrides=overrides or [])
     typer.echo(json.dumps(evaluate_standalone(cfg, model, data, out), indent=2))
