@@ -26,7 +26,7 @@ MODULES = [
     "medrl.data.cxr.vindr_cxr",
     "medrl.rewards.length",
     "medrl.rewards.semantic",
-    "medrl.data.pairs",
+    "medrl.train.pairs",
     "medrl.store.checkpoints",
     "medrl.rewards",
 ]

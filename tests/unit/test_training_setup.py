@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from medrl.config import ConfigError, DpoConfig, load_config
-from medrl.data.pairs import answer_index, preference_pairs
 from medrl.data.records import Record
 from medrl.store.checkpoints import commit_local, is_complete, latest_checkpoint
+from medrl.train.pairs import answer_index, preference_pairs
 
 # ---------------------------------------------------------------------------------------------- config
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
@@ -73,20 +72,12 @@ def _embedding(cfg: JudgeConfig) -> Judge:
     return EmbeddingJudge(cfg)
 
 
-@dataclass(frozen=True)
-class Backend:
-    """A judge backend: how it is built and the JudgeConfig settings it cannot do without."""
-
-    build: Callable[[JudgeConfig], Judge]
-    needs: tuple[str, ...] = ()
-
-
-# The one table of backends: JudgeConfig validates `backend` and its required settings against it.
-BACKENDS = {
-    "keyword": Backend(lambda cfg: KeywordJudge()),
-    "openai": Backend(_openai, needs=("url", "model")),
-    "hf": Backend(_hf, needs=("model",)),
-    "embedding": Backend(_embedding),
+# The builder of each backend of medrl.config.JUDGE_BACKENDS (the names and their required settings live there).
+BACKENDS: dict[str, Callable[[JudgeConfig], Judge]] = {
+    "keyword": lambda cfg: KeywordJudge(),
+    "openai": _openai,
+    "hf": _hf,
+    "embedding": _embedding,
 }
 
 
@@ -94,5 +85,5 @@ def build_judge(cfg: JudgeConfig) -> Judge:
     """The judge a config names, behind the verdict cache (in memory, and on disk with `cache_dir`)."""
     from medrl.judge.cache import CachedJudge, VerdictCache
 
-    inner = BACKENDS[cfg.backend].build(cfg)  # JudgeConfig admits only backends of this table
+    inner = BACKENDS[cfg.backend](cfg)  # JudgeConfig admits only backends of this table
     return CachedJudge(inner, cfg.backend, cfg.model or "", VerdictCache(cfg.cache_dir))

@@ -20,7 +20,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Proc
 from prometheus_client.exposition import delete_from_gateway, push_to_gateway, start_http_server
 
 from medrl.errors import MedrlError
-from medrl.judge.outcomes import OUTCOMES
+from medrl.metrics.outcomes import OUTCOMES
 
 log = logging.getLogger("medrl.metrics")
 
