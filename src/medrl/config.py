@@ -16,6 +16,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from medrl.errors import MedrlError
+from medrl.store import StoreError, check_uri
+from medrl.store.layout import check_name
 
 
 class ConfigError(MedrlError, ValueError):
@@ -401,8 +403,6 @@ class StudyConfig(Strict):
     @field_validator("store")
     @classmethod
     def _store(cls, uri: str) -> str:
-        from medrl.store import StoreError, check_uri
-
         try:
             return check_uri(uri)  # ftp://, a missing bucket: refused here, not after a run has started
         except StoreError as err:
@@ -411,8 +411,6 @@ class StudyConfig(Strict):
     @field_validator("experiment")
     @classmethod
     def _experiment(cls, name: str) -> str:
-        from medrl.store.layout import check_name
-
         return check_name(name, "experiment")  # a folder of the store: no '/', no '..'
 
     @model_validator(mode="after")

@@ -77,7 +77,7 @@ def test_in_place_training_maps_its_failure_to_the_restart_policy(monkeypatch, f
             raise failure
 
     monkeypatch.setattr(study, "train", train)
-    assert entrypoint.main(RUN, ARM, env={}) == status
+    assert entrypoint.run_node(RUN, ARM, env={}) == status
     assert entrypoint.RANK_CRASHED == 134 and entrypoint.FINAL == 1  # >= 128 is what ExitCode retries
 
 
@@ -86,7 +86,7 @@ def test_a_rank_with_a_final_error_leaves_a_marker_for_the_supervisor(monkeypatc
 
     monkeypatch.setattr(study, "train", lambda run_uri, arm: (_ for _ in ()).throw(ConfigError("bad")))
     env = {"LOCAL_RANK": "1", "RANK": "3", entrypoint.FAILURE_DIR_ENV: str(tmp_path)}
-    assert entrypoint.main(RUN, ARM, env=env) == entrypoint.FINAL
+    assert entrypoint.run_node(RUN, ARM, env=env) == entrypoint.FINAL
     assert (tmp_path / "rank-3").read_text().strip() == "ConfigError"
 
 

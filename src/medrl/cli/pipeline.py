@@ -8,6 +8,8 @@ from typing import Annotated
 import typer
 
 from medrl.cli.common import Overrides, Preset, pipeline_app
+from medrl.kfp import client
+from medrl.kfp.parameters import packaged_pipeline
 
 
 @pipeline_app.command("compile")
@@ -32,7 +34,7 @@ def pipeline_compile(
 
     Example: medrl pipeline compile --image registry.local/medrl-slim:0.1.0 --train-image registry.local/medrl:0.1.0
     """
-    from medrl.pipelines.compile import compile_pipeline
+    from medrl.pipelines.compile import compile_pipeline  # lazy, for medrl --help: the kfp SDK
 
     typer.echo(f"compiled: {compile_pipeline(out, image, train_image)}")
 
@@ -55,8 +57,6 @@ KfpToken = Annotated[str | None, typer.Option("--token", envvar="MEDRL_KFP_TOKEN
 
 
 def _package(package: Path | None) -> Path:
-    from medrl.kfp.parameters import packaged_pipeline
-
     return package or packaged_pipeline()
 
 
@@ -77,7 +77,6 @@ def pipeline_submit(
 
     Example: medrl pipeline submit --host http://localhost:8080 --preset paper-table1 --param gpus_per_node=4
     """
-    from medrl.kfp import client
 
     pkg = _package(package)
     args = client.arguments(pkg, param, preset, overrides)
@@ -107,7 +106,6 @@ def pipeline_schedule(
 
     Example: medrl pipeline schedule --host http://localhost:8080 --cron "0 0 2 * * 0" --no-catchup
     """
-    from medrl.kfp import client
 
     pkg = _package(package)
     args = client.arguments(pkg, param, preset, overrides)
@@ -130,7 +128,6 @@ def pipeline_runs(
 
     Example: medrl pipeline runs --host http://localhost:8080 --experiment medrl
     """
-    from medrl.kfp import client
 
     rows = client.runs(host, experiment, limit, namespace, token)
     if as_json:

@@ -1,101 +1,21 @@
-"""Where one arm trains: in this process, or as a Kubeflow PyTorchJob in the cluster.
+"""Where one arm trains: in this process, as a Kubeflow PyTorchJob (Training Operator v1) or as a TrainJob (Kubeflow
+Trainer v2).
 
 Each backend is a launcher with one method, `submit(spec) -> handle`; the handle waits for the training to end
-and deletes what was created. A Kubeflow Trainer v2 TrainJob backend would be one more entry in LAUNCHERS.
+and deletes what was created. A new backend is one more module beside pytorchjob.py and one more entry in LAUNCHERS.
 """
 
 from __future__ import annotations
 
-import hashlib
-import logging
 import os
-import re
-from dataclasses import dataclass, field, fields
-from typing import Any, Protocol
+from dataclasses import dataclass
+from typing import Any
 
-from medrl.errors import MedrlError
-
-log = logging.getLogger("medrl")
-
-TRAINING_LABELS = {"app.kubernetes.io/name": "medrl", "app.kubernetes.io/component": "training"}
-ARM_LABEL = "medrl.io/arm"
-PIPELINE_RUN_LABEL = "medrl.io/pipeline-run"
-METRICS_PORT = 9400  # the PodMonitor in k8s/base scrapes the container port named `metrics`
-
-
-class LaunchError(MedrlError, RuntimeError):
-    """Training could not be started or did not finish; the message names the job and what to check."""
-
-
-@dataclass
-class TrainSpec:
-    """What to train and, for cluster backends, on which resources. Field names are the pipeline's parameters."""
-
-    run_uri: str
-    arm: str
-    pipeline_run: str = ""  # the Kubeflow run id: labels the job so the pipeline's exit handler can delete it
-    image: str = "ghcr.io/medrl/medrl:0.1.0"
-    namespace: str = "medrl"
-    nodes: int = 1
-    gpus_per_node: int = 0  # 0: one CPU process per node
-    cpu: str = "8"
-    memory: str = "64Gi"
-    shm_size: str = "16Gi"
-    scratch_size: str = "200Gi"
-    node_selector: dict[str, str] = field(default_factory=dict)
-    tolerations: list[dict[str, Any]] = field(default_factory=list)
-    store_secret: str = "medrl-store"  # keys `accesskey`, `secretkey` (the layout of KFP's mlpipeline-minio-artifact)
-    store_config: str = "medrl-store"  # ConfigMap of non-secret store settings, taken as environment
-    service_account: str = "medrl-train"
-    ttl_seconds_after_finished: int = 3600
-    backoff_limit: int = 3
-    active_deadline_seconds: int = 0  # 0: no deadline
-    metrics_port: int = METRICS_PORT
-    poll_seconds: float = 10.0  # how often the launcher asks the API server about the job
-    training_runtime: str = "torch-distributed"  # TrainJob: the (Cluster)TrainingRuntime it references
-
-    def __post_init__(self) -> None:
-        if self.nodes < 1:
-            raise ValueError(f"nodes={self.nodes}: a training job needs at least one node")
-        if self.gpus_per_node < 0:
-            raise ValueError(f"gpus_per_node={self.gpus_per_node}: give 0 (CPU) or more")
-        if not self.image:
-            raise ValueError("image is empty: give the medrl image the training pods run (pipeline parameter image)")
-
-    @classmethod
-    def from_params(cls, run_uri: str, arm: str, params: dict[str, Any] | None) -> TrainSpec:
-        known = {f.name for f in fields(cls)} - {"run_uri", "arm"}
-        params = dict(params or {})
-        unknown = sorted(set(params) - known)
-        if unknown:
-            raise ValueError(f"cluster settings {', '.join(unknown)} are not known; use {', '.join(sorted(known))}")
-        return cls(run_uri=run_uri, arm=arm, **{k: v for k, v in params.items() if v is not None})
-
-    @property
-    def nproc_per_node(self) -> int:
-        return self.gpus_per_node or 1
-
-    @property
-    def job_name(self) -> str:
-        """Stable for one run and arm, so a retried pipeline task finds the job it started; a DNS-1035 label short
-        enough for the operator's `<job>-worker-<i>` pod and service names."""
-        digest = hashlib.sha256(f"{self.run_uri}\n{self.arm}".encode()).hexdigest()[:8]
-        arm = re.sub(r"[^a-z0-9-]", "-", self.arm.lower()).strip("-")[:30].strip("-") or "arm"
-        return f"medrl-{arm}-{digest}"
-
-
-class Handle(Protocol):
-    name: str
-
-    def wait(self) -> None:
-        """Block until training ends; raise LaunchError when it failed."""
-
-    def delete(self) -> None:
-        """Remove what `submit` created (nothing for in-process training)."""
-
-
-class Launcher(Protocol):
-    def submit(self, spec: TrainSpec) -> Handle: ...
+from medrl import store, study
+from medrl.cluster import pytorchjob, trainjob
+from medrl.cluster.pytorchjob import PyTorchJobLauncher
+from medrl.cluster.spec import Launcher, LaunchError, TrainSpec
+from medrl.cluster.trainjob import TrainJobLauncher
 
 
 @dataclass
@@ -113,25 +33,15 @@ class InProcessLauncher:
     """Trains in the calling process (laptops, CI, the kfp.local pipeline)."""
 
     def submit(self, spec: TrainSpec) -> InProcessHandle:
-        from medrl import study
-
         study.train(spec.run_uri, spec.arm)
         return InProcessHandle(name=f"in-process {spec.arm}")
 
 
-def _pytorchjob_launcher() -> Launcher:
-    from medrl.cluster.pytorchjob import PyTorchJobLauncher
-
-    return PyTorchJobLauncher()
-
-
-def _trainjob_launcher() -> Launcher:
-    from medrl.cluster.trainjob import TrainJobLauncher
-
-    return TrainJobLauncher()
-
-
-LAUNCHERS = {"inprocess": InProcessLauncher, "pytorchjob": _pytorchjob_launcher, "trainjob": _trainjob_launcher}
+LAUNCHERS: dict[str, type[Launcher]] = {
+    "inprocess": InProcessLauncher,
+    "pytorchjob": PyTorchJobLauncher,
+    "trainjob": TrainJobLauncher,
+}
 
 
 def in_cluster() -> bool:
@@ -145,20 +55,16 @@ def resolve(kind: str) -> str:
     if kind == "auto":
         if not in_cluster():
             return "inprocess"
-        from medrl.cluster.trainjob import crd_installed
-
-        return "trainjob" if crd_installed() else "pytorchjob"
+        return "trainjob" if trainjob.crd_installed() else "pytorchjob"
     if kind not in LAUNCHERS:
         raise ValueError(f"launcher={kind!r}: choose auto, {', '.join(LAUNCHERS)}")
     return kind
 
 
-def train_arm(run_uri: str, arm: str, launcher: str = "auto", params: dict[str, Any] | None = None) -> str:
-    """Train one arm with the chosen backend; returns the URI of the model the arm evaluates.
+def launch_arm(run_uri: str, arm: str, launcher: str = "auto", params: dict[str, Any] | None = None) -> str:
+    """Train one arm with the chosen backend and wait for it; returns the URI of the model the arm evaluates.
 
     Arms that train nothing, or whose model is already committed (a retried task), return at once."""
-    from medrl import store, study
-
     run, cfg = study.load_run(run_uri)
     if arm not in cfg.arms:
         raise ValueError(f"arm {arm!r} is not in run {run_uri}; it has {', '.join(cfg.arms)}")
@@ -181,7 +87,5 @@ def cleanup(pipeline_run: str, namespace: str, launcher: str = "auto") -> list[s
     kind = resolve(launcher) if pipeline_run else "inprocess"
     if kind == "inprocess":
         return []
-    from medrl.cluster import pytorchjob, trainjob
-
     backend = trainjob if kind == "trainjob" else pytorchjob
     return backend.delete_jobs_of_run(pipeline_run, namespace)

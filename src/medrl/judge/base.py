@@ -10,6 +10,8 @@ import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
+from medrl.judge.cache import CachedJudge, VerdictCache
+
 if TYPE_CHECKING:
     from medrl.config import JudgeConfig
 
@@ -55,19 +57,19 @@ class KeywordJudge:
 
 
 def _openai(cfg: JudgeConfig) -> Judge:
-    from medrl.judge.openai import OpenAIJudge
+    from medrl.judge.openai import OpenAIJudge  # lazy: a backend's dependencies load only when it is used
 
     return OpenAIJudge(cfg)
 
 
 def _hf(cfg: JudgeConfig) -> Judge:
-    from medrl.judge.hf import HFJudge
+    from medrl.judge.hf import HFJudge  # lazy: a backend's dependencies load only when it is used
 
     return HFJudge(cfg)
 
 
 def _embedding(cfg: JudgeConfig) -> Judge:
-    from medrl.judge.embedding import EmbeddingJudge
+    from medrl.judge.embedding import EmbeddingJudge  # lazy: a backend's dependencies load only when it is used
 
     return EmbeddingJudge(cfg)
 
@@ -83,7 +85,6 @@ BACKENDS: dict[str, Callable[[JudgeConfig], Judge]] = {
 
 def build_judge(cfg: JudgeConfig) -> Judge:
     """The judge a config names, behind the verdict cache (in memory, and on disk with `cache_dir`)."""
-    from medrl.judge.cache import CachedJudge, VerdictCache
 
     inner = BACKENDS[cfg.backend](cfg)  # JudgeConfig admits only backends of this table
     return CachedJudge(inner, cfg.backend, cfg.model or "", VerdictCache(cfg.cache_dir))

@@ -18,6 +18,7 @@ from medrl.config import MAX_LEVELS, ConfigError, StudyConfig, config_from_text,
 from medrl.data.prep import prepare
 from medrl.evaluate import evaluate_model, metrics_complete, rescore
 from medrl.kfp.parameters import STORE_ENV, arm_list, parameter_overrides
+from medrl.models.tiny import build_tiny
 from medrl.report import ArmResult, build_report, slim_predictions
 from medrl.store import checkpoints
 from medrl.store.layout import RunLayout, new_run_id
@@ -45,8 +46,6 @@ def init_run(
     if store.exists(run.config):
         return run.uri  # a retried init: the frozen config stands
     if cfg.model.base.startswith("tiny:"):
-        from medrl.models.tiny import build_tiny
-
         if not store.is_committed(run.base_model):
             with store.commit_dir(run.base_model) as out:
                 build_tiny(cfg.model.base[len("tiny:") :], out, seed=cfg.data.seed)
