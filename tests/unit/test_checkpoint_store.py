@@ -7,6 +7,7 @@ import pytest
 
 from medrl import store
 from medrl.store import checkpoints
+from medrl.train import callbacks
 
 
 def save(tmp_path, step: int):
@@ -64,13 +65,13 @@ def test_the_target_and_the_arm_reach_the_callbacks_as_arguments(tmp_path):
     from medrl.train.common import training_callbacks
 
     target = checkpoints.Target("file:///x/checkpoints", keep=3)
-    callbacks = training_callbacks("arm-a", tmp_path, keep=2, upload=target)
-    uploads = [c for c in callbacks if isinstance(c, checkpoints.CheckpointUpload)]
+    made = training_callbacks("arm-a", tmp_path, keep=2, upload=target)
+    uploads = [c for c in made if isinstance(c, callbacks.CheckpointUpload)]
     assert [u.target for u in uploads] == [target]
-    assert [c.keep for c in callbacks if isinstance(c, checkpoints.CheckpointCommit)] == [2]
-    assert [c.recorder.arm for c in callbacks if hasattr(c, "recorder")] == ["arm-a"]
+    assert [c.keep for c in made if isinstance(c, callbacks.CheckpointCommit)] == [2]
+    assert [c.recorder.arm for c in made if hasattr(c, "recorder")] == ["arm-a"]
     alone = training_callbacks("arm-b", tmp_path, keep=2)
-    assert not any(isinstance(c, checkpoints.CheckpointUpload) for c in alone)
+    assert not any(isinstance(c, callbacks.CheckpointUpload) for c in alone)
     with pytest.raises(ValueError, match="save_total_limit"):
         checkpoints.Target("file:///x", keep=0)
 
@@ -188,7 +189,7 @@ def test_the_study_setting_for_checkpoints_kept_after_training_is_checked(monkey
 def test_the_upload_snapshot_links_the_files_instead_of_copying_them(tmp_path):
     path = save(tmp_path, 5).rename(tmp_path / "checkpoint-5")
     checkpoints.commit_local(path)
-    frozen = checkpoints.snapshot(path, tmp_path / "up" / "step-5")
+    frozen = callbacks.snapshot(path, tmp_path / "up" / "step-5")
     assert sorted(p.name for p in frozen.iterdir()) == ["model.safetensors", "trainer_state.json"]
     assert (frozen / "model.safetensors").stat().st_ino == (path / "model.safetensors").stat().st_ino
     store.delete(checkpoints.local_uri(path))  # rotation removes the checkpoint: the snapshot stays whole
@@ -212,19 +213,19 @@ def test_a_failed_upload_stops_training_at_the_next_save_and_at_the_end(tmp_path
     blocker = tmp_path / "not-a-folder"
     blocker.write_text("a file where the store's folder should be")
     broken = checkpoints.Target(store.normalize(str(blocker / "checkpoints")), keep=2)
-    upload = checkpoints.CheckpointUpload(broken, tmp_path / "up", node=checkpoints.Node())
+    upload = callbacks.CheckpointUpload(broken, tmp_path / "up", node=checkpoints.Node())
     trainer_save(upload, tmp_path, 1)  # the upload fails in the background; training goes on
     upload.wait()
     assert upload.failed == [1]
-    with pytest.raises(checkpoints.CheckpointError, match="step-1 was not uploaded to file://"):
+    with pytest.raises(callbacks.CheckpointError, match="step-1 was not uploaded to file://"):
         trainer_save(upload, tmp_path, 2)
     # A failure of the last upload surfaces when training ends.
     good = checkpoints.Target(store.normalize(str(tmp_path / "store")), keep=2)
-    upload = checkpoints.CheckpointUpload(good, tmp_path / "up", node=checkpoints.Node())
+    upload = callbacks.CheckpointUpload(good, tmp_path / "up", node=checkpoints.Node())
     args, state = trainer_save(upload, tmp_path, 3)
     upload.wait()
     assert upload.uploaded == [3] and store.is_committed(store.join(good.uri, "step-3"))
     upload.target = broken
     args, state = trainer_save(upload, tmp_path, 4)
-    with pytest.raises(checkpoints.CheckpointError, match="step-4"):
+    with pytest.raises(callbacks.CheckpointError, match="step-4"):
         upload.on_train_end(args, state, None)

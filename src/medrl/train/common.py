@@ -19,8 +19,8 @@ from medrl.config import ConfigError, StudyConfig, Training
 from medrl.data.prompt import prompt_messages, target_completion
 from medrl.data.records import read_records
 from medrl.errors import MedrlError
-from medrl.store.checkpoints import CheckpointCommit, CheckpointUpload, ResumeWeights, Target
-from medrl.train.callbacks import PrometheusExporter
+from medrl.store.checkpoints import Target
+from medrl.train.callbacks import CheckpointCommit, CheckpointUpload, PrometheusExporter, ResumeWeights
 
 
 @dataclass
