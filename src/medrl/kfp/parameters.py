@@ -61,16 +61,17 @@ STUDY_PARAMETERS = (
     ),
     Parameter("judge_model", str, "", "Model name the judge serves."),
 )
-# The train step's cluster settings: fields of `medrl.cluster.launch.TrainSpec`, under the same names.
+# The train step's cluster settings: fields of `medrl.cluster.spec.TrainSpec`, under the same names.
 CLUSTER_PARAMETERS = (
     Parameter(
         "launcher",
         str,
         "auto",
-        "Where arms train: auto (PyTorchJob in the cluster, in process elsewhere), pytorchjob, inprocess.",
+        "Where arms train: auto (in the cluster a TrainJob where Kubeflow Trainer v2 is installed, else a PyTorchJob; "
+        "in process elsewhere), trainjob, pytorchjob, inprocess.",
     ),
     Parameter("image", str, DEFAULT_IMAGE, "Image of the training pods."),
-    Parameter("namespace", str, "medrl", "Namespace of the PyTorchJobs."),
+    Parameter("namespace", str, "medrl", "Namespace of the training jobs (PyTorchJob or TrainJob)."),
     Parameter("nodes", int, 1, "Nodes per training job (one Master, the rest Workers)."),
     Parameter("gpus_per_node", int, 0, "GPUs (= processes) per node; 0: one CPU process."),
     Parameter("cpu", str, "8", "CPU of each training pod."),
