@@ -18,10 +18,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 
-from medrl import metrics as prom
 from medrl.config import JudgeConfig
 from medrl.judge.breaker import CircuitBreaker
 from medrl.judge.templates import SCORES, YES_NO, parse_score, parse_yes_no
+from medrl.metrics import judge as prom
 from medrl.metrics.outcomes import OUTCOMES
 
 log = logging.getLogger("medrl")

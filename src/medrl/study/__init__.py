@@ -12,12 +12,12 @@ import logging
 import os
 import shutil
 
-from medrl import metrics as prom
 from medrl import store
 from medrl.config import MAX_LEVELS, ConfigError, StudyConfig, config_from_text, dump_config, load_config
 from medrl.data.prep import prepare
 from medrl.evaluate import evaluate_model, metrics_complete, rescore
 from medrl.kfp.parameters import STORE_ENV, arm_list, parameter_overrides
+from medrl.metrics import pushgateway as prom
 from medrl.models.tiny import build_tiny
 from medrl.report import ArmResult, build_report, slim_predictions
 from medrl.store import checkpoints

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
+import medrl.metrics.judge  # noqa: F401 (registers the judge's counters: /metrics shows them at zero until a judge runs)
 from medrl import metrics, store
 from medrl.store.checkpoints import (
     Node,
