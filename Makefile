@@ -47,14 +47,14 @@ bench: install
 lint: install
 	$(VENV)/bin/ruff check src components pipelines tests
 	$(VENV)/bin/ruff format --check src components pipelines tests
-	$(VENV)/bin/mypy src/medrl/config.py src/medrl/infra
+	$(VENV)/bin/mypy src/medrl/config.py src/medrl/store src/medrl/metrics src/medrl/cluster src/medrl/kfp src/medrl/study
 	$(VENV)/bin/yamllint -s k8s
 
 compile: install
 	$(VENV)/bin/medrl pipeline compile --out pipelines/compiled/study.yaml
 
 lock: install
-	$(PY) -m medrl.infra.image .
+	$(PY) -m tools.lock .
 
 clean:
 	rm -rf medrl-runs .pytest_cache
@@ -63,7 +63,7 @@ clean:
 # against PyPI without installing: needs the network, not a GPU. python -m medrl.gpu_check measures it on a GPU.
 .PHONY: lock-gpu gpu-check
 lock-gpu: install
-	$(PY) -m medrl.infra.gpu_lock .
+	$(PY) -m tools.gpu_lock .
 
 gpu-check: install
 	$(PY) -m medrl.gpu_check

@@ -1,10 +1,11 @@
 """Kubeflow components, shipped as `medrl.components`: one module per stage, each a lightweight Python component
-whose body imports medrl and calls one core function. Only stdlib, kfp and `medrl.pipeline` (stdlib only) are
-imported at the top; kfp embeds each function's source, so the image needs medrl installed, not this folder."""
+whose body imports medrl and calls one core function (the imports inside the bodies are kfp's rule: it embeds each
+function's source, so the image needs medrl installed, not this folder). Only stdlib, kfp and the pipeline's
+parameter table (`medrl.kfp.parameters`) are imported at the top."""
 
 from kfp import dsl
 
-from medrl.pipeline import DEFAULT_IMAGE
+from medrl.kfp.parameters import DEFAULT_IMAGE
 
 
 def component(func):

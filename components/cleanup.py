@@ -6,6 +6,6 @@ from medrl.components import component
 @component
 def cleanup(pipeline_run: str, namespace: str, launcher: str) -> list:
     """Returns the names of the jobs it deleted."""
-    from medrl.infra.launch import cleanup as run
+    from medrl.cluster.launch import cleanup as run
 
     return run(pipeline_run, namespace, launcher)

@@ -24,6 +24,6 @@ def train(
 ) -> str:
     """Returns the URI of the model the arm evaluates. Every input after `launcher` is a TrainSpec field."""
     cluster = dict(locals())  # first, while the locals are exactly the inputs
-    from medrl.infra.launch import train_arm
+    from medrl.cluster.launch import launch_arm
 
-    return train_arm(cluster.pop("run_uri"), cluster.pop("arm"), cluster.pop("launcher"), cluster)
+    return launch_arm(cluster.pop("run_uri"), cluster.pop("arm"), cluster.pop("launcher"), cluster)

@@ -18,12 +18,12 @@ from kfp import kubernetes as k8s
 from medrl.components import on_image
 from medrl.components.cleanup import cleanup
 from medrl.components.evaluate import evaluate
-from medrl.components.plan import arms_at_level, init_run
 from medrl.components.prep import prep
 from medrl.components.report import report
+from medrl.components.start import arms_at_level, init_run
 from medrl.components.train import train
 from medrl.config import MAX_LEVELS
-from medrl.pipeline import (
+from medrl.kfp.parameters import (
     CLUSTER_PARAMETERS,
     DEFAULT_IMAGE,
     DEFAULT_SLIM_IMAGE,
@@ -71,7 +71,7 @@ def build(
 ):
     """The pipeline function: the orchestrating steps on `image`, evaluate on `train_image` (also the training
     pods' default image); `parallelism` caps concurrent arms per level (0: no cap); `retries` off for kfp.local,
-    where a failed step would only fail again. Its parameters are `medrl.pipeline.PARAMETERS`."""
+    where a failed step would only fail again. Its parameters are `medrl.kfp.parameters.PARAMETERS`."""
     stages = (cleanup, init_run, arms_at_level, prep, report, train)
     c = SimpleNamespace(**{stage.python_func.__name__: on_image(stage, image) for stage in stages})
     c.evaluate = on_image(evaluate, train_image)

@@ -16,6 +16,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from medrl.errors import MedrlError
+from medrl.store import StoreError, check_uri
+from medrl.store.layout import check_name
 
 
 class ConfigError(MedrlError, ValueError):
@@ -103,7 +105,7 @@ class LoraConfig(Strict):
 
 
 class DpoConfig(Strict):
-    """DPO on preference pairs built from multiple-choice records (medrl.data.pairs)."""
+    """DPO on preference pairs built from multiple-choice records (medrl.train.pairs)."""
 
     beta: float = Field(0.1, gt=0, description="DPO temperature: higher stays closer to the reference model.")
     loss_type: Literal["sigmoid", "ipo", "hinge", "robust"] = Field(
@@ -120,8 +122,22 @@ class DpoConfig(Strict):
     )
 
 
+# Closed sets of names, declared once here so that a config is checked without importing the features (the
+# judge backends, the rewards); tests/unit check that medrl.judge.base.BACKENDS and medrl.rewards.REWARDS implement
+# exactly these names.
+REWARD_NAMES = ("format", "accuracy", "semantic", "ecr", "cwr", "grounding_iou", "report_label_f1", "report_rouge_l")
+CAPPED_REWARDS = ("ecr", "cwr")  # the length rewards: their function takes a `cap`
+# Each judge backend with the JudgeConfig settings it cannot do without.
+JUDGE_BACKENDS: dict[str, tuple[str, ...]] = {
+    "keyword": (),
+    "openai": ("url", "model"),
+    "hf": ("model",),
+    "embedding": (),
+}
+
+
 class RewardSpec(Strict):
-    name: str = Field(description="A reward of medrl.rewards.REWARDS, e.g. format, accuracy.")
+    name: str = Field(description="A reward of REWARD_NAMES (medrl.rewards.REWARDS), e.g. format, accuracy.")
     weight: float = 1.0
     cap: int | None = Field(
         None, ge=1, description="Words of reasoning at which a length reward (one with a `cap`: ecr, cwr) reaches 1."
@@ -130,19 +146,15 @@ class RewardSpec(Strict):
     @field_validator("name")
     @classmethod
     def _known(cls, name: str) -> str:
-        from medrl.rewards import REWARDS
-
-        if name not in REWARDS:
-            raise ValueError(f"unknown reward '{name}'; choose from: {', '.join(REWARDS)}")
+        if name not in REWARD_NAMES:
+            raise ValueError(f"unknown reward '{name}'; choose from: {', '.join(REWARD_NAMES)}")
         return name
 
     @model_validator(mode="after")
     def _cap(self) -> RewardSpec:
-        from medrl.rewards import capped_rewards
-
-        if self.cap is not None and self.name not in capped_rewards():
+        if self.cap is not None and self.name not in CAPPED_REWARDS:
             raise ValueError(
-                f"reward {self.name}: `cap` applies to the length rewards only ({', '.join(capped_rewards())})"
+                f"reward {self.name}: `cap` applies to the length rewards only ({', '.join(CAPPED_REWARDS)})"
             )
         return self
 
@@ -291,7 +303,7 @@ class JudgeConfig(Strict):
     """Which judge answers: the semantic reward's Yes/No during training, the thinking score in evaluation."""
 
     backend: str = Field(
-        "keyword", description="A backend of medrl.judge.base.BACKENDS; keyword is the deterministic local stand-in."
+        "keyword", description="A backend of JUDGE_BACKENDS; keyword is the deterministic local stand-in."
     )
     model: str | None = Field(None, description="Model the backend serves or loads, e.g. BioMistral/BioMistral-7B.")
     url: str | None = Field(None, description="Base URL of an OpenAI-compatible server (backend openai).")
@@ -325,11 +337,9 @@ class JudgeConfig(Strict):
 
     @model_validator(mode="after")
     def _backend(self) -> JudgeConfig:
-        from medrl.judge.base import BACKENDS
-
-        if self.backend not in BACKENDS:
-            raise ValueError(f"judge.backend={self.backend}: unknown; choose one of: {', '.join(BACKENDS)}")
-        for key in BACKENDS[self.backend].needs:
+        if self.backend not in JUDGE_BACKENDS:
+            raise ValueError(f"judge.backend={self.backend}: unknown; choose one of: {', '.join(JUDGE_BACKENDS)}")
+        for key in JUDGE_BACKENDS[self.backend]:
             if not getattr(self, key):
                 raise ValueError(f"judge.{key} is required for judge.backend={self.backend}")
         if self.url and not self.url.startswith(("http://", "https://")):
@@ -393,8 +403,6 @@ class StudyConfig(Strict):
     @field_validator("store")
     @classmethod
     def _store(cls, uri: str) -> str:
-        from medrl.infra.store import StoreError, check_uri
-
         try:
             return check_uri(uri)  # ftp://, a missing bucket: refused here, not after a run has started
         except StoreError as err:
@@ -403,8 +411,6 @@ class StudyConfig(Strict):
     @field_validator("experiment")
     @classmethod
     def _experiment(cls, name: str) -> str:
-        from medrl.infra.layout import check_name
-
         return check_name(name, "experiment")  # a folder of the store: no '/', no '..'
 
     @model_validator(mode="after")

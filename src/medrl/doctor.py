@@ -11,6 +11,10 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from medrl.cluster import trainjob
+from medrl.config import ConfigError
+from medrl.kfp.parameters import packaged_pipeline
+
 
 @dataclass
 class Check:
@@ -91,8 +95,6 @@ def local_checks() -> list[Check]:
         )
     )
     try:
-        from medrl.pipeline import packaged_pipeline
-
         checks.append(Check("pipeline definition", True, str(packaged_pipeline())))
     except FileNotFoundError as err:
         checks.append(Check("pipeline definition", False, str(err), "make install (or pip install -e .)"))
@@ -133,8 +135,6 @@ def kubeconfig_available(kubeconfig: str | None) -> bool:
     """Whether a cluster is named: --kubeconfig, KUBECONFIG, ~/.kube/config or the pod's service account. A
     kubeconfig the user named that does not exist is an error, not a silent fall back to local checks."""
     from pathlib import Path
-
-    from medrl.config import ConfigError
 
     if kubeconfig:
         if not Path(kubeconfig).expanduser().is_file():
@@ -190,7 +190,6 @@ def cluster_checks(
         return [Check("Kubernetes API", False, f"{type(err).__name__}: {first}", _KUBECONFIG_FIX)]
     checks = [Check("Kubernetes API", True, f"{api.configuration.host} ({version.git_version})")]
     core = client.CoreV1Api(api)
-    from medrl.infra import trainjob
 
     launcher = (launcher or "auto").strip().lower()
     if launcher == "auto":
@@ -235,8 +234,6 @@ def _crd_check(api) -> Check:
 
 
 def _trainjob_crd_check(api) -> Check:
-    from medrl.infra import trainjob
-
     name = f"TrainJob CRD ({trainjob.API_VERSION})"
     if not trainjob.crd_installed(api):
         return Check(name, False, f"{trainjob.API_VERSION} does not serve trainjobs", trainjob.TRAINER_FIX)
@@ -247,8 +244,6 @@ def _runtime_check(api, namespace: str, runtime: str) -> Check:
     """The runtime TrainJobs reference exists (as the launcher finds it) and runs torchrun's ML policy, whose PET_*
     environment `medrl train-arm` reads."""
     from kubernetes import client
-
-    from medrl.infra import trainjob
 
     name = f"training runtime {runtime}"
     custom = client.CustomObjectsApi(api)

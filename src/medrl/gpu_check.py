@@ -20,6 +20,18 @@ import time
 from pathlib import Path
 from typing import Any
 
+from medrl.config import DataConfig, ModelConfig, load_config
+from medrl.data.prep import prepare
+from medrl.data.prompt import DEFAULT_INSTRUCTION
+from medrl.data.records import read_records
+from medrl.evaluate.generate import generate, generate_vllm, resolve_engine
+from medrl.models.load import load_model, load_processor
+from medrl.models.sizes import qwen2_vl_2b_config
+from medrl.models.tiny import _special_ids, _vision_token_ids, build_tiny, build_tokenizer
+from medrl.rewards.basic import format_reward
+from medrl.train.common import vision_dataset
+from medrl.train.rollout import RolloutSettings, grpo_rollout_kwargs, resolve_rollout
+
 PARTS = ("grpo-hf", "grpo-vllm", "eval-hf", "eval-vllm")
 MAX_PIXELS = 401_408  # the paper's
 IMAGE_SIZE = 448  # synthetic images of 448 x 448: 256 image tokens, a typical PMC-VQA figure after resizing
@@ -32,9 +44,6 @@ NO_GPU = (
 
 def model_config(base=None):
     """Qwen2-VL-2B's geometry with the tiny tokenizer's vocabulary and special-token ids."""
-    from medrl.models.sizes import qwen2_vl_2b_config
-    from medrl.models.tiny import _special_ids, _vision_token_ids, build_tokenizer
-
     tokenizer = build_tokenizer()
     config = base or qwen2_vl_2b_config()
     config.update(_vision_token_ids(tokenizer))
@@ -49,8 +58,6 @@ def build_checkpoint(out: Path, config=None) -> Path:
     """Save a random-weight bf16 model of `config` (default: the 2B geometry) with the tiny model's processor."""
     import torch
     from transformers import AutoProcessor, Qwen2VLForConditionalGeneration
-
-    from medrl.models.tiny import build_tiny
 
     tiny = build_tiny("qwen2-vl", out.parent / "tiny-processor")
     config = model_config(config)
@@ -90,8 +97,6 @@ def _memory() -> dict[str, float]:
 
 
 def _model_cfg():
-    from medrl.config import ModelConfig
-
     return ModelConfig(dtype="bfloat16", max_pixels=MAX_PIXELS, attn_implementation="sdpa")
 
 
@@ -100,12 +105,6 @@ def run_grpo(work: Path, rollout: str, steps: int) -> dict[str, Any]:
     step (compilation, allocator warm-up) is left out of the timing."""
     from transformers import TrainerCallback
     from trl import GRPOConfig, GRPOTrainer
-
-    from medrl.config import load_config
-    from medrl.models.load import load_model, load_processor
-    from medrl.rewards.basic import format_reward
-    from medrl.train.common import vision_dataset
-    from medrl.train.rollout import RolloutSettings, grpo_rollout_kwargs
 
     cfg = load_config(text="arms: {g: {method: grpo}}")
     model_dir = str(work / "model")
@@ -171,11 +170,6 @@ def run_grpo(work: Path, rollout: str, steps: int) -> dict[str, Any]:
 
 def run_eval(work: Path, engine: str, questions: int) -> dict[str, Any]:
     """Greedy answers to `questions` test questions (700 new tokens at most), batch 8 for hf as evaluate.batch_size."""
-    from medrl.data.prompt import DEFAULT_INSTRUCTION
-    from medrl.data.records import read_records
-    from medrl.evaluate.generate import generate, generate_vllm
-    from medrl.models.load import load_model, load_processor
-
     model_dir = str(work / "model")
     records = read_records(work / "data", "test")[:questions]
     processor = load_processor(model_dir, _model_cfg())
@@ -229,11 +223,6 @@ def main(argv: list[str] | None = None) -> int:
         run = run_grpo(opts.work, engine, opts.steps) if kind == "grpo" else run_eval(opts.work, engine, opts.questions)
         print(json.dumps(run))
         return 0
-    from medrl.config import DataConfig
-    from medrl.data.prep import prepare
-    from medrl.evaluate.generate import resolve_engine
-    from medrl.train.rollout import resolve_rollout
-
     with tempfile.TemporaryDirectory(prefix="medrl-gpu-check-") as tmp:
         work = opts.work or Path(tmp)
         build_checkpoint(work / "model")

@@ -245,7 +245,7 @@ def pushgateway(tmp_path):
 def kill_mid_upload(monkeypatch, server, after: int):
     """SIGKILL `server` once an upload has read `after` bytes of a file (medrl's hashing reader); returns the
     reader's own `read`, to put back."""
-    from medrl.infra import s3
+    from medrl.store import s3
 
     original_read = s3.HashingReader.read
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import yaml
 from prometheus_client import generate_latest
 
-from medrl.infra import metrics
+from medrl import metrics
 from tests.integration.servers import binary
 
 RULE_FILE = Path(__file__).resolve().parents[2] / "k8s" / "base" / "alerts" / "prometheusrule.yaml"

@@ -10,9 +10,9 @@ import time
 
 import pytest
 
-from medrl import study
-from medrl.infra import checkpoint_store, s3, store
-from medrl.infra.layout import RunLayout
+from medrl import store, study
+from medrl.store import checkpoints, s3
+from medrl.store.layout import RunLayout
 from medrl.train.run import scratch_work_dir
 from tests.integration.servers import s3_environment
 from tests.integration.tiny_runs import grpo_study
@@ -28,7 +28,7 @@ def test_checkpoints_survive_a_store_restart_and_resume_takes_the_newest_committ
     study.prep(run_uri)
     arm = RunLayout(run_uri).arm("grpo")
 
-    commit = checkpoint_store.commit_checkpoint
+    commit = checkpoints.commit_checkpoint
     committed: list[int] = []
     restart = threading.Thread(target=lambda: (time.sleep(2), own_seaweed.start()))
 
@@ -40,7 +40,7 @@ def test_checkpoints_survive_a_store_restart_and_resume_takes_the_newest_committ
         committed.append(step)
         return result
 
-    monkeypatch.setattr(checkpoint_store, "commit_checkpoint", commit_through_an_outage)
+    monkeypatch.setattr(checkpoints, "commit_checkpoint", commit_through_an_outage)
     monkeypatch.setenv(study.KEEP_AFTER_ENV, "2")  # kept after the model is committed, for the re-run below
     with caplog.at_level("INFO"):
         study.train(run_uri, "grpo")
@@ -49,7 +49,7 @@ def test_checkpoints_survive_a_store_restart_and_resume_takes_the_newest_committ
     assert committed == [2, 4, 6] and own_seaweed.proc.poll() is None
     assert any("retrying" in r.getMessage() for r in caplog.records if r.name == "medrl.store")
     assert not any("was not uploaded" in r.getMessage() for r in caplog.records)
-    assert [n for n, _ in checkpoint_store.steps(arm.checkpoints)] == [4, 6]  # keep 2: step-2 was pruned
+    assert [n for n, _ in checkpoints.steps(arm.checkpoints)] == [4, 6]  # keep 2: step-2 was pruned
     newest = store.open_dir(store.join(arm.checkpoints, "step-6"), verify=True)
     assert json.loads((newest / "trainer_state.json").read_text())["global_step"] == 6
     assert (newest / "model.safetensors").is_file() and (newest / "optimizer.pt").is_file()

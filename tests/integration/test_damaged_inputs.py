@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from medrl.infra import store
+from medrl import store
 from tests.integration.tiny_runs import committed_synthetic
 
 

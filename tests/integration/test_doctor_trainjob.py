@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from medrl.cluster.trainjob import build_runtime
 from medrl.doctor import TRAINJOB_VERBS, cluster_checks
-from medrl.infra.trainjob import build_runtime
 from tests.integration.test_doctor import ENDPOINTS, RUNNER, by_name, cluster  # noqa: F401  (fixture)
 
 DATA = Path(__file__).parents[1] / "data" / "trainer-v2.3.0"

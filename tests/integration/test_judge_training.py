@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
+from medrl import store
 from medrl.config import load_config
 from medrl.data.records import iter_jsonl, write_jsonl
-from medrl.infra import store
 from medrl.rewards.semantic import UnscorableError
 from medrl.train import train_arm
 from tests.integration.tiny_runs import MARKERS, Capture, canary_dataset

@@ -13,8 +13,8 @@ import yaml
 from typer.testing import CliRunner
 
 from medrl.cli import app
-from medrl.infra import kubeflow
-from medrl.pipeline import packaged_pipeline
+from medrl.kfp import client
+from medrl.kfp.parameters import packaged_pipeline
 from tests.standins import KfpStandIn
 
 PACKAGE = packaged_pipeline()  # what `pipeline submit|schedule` send without --package
@@ -62,8 +62,8 @@ def test_submit_sends_the_package_and_typed_parameters_into_an_experiment(kfp_ap
 
 
 def test_schedule_sends_cron_concurrency_and_catchup(kfp_api):
-    job = kubeflow.schedule(
-        kfp_api.url, PACKAGE, kubeflow.arguments(PACKAGE, ["steps=1500"], "paper-table1"), "0  0 2 * * 0",
+    job = client.schedule(
+        kfp_api.url, PACKAGE, client.arguments(PACKAGE, ["steps=1500"], "paper-table1"), "0  0 2 * * 0",
         experiment="weekly", max_concurrency=2, catchup=False,
     )  # fmt: skip
     (body,) = posted(kfp_api, "/apis/v2beta1/recurringruns")
@@ -72,7 +72,7 @@ def test_schedule_sends_cron_concurrency_and_catchup(kfp_api):
     assert body["runtime_config"]["parameters"] == {"preset": "paper-table1", "steps": 1500}
     assert body["experiment_id"] == kfp_api.experiments[0]["experiment_id"]
     assert job["recurring_run_id"] == kfp_api.recurring[0]["recurring_run_id"]
-    kubeflow.schedule(kfp_api.url, PACKAGE, {}, "@weekly")  # catch-up is Kubeflow's default
+    client.schedule(kfp_api.url, PACKAGE, {}, "@weekly")  # catch-up is Kubeflow's default
     assert posted(kfp_api, "/apis/v2beta1/recurringruns")[1]["no_catchup"] is False
 
 
@@ -90,14 +90,14 @@ def test_bad_schedule_input_exits_2_naming_the_option_and_sends_nothing(kfp_api,
 def test_an_unreachable_server_is_named_with_the_fix(tmp_path):
     with KfpStandIn() as gone:
         url = gone.url
-    with pytest.raises(kubeflow.KubeflowError, match=rf"--host {url}: the Kubeflow Pipelines API failed.*port-forward"):
-        kubeflow.submit(url, PACKAGE, {})
+    with pytest.raises(client.KubeflowError, match=rf"--host {url}: the Kubeflow Pipelines API failed.*port-forward"):
+        client.submit(url, PACKAGE, {})
 
 
 def test_runs_lists_newest_first(kfp_api, capsys):
     for preset in ("demo", "paper-table1"):
-        kubeflow.submit(kfp_api.url, PACKAGE, {"preset": preset}, experiment="medrl", run_name=f"run {preset}")
-    rows = kubeflow.runs(kfp_api.url, experiment="medrl")
+        client.submit(kfp_api.url, PACKAGE, {"preset": preset}, experiment="medrl", run_name=f"run {preset}")
+    rows = client.runs(kfp_api.url, experiment="medrl")
     assert [r["name"] for r in rows] == ["run paper-table1", "run demo"]
     assert {r["state"] for r in rows} == {"PENDING"} and all(r["created"] == "2026-11-22 01:00:00" for r in rows)
     out = CliRunner().invoke(app, ["pipeline", "runs", "--host", kfp_api.url, "--experiment", "medrl"])
@@ -123,19 +123,19 @@ def test_runs_lists_newest_first(kfp_api, capsys):
     ],
 )
 def test_cron_validation_names_the_field(cron, message):
-    with pytest.raises(kubeflow.KubeflowError, match=message.replace("*", r"\*").replace("?", r"\?")):
-        kubeflow.validate_cron(cron)
+    with pytest.raises(client.KubeflowError, match=message.replace("*", r"\*").replace("?", r"\?")):
+        client.validate_cron(cron)
 
 
 @pytest.mark.parametrize("cron", ["0 0 2 * * 0", "0 */15 8-18 ? * MON-FRI", "0 0 0 1 JAN,JUL *", "@every 24h"])
 def test_valid_crons_pass(cron):
-    assert kubeflow.validate_cron(cron) == cron
+    assert client.validate_cron(cron) == cron
 
 
 def test_parameters_are_typed_by_the_package():
-    args = kubeflow.arguments(PACKAGE, ["nodes=2", "arms=sft,grpo", 'overrides=["a.b=1"]'], None, ["c.d=2"])
+    args = client.arguments(PACKAGE, ["nodes=2", "arms=sft,grpo", 'overrides=["a.b=1"]'], None, ["c.d=2"])
     assert args == {"nodes": 2, "arms": "sft,grpo", "overrides": ["a.b=1", "c.d=2"]}
-    with pytest.raises(kubeflow.KubeflowError, match="nodes takes an integer"):
-        kubeflow.arguments(PACKAGE, ["nodes=two"])
-    with pytest.raises(kubeflow.KubeflowError, match="node_selector takes a JSON object"):
-        kubeflow.arguments(PACKAGE, ["node_selector=[1]"])
+    with pytest.raises(client.KubeflowError, match="nodes takes an integer"):
+        client.arguments(PACKAGE, ["nodes=two"])
+    with pytest.raises(client.KubeflowError, match="node_selector takes a JSON object"):
+        client.arguments(PACKAGE, ["node_selector=[1]"])

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import pytest
 
-from medrl.infra import store
-from medrl.infra.launch import LaunchError, TrainSpec, cleanup, train_arm
-from medrl.infra.pytorchjob import PyTorchJobLauncher
+from medrl import store
+from medrl.cluster.launch import LaunchError, TrainSpec, cleanup, launch_arm
+from medrl.cluster.pytorchjob import PyTorchJobLauncher
 from medrl.study import init_run, load_run
 from tests.integration.tiny_runs import small_sft_run
 from tests.standins import KubeStandIn
@@ -35,7 +35,7 @@ def run_uri(tmp_path_factory):
 
 @pytest.mark.slow
 def test_arm_trains_as_a_pytorchjob_and_the_job_is_deleted(kube, run_uri, capsys):
-    model = train_arm(run_uri, "sft", launcher="pytorchjob", params={**FAST, "pipeline_run": "kfp-run-1"})
+    model = launch_arm(run_uri, "sft", launcher="pytorchjob", params={**FAST, "pipeline_run": "kfp-run-1"})
 
     run, _ = load_run(run_uri)
     assert model == run.arm("sft").model and store.is_committed(model)
@@ -56,9 +56,9 @@ def test_arm_trains_as_a_pytorchjob_and_the_job_is_deleted(kube, run_uri, capsys
 
 @pytest.mark.slow
 def test_a_committed_or_untrained_arm_submits_nothing(kube, run_uri):
-    train_arm(run_uri, "sft", launcher="pytorchjob", params=FAST)  # committed by the test above, or now
+    launch_arm(run_uri, "sft", launcher="pytorchjob", params=FAST)  # committed by the test above, or now
     before = len(kube.requests)
-    train_arm(run_uri, "sft", launcher="pytorchjob", params=FAST)
+    launch_arm(run_uri, "sft", launcher="pytorchjob", params=FAST)
     assert len(kube.requests) == before
 
 
@@ -67,7 +67,7 @@ def test_a_failed_job_raises_naming_it_and_is_deleted(kube, tmp_path):
     uri = init_run(preset="demo", store_uri=str(tmp_path / "runs"), run_id="fails", arms=["sft"])
     spec = TrainSpec.from_params(uri, "sft", FAST)
     with pytest.raises(LaunchError, match=rf"PyTorchJob medrl/{spec.job_name} did not succeed"):
-        train_arm(uri, "sft", launcher="pytorchjob", params=FAST)
+        launch_arm(uri, "sft", launcher="pytorchjob", params=FAST)
     assert kube.deleted == [spec.job_name]
 
 

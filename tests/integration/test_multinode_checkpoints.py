@@ -16,8 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from medrl.infra import checkpoint_store, store
-from medrl.infra.layout import RunLayout
+from medrl import store
+from medrl.store import checkpoints
+from medrl.store.layout import RunLayout
 from medrl.study import init_run, prep
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -61,7 +62,7 @@ def test_two_nodes_resume_from_the_same_complete_checkpoint(tmp_path):
 
     procs = _both(uri, tmp_path / "first")
     deadline = time.monotonic() + 300
-    while checkpoint_store.latest_committed(arm.checkpoints, nodes=2) is None:
+    while checkpoints.latest_committed(arm.checkpoints, nodes=2) is None:
         assert time.monotonic() < deadline, "no checkpoint complete for both nodes in time"
         assert all(p.poll() is None for p in procs), [p.communicate()[0][-3000:] for p in procs]
         time.sleep(0.2)
@@ -72,7 +73,7 @@ def test_two_nodes_resume_from_the_same_complete_checkpoint(tmp_path):
     assert not store.is_committed(arm.model)
 
     # Every node's part is in the store: node 0's weights and trainer state, node 1's RNG state.
-    step, parts = next(checkpoint_store.complete_checkpoints(arm.checkpoints, nodes=2))
+    step, parts = next(checkpoints.complete_checkpoints(arm.checkpoints, nodes=2))
     assert step < MAX_STEPS and [p.rsplit("/", 1)[-1].split("-of-")[0] for p in parts] == ["node-0", "node-1"]
     assert "trainer_state.json" in store.manifest(parts[0])["files"]
     assert "rng_state_1.pth" in store.manifest(parts[1])["files"]
@@ -90,4 +91,4 @@ def test_two_nodes_resume_from_the_same_complete_checkpoint(tmp_path):
     assert summary["resumed_from"] == step and summary["global_step"] == MAX_STEPS
     assert len(summary["weights_sha256"]) == 2 and len(set(summary["weights_sha256"])) == 1
     # The model is committed: its checkpoints are pruned (MEDRL_KEEP_CHECKPOINTS_AFTER defaults to 0).
-    assert checkpoint_store.steps(arm.checkpoints) == []
+    assert checkpoints.steps(arm.checkpoints) == []

@@ -14,8 +14,8 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+from medrl import store
 from medrl.config import DataConfig, load_config
-from medrl.infra import store
 
 pytestmark = pytest.mark.slow
 

@@ -17,9 +17,10 @@ import urllib.request
 import pytest
 from transformers import TrainerCallback
 
-from medrl import study
-from medrl.infra import metrics, s3, store
-from medrl.infra.layout import RunLayout
+from medrl import metrics, store, study
+from medrl.metrics import pushgateway as push_metrics
+from medrl.store import s3
+from medrl.store.layout import RunLayout
 from medrl.train import common
 from tests.integration.servers import Prometheus, Pushgateway, free_ports, s3_environment, wait_until
 from tests.integration.tiny_runs import MARKERS, PATH_MARK, QUESTION_MARK, Capture, canary_dataset, grpo_study
@@ -72,7 +73,7 @@ def observed(tmp_path_factory, seaweed):
         bucket = s3_environment(mp, seaweed, root)
         mp.setenv(metrics.PORT_ENV, str(port))
         mp.setenv(metrics.ADDR_ENV, "127.0.0.1")
-        mp.setenv(metrics.PUSHGATEWAY_ENV, pushgateway.url)
+        mp.setenv(push_metrics.PUSHGATEWAY_ENV, pushgateway.url)
         callbacks = common.training_callbacks
         mp.setattr(common, "training_callbacks", lambda *a, **k: [*callbacks(*a, **k), AwaitScrape(prometheus)])
         for lg in loggers:
@@ -177,7 +178,7 @@ def test_groups_older_than_the_retention_are_pruned(tmp_path, monkeypatch):
     pushgateway = Pushgateway(tmp_path / "pushgateway")
     pushgateway.start()
     try:
-        monkeypatch.setenv(metrics.PUSHGATEWAY_ENV, pushgateway.url)
+        monkeypatch.setenv(push_metrics.PUSHGATEWAY_ENV, pushgateway.url)
 
         def push_group(job, **key):
             registry = CollectorRegistry()
@@ -188,14 +189,14 @@ def test_groups_older_than_the_retention_are_pruned(tmp_path, monkeypatch):
         push_group("someone_else", run_id="old-run")
         time.sleep(1.5)
         push_group("medrl_evaluate", run_id="new-run", arm="grpo")
-        assert metrics.prune(1.0) == 1
+        assert push_metrics.prune(1.0) == 1
         left = json.loads(get(f"{pushgateway.url}/api/v1/metrics"))["data"]
         assert sorted((g["labels"]["job"], g["labels"]["run_id"]) for g in left) == [
             ("medrl_evaluate", "new-run"),
             ("someone_else", "old-run"),
         ]
-        monkeypatch.setenv(metrics.RETENTION_ENV, "a week")
-        with pytest.raises(metrics.MetricsError, match=metrics.RETENTION_ENV):
-            metrics.retention_seconds()
+        monkeypatch.setenv(push_metrics.RETENTION_ENV, "a week")
+        with pytest.raises(metrics.MetricsError, match=push_metrics.RETENTION_ENV):
+            push_metrics.retention_seconds()
     finally:
         pushgateway.stop()

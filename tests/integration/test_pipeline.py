@@ -12,7 +12,8 @@ import pytest
 import yaml
 
 from medrl.config import MAX_LEVELS
-from medrl.pipeline import DEFAULT_IMAGE, DEFAULT_SLIM_IMAGE, compile_pipeline, packaged_pipeline
+from medrl.kfp.parameters import DEFAULT_IMAGE, DEFAULT_SLIM_IMAGE, packaged_pipeline
+from medrl.pipelines.compile import compile_pipeline
 from medrl.pipelines.study import TRAIN_RETRY
 
 COMMITTED = Path(__file__).resolve().parents[2] / "pipelines" / "compiled" / "study.yaml"

@@ -1,4 +1,4 @@
-"""The study pipeline with `launcher=trainjob`: compiled by medrl.pipeline.compile_pipeline (real kfp compiler),
+"""The study pipeline with `launcher=trainjob`: compiled by medrl.pipelines.compile (real kfp compiler),
 the parameter reaches the train step and the exit handler's cleanup, and a run submitted through the real
 kfp.Client to the STUB of the Kubeflow Pipelines API (tests/standins.py) carries it."""
 
@@ -7,8 +7,8 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from medrl.infra import kubeflow
-from medrl.pipeline import compile_pipeline
+from medrl.kfp import client
+from medrl.pipelines.compile import compile_pipeline
 from tests.standins import KfpStandIn
 
 
@@ -39,7 +39,7 @@ def test_the_pipeline_compiled_with_launcher_trainjob(tmp_path, kfp_api):
     assert any(name.startswith("train") for name in bound) and any(name.startswith("cleanup") for name in bound)
     assert all(source.endswith("launcher") for source in bound.values()), bound  # from the pipeline's parameter
 
-    args = kubeflow.arguments(package, ["launcher=trainjob", "gpus_per_node=4"], preset="paper-table1")
-    kubeflow.submit(kfp_api.url, package, args)
+    args = client.arguments(package, ["launcher=trainjob", "gpus_per_node=4"], preset="paper-table1")
+    client.submit(kfp_api.url, package, args)
     (run,) = kfp_api.runs
     assert run["runtime_config"]["parameters"]["launcher"] == "trainjob"

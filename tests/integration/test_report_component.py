@@ -7,9 +7,9 @@ import json
 import pytest
 from kfp import dsl, local
 
+from medrl import store
 from medrl.config import dump_config, load_config
-from medrl.infra import store
-from medrl.infra.layout import RunLayout
+from medrl.store.layout import RunLayout
 from tests.report_study import full_arms
 
 

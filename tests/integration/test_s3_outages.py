@@ -12,7 +12,8 @@ import time
 
 import pytest
 
-from medrl.infra import s3, store
+from medrl import store
+from medrl.store import s3
 from tests.integration.servers import kill_mid_upload, s3_environment
 
 BUDGET = 1.5

@@ -14,7 +14,8 @@ import time
 
 import pytest
 
-from medrl.infra import checkpoint_store, s3, store
+from medrl import store
+from medrl.store import checkpoints, s3
 from tests.integration.servers import kill_mid_upload
 
 
@@ -99,7 +100,7 @@ def test_readers_ignore_uncommitted_folders(s3_bucket, seaweed):
     client.put_object(bucket, f"{key}/step-4/MANIFEST.json", io.BytesIO(b"{}"), 2)
     with pytest.raises(store.NotCommittedError, match="did not finish"):
         store.open_dir(f"{s3_bucket}/ckpt/step-4")
-    assert checkpoint_store.latest_committed(f"{s3_bucket}/ckpt") == (2, f"{s3_bucket}/ckpt/step-2")
+    assert checkpoints.latest_committed(f"{s3_bucket}/ckpt") == (2, f"{s3_bucket}/ckpt/step-2")
     kinds = {e["name"]: e["kind"] for e in store.ls(f"{s3_bucket}/ckpt")}
     assert kinds == {"step-2": "committed", "step-4": "folder"}
 
@@ -150,14 +151,14 @@ def test_server_killed_mid_upload_leaves_no_checkpoint_and_resume_takes_the_prev
     ckpts = f"{bucket}/run/arms/grpo/checkpoints"
     step1 = tmp_path / "ckpt1"
     fill(step1, {"model.safetensors": os.urandom(1 << 20), "trainer_state.json": b'{"global_step": 1}'})
-    checkpoint_store.commit_checkpoint(step1, ckpts, 1, keep=2)
+    checkpoints.commit_checkpoint(step1, ckpts, 1, keep=2)
 
     # The server dies (SIGKILL) once 6 MiB of a 16 MiB multipart upload have been read.
     step2 = tmp_path / "ckpt2"
     fill(step2, {"model.safetensors": os.urandom(16 << 20), "trainer_state.json": b'{"global_step": 2}'})
     original_read = kill_mid_upload(monkeypatch, own_seaweed, after=6 << 20)
     with pytest.raises(store.StoreError, match="kept failing"):
-        checkpoint_store.commit_checkpoint(step2, ckpts, 2, keep=2)
+        checkpoints.commit_checkpoint(step2, ckpts, 2, keep=2)
     monkeypatch.setattr(s3.HashingReader, "read", original_read)
 
     own_seaweed.start()
@@ -167,13 +168,13 @@ def test_server_killed_mid_upload_leaves_no_checkpoint_and_resume_takes_the_prev
     unfinished = own_seaweed.client()._list_multipart_uploads(b, prefix=key + "/").uploads
     assert [u.object_name for u in unfinished] == [f"{key}/step-2/model.safetensors"]  # invisible, not yet tidied
     assert "model.safetensors" not in store.list_dir(f"{ckpts}/step-2")
-    restored = checkpoint_store.restore_latest(ckpts, tmp_path / "resume")
+    restored = checkpoints.restore_latest(ckpts, tmp_path / "resume")
     assert restored == tmp_path / "resume" / "checkpoint-1"
     assert (restored / "trainer_state.json").read_bytes() == b'{"global_step": 1}'
 
     # The next checkpoint's commit tidies up: the torn step-2 and its unfinished multipart upload go.
-    checkpoint_store.commit_checkpoint(step2, ckpts, 3, keep=2)
-    assert [n for n, _ in checkpoint_store.steps(ckpts)] == [1, 3]
+    checkpoints.commit_checkpoint(step2, ckpts, 3, keep=2)
+    assert [n for n, _ in checkpoints.steps(ckpts)] == [1, 3]
     assert own_seaweed.client()._list_multipart_uploads(b, prefix=key + "/").uploads == []
 
 
@@ -277,7 +278,7 @@ def test_concurrent_readers_share_one_cached_copy(s3_bucket):
 
 
 def test_a_run_lease_in_s3_stops_a_second_run(s3_bucket):
-    from medrl.infra.layout import RunLayout
+    from medrl.store.layout import RunLayout
 
     run = RunLayout.create(s3_bucket, "exp", "run-1")
     with run.lease(ttl=30):

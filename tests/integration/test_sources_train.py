@@ -6,9 +6,8 @@ import json
 import pytest
 from medvqa_fixtures import BUILDERS
 
-from medrl import study
+from medrl import store, study
 from medrl.data.records import read_records
-from medrl.infra import store
 
 pytestmark = pytest.mark.slow
 

@@ -3,14 +3,13 @@ no model to generate with), completes the thinking reward, and once complete it 
 
 import json
 
-from medrl import study
+from medrl import store, study
 from medrl.config import dump_config, load_config
 from medrl.data.records import Record, write_jsonl
 from medrl.evaluate.run import prediction_row
 from medrl.evaluate.score import score_predictions
-from medrl.infra import store
-from medrl.infra.layout import RunLayout
 from medrl.models.tiny import build_tokenizer
+from medrl.store.layout import RunLayout
 from tests.judge_server import JudgeServer
 
 RECORDS = [

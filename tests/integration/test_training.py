@@ -19,7 +19,7 @@ from transformers import TrainerCallback
 
 from medrl.config import load_config
 from medrl.data.records import iter_jsonl, write_jsonl
-from medrl.infra.checkpoint_store import latest_checkpoint, step_of
+from medrl.store.checkpoints import latest_checkpoint, step_of
 from medrl.train import train_arm
 from tests.integration.tiny_runs import committed_synthetic
 

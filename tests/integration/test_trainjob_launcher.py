@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from medrl.infra import store
-from medrl.infra.launch import LaunchError, TrainSpec, cleanup, resolve, train_arm
-from medrl.infra.trainjob import TrainJobLauncher, build_runtime
+from medrl import store
+from medrl.cluster.launch import LaunchError, TrainSpec, cleanup, launch_arm, resolve
+from medrl.cluster.trainjob import TrainJobLauncher, build_runtime
 from medrl.study import init_run, load_run
 from tests.integration.tiny_runs import small_sft_run
 from tests.standins import KubeStandIn
@@ -47,7 +47,7 @@ def posts(kube) -> list[dict]:
 
 @pytest.mark.slow
 def test_arm_trains_as_a_trainjob_and_the_job_is_deleted(kube, run_uri, capsys):
-    model = train_arm(run_uri, "sft", launcher="trainjob", params={**FAST, "pipeline_run": "kfp-run-1"})
+    model = launch_arm(run_uri, "sft", launcher="trainjob", params={**FAST, "pipeline_run": "kfp-run-1"})
 
     run, _ = load_run(run_uri)
     assert model == run.arm("sft").model and store.is_committed(model)
@@ -71,7 +71,7 @@ def test_a_failed_job_raises_with_its_condition_and_events_and_is_deleted(kube, 
     uri = init_run(preset="demo", store_uri=str(tmp_path / "runs"), run_id="fails", arms=["sft"])
     spec = TrainSpec.from_params(uri, "sft", FAST)
     with pytest.raises(LaunchError) as failed:
-        train_arm(uri, "sft", launcher="trainjob", params=FAST)
+        launch_arm(uri, "sft", launcher="trainjob", params=FAST)
     message = str(failed.value)
     assert f"TrainJob medrl/{spec.job_name} did not succeed: Failed FailedJobs" in message
     assert f"Warning Pod/{spec.job_name}-node-0-0-x7k2p BackOff: container node exited with 1" in message

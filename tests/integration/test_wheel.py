@@ -102,7 +102,7 @@ def test_installed_wheel_compiles_the_pipeline_outside_the_checkout(installed, t
     assert spec["root"]["inputDefinitions"]["parameters"]["image"]["defaultValue"] == IMAGE
     # `pipeline submit|schedule` without --package send the compiled pipeline the wheel ships.
     shipped = run(
-        [str(installed), "-c", "from medrl.pipeline import packaged_pipeline; print(packaged_pipeline())"],
+        [str(installed), "-c", "from medrl.kfp.parameters import packaged_pipeline; print(packaged_pipeline())"],
         cwd=tmp_path,
         env=env,
     )

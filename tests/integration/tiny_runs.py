@@ -82,7 +82,7 @@ class Capture(logging.Handler):
 
 def committed_synthetic(out: Path, train: int, test: int) -> Path:
     """A prepared synthetic dataset committed at `out` (`medrl train` and `medrl evaluate` take committed data)."""
-    from medrl.infra import store
+    from medrl import store
 
     with store.commit_dir(store.normalize(str(out))) as staging:
         prepare(DataConfig(source="synthetic", train_size=train, test_size=test, seed=0), staging)

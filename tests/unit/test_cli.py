@@ -9,10 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from medrl import cli, study
+from medrl import cli
 from medrl.cli.data import data_config, prep
 from medrl.config import ConfigError, DataConfig, load_config
 from medrl.errors import MedrlError
+from medrl.study import standalone
 
 COMMANDS = ["tiny-model", "prep", "train", "evaluate", "report", "run", "demo", "config", "doctor", "pipeline"]
 COMMANDS += ["train-arm", "store", "plan"]
@@ -95,12 +96,12 @@ def test_a_bug_keeps_its_traceback_and_another_exit_status():
 
 
 def test_medrls_own_errors_share_one_base():
+    from medrl.cluster.launch import LaunchError
     from medrl.data.prep import PrepError
-    from medrl.infra.kubeflow import KubeflowError
-    from medrl.infra.launch import LaunchError
-    from medrl.infra.metrics import MetricsError
-    from medrl.infra.store import IntegrityError, StoreError
+    from medrl.kfp.client import KubeflowError
+    from medrl.metrics import MetricsError
     from medrl.rewards import UnscorableError
+    from medrl.store import IntegrityError, StoreError
 
     for error in (ConfigError, PrepError, StoreError, IntegrityError, MetricsError, UnscorableError, LaunchError):
         assert issubclass(error, MedrlError), error
@@ -166,20 +167,22 @@ arms:
 
 def test_an_arm_trained_alone_starts_from_its_own_model_or_is_refused():
     cfg = load_config(text=STUDY)
-    assert study.pick_arm(cfg, "sft") == "sft"
+    assert standalone.pick_arm(cfg, "sft") == "sft"
     with pytest.raises(ConfigError, match="--arm nope: not in the config"):
-        study.pick_arm(cfg, "nope")
+        standalone.pick_arm(cfg, "nope")
     with pytest.raises(ConfigError, match="choose one with --arm NAME"):
-        study.pick_arm(cfg, None)
-    assert study.pick_arm(load_config(text=STUDY, arms=["zero-shot", "sft"]), None) == "sft"  # the only trained one
+        standalone.pick_arm(cfg, None)
+    assert (
+        standalone.pick_arm(load_config(text=STUDY, arms=["zero-shot", "sft"]), None) == "sft"
+    )  # the only trained one
     # a tiny base is built at a run's init, and grpo starts from the sft arm: neither exists outside a run
     with pytest.raises(ConfigError, match=r"model.base=tiny:qwen2-vl: build it first"):
-        study.standalone_init(cfg, "sft")
+        standalone.standalone_init(cfg, "sft")
     with pytest.raises(ConfigError, match=r"arms.grpo.init=arm:sft: outside a study run, give the model"):
-        study.standalone_init(cfg, "grpo")
-    assert study.standalone_init(cfg, "wide") == "org/other-vlm"
+        standalone.standalone_init(cfg, "grpo")
+    assert standalone.standalone_init(cfg, "wide") == "org/other-vlm"
     cfg = load_config(text=STUDY, overrides=["model.base=org/base-vlm"])
-    assert study.standalone_init(cfg, "sft") == "org/base-vlm"
+    assert standalone.standalone_init(cfg, "sft") == "org/base-vlm"
 
 
 def test_plan_prints_each_arm_and_fails_when_one_does_not_fit():

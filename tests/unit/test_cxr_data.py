@@ -21,7 +21,7 @@ from medrl.data.prompt import format_boxes
 from medrl.data.records import read_records
 from medrl.data.sources import PrepError
 from medrl.rewards.grounding import grounding_reward
-from medrl.rewards.report import extract_labels
+from medrl.rewards.report_quality import extract_labels
 
 # ------------------------------------------------------------------------------------------------ helpers
 

@@ -5,7 +5,7 @@ import pytest
 
 from medrl.rewards import REWARDS
 from medrl.rewards.grounding import box_f1, grounding_reward, parse_boxes
-from medrl.rewards.report import (
+from medrl.rewards.report_quality import (
     OBSERVATIONS,
     extract_labels,
     label_f1,

@@ -18,7 +18,7 @@ MODULES = [
     "medrl.evaluate.stats",
     "medrl.report.figures",
     "medrl.rewards.grounding",
-    "medrl.rewards.report",
+    "medrl.rewards.report_quality",
     "medrl.evaluate.cxr",
     "medrl.data.cxr.common",
     "medrl.data.cxr.dicom",
@@ -26,8 +26,8 @@ MODULES = [
     "medrl.data.cxr.vindr_cxr",
     "medrl.rewards.length",
     "medrl.rewards.semantic",
-    "medrl.data.pairs",
-    "medrl.infra.checkpoint_store",
+    "medrl.train.pairs",
+    "medrl.store.checkpoints",
     "medrl.rewards",
 ]
 

@@ -9,7 +9,7 @@ import pytest
 from accelerate.commands.launch import launch_command_parser
 from torch.distributed.run import get_args_parser
 
-from medrl.infra.entrypoint import rank_command
+from medrl.cluster.entrypoint import rank_command
 
 RUN, ARM = "s3://medrl/runs/paper/r1", "grpo"
 DS = Path("/opt/medrl/zero2.json")
@@ -60,8 +60,8 @@ def test_a_bad_operator_variable_is_named():
 
 
 # ---------------------------------------------------------------- exit status for the ExitCode restart policy
+from medrl.cluster import entrypoint  # noqa: E402
 from medrl.config import ConfigError  # noqa: E402
-from medrl.infra import entrypoint  # noqa: E402
 
 
 @pytest.mark.parametrize(
@@ -77,7 +77,7 @@ def test_in_place_training_maps_its_failure_to_the_restart_policy(monkeypatch, f
             raise failure
 
     monkeypatch.setattr(study, "train", train)
-    assert entrypoint.main(RUN, ARM, env={}) == status
+    assert entrypoint.run_node(RUN, ARM, env={}) == status
     assert entrypoint.RANK_CRASHED == 134 and entrypoint.FINAL == 1  # >= 128 is what ExitCode retries
 
 
@@ -86,7 +86,7 @@ def test_a_rank_with_a_final_error_leaves_a_marker_for_the_supervisor(monkeypatc
 
     monkeypatch.setattr(study, "train", lambda run_uri, arm: (_ for _ in ()).throw(ConfigError("bad")))
     env = {"LOCAL_RANK": "1", "RANK": "3", entrypoint.FAILURE_DIR_ENV: str(tmp_path)}
-    assert entrypoint.main(RUN, ARM, env=env) == entrypoint.FINAL
+    assert entrypoint.run_node(RUN, ARM, env=env) == entrypoint.FINAL
     assert (tmp_path / "rank-3").read_text().strip() == "ConfigError"
 
 

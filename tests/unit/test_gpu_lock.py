@@ -12,8 +12,8 @@ from pathlib import Path
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from medrl.infra.gpu_lock import LOCK, OVERRIDES, inputs, inputs_digest, locked_digest, metadata_wheel
-from medrl.infra.image import read_lock
+from tools.gpu_lock import LOCK, OVERRIDES, inputs, inputs_digest, locked_digest, metadata_wheel
+from tools.lock import read_lock
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -18,8 +18,8 @@ import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from medrl.infra.gpu_lock import LOCK as GPU_LOCK
-from medrl.infra.image import DEV_LOCK, SLIM_LOCK, closure, dev_pins, project_requirements, read_lock, render_slim
+from tools.gpu_lock import LOCK as GPU_LOCK
+from tools.lock import DEV_LOCK, SLIM_LOCK, closure, dev_pins, project_requirements, read_lock, render_slim
 
 ROOT = Path(__file__).resolve().parents[2]
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())

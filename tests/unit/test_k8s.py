@@ -14,8 +14,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from medrl.infra.launch import TrainSpec
-from medrl.infra.pytorchjob import build_pytorchjob, to_dict
+from medrl.cluster.launch import TrainSpec
+from medrl.cluster.pytorchjob import build_pytorchjob, to_dict
 from tests.podpolicy import pod_specs, violations
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -245,6 +245,6 @@ EXAMPLE = TrainSpec(
 
 
 def test_example_pytorchjob_is_what_medrl_builds():
-    """k8s/examples/pytorchjob-grpo.yaml: regenerate with medrl.infra.pytorchjob.to_yaml(build_pytorchjob(EXAMPLE))."""
+    """k8s/examples/pytorchjob-grpo.yaml: regenerate: medrl.cluster.pytorchjob.to_yaml(build_pytorchjob(EXAMPLE))."""
     committed = yaml.safe_load((K8S / "examples" / "pytorchjob-grpo.yaml").read_text())
     assert committed == to_dict(build_pytorchjob(EXAMPLE)), "k8s/examples/pytorchjob-grpo.yaml is stale"

@@ -10,8 +10,8 @@ import time
 
 import pytest
 
-from medrl.infra import store
-from medrl.infra.layout import LayoutError, RunLayout, check_name, new_run_id
+from medrl import store
+from medrl.store.layout import LayoutError, RunLayout, check_name, new_run_id
 
 
 @pytest.mark.parametrize("bad", ["../../etc", "a/b", "..", "", ".hidden", "run id", "a\\b", "x" * 200, "ü", "a..b"])
@@ -32,7 +32,7 @@ def test_good_names_pass():
 
 HOLD = """
 import sys, time
-from medrl.infra import store
+from medrl import store
 try:
     lease = store.acquire_lease(sys.argv[1], ttl=float(sys.argv[2]))
 except store.LeaseError as err:
@@ -87,14 +87,15 @@ def test_a_released_lease_is_free_at_once(tmp_path):
 
 def test_medrl_run_with_a_run_id_in_use_stops_before_running(tmp_path, monkeypatch):
     """`medrl run --run-id X` while another run holds X: LeaseError (exit 2), and the pipeline never starts."""
-    from medrl import pipeline, study
+    from medrl import study
+    from medrl.pipelines import local
 
     started = []
-    monkeypatch.setattr(pipeline, "run_local", lambda params, root, *rest: started.append(params))
+    monkeypatch.setattr(local, "run_local", lambda params, root, *rest: started.append(params))
     monkeypatch.setattr(study, "collect", lambda run_uri: [])
     run = RunLayout.create(store.normalize(str(tmp_path)), "demo", "busy")
     with run.lease(ttl=30), pytest.raises(store.LeaseError):
-        study.run_study(preset="demo", store_uri=str(tmp_path), run_id="busy", pipeline_root=tmp_path / "kfp")
+        local.run_study(preset="demo", store_uri=str(tmp_path), run_id="busy", pipeline_root=tmp_path / "kfp")
     assert started == []
-    study.run_study(preset="demo", store_uri=str(tmp_path), run_id="busy", pipeline_root=tmp_path / "kfp")
+    local.run_study(preset="demo", store_uri=str(tmp_path), run_id="busy", pipeline_root=tmp_path / "kfp")
     assert len(started) == 1 and not store.exists(store.join(run.uri, ".lease"))

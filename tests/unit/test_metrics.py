@@ -11,9 +11,11 @@ import pytest
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from medrl import metrics
 from medrl.config import JudgeConfig
-from medrl.infra import metrics
 from medrl.judge import openai
+from medrl.metrics import judge as judge_metrics
+from medrl.metrics import pushgateway as push_metrics
 
 # One record as TRL 1.16's GRPOTrainer logs it (keys from a real run; values rounded).
 TRL_RECORD = {
@@ -81,7 +83,7 @@ def test_trl_log_records_feed_the_training_gauges():
 
 def test_names_units_and_labels_follow_the_rules():
     metrics.TrainingRecorder("names").log(TRL_RECORD)
-    metrics.judge_request("ok", 0.2)
+    judge_metrics.judge_request("ok", 0.2)
     families = list(text_string_to_metric_families(generate_latest(metrics.REGISTRY).decode()))
     assert len(families) > 25
     for family in families:
@@ -106,11 +108,11 @@ def test_judge_metrics():
     hits = sample("medrl_judge_cache_hits_total")
     unscorable = sample("medrl_judge_verdicts_total", outcome="unscorable")
     other = sample("medrl_judge_requests_total", outcome="other")
-    metrics.judge_request("made-up outcome", 1.0)
+    judge_metrics.judge_request("made-up outcome", 1.0)
     assert sample("medrl_judge_requests_total", outcome="other") == other + 1
-    metrics.judge_cache(hit=True, n=3)
+    judge_metrics.judge_cache(hit=True, n=3)
     assert sample("medrl_judge_cache_hits_total") == hits + 3
-    metrics.judge_verdicts(scored=6, unscorable=2)
+    judge_metrics.judge_verdicts(scored=6, unscorable=2)
     assert sample("medrl_judge_unscorable_ratio") == 0.25
     assert sample("medrl_judge_verdicts_total", outcome="unscorable") == unscorable + 2
     assert sample("medrl_judge_request_duration_seconds_count") >= 1
@@ -137,21 +139,21 @@ def test_every_outcome_of_the_openai_judge_is_a_metric_label():
     produced = outcome_names_in(inspect.getsource(openai))
     # the scan must see the outcomes the backend really returns, or the check below proves nothing
     assert {"ok", "unparsable", "timeout", "connection_error", "guided_rejected", "breaker_open"} <= produced
-    assert produced <= set(metrics.JUDGE_OUTCOMES) - {"other"}
+    assert produced <= set(judge_metrics.JUDGE_OUTCOMES) - {"other"}
     judge = openai.OpenAIJudge(JudgeConfig(backend="openai", url="http://127.0.0.1:9", model="m"))
-    assert set(judge.stats()["outcomes"]) <= set(metrics.JUDGE_OUTCOMES) - {"other"}
+    assert set(judge.stats()["outcomes"]) <= set(judge_metrics.JUDGE_OUTCOMES) - {"other"}
     for outcome in produced:
         before = sample("medrl_judge_requests_total", outcome=outcome)
-        metrics.judge_request(outcome, 0.1)
+        judge_metrics.judge_request(outcome, 0.1)
         assert sample("medrl_judge_requests_total", outcome=outcome) == before + 1, outcome
 
 
 def test_no_pushgateway_no_push(monkeypatch):
-    monkeypatch.delenv(metrics.PUSHGATEWAY_ENV, raising=False)
-    with metrics.batch_stage("prep", "run-1") as pushed:
+    monkeypatch.delenv(push_metrics.PUSHGATEWAY_ENV, raising=False)
+    with push_metrics.batch_stage("prep", "run-1") as pushed:
         pushed.prep({"rows": 10, "train": 8, "test": 2, "quarantined": 0})
-    assert not metrics.push("prep", pushed.registry, "run-1")
-    assert metrics.delete_run("run-1", ["a"]) == 0
+    assert not push_metrics.push("prep", pushed.registry, "run-1")
+    assert push_metrics.delete_run("run-1", ["a"]) == 0
 
 
 def test_a_dead_pushgateway_never_fails_the_stage(monkeypatch, caplog):
@@ -159,8 +161,11 @@ def test_a_dead_pushgateway_never_fails_the_stage(monkeypatch, caplog):
     s.bind(("127.0.0.1", 0))
     port = s.getsockname()[1]
     s.close()  # nothing listens there
-    monkeypatch.setenv(metrics.PUSHGATEWAY_ENV, f"http://127.0.0.1:{port}")
-    with caplog.at_level(logging.WARNING, logger="medrl.metrics"), metrics.batch_stage("report", "run-2") as pushed:
+    monkeypatch.setenv(push_metrics.PUSHGATEWAY_ENV, f"http://127.0.0.1:{port}")
+    with (
+        caplog.at_level(logging.WARNING, logger="medrl.metrics"),
+        push_metrics.batch_stage("report", "run-2") as pushed,
+    ):
         pushed.set("report_arms", 3, "Arms in the report.")
     assert any("not pushed" in r.getMessage() for r in caplog.records)
     with pytest.raises(ValueError, match="lowercase"):
@@ -205,7 +210,7 @@ def test_every_node_serves_its_own_progress_and_only_world_rank_0_counts(monkeyp
 
     from transformers import TrainerState
 
-    from medrl.infra.trainer_hooks import PrometheusExporter
+    from medrl.train.callbacks import PrometheusExporter
 
     monkeypatch.setenv(metrics.ADDR_ENV, "127.0.0.1")
     args = SimpleNamespace(per_device_train_batch_size=2, gradient_accumulation_steps=1, world_size=4)

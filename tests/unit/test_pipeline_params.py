@@ -1,4 +1,4 @@
-"""The pipeline's parameters: one table (`medrl.pipeline.PARAMETERS`) that the compiled pipeline, its init and
+"""The pipeline's parameters: one table (`medrl.kfp.parameters.PARAMETERS`) that the compiled pipeline, its init and
 train components, `pipeline submit --param` and the launcher's TrainSpec agree with; the named parameters become
 config overrides in the init step, empty keeping the preset's value."""
 
@@ -11,20 +11,21 @@ from dataclasses import fields
 import pytest
 import yaml
 
-from medrl.components.plan import init_run
+from medrl import store
+from medrl.cluster.launch import TrainSpec
+from medrl.components.start import init_run
 from medrl.components.train import train
 from medrl.config import config_from_text
-from medrl.infra import kubeflow, store
-from medrl.infra.launch import TrainSpec
-from medrl.pipeline import (
+from medrl.kfp import client
+from medrl.kfp.parameters import (
     CLUSTER_PARAMETERS,
     DEFAULT_IMAGE,
     PARAMETERS,
     STUDY_PARAMETERS,
-    init_from_parameters,
     packaged_pipeline,
     parameter_overrides,
 )
+from medrl.study import init_from_parameters
 
 KFP_TYPES = {str: "STRING", int: "NUMBER_INTEGER", list: "LIST", dict: "STRUCT"}
 
@@ -70,10 +71,10 @@ def test_train_spec_takes_the_cluster_parameters_with_the_same_defaults():
 @pytest.mark.parametrize("param", PARAMETERS, ids=lambda p: p.name)
 def test_submit_param_is_typed_as_the_table_says(param):
     raw = json.dumps(param.default) if param.type in (list, dict) else str(param.default)
-    assert kubeflow.arguments(packaged_pipeline(), [f"{param.name}={raw}"]) == {param.name: param.default}
+    assert client.arguments(packaged_pipeline(), [f"{param.name}={raw}"]) == {param.name: param.default}
     if param.type is int:
-        with pytest.raises(kubeflow.KubeflowError, match=f"{param.name} takes an integer"):
-            kubeflow.arguments(packaged_pipeline(), [f"{param.name}=many"])
+        with pytest.raises(client.KubeflowError, match=f"{param.name} takes an integer"):
+            client.arguments(packaged_pipeline(), [f"{param.name}=many"])
 
 
 def test_named_parameters_become_overrides():

@@ -1,5 +1,5 @@
 """PyTorchJobs built by medrl: they round-trip through the kubeflow-training SDK's models, pass the operator's
-admission rules (re-implemented in medrl.infra.pytorchjob, each rule tested to reject), and their pods validate
+admission rules (re-implemented in medrl.cluster.pytorchjob, each rule tested to reject), and their pods validate
 as Kubernetes Pods."""
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from kubeflow.training import models
 from kubeflow.training.api_client import ApiClient
 from kubeflow.training.utils.utils import FakeResponse
 
-from medrl.infra.launch import TrainSpec, resolve
-from medrl.infra.pytorchjob import admission_errors, build_pytorchjob, label_value, to_dict
+from medrl.cluster.launch import TrainSpec, resolve
+from medrl.cluster.pytorchjob import admission_errors, build_pytorchjob, label_value, to_dict
 
 
 def job(**kw) -> dict:
@@ -190,7 +190,7 @@ def test_the_site_init_container_passes_pod_security_restricted_with_the_medrl_i
 
 
 def test_training_pods_carry_the_nccl_settings():
-    from medrl.infra.pytorchjob import NCCL_ENV
+    from medrl.cluster.pytorchjob import NCCL_ENV
 
     for rspec in job(nodes=2, gpus_per_node=4)["spec"]["pytorchReplicaSpecs"].values():
         env = {e["name"]: e.get("value") for e in rspec["template"]["spec"]["containers"][0]["env"]}

@@ -5,8 +5,8 @@ import pytest
 import urllib3
 from minio.error import InvalidResponseError, S3Error, ServerError
 
-from medrl.infra import store
-from medrl.infra.s3 import S3Settings, describe, split, transient
+from medrl import store
+from medrl.store.s3 import S3Settings, describe, split, transient
 
 KEYS = {"AWS_ACCESS_KEY_ID": "ak", "AWS_SECRET_ACCESS_KEY": "sk"}
 

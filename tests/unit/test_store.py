@@ -2,7 +2,7 @@
 
 import pytest
 
-from medrl.infra import store
+from medrl import store
 
 
 def test_commit_then_read(tmp_path):

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from medrl.infra import store
+from medrl import store
 
 
 def commit(path, text="v1"):

@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 
-from medrl.infra import store
+from medrl import store
 
 
 def model(path, weights=b"w" * 4096):

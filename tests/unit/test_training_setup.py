@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from medrl.config import ConfigError, DpoConfig, load_config
-from medrl.data.pairs import answer_index, preference_pairs
 from medrl.data.records import Record
-from medrl.infra.checkpoint_store import commit_local, is_complete, latest_checkpoint
+from medrl.store.checkpoints import commit_local, is_complete, latest_checkpoint
+from medrl.train.pairs import answer_index, preference_pairs
 
 # ---------------------------------------------------------------------------------------------- config
 
@@ -271,7 +271,7 @@ def test_paper_preset_holds_every_arm_of_table1_with_appendix_a_settings():
 
 def test_arms_start_from_the_instruct_model_the_base_model_or_another_arm():
     from medrl import study
-    from medrl.infra.layout import RunLayout
+    from medrl.store.layout import RunLayout
 
     cfg = load_config(
         preset="paper-table1",

@@ -1,7 +1,7 @@
 """TrainJobs built by medrl: valid against the upstream Kubeflow Trainer v2.3.0 CRD schemas (tests/data/
 trainer-v2.3.0, source named there; unknown fields rejected, as strict as kubernetes-validate), round-tripping through
 Trainer's generated models (kubeflow-trainer-api) where installed, passing the admission rules re-implemented in
-medrl.infra.trainjob (each tested to reject), and every pod Trainer would create from the runtime plus medrl's
+medrl.cluster.trainjob (each tested to reject), and every pod Trainer would create from the runtime plus medrl's
 RuntimePatches meets the pod restrictions. The committed example and runtime are what the code builds."""
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ import jsonschema
 import pytest
 import yaml
 
+from medrl.cluster.launch import TrainSpec
+from medrl.cluster.trainjob import Runtime, admission_errors, build_runtime, build_trainjob
 from medrl.doctor import TRAINJOB_VERBS
-from medrl.infra.launch import TrainSpec
-from medrl.infra.trainjob import Runtime, admission_errors, build_runtime, build_trainjob
 from tests.podpolicy import violations
 from tests.unit.test_k8s import EXAMPLE, K8S, find, render
 
@@ -236,7 +236,7 @@ def test_each_admission_rule_rejects(mutation, message):
 
 
 def test_example_trainjob_and_the_runtime_are_what_medrl_builds():
-    """Regenerate: medrl.infra.trainjob.to_yaml(build_trainjob(EXAMPLE)) into k8s/examples/trainjob-grpo.yaml and
+    """Regenerate: medrl.cluster.trainjob.to_yaml(build_trainjob(EXAMPLE)) into k8s/examples/trainjob-grpo.yaml and
     to_yaml(build_runtime()) into k8s/components/trainer/training-runtime.yaml (keep their header comments)."""
     committed = yaml.safe_load((K8S / "examples" / "trainjob-grpo.yaml").read_text())
     assert committed == build_trainjob(EXAMPLE), "k8s/examples/trainjob-grpo.yaml is stale"

@@ -11,9 +11,10 @@ import typer
 from pydantic import ValidationError
 from rich.markup import escape
 
+from medrl import store
 from medrl.cli.common import app
 from medrl.config import ConfigError, DataConfig
-from medrl.models.tiny import ARCHS
+from medrl.models.tiny import ARCHS, build_tiny
 
 TinyArch = Literal[tuple(ARCHS)]  # parsed as a choice: a wrong --arch is a usage error
 
@@ -28,9 +29,6 @@ def tiny_model(
 
     Example: medrl tiny-model --arch qwen2-vl --out ./tiny-qwen2-vl
     """
-    from medrl.infra import store
-    from medrl.models.tiny import build_tiny
-
     with store.commit_dir(store.normalize(str(out))) as staging:
         build_tiny(arch, staging, seed=seed)
     typer.echo(f"tiny {arch} model written to {out}")
@@ -52,8 +50,7 @@ def prep(
 
     Example: medrl prep --source vindr-cxr --input /data/vindr-cxr --out ./vindr --train-size 5000
     """
-    from medrl.data.prep import prepare
-    from medrl.infra import store
+    from medrl.data.prep import prepare  # lazy, for medrl --help: PIL, numpy
 
     cfg = data_config(settings)
     with store.commit_dir(store.normalize(out)) as staging:

@@ -7,6 +7,7 @@ from typing import Annotated
 import typer
 
 from medrl.cli.common import app
+from medrl.doctor import cluster_checks, kubeconfig_available, local_checks
 
 
 @app.command()
@@ -32,7 +33,6 @@ def doctor(
 
     Example: medrl doctor --gpus 4 --judge http://medrl-judge.medrl.svc:8000
     """
-    from medrl.doctor import cluster_checks, kubeconfig_available, local_checks
 
     checks = local_checks()
     if not local and kubeconfig_available(kubeconfig):

@@ -8,6 +8,8 @@ from typing import Annotated
 import typer
 
 from medrl.cli.common import Overrides, Preset, pipeline_app
+from medrl.kfp import client
+from medrl.kfp.parameters import packaged_pipeline
 
 
 @pipeline_app.command("compile")
@@ -32,7 +34,7 @@ def pipeline_compile(
 
     Example: medrl pipeline compile --image registry.local/medrl-slim:0.1.0 --train-image registry.local/medrl:0.1.0
     """
-    from medrl.pipeline import compile_pipeline
+    from medrl.pipelines.compile import compile_pipeline  # lazy, for medrl --help: the kfp SDK
 
     typer.echo(f"compiled: {compile_pipeline(out, image, train_image)}")
 
@@ -55,8 +57,6 @@ KfpToken = Annotated[str | None, typer.Option("--token", envvar="MEDRL_KFP_TOKEN
 
 
 def _package(package: Path | None) -> Path:
-    from medrl.pipeline import packaged_pipeline
-
     return package or packaged_pipeline()
 
 
@@ -77,11 +77,10 @@ def pipeline_submit(
 
     Example: medrl pipeline submit --host http://localhost:8080 --preset paper-table1 --param gpus_per_node=4
     """
-    from medrl.infra import kubeflow
 
     pkg = _package(package)
-    args = kubeflow.arguments(pkg, param, preset, overrides)
-    run = kubeflow.submit(host, pkg, args, experiment, run_name, namespace, service_account, token)
+    args = client.arguments(pkg, param, preset, overrides)
+    run = client.submit(host, pkg, args, experiment, run_name, namespace, service_account, token)
     typer.echo(f"run {run['run_id']} started in experiment {experiment}: {run['url']}")
 
 
@@ -107,11 +106,10 @@ def pipeline_schedule(
 
     Example: medrl pipeline schedule --host http://localhost:8080 --cron "0 0 2 * * 0" --no-catchup
     """
-    from medrl.infra import kubeflow
 
     pkg = _package(package)
-    args = kubeflow.arguments(pkg, param, preset, overrides)
-    job = kubeflow.schedule(
+    args = client.arguments(pkg, param, preset, overrides)
+    job = client.schedule(
         host, pkg, args, cron, experiment, name, max_concurrency, catchup, namespace, service_account, token
     )
     typer.echo(f"recurring run {job['recurring_run_id']} ({job['name']}) scheduled: {job['cron']}")
@@ -130,11 +128,10 @@ def pipeline_runs(
 
     Example: medrl pipeline runs --host http://localhost:8080 --experiment medrl
     """
-    from medrl.infra import kubeflow
 
-    rows = kubeflow.runs(host, experiment, limit, namespace, token)
+    rows = client.runs(host, experiment, limit, namespace, token)
     if as_json:
-        typer.echo(kubeflow.to_json(rows))
+        typer.echo(client.to_json(rows))
         return
     typer.echo(f"{'RUN ID':<38} {'STATE':<11} {'CREATED':<20} NAME")
     for r in rows:

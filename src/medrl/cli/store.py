@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from medrl import store
 from medrl.cli.common import store_app
 
 
@@ -17,7 +18,6 @@ def store_ls(uri: Annotated[str, typer.Argument(help="A store URI (s3://bucket/p
 
     Example: medrl store ls s3://medrl/medrl/20261121-120000-ab12/arms/grpo/checkpoints
     """
-    from medrl.infra import store
 
     entries = store.ls(store.normalize(uri))
     if not entries:
@@ -42,7 +42,6 @@ def store_get(
 
     Example: medrl store get s3://medrl/medrl/20261121-120000-ab12/arms/grpo/model ./grpo-model
     """
-    from medrl.infra import store
 
     uri = store.normalize(uri)
     if store.is_committed(uri):
@@ -70,7 +69,6 @@ def store_put(
 
     Example: medrl store put ./PMC-VQA s3://medrl/datasets/pmc-vqa
     """
-    from medrl.infra import store
 
     uri = store.normalize(uri)
     summary = store.put_artifact(src, uri, replace)
@@ -86,7 +84,6 @@ def store_verify(
 
     Example: medrl store verify s3://medrl/medrl/20261121-120000-ab12/data
     """
-    from medrl.infra import store
 
     uri = store.normalize(uri)
     try:

@@ -19,8 +19,7 @@ def report(run: Annotated[str, typer.Option(help="The run folder: <store>/<exper
 
     Example: medrl report --run ./medrl-runs/demo/20261121-120000-ab12
     """
-    from medrl import study
-    from medrl.infra import store
+    from medrl import store, study  # lazy, for medrl --help: transformers
 
     uri = study.report(store.normalize(run))
     typer.echo(f"report: {uri}/report.md and {uri}/report.html")
@@ -49,7 +48,7 @@ def run(
 
     Example: medrl run --preset demo --arms sft,sft-grpo train.seed=1
     """
-    from medrl.study import run_study
+    from medrl.pipelines.local import run_study  # lazy, for medrl --help: the kfp SDK
 
     metrics_env(metrics_port, pushgateway)
     _print_results(*run_study(preset, config, overrides, _arm_list(arms), store, run_id, pipeline_root, verbose))
@@ -71,7 +70,7 @@ def demo(
     Example: medrl demo --out ./medrl-runs
     Example: medrl demo --full
     """
-    from medrl.study import run_study
+    from medrl.pipelines.local import run_study  # lazy, for medrl --help: the kfp SDK
 
     preset = "demo-full" if full else "demo"
     _print_results(*run_study(preset, None, overrides, _arm_list(arms), str(out.resolve()), verbose=verbose))
@@ -91,7 +90,7 @@ def _arm_list(arms: str | None) -> list[str]:
 
 
 def _print_results(run, results: list) -> None:
-    from medrl.report import table1
+    from medrl.report import table1  # lazy, for medrl --help: matplotlib
 
     typer.echo("\n" + table1(results) + "\n")
     typer.echo(f"report: {run.report}/report.md  (task logs: {run.uri}/logs/)")

@@ -36,8 +36,8 @@ def train(
     Example: medrl train --preset demo --arm sft --data ./data --out ./sft-model
     Example: medrl train --config study.yaml --arm grpo --data ./data --out ./grpo-model --resume
     """
-    from medrl.study import train_standalone
-    from medrl.train.run import rank
+    from medrl.study.standalone import train_standalone  # lazy, for medrl --help: transformers
+    from medrl.train.run import rank  # lazy, for medrl --help: transformers
 
     metrics_env(metrics_port, None)
     cfg = load_config(preset=preset, file=config, overrides=overrides or [])
@@ -59,14 +59,14 @@ def evaluate(
 
     Example: medrl evaluate --model ./sft-model --data ./data --out ./eval --preset demo
     """
-    from medrl.study import evaluate_standalone
+    from medrl.study.standalone import evaluate_standalone  # lazy, for medrl --help: transformers
 
     cfg = load_config(preset=preset, file=config, overrides=overrides or [])
     typer.echo(json.dumps(evaluate_standalone(cfg, model, data, out), indent=2))
 
 
 @app.command("train-arm")
-def train_arm_entry(
+def node_command(
     run: Annotated[str, typer.Option("--run", "--run-uri", help="The run's URI: <store>/<experiment>/<run_id>.")],
     arm: Annotated[str, typer.Option("--arm", help="The arm to train.")],
 ) -> None:
@@ -77,9 +77,9 @@ def train_arm_entry(
 
     Example: medrl train-arm --run s3://medrl/runs/paper/20261121-120000-ab12 --arm grpo
     """
-    from medrl.infra.entrypoint import main as entry
+    from medrl.cluster.entrypoint import run_node  # lazy, for medrl --help: transformers
 
-    raise typer.Exit(entry(run, arm))
+    raise typer.Exit(run_node(run, arm))
 
 
 @app.command()
@@ -95,7 +95,7 @@ def plan(
 
     Example: medrl plan --preset paper-table1 --gpus 4 --gpu-memory 80
     """
-    from medrl.train.memory import plan_study
+    from medrl.train.memory import plan_study  # lazy, for medrl --help: transformers
 
     if gpus < 1 or gpu_memory <= 0:
         raise ConfigError(f"--gpus {gpus} --gpu-memory {gpu_memory}: give at least one GPU and its memory in GiB")

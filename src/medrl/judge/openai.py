@@ -19,10 +19,10 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 
 from medrl.config import JudgeConfig
-from medrl.infra import metrics as prom
 from medrl.judge.breaker import CircuitBreaker
-from medrl.judge.outcomes import OUTCOMES
 from medrl.judge.templates import SCORES, YES_NO, parse_score, parse_yes_no
+from medrl.metrics import judge as prom
+from medrl.metrics.outcomes import OUTCOMES
 
 log = logging.getLogger("medrl")
 logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per judge call would drown the run's log

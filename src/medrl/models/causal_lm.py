@@ -10,6 +10,9 @@ import inspect
 from dataclasses import dataclass
 from typing import Any
 
+from medrl.models.load import local_dir
+from medrl.models.tiny import build_tokenizer
+
 
 def pick_device(name: str) -> str:
     """`auto` is CUDA when there is one, else CPU."""
@@ -81,8 +84,6 @@ def load_causal_lm(ref: str, device: str = "auto", trust_remote_code: bool = Fal
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from medrl.models.load import local_dir
-
     path = local_dir(ref)
     device = pick_device(device)
     tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
@@ -126,8 +127,6 @@ def build_biogpt_proxy(out, seed: int = 0, steps: int = 200):
 
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
-
-    from medrl.models.tiny import build_tokenizer
 
     out = Path(out)
     tokenizer = build_tokenizer()

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from medrl import store
 from medrl.config import ModelConfig
 from medrl.errors import MedrlError
-from medrl.infra import store
 
 
 class ModelError(MedrlError):

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from medrl.models.load import local_dir
+
 # Qwen/Qwen2-VL-2B-Instruct (and Qwen2-VL-2B, the same geometry): the study's base model.
 QWEN2_VL_2B = {
     "text_config": {
@@ -57,8 +59,6 @@ def config_of(ref: str):
 
         return Qwen2VLConfig(**KNOWN[ref])
     from transformers import AutoConfig
-
-    from medrl.models.load import local_dir
 
     return AutoConfig.from_pretrained(local_dir(ref))
 

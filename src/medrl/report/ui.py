@@ -7,7 +7,7 @@ import json
 import re
 from pathlib import Path
 
-from medrl.infra import store
+from medrl import store
 from medrl.report.build import scalar_metrics
 
 FIGURE_LINE = re.compile(r"^!\[[^\]]*\]\(figures/[^)]*\)\n\n\*[^\n]*\*\n", re.MULTILINE)

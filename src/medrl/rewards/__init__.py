@@ -6,10 +6,11 @@ from __future__ import annotations
 import inspect
 from typing import TYPE_CHECKING, Any
 
+from medrl.judge import build_judge
 from medrl.rewards.basic import accuracy_reward, format_reward
 from medrl.rewards.grounding import grounding_reward
 from medrl.rewards.length import cwr_reward, ecr_reward
-from medrl.rewards.report import report_label_reward, report_rouge_reward
+from medrl.rewards.report_quality import report_label_reward, report_rouge_reward
 from medrl.rewards.semantic import SemanticReward, UnscorableError, semantic_reward
 
 if TYPE_CHECKING:
@@ -54,8 +55,6 @@ def reward_functions(specs: list[RewardSpec], judge: JudgeConfig) -> list[Any]:
     funcs: list[Any] = []
     for spec in specs:
         if spec.name == "semantic":
-            from medrl.judge import build_judge
-
             funcs.append(SemanticReward(build_judge(judge), judge.max_unscorable_fraction, name=spec.name))
         elif spec.cap is not None:
             funcs.append(NamedReward(spec.name, REWARDS[spec.name], cap=spec.cap))

@@ -7,9 +7,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from medrl.data.cxr.common import Box, iou
 from medrl.rewards.parse import completion_text, final_text
-
-Box = tuple[float, float, float, float]
 
 # Innermost [...] groups: "[[a,b,c,d],[e,f,g,h]]" yields both inner boxes.
 _GROUP_RE = re.compile(r"\[([^\[\]]*)\]")
@@ -43,21 +42,6 @@ def parse_boxes(text: str) -> list[Box | None]:
     [(0.1, 0.2, 0.3, 0.4), None]
     """
     return [parse_box(g) for g in _GROUP_RE.findall(text) if any(c.isdigit() for c in g)]
-
-
-def iou(a: Box, b: Box) -> float:
-    """Intersection over union of two ordered boxes.
-
-    >>> iou((0, 0, 1, 1), (0.5, 0, 1, 1)), iou((0, 0, 0.2, 0.2), (0.5, 0.5, 1, 1))
-    (0.5, 0.0)
-    """
-    w = min(a[2], b[2]) - max(a[0], b[0])
-    h = min(a[3], b[3]) - max(a[1], b[1])
-    if w <= 0 or h <= 0:
-        return 0.0
-    inter = w * h
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union
 
 
 def matched_ious(predicted: list[Box | None], reference: list[Box]) -> list[float]:

@@ -8,7 +8,9 @@ import importlib
 from pathlib import Path
 
 from medrl.config import ConfigError, StudyConfig, Training
-from medrl.infra.checkpoint_store import Target
+from medrl.models.load import load_model, load_processor
+from medrl.store.checkpoints import Target
+from medrl.train import common
 
 METHODS = {"sft": "sft", "lora": "sft", "dpo": "dpo", "grpo": "grpo", "dr_grpo": "grpo"}  # method -> its module
 
@@ -30,9 +32,6 @@ def train_arm(
     continues from the checkpoint `resume_from` if given. Returns a summary (steps, epoch, each rank's weights
     digest).
     """
-    from medrl.models.load import load_model, load_processor
-    from medrl.train import common
-
     cfg = cfg.for_arm(arm)  # the arm's own instruction (e.g. thinking) in prompts and SFT targets
     spec = cfg.arms[arm]
     if not isinstance(spec, Training):

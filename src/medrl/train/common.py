@@ -14,11 +14,13 @@ from typing import Any
 
 from transformers import TrainerCallback
 
+from medrl import metrics
 from medrl.config import ConfigError, StudyConfig, Training
 from medrl.data.prompt import prompt_messages, target_completion
 from medrl.data.records import read_records
 from medrl.errors import MedrlError
-from medrl.infra.checkpoint_store import CheckpointCommit, CheckpointUpload, ResumeWeights, Target
+from medrl.store.checkpoints import Target
+from medrl.train.callbacks import CheckpointCommit, CheckpointUpload, PrometheusExporter, ResumeWeights
 
 
 @dataclass
@@ -209,9 +211,6 @@ def training_callbacks(
     """Callbacks every trainer gets: the JSONL log, the non-finite guard, local checkpoint commits (the newest `keep`
     kept), the weights of the checkpoint a run resumes from, the Prometheus exporter labelled with `arm` (/metrics
     when MEDRL_METRICS_PORT is set) and, with `upload`, the commit of each checkpoint to the store."""
-    from medrl.infra import metrics
-    from medrl.infra.trainer_hooks import PrometheusExporter
-
     callbacks: list[TrainerCallback] = [
         JsonlLog(work_dir / "train_log.jsonl"),  # first: the diverged step has its row when the guard stops
         NonFiniteGuard(arm, max_nonfinite_steps),

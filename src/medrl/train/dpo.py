@@ -1,5 +1,5 @@
 """DPO through TRL's DPOTrainer on vision preference pairs built from multiple-choice records
-(medrl.data.pairs: chosen = the correct option in the answer format, rejected = a wrong option).
+(medrl.train.pairs: chosen = the correct option in the answer format, rejected = a wrong option).
 
 The reference model is a frozen copy of the starting model; `dpo.beta` and `dpo.loss_type` are TRL's.
 """
@@ -10,11 +10,11 @@ import logging
 from pathlib import Path
 
 from medrl.config import ConfigError, StudyConfig
-from medrl.data.pairs import preference_pairs
 from medrl.data.prompt import prompt_messages
 from medrl.data.records import read_records
 from medrl.models.load import load_model
 from medrl.train.common import Recipe
+from medrl.train.pairs import preference_pairs
 
 log = logging.getLogger("medrl")
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from medrl.models.sizes import Geometry
+from medrl.models.sizes import Geometry, config_of, geometry
 
 GIB = 1024**3
 PROMPT_TEXT_TOKENS = 160  # the instruction, the question and four options, as tokenized by Qwen2's BPE
@@ -111,7 +111,6 @@ def start_model(cfg, name: str) -> str:
 
 def plan_study(cfg, gpus: int, gpu_gib: float) -> list[MemoryPlan | str]:
     """Every trained arm's plan; an arm whose model geometry cannot be read here gets a line saying why."""
-    from medrl.models.sizes import config_of, geometry
 
     geometries: dict[str, Geometry] = {}
     plans: list[MemoryPlan | str] = []

@@ -11,9 +11,9 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from medrl import store
 from medrl.config import StudyConfig
-from medrl.infra import store
-from medrl.infra.checkpoint_store import Target, latest_checkpoint, restore_once, step_of
+from medrl.store.checkpoints import Target, latest_checkpoint, restore_once, step_of
 from medrl.train import train_arm
 from medrl.train.common import check_finite_weights
 

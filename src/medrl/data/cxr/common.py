@@ -107,3 +107,39 @@ def grounding_record(
         split=split,
         meta={"phrase": phrase, **meta},
     )
+
+
+Box = tuple[float, float, float, float]  # x1, y1, x2, y2 in 0..1
+
+# The 14 CheXpert observations: the labels of MIMIC-CXR's reports and of the report rewards.
+OBSERVATIONS = [
+    "No Finding",
+    "Enlarged Cardiomediastinum",
+    "Cardiomegaly",
+    "Lung Opacity",
+    "Lung Lesion",
+    "Edema",
+    "Consolidation",
+    "Pneumonia",
+    "Atelectasis",
+    "Pneumothorax",
+    "Pleural Effusion",
+    "Pleural Other",
+    "Fracture",
+    "Support Devices",
+]
+
+
+def iou(a: Box, b: Box) -> float:
+    """Intersection over union of two ordered boxes.
+
+    >>> iou((0, 0, 1, 1), (0.5, 0, 1, 1)), iou((0, 0, 0.2, 0.2), (0.5, 0.5, 1, 1))
+    (0.5, 0.0)
+    """
+    w = min(a[2], b[2]) - max(a[0], b[0])
+    h = min(a[3], b[3]) - max(a[1], b[1])
+    if w <= 0 or h <= 0:
+        return 0.0
+    inter = w * h
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union

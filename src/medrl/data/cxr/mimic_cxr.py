@@ -12,9 +12,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from medrl.config import DataConfig
-from medrl.data.cxr.common import cxr_input, find_file, read_csv, report_record
+from medrl.data.cxr.common import OBSERVATIONS, cxr_input, find_file, read_csv, report_record
 from medrl.data.sources import PrepError, Row
-from medrl.rewards.report import OBSERVATIONS
 
 SOURCE = "mimic-cxr"
 SPLIT_CSV = "mimic-cxr-2.0.0-split.csv"

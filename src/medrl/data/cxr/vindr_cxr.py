@@ -13,10 +13,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from medrl.config import DataConfig
-from medrl.data.cxr.common import cxr_input, find_file, grounding_record, normalize_box, read_csv
+from medrl.data.cxr.common import cxr_input, find_file, grounding_record, iou, normalize_box, read_csv
 from medrl.data.cxr.dicom import DicomError, dicom_to_png
 from medrl.data.sources import PrepError, Row
-from medrl.rewards.grounding import iou
 
 SOURCE = "vindr-cxr"
 COLUMNS = ["image_id", "class_name", "x_min", "y_min", "x_max", "y_max"]

@@ -1,20 +1,21 @@
-"""The pipeline adapter: the study pipeline's parameters, compiling it to YAML, running it through kfp.local.
+"""The study pipeline's parameters (one table: the pipeline's signature, the UI's help, `--param` checks) and where
+the compiled pipeline medrl ships lies.
 
 The pipeline itself is `medrl.pipelines.study` (the repository's `pipelines/`, shipped inside the package), its
-components `medrl.components` (`components/`).
+components `medrl.components` (`components/`); compiling is `medrl.pipelines.compile`, the local run
+`medrl.pipelines.local`.
 """
 
 from __future__ import annotations
 
 import copy
 import inspect
-import os
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from medrl.errors import MedrlError
+from medrl.config import load_config
 
 DEFAULT_IMAGE = "ghcr.io/medrl/medrl:0.1.0"  # the training image (Dockerfile target `train`): GPU pods
 DEFAULT_SLIM_IMAGE = "ghcr.io/medrl/medrl-slim:0.1.0"  # target `slim`: the steps that only orchestrate
@@ -60,16 +61,17 @@ STUDY_PARAMETERS = (
     ),
     Parameter("judge_model", str, "", "Model name the judge serves."),
 )
-# The train step's cluster settings: fields of `medrl.infra.launch.TrainSpec`, under the same names.
+# The train step's cluster settings: fields of `medrl.cluster.spec.TrainSpec`, under the same names.
 CLUSTER_PARAMETERS = (
     Parameter(
         "launcher",
         str,
         "auto",
-        "Where arms train: auto (PyTorchJob in the cluster, in process elsewhere), pytorchjob, inprocess.",
+        "Where arms train: auto (in the cluster a TrainJob where Kubeflow Trainer v2 is installed, else a PyTorchJob; "
+        "in process elsewhere), trainjob, pytorchjob, inprocess.",
     ),
     Parameter("image", str, DEFAULT_IMAGE, "Image of the training pods."),
-    Parameter("namespace", str, "medrl", "Namespace of the PyTorchJobs."),
+    Parameter("namespace", str, "medrl", "Namespace of the training jobs (PyTorchJob or TrainJob)."),
     Parameter("nodes", int, 1, "Nodes per training job (one Master, the rest Workers)."),
     Parameter("gpus_per_node", int, 0, "GPUs (= processes) per node; 0: one CPU process."),
     Parameter("cpu", str, "8", "CPU of each training pod."),
@@ -136,68 +138,6 @@ def pipeline_images(image: str | None = None, train_image: str | None = None) ->
     return image or DEFAULT_SLIM_IMAGE, train_image
 
 
-def compile_pipeline(out: Path | None = None, image: str | None = None, train_image: str | None = None) -> Path:
-    """Compile the study pipeline to YAML (default: ./study.yaml): the orchestrating steps on `image`, evaluation
-    and the training pods (the `image` parameter's default) on `train_image`, see `pipeline_images`."""
-    from kfp import compiler
-
-    from medrl.pipelines.study import build
-
-    out = Path(out or COMPILED)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".tmp-{out.name}")
-    steps, training = pipeline_images(image, train_image)
-    compiler.Compiler().compile(build(image=steps, train_image=training), str(tmp))
-    os.replace(tmp, out)
-    return out
-
-
-class StudyFailed(MedrlError):
-    """A task of a local study run failed; the message names it and where its log is."""
-
-
-def local_tasks(arms: int) -> int:
-    """Tasks of a local run: init, prep, one arm listing per level, train and evaluate per arm, report, cleanup."""
-    from medrl.config import MAX_LEVELS
-
-    return 4 + MAX_LEVELS + 2 * arms
-
-
-def run_local(params: dict, pipeline_root: Path, logs: Path | None = None, tasks: int = 0, verbose: bool = False):
-    """Run the study pipeline on this machine (kfp.local, subprocesses in this Python environment).
-
-    Arms run one at a time: on a laptop, parallel training only competes for the same cores. No task retries: a
-    step that fails here fails again the same way (retries are for lost pods in the cluster). With `logs`, what
-    the tasks print goes to one file per task there and the console shows one line per task (`verbose`: both)."""
-    import contextlib
-    import sys
-
-    from kfp import local
-
-    from medrl.console import TaskConsole
-    from medrl.pipelines.study import build
-
-    pipeline_root.mkdir(parents=True, exist_ok=True)
-    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(pipeline_root), raise_on_error=True)
-    study = build(parallelism=1, retries=False)
-    if logs is None:
-        study(**params)
-        return
-    console = TaskConsole(logs, sys.stdout, tasks, verbose)
-    try:
-        with contextlib.redirect_stdout(console):
-            study(**params)
-    except RuntimeError:
-        if not console.failed:
-            raise
-        raise StudyFailed(
-            f"task {', '.join(console.failed)} failed after {console.elapsed():.0f} s; its log: "
-            f"{logs / console.failed[0]}.log (medrl run --verbose shows every task's output)"
-        ) from None
-    finally:
-        console.close()
-
-
 def parameter_overrides(
     preset: str = "",
     config: str = "",
@@ -227,37 +167,10 @@ def parameter_overrides(
     if steps < 0:
         raise ValueError(f"steps={steps}: give the optimizer steps of every trained arm, or 0 for the preset's")
     if steps:
-        from medrl.config import load_config
-
-        cfg = load_config(preset=preset or None, text=config or None, overrides=out, arms=_arm_list(arms) or None)
+        cfg = load_config(preset=preset or None, text=config or None, overrides=out, arms=arm_list(arms) or None)
         out += [f"arms.{name}.max_steps={steps}" for name, arm in cfg.arms.items() if arm.method != "none"]
     return out
 
 
-def _arm_list(arms: str) -> list[str]:
+def arm_list(arms: str) -> list[str]:
     return [a.strip() for a in arms.split(",") if a.strip()]
-
-
-def init_from_parameters(
-    preset: str = "",
-    config: str = "",
-    overrides: list[str] | None = None,
-    store: str = "",
-    run_id: str = "",
-    arms: str = "",
-    **named,
-) -> str:
-    """The pipeline's init step: named parameters become overrides, then `medrl.study.init_run`."""
-    from medrl.study import init_run
-
-    overrides = parameter_overrides(preset, config, overrides, arms, **named)
-    if not store and not any(o.startswith("store=") for o in overrides):
-        store = os.environ.get(STORE_ENV, "")
-    return init_run(
-        preset=preset or None,
-        config_text=config or None,
-        overrides=overrides,
-        store_uri=store or None,
-        run_id=run_id or None,
-        arms=_arm_list(arms),
-    )

@@ -6,7 +6,7 @@ It is resolved with pip's own resolver against PyPI without installing anything 
 --report`, binary wheels for the target platform), from pyproject's dependencies with the overrides in
 `requirements-gpu.in` (vLLM pins its own torch, so the GPU stack cannot take the CPU pins as they are). Its header
 carries a digest of those inputs, so a test sees, offline, when pyproject or the overrides changed since the lock
-was made. Regenerate: `make lock-gpu` (python -m medrl.infra.gpu_lock).
+was made. Regenerate: `make lock-gpu` (python -m tools.gpu_lock).
 """
 
 from __future__ import annotations

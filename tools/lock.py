@@ -2,9 +2,9 @@
 installed in a working environment, so the Dockerfile installs them in their own cached layer before medrl.
 `requirements-slim.lock` is the same environment without the CUDA stack, for the slim image of the pipeline steps
 that only orchestrate: the NVIDIA libraries and triton dropped, torch and torchvision as PyTorch's CPU builds of
-the same versions. (The training image installs `requirements-gpu.lock`, see `medrl.infra.gpu_lock`.)
+the same versions. (The training image installs `requirements-gpu.lock`, see `tools.gpu_lock`.)
 
-Regenerate after changing pyproject.toml: `make lock` (python -m medrl.infra.image).
+Regenerate after changing pyproject.toml: `make lock` (python -m tools.lock).
 """
 
 from __future__ import annotations

@@ -22,8 +22,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from medrl.infra.launch import LaunchError, TrainSpec
-from medrl.infra.pytorchjob import NCCL_ENV, UID, _snake, label_value, pod_labels
+from medrl.cluster.pytorchjob import NCCL_ENV, UID, _snake, label_value, pod_labels
+from medrl.cluster.spec import PIPELINE_RUN_LABEL, LaunchError, TrainSpec
 
 log = logging.getLogger("medrl")
 
@@ -464,8 +464,6 @@ def _wait_gone(handle: TrainJobHandle, spec: TrainSpec, timeout_s: float = 300) 
 def delete_jobs_of_run(pipeline_run: str, namespace: str, api=None) -> list[str]:
     """Delete every TrainJob labelled with this pipeline run (the pipeline's exit handler)."""
     from kubernetes import client
-
-    from medrl.infra.launch import PIPELINE_RUN_LABEL
 
     custom = client.CustomObjectsApi(api or api_client())
     selector = f"{PIPELINE_RUN_LABEL}={label_value(pipeline_run)}"

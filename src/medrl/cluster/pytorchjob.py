@@ -13,7 +13,7 @@ import re
 import time
 from typing import Any
 
-from medrl.infra.launch import (
+from medrl.cluster.spec import (
     ARM_LABEL,
     PIPELINE_RUN_LABEL,
     TRAINING_LABELS,

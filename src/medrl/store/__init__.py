@@ -414,7 +414,7 @@ def backend(uri: str):
     if scheme == "file":
         return _BACKENDS.setdefault("file", FileBackend())
     if scheme == "s3":
-        from medrl.infra.s3 import S3Backend, S3Settings
+        from medrl.store.s3 import S3Backend, S3Settings  # lazy: minio, needed for s3:// only
 
         # One client per endpoint and credentials: tests and tools may switch them within a process.
         settings = S3Settings.from_env()

@@ -8,8 +8,8 @@ import threading
 import time
 import urllib.request
 
+from medrl import metrics
 from medrl.config import load_config
-from medrl.infra import metrics
 from medrl.train import train_arm
 from tests.integration.servers import free_ports
 from tests.integration.tiny_runs import grpo_study

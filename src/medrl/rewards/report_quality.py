@@ -14,24 +14,9 @@ import re
 from itertools import pairwise
 from typing import Any
 
+from medrl.data.cxr.common import OBSERVATIONS
 from medrl.rewards.parse import completion_text, final_text
 
-OBSERVATIONS = [
-    "No Finding",
-    "Enlarged Cardiomediastinum",
-    "Cardiomegaly",
-    "Lung Opacity",
-    "Lung Lesion",
-    "Edema",
-    "Consolidation",
-    "Pneumonia",
-    "Atelectasis",
-    "Pneumothorax",
-    "Pleural Effusion",
-    "Pleural Other",
-    "Fracture",
-    "Support Devices",
-]
 POSITIVE, NEGATIVE, UNCERTAIN = 1, 0, -1
 
 _W = r"(?:\s+[\w-]+){0,3}?"  # up to three words in between ("heart size is mildly enlarged")

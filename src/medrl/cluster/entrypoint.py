@@ -22,6 +22,10 @@ from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
 
+from medrl import study
+from medrl.config import ConfigError
+from medrl.data.prep import PrepError
+
 log = logging.getLogger("medrl")
 
 ZERO2_CONFIG = "zero2.json"  # under medrl/train/configs/, shipped with the package
@@ -80,13 +84,13 @@ def rank_command(env: Mapping[str, str], run_uri: str, arm: str, deepspeed_confi
     ]  # fmt: skip
 
 
-def main(run_uri: str, arm: str, env: Mapping[str, str] | None = None) -> int:
+def run_node(run_uri: str, arm: str, env: Mapping[str, str] | None = None) -> int:
     """Train `arm` of the run at `run_uri` on this node; returns the exit status (see the module's docstring)."""
     env = dict(os.environ if env is None else env)
     use_deepspeed = env.get("MEDRL_DEEPSPEED", "none") == "zero2"
     command = rank_command(env, run_uri, arm, zero2_config() if use_deepspeed else None)
     if command is None:
-        return train_here(run_uri, arm, env)
+        return train_rank(run_uri, arm, env)
     log.info("node %s: starting %s rank(s)", env.get("PET_NODE_RANK", "0"), env.get("PET_NPROC_PER_NODE", "1"))
     return supervise(command, env)
 
@@ -94,15 +98,11 @@ def main(run_uri: str, arm: str, env: Mapping[str, str] | None = None) -> int:
 def final_errors() -> tuple[type[BaseException], ...]:
     """Errors that the same input raises again: a restart cannot help. A store outage, a dead judge or a crashed
     kernel are not among them."""
-    from medrl.config import ConfigError
-    from medrl.data.prep import PrepError
-
     return (ConfigError, PrepError)
 
 
-def train_here(run_uri: str, arm: str, env: Mapping[str, str]) -> int:
+def train_rank(run_uri: str, arm: str, env: Mapping[str, str]) -> int:
     """Train in this process (one process in all, or one rank under torchrun/accelerate)."""
-    from medrl import study
 
     # As PID 1 of a container a process without a handler ignores SIGTERM; a preemption must end training.
     signal.signal(signal.SIGTERM, _exit_on_signal)

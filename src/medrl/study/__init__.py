@@ -11,12 +11,18 @@ import json
 import logging
 import os
 import shutil
-from pathlib import Path
 
-from medrl.config import MAX_LEVELS, StudyConfig, config_from_text, dump_config, load_config
-from medrl.infra import checkpoint_store, store
-from medrl.infra import metrics as prom
-from medrl.infra.layout import RunLayout, new_run_id
+from medrl import store
+from medrl.config import MAX_LEVELS, ConfigError, StudyConfig, config_from_text, dump_config, load_config
+from medrl.data.prep import prepare
+from medrl.evaluate import evaluate_model, metrics_complete, rescore
+from medrl.kfp.parameters import STORE_ENV, arm_list, parameter_overrides
+from medrl.metrics import pushgateway as prom
+from medrl.models.tiny import build_tiny
+from medrl.report import ArmResult, build_report, slim_predictions
+from medrl.store import checkpoints
+from medrl.store.layout import RunLayout, new_run_id
+from medrl.train.run import rank, scratch_work_dir, train_to_store
 
 log = logging.getLogger("medrl")
 
@@ -40,8 +46,6 @@ def init_run(
     if store.exists(run.config):
         return run.uri  # a retried init: the frozen config stands
     if cfg.model.base.startswith("tiny:"):
-        from medrl.models.tiny import build_tiny
-
         if not store.is_committed(run.base_model):
             with store.commit_dir(run.base_model) as out:
                 build_tiny(cfg.model.base[len("tiny:") :], out, seed=cfg.data.seed)
@@ -65,8 +69,6 @@ def arms_at_level(run_uri: str, level: int) -> list[str]:
 
 
 def prep(run_uri: str) -> str:
-    from medrl.data.prep import prepare
-
     run, cfg = load_run(run_uri)
     if not store.is_committed(run.data):
         with prom.batch_stage("prep", run.run_id) as pushed, store.commit_dir(run.data) as out:
@@ -101,8 +103,6 @@ def train(run_uri: str, arm: str) -> str:
     """Train one arm; returns the URI of the model it evaluates. Under torchrun every rank calls this: all train,
     rank 0 commits the model, the log and the checkpoints. A retried step resumes from the newest committed
     checkpoint in the store."""
-    from medrl.train.run import rank, scratch_work_dir, train_to_store
-
     run, cfg = load_run(run_uri)
     spec = cfg.arms[arm]
     if spec.method == "none" or store.is_committed(run.arm(arm).model):
@@ -110,17 +110,17 @@ def train(run_uri: str, arm: str) -> str:
     paths = run.arm(arm)
     keep_after = keep_checkpoints_after()  # a bad setting fails now, not after training
     work_dir = scratch_work_dir(paths.model)  # local, and the same folder for every rank of a node
-    upload = checkpoint_store.Target(paths.checkpoints, spec.save_total_limit)
+    upload = checkpoints.Target(paths.checkpoints, spec.save_total_limit)
     summary = train_to_store(
         cfg, arm, run.data, paths.model, init_of(run, cfg, arm), work=work_dir, resume=True, upload=upload
     )
-    node = checkpoint_store.Node.from_env()
+    node = checkpoints.Node.from_env()
     if rank() == 0:
         log_file = work_dir / "train_log.jsonl"
         if log_file.exists():
             store.put_file(paths.train_log, log_file)
         # The model is committed: the checkpoints have done their work (a full fine-tune's are tens of GB each).
-        checkpoint_store.prune_after_commit(paths.checkpoints, keep_after, node.count)
+        checkpoints.prune_after_commit(paths.checkpoints, keep_after, node.count)
         shutil.rmtree(work_dir, ignore_errors=True)  # the model, log and checkpoints are in the store now
         log.info("arm %s trained: %s steps", arm, summary.get("global_step"))
     elif os.environ.get("LOCAL_RANK", "0") == "0":
@@ -134,8 +134,6 @@ KEEP_AFTER_ENV = "MEDRL_KEEP_CHECKPOINTS_AFTER"
 def keep_checkpoints_after() -> int:
     """How many of an arm's store checkpoints stay once its model is committed: MEDRL_KEEP_CHECKPOINTS_AFTER, default
     0 (the model is the result; a checkpoint only serves to finish the run). Keep some to continue training later."""
-    from medrl.config import ConfigError
-
     text = os.environ.get(KEEP_AFTER_ENV, "").strip() or "0"
     if not text.isdigit():
         raise ConfigError(f"{KEEP_AFTER_ENV}={text!r}: give how many checkpoints to keep after training (0 or more)")
@@ -144,8 +142,6 @@ def keep_checkpoints_after() -> int:
 
 def evaluate(run_uri: str, arm: str) -> str:
     """Evaluate one arm on the test split; returns the URI of its metrics.json."""
-    from medrl.evaluate import evaluate_model, metrics_complete, rescore
-
     run, cfg = load_run(run_uri)
     paths = run.arm(arm)
     if store.exists(paths.metrics):
@@ -171,8 +167,6 @@ def evaluate(run_uri: str, arm: str) -> str:
 
 def collect(run_uri: str) -> list:
     """Every arm's results, in the order of the config (arms not evaluated are left out)."""
-    from medrl.report import ArmResult, slim_predictions
-
     run, cfg = load_run(run_uri)
     summary = json.loads((store.open_dir(run.data) / "summary.json").read_text())
     results = []
@@ -191,8 +185,6 @@ def collect(run_uri: str) -> list:
 
 def report(run_uri: str) -> str:
     """Write the report of every evaluated arm; returns the URI of the report folder."""
-    from medrl.report import build_report
-
     run, cfg = load_run(run_uri)
     retention = prom.retention_seconds()
     with prom.batch_stage("report", run.run_id) as pushed, store.commit_dir(run.report) as out:
@@ -210,119 +202,24 @@ def forget_metrics(run_uri: str) -> int:
     return prom.delete_run(run.run_id, list(cfg.arms))
 
 
-# ------------------------------------------------------------------ outside the pipeline: one arm, a local study
-
-
-def pick_arm(cfg: StudyConfig, arm: str | None) -> str:
-    """The arm `medrl train` trains: the one named, else the config's only trained arm."""
-    from medrl.config import ConfigError
-
-    if arm:
-        if arm not in cfg.arms:
-            raise ConfigError(f"--arm {arm}: not in the config; it has {', '.join(cfg.arms)}")
-        return arm
-    trained = [n for n, a in cfg.arms.items() if a.method != "none"]
-    if len(trained) != 1:
-        raise ConfigError(f"the config has arms {', '.join(cfg.arms)}: choose one with --arm NAME")
-    return trained[0]
-
-
-def standalone_init(cfg: StudyConfig, arm: str) -> str:
-    """The model an arm starts from when it is trained on its own, outside a study run: `init_of` without a run,
-    so neither another arm's model nor a tiny model built at init exists."""
-    from medrl.config import ConfigError
-
-    init = cfg.arms[arm].init
-    if init.startswith("arm:"):
-        raise ConfigError(f"arms.{arm}.init={init}: outside a study run, give the model with --init DIR")
-    # init_of reads the run only for `arm:` inits, refused above, so there is none to give
-    start = init_of(None, cfg, arm)  # type: ignore[arg-type]
-    if start.startswith("tiny:"):
-        raise ConfigError(f"model.base={start}: build it first (medrl tiny-model --out DIR) and pass --init DIR")
-    return start
-
-
-def model_folder(ref: str, what: str) -> str:
-    """`ref` itself, checked when it names a local folder: one that holds a model (config.json), so a wrong path is
-    named before any loading. Hub ids and store URIs pass; the hub and the store name their own failures."""
-    from medrl.config import ConfigError
-
-    path = Path(ref).expanduser()
-    if (path.exists() or ref.startswith(("/", ".", "~"))) and not (path / "config.json").is_file():
-        problem = "is not a model folder (no config.json)" if path.exists() else "does not exist"
-        raise ConfigError(f"{what} {ref}: {problem}; give a model's folder, a hub id (org/name) or a store URI")
-    return ref
-
-
-def train_standalone(
-    cfg: StudyConfig,
-    arm: str | None,
-    data: str,
-    out: str,
-    init: str | None = None,
-    work: Path | None = None,
-    resume: bool = False,
-) -> tuple[str, dict]:
-    """Train one arm of `cfg` on a prepared dataset into `out`, outside a study run; returns the arm's name and
-    the training summary. `init` replaces the arm's own starting model."""
-    from medrl.train.run import train_to_store
-
-    name = pick_arm(cfg, arm)
-    start = model_folder(init, "--init") if init else standalone_init(cfg, name)
-    return name, train_to_store(cfg, name, data, out, start, work=work, resume=resume)
-
-
-def evaluate_standalone(cfg: StudyConfig, model: str, data: str, out: Path) -> dict:
-    """Evaluate `model` on a prepared dataset's test split, outside a study run: predictions.jsonl and
-    metrics.json go into the folder `out`; returns the metrics."""
-    from medrl.data.records import write_json, write_jsonl
-    from medrl.evaluate import evaluate_model
-
-    rows, metrics = evaluate_model(cfg, model_folder(model, "--model"), store.open_dir(store.normalize(data)))
-    write_jsonl(out / "predictions.jsonl", rows)
-    write_json(out / "metrics.json", {"n": len(rows), "metrics": metrics})
-    return metrics
-
-
-def run_study(
-    preset: str | None = None,
-    config: Path | None = None,
+def init_from_parameters(
+    preset: str = "",
+    config: str = "",
     overrides: list[str] | None = None,
-    arms: list[str] | None = None,
-    store_uri: str | None = None,
-    run_id: str | None = None,
-    pipeline_root: Path | None = None,
-    verbose: bool = False,
-) -> tuple[RunLayout, list]:
-    """Run a whole study on this machine through the Kubeflow pipeline (kfp.local): every arm, then the report.
-    `config` is a study YAML file; returns the run's layout and every evaluated arm's results."""
-    import tempfile
-
-    from medrl.config import ConfigError
-    from medrl.pipeline import local_tasks, run_local
-
-    if not preset and not config:
-        raise ConfigError("give --preset NAME or --config FILE")
-    extra = [f"store={store_uri}"] if store_uri else []
-    cfg = load_config(preset=preset, file=config, overrides=[*(overrides or []), *extra], arms=arms or None)
-    run_id = run_id or new_run_id()
-    run = RunLayout.create(store.normalize(cfg.store), cfg.experiment, run_id)
-    params = {
-        "preset": preset or "",
-        "config": config.read_text(encoding="utf-8") if config else "",
-        "overrides": [*(overrides or []), f"store={store.normalize(cfg.store)}"],
-        "store": "",
-        "run_id": run_id,
-        "arms": ",".join(arms or []),
-    }
-    root = pipeline_root or Path(tempfile.mkdtemp(prefix="medrl-kfp-"))
-    log.info("running study %s (arms: %s) as run %s; task logs in %s", cfg.name, ", ".join(cfg.arms), run_id,
-             store.join(run.uri, "logs"))  # fmt: skip
-    logs = root / "logs"
-    try:
-        with run.lease():  # a second `medrl run` with the same run id stops instead of writing into this one
-            run_local(params, root, logs, local_tasks(len(cfg.arms)), verbose)
-    finally:
-        for path in sorted(logs.glob("*.log")) if logs.is_dir() else []:
-            store.put_file(store.join(run.uri, "logs", path.name), path)
-    return run, collect(run.uri)
+    store: str = "",
+    run_id: str = "",
+    arms: str = "",
+    **named,
+) -> str:
+    """The pipeline's init step: named parameters become overrides, then `medrl.study.init_run`."""
+    overrides = parameter_overrides(preset, config, overrides, arms, **named)
+    if not store and not any(o.startswith("store=") for o in overrides):
+        store = os.environ.get(STORE_ENV, "")
+    return init_run(
+        preset=preset or None,
+        config_text=config or None,
+        overrides=overrides,
+        store_uri=store or None,
+        run_id=run_id or None,
+        arms=arm_list(arms),
+    )

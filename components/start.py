@@ -20,7 +20,7 @@ def init_run(
 ) -> str:
     """Returns the run's URI: <store>/<experiment>/<run_id>. The inputs are the pipeline's STUDY_PARAMETERS."""
     params = dict(locals())  # first, while the locals are exactly the inputs
-    from medrl.pipeline import init_from_parameters
+    from medrl.study import init_from_parameters
 
     return init_from_parameters(**params)
 

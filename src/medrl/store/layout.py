@@ -7,8 +7,8 @@ import secrets
 import time
 from dataclasses import dataclass
 
-from medrl.infra import store
-from medrl.infra.store import join
+from medrl import store
+from medrl.store import join
 
 # Names become path segments and object keys: no separators, no `..`, nothing a shell or S3 treats specially.
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")

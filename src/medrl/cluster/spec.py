@@ -1,14 +1,10 @@
-"""Where one arm trains: in this process, or as a Kubeflow PyTorchJob in the cluster.
-
-Each backend is a launcher with one method, `submit(spec) -> handle`; the handle waits for the training to end
-and deletes what was created. A Kubeflow Trainer v2 TrainJob backend would be one more entry in LAUNCHERS.
-"""
+"""What every launcher shares: the training job's spec (the pipeline's cluster parameters), its labels, the
+launcher and handle interfaces, and LaunchError."""
 
 from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import re
 from dataclasses import dataclass, field, fields
 from typing import Any, Protocol
@@ -96,93 +92,3 @@ class Handle(Protocol):
 
 class Launcher(Protocol):
     def submit(self, spec: TrainSpec) -> Handle: ...
-
-
-@dataclass
-class InProcessHandle:
-    name: str
-
-    def wait(self) -> None:
-        return None
-
-    def delete(self) -> None:
-        return None
-
-
-class InProcessLauncher:
-    """Trains in the calling process (laptops, CI, the kfp.local pipeline)."""
-
-    def submit(self, spec: TrainSpec) -> InProcessHandle:
-        from medrl import study
-
-        study.train(spec.run_uri, spec.arm)
-        return InProcessHandle(name=f"in-process {spec.arm}")
-
-
-def _pytorchjob_launcher() -> Launcher:
-    from medrl.infra.pytorchjob import PyTorchJobLauncher
-
-    return PyTorchJobLauncher()
-
-
-def _trainjob_launcher() -> Launcher:
-    from medrl.infra.trainjob import TrainJobLauncher
-
-    return TrainJobLauncher()
-
-
-LAUNCHERS = {"inprocess": InProcessLauncher, "pytorchjob": _pytorchjob_launcher, "trainjob": _trainjob_launcher}
-
-
-def in_cluster() -> bool:
-    return bool(os.environ.get("KUBERNETES_SERVICE_HOST"))
-
-
-def resolve(kind: str) -> str:
-    """`auto` inside a Kubernetes pod is a TrainJob where Kubeflow Trainer v2 is installed, else a PyTorchJob;
-    anywhere else it is in-process training."""
-    kind = (kind or "auto").strip().lower()
-    if kind == "auto":
-        if not in_cluster():
-            return "inprocess"
-        from medrl.infra.trainjob import crd_installed
-
-        return "trainjob" if crd_installed() else "pytorchjob"
-    if kind not in LAUNCHERS:
-        raise ValueError(f"launcher={kind!r}: choose auto, {', '.join(LAUNCHERS)}")
-    return kind
-
-
-def train_arm(run_uri: str, arm: str, launcher: str = "auto", params: dict[str, Any] | None = None) -> str:
-    """Train one arm with the chosen backend; returns the URI of the model the arm evaluates.
-
-    Arms that train nothing, or whose model is already committed (a retried task), return at once."""
-    from medrl import study
-    from medrl.infra import store
-
-    run, cfg = study.load_run(run_uri)
-    if arm not in cfg.arms:
-        raise ValueError(f"arm {arm!r} is not in run {run_uri}; it has {', '.join(cfg.arms)}")
-    if cfg.arms[arm].method == "none" or store.is_committed(run.arm(arm).model):
-        return study.model_of(run, cfg, arm)
-    spec = TrainSpec.from_params(run_uri, arm, params)
-    backend = LAUNCHERS[resolve(launcher)]()
-    handle = backend.submit(spec)
-    try:
-        handle.wait()
-    finally:
-        handle.delete()
-    if not store.is_committed(run.arm(arm).model):
-        raise LaunchError(f"{handle.name} finished but {run.arm(arm).model} is not committed; read the job's log")
-    return run.arm(arm).model
-
-
-def cleanup(pipeline_run: str, namespace: str, launcher: str = "auto") -> list[str]:
-    """Delete the training jobs a pipeline run left behind (the run failed or was stopped); returns their names."""
-    kind = resolve(launcher) if pipeline_run else "inprocess"
-    if kind == "inprocess":
-        return []
-    from medrl.infra import pytorchjob, trainjob
-
-    backend = trainjob if kind == "trainjob" else pytorchjob
-    return backend.delete_jobs_of_run(pipeline_run, namespace)

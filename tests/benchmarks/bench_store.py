@@ -7,7 +7,7 @@ import os
 import statistics
 import time
 
-from medrl.infra import store
+from medrl import store
 
 MiB = 1 << 20
 # The shape of a checkpoint: weights and optimizer state dominate, plus a few small files.

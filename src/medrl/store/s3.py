@@ -37,7 +37,7 @@ from minio import Minio
 from minio.deleteobjects import DeleteObject
 from minio.error import InvalidResponseError, S3Error, ServerError
 
-from medrl.infra.store import (
+from medrl.store import (
     COMMITTED,
     MANIFEST,
     IntegrityError,
@@ -52,6 +52,7 @@ from medrl.infra.store import (
     parse_marker,
     place_dir,
     record_verified,
+    verify_dir,
 )
 
 log = logging.getLogger("medrl.store")
@@ -679,7 +680,6 @@ class S3Backend:
     @as_operation
     def open_dir(self, uri: str, verify: bool = False) -> Path:
         """The artifact in the local cache, downloaded (and verified) on first use of each committed version."""
-        from medrl.infra.store import verify_dir
 
         bucket, key = split(uri)
         digest, _ = self.committed_version(uri)

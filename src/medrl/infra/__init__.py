@@ -1,1 +1,0 @@
-"""Infrastructure: the artifact store, run layout, metrics, launchers."""
