@@ -7,6 +7,7 @@ import secrets
 import time
 from dataclasses import dataclass
 
+from medrl.errors import MedrlError
 from medrl.infra import store
 from medrl.infra.store import join
 
@@ -14,8 +15,9 @@ from medrl.infra.store import join
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
 
-class LayoutError(ValueError):
-    """A run id, experiment or arm name that cannot name a folder safely."""
+class LayoutError(MedrlError, ValueError):
+    """A run id, experiment or arm name that cannot name a folder safely: the user's to fix, so the command line
+    prints it as `error: ...` and exits 2 (a ValueError still, so that pydantic reports it inside a config)."""
 
 
 def check_name(value: str, what: str) -> str:
