@@ -12,7 +12,10 @@ from medrl.cli.common import Overrides, Preset, pipeline_app
 
 @pipeline_app.command("compile")
 def pipeline_compile(
-    out: Annotated[Path | None, typer.Option(help="Output YAML (default: study.yaml here).")] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(help="Output .yaml file, or a folder to write study.yaml into (default: study.yaml here)."),
+    ] = None,
     image: Annotated[
         str | None,
         typer.Option(
