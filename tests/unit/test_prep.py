@@ -3,6 +3,7 @@
 import csv
 import io
 import json
+import shutil
 import struct
 import zlib
 
@@ -299,12 +300,29 @@ def test_an_unreadable_file_names_itself_and_what_was_expected(tmp_path, kind):
 
 def test_allowed_formats_are_config(tmp_path):
     src = slake(tmp_path / "slake")
-    summary = prepare(
-        DataConfig(source="slake", input=str(src), image_formats=["png"], max_bad_fraction=1.0), tmp_path / "out"
-    )
-    assert summary["reasons"] == {"image_format_not_allowed": 18} and summary["train"] == 0
+    cfg = DataConfig(source="slake", input=str(src), image_formats=["png"], max_bad_fraction=1.0)
+    with pytest.raises(
+        PrepError, match=r"the train split is empty \(24 rows read: 0 in the test split, 18 quarantined, 6 fil"
+    ):
+        prepare(cfg, tmp_path / "out")  # every row is a JPEG: quarantined, which leaves nothing to train on
+    summary = prepare(cfg.model_copy(update={"image_formats": ["png", "jpeg"]}), tmp_path / "out")
+    assert summary["reasons"] == {} and summary["train"] > 0
     with pytest.raises(PrepError, match=r"data.image_formats=\['PSD'\]"):
         prepare(DataConfig(source="slake", input=str(src), image_formats=["PSD"]), tmp_path / "out2")
+
+
+def test_an_empty_train_split_fails_prep_naming_the_split_and_writes_nothing(tmp_path, synthetic_data):
+    """issue 30: a source whose rows are all of the test split used to prepare a dataset of 0 train rows, and
+    `medrl train` then died in TRL with a StopIteration."""
+    src = tmp_path / "src"
+    shutil.copytree(synthetic_data / "images", src / "images")
+    shutil.copyfile(synthetic_data / "test.jsonl", src / "test.jsonl")
+    out = tmp_path / "data"
+    failed = run_medrl("prep", "--source", "jsonl", "--input", str(src), "--out", str(out))
+    assert failed.returncode == 2, failed.stderr
+    assert "the train split is empty (16 rows read: 16 in the test split, 0 quarantined, 0 filtered)" in failed.stderr
+    assert "Traceback" not in failed.stderr
+    assert not out.exists() and list(tmp_path.glob(".staging-*")) == []
 
 
 # ------------------------------------------------------------------------------------- subsets and speed

@@ -390,6 +390,14 @@ def _prepare(cfg: DataConfig, out: Path, scratch: Path, formats: tuple[str, ...]
             "--max-bad-fraction to prepare the good rows and quarantine the rest."
         )
 
+    if not spills["train"].keys:
+        # Checked here, not when training starts: an empty train.jsonl would fail there deep inside TRL.
+        raise PrepError(
+            f"source '{cfg.source}' at {cfg.input}: the train split is empty ({tally.rows} rows read: "
+            f"{len(spills['test'].keys)} in the test split, {bad} quarantined, {tally.outcomes['filtered']} "
+            "filtered); training needs rows of split train: check the records' split (or the train file) in "
+            "--input, and the quarantine reasons"
+        )
     owned = root.resolve().is_relative_to(scratch.resolve())
     sizes = {"train": cfg.train_size, "test": cfg.test_size}
     counts: dict[str, int] = {}
