@@ -45,6 +45,7 @@ def train_arm(
             "DeepSpeed cannot resume from; train from the start with a new --out, or set save_only_model: false"
         )
     recipe = importlib.import_module(f"medrl.train.{METHODS[spec.method]}").recipe(cfg, arm, data_dir, init_ref)
+    common.check_train_rows(arm, spec, len(recipe.dataset), data_dir)  # before a model is loaded
     processor = load_processor(init_ref, cfg.model)
     trainer = recipe.trainer(
         model=load_model(init_ref, cfg.model),

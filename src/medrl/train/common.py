@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 import os
 from dataclasses import dataclass, field
@@ -19,6 +20,8 @@ from medrl.data.prompt import prompt_messages, target_completion
 from medrl.data.records import read_records
 from medrl.errors import MedrlError
 from medrl.infra.checkpoint_store import CheckpointCommit, CheckpointUpload, ResumeWeights, Target
+
+log = logging.getLogger("medrl")
 
 
 @dataclass
@@ -63,6 +66,32 @@ def vision_dataset(cfg: StudyConfig, data_dir: Path, split: str = "train", compl
             row["completion"] = [{"role": "assistant", "content": target_completion(rec, cfg.prompt)}]
         rows.append(row)
     return Dataset.from_list(rows).cast_column("image", Image())
+
+
+def check_train_rows(arm: str, spec: Training, rows: int, data_dir: Path) -> None:
+    """Refuse a training split with no rows, and a step larger than the split: GRPO's sampler (TRL's RepeatSampler)
+    drops an incomplete batch, so it would run no step and commit the untrained model; SFT and DPO train on what
+    there is (each step holds the whole split), which is worth a warning, not a refusal."""
+    if rows == 0:
+        raise ConfigError(
+            f"{data_dir}: the train split has no rows, nothing to train arm {arm} on; prepare a dataset with "
+            "training rows (medrl prep counts them in summary.json)"
+        )
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    step = spec.per_device_batch_size * spec.grad_accum * world
+    if rows >= step:
+        return
+    numbers = (
+        f"arms.{arm}: a step takes per_device_batch_size {spec.per_device_batch_size} x grad_accum {spec.grad_accum} "
+        f"x {world} process(es) = {step} examples, but the train split has {rows}"
+    )
+    if spec.method in ("grpo", "dr_grpo"):
+        raise ConfigError(
+            f"{numbers}: GRPO would run no step (its sampler drops an incomplete batch); lower per_device_batch_size "
+            "or grad_accum, or prepare more training rows"
+        )
+    if int(os.environ.get("RANK", "0")) == 0:
+        log.warning("%s: each step trains on all of them, a smaller batch than configured", numbers)
 
 
 def trainer_args(arm: Training, work_dir: Path, per_device_batch_size: int) -> dict[str, Any]:
