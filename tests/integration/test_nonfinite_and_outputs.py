@@ -58,10 +58,10 @@ def poisoned(tiny_model, tmp_path_factory) -> Path:
     return out
 
 
-def medrl_train(config: Path, data: Path, init: Path, out: Path) -> subprocess.CompletedProcess:
+def medrl_train(config: Path, data: Path, init: Path, out: Path, *extra: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "medrl", "train", "--config", str(config), "--data", str(data), "--init", str(init),
-         "--out", str(out)],
+         "--out", str(out), *extra],
         capture_output=True, text=True, timeout=600,
     )  # fmt: skip
 
@@ -92,6 +92,31 @@ def test_an_out_holding_other_files_is_refused_before_training(tiny_model, data,
     assert f"error: {out} is not empty and not a medrl artifact" in run.stderr
     assert (out / "thesis.txt").read_text() == "notes" and [p.name for p in out.iterdir()] == ["thesis.txt"]
     assert not (tmp_path / "thesis.work").exists()  # no training started: it writes its log there
+
+
+def test_a_committed_model_is_replaced_only_with_replace_and_only_once_the_new_one_is_committed(
+    tiny_model, poisoned, data, tmp_path
+):
+    """issue 30: `medrl train --out M` onto a committed model used to replace it without a word."""
+    out = tmp_path / "model"
+    store.commit_from(tiny_model, store.normalize(str(out)))  # a model trained earlier
+    before = (out / store.MANIFEST).read_bytes()
+
+    refused = medrl_train(study(tmp_path), data, tiny_model, out)
+    assert refused.returncode == 2, refused.stderr[-3000:]
+    assert f"error: --out {out}: a model is already committed there" in refused.stderr
+    assert "pass --replace" in refused.stderr and "Traceback" not in refused.stderr
+    assert (out / store.MANIFEST).read_bytes() == before and not (tmp_path / "model.work").exists()
+
+    diverged = medrl_train(study(tmp_path), data, poisoned, out, "--replace")  # fails before its commit
+    assert diverged.returncode == 2 and "non-finite loss" in diverged.stderr, diverged.stderr[-3000:]
+    assert (out / store.MANIFEST).read_bytes() == before  # the old model stays whole
+    store.verify(store.normalize(str(out)))
+
+    replaced = medrl_train(study(tmp_path), data, tiny_model, out, "--replace")
+    assert replaced.returncode == 0, replaced.stderr[-3000:]
+    assert (out / "train_summary.json").is_file() and (out / store.MANIFEST).read_bytes() != before
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no staging or trash left
 
 
 @pytest.mark.parametrize("only_model", [True, False])

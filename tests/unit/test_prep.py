@@ -325,6 +325,22 @@ def test_an_empty_train_split_fails_prep_naming_the_split_and_writes_nothing(tmp
     assert not out.exists() and list(tmp_path.glob(".staging-*")) == []
 
 
+def test_a_committed_dataset_is_replaced_only_with_replace(tmp_path):
+    """issue 30: `medrl prep --out D` onto a committed dataset used to replace it without a word."""
+    out = tmp_path / "data"
+    args = ["prep", "--out", str(out), "--train-size", "4"]
+    assert run_medrl(*args, "--test-size", "2").returncode == 0
+    before = (out / "MANIFEST.json").read_bytes()
+    refused = run_medrl(*args, "--test-size", "3")
+    assert refused.returncode == 2, refused.stderr
+    assert f"error: --out {out}: a dataset is already committed there" in refused.stderr
+    assert "pass --replace" in refused.stderr and "Traceback" not in refused.stderr
+    assert (out / "MANIFEST.json").read_bytes() == before and len(read_records(out, "test")) == 2
+    replaced = run_medrl(*args, "--test-size", "3", "--replace")
+    assert replaced.returncode == 0, replaced.stderr
+    assert len(read_records(out, "test")) == 3 and sorted(p.name for p in tmp_path.iterdir()) == ["data"]
+
+
 # ------------------------------------------------------------------------------------- subsets and speed
 
 

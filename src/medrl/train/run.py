@@ -48,8 +48,10 @@ def train_to_store(
     work: Path | None = None,
     resume: bool = False,
     upload: Target | None = None,
+    replace: bool = False,
 ) -> dict:
-    """Train `arm` on the prepared dataset `data` into a committed model at `out` (directory or store URI).
+    """Train `arm` on the prepared dataset `data` into a committed model at `out` (directory or store URI); a model
+    committed there already is replaced only with `replace`, once the new one is complete.
 
     Checkpoints go to `<work>/checkpoints` every `save_steps`, and with `upload` to the store as well; with
     `resume`, training continues from the newest committed one there (with `upload`, first brought from the store
@@ -58,6 +60,7 @@ def train_to_store(
     checkpoints are removed: they exist to finish this run, not to be kept.
     """
     out_uri = store.normalize(out)
+    store.check_replace(out_uri, replace, f"--out {out}: a model")  # also with --resume: it would start over
     if out_uri.startswith("file://"):
         # Refused now rather than at the commit, minutes or days of training later.
         store.check_output(Path(out_uri[len("file://") :]))
