@@ -28,6 +28,7 @@ MODULES = [
     "medrl.rewards.semantic",
     "medrl.data.pairs",
     "medrl.infra.checkpoint_store",
+    "medrl.study",
     "medrl.rewards",
 ]
 
