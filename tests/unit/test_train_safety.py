@@ -36,6 +36,26 @@ def test_max_nonfinite_steps_tolerates_that_many_steps():
         logged(guard, 9, loss=float("-inf"))
 
 
+def test_a_non_finite_weight_after_a_step_stops_training_once_its_row_is_logged():
+    """issue 30: GRPO samples from the weights before the next loss exists, so the weights are checked after every
+    optimizer step; the step's row is still logged (should_log), then the guard stops, whatever `allowed` says."""
+    model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Linear(2, 2))
+    guard, state, control = NonFiniteGuard("g", allowed=100), TrainerState(), TrainerControl()
+    state.global_step = 3
+    guard.on_step_end(None, state, control, model=model)
+    assert not control.should_log
+    guard.on_log(None, state, control, logs={"loss": 0.5})  # finite weights: nothing happens
+    with torch.no_grad():
+        model[1].bias[0] = float("inf")
+    model[0].weight.requires_grad_(False)  # frozen weights are not looked at
+    with torch.no_grad():
+        model[0].weight[0, 0] = float("nan")
+    guard.on_step_end(None, state, control, model=model)
+    assert control.should_log
+    with pytest.raises(NonFiniteError, match=r"arm g: non-finite weights after step 3 \(1.bias\); training stopped"):
+        guard.on_log(None, state, control, logs={"loss": 0.5})
+
+
 def test_weights_with_nan_are_refused_and_finite_ones_pass(tmp_path):
     save_file({"a.weight": torch.ones(3, 3), "b.index": torch.arange(4)}, tmp_path / "model.safetensors")
     check_finite_weights(tmp_path, "sft")

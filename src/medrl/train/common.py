@@ -185,7 +185,9 @@ class NonFiniteError(MedrlError):
 
 class NonFiniteGuard(TrainerCallback):
     """Stops training with NonFiniteError once more than `allowed` logged steps had a non-finite loss or gradient
-    norm. Every rank sees the same logged values (the loss is gathered, the norm all-reduced), so all stop together.
+    norm, and at the first step after which a trained weight is non-finite (no step brings such a model back).
+    Every rank sees the same logged values (the loss is gathered, the norm all-reduced) and holds the same weights,
+    so all stop together.
     """
 
     WATCHED = ("loss", "grad_norm")
@@ -194,18 +196,44 @@ class NonFiniteGuard(TrainerCallback):
         self.arm = arm
         self.allowed = allowed
         self.steps: list[int] = []
+        self.bad_weight: str | None = None
+
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        # Checked after every optimizer step, before the next one uses the weights: GRPO samples its rollouts from
+        # them first, and NaN weights end there in torch's sampling error before any loss is logged.
+        self.bad_weight = nonfinite_weight(model) if model is not None else None
+        if self.bad_weight:
+            control.should_log = True  # the step's row reaches the log (JsonlLog), then on_log stops the run
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         bad = [k for k in self.WATCHED if k in (logs or {}) and not math.isfinite(float(logs[k]))]
-        if not bad:
-            return
-        self.steps.append(state.global_step)
-        if len(self.steps) > self.allowed:
+        if bad:
+            self.steps.append(state.global_step)
+        if bad and len(self.steps) > self.allowed:
             raise NonFiniteError(
                 f"arm {self.arm}: non-finite {' and '.join(bad)} at step {state.global_step} (non-finite steps: "
                 f"{self.steps}, max_nonfinite_steps={self.allowed}); training stopped and nothing is committed. "
                 "Check the --init model and lower learning_rate, or use bf16 rather than fp16"
             )
+        if self.bad_weight:
+            raise NonFiniteError(
+                f"arm {self.arm}: non-finite weights after step {state.global_step} ({self.bad_weight}); training "
+                "stopped and nothing is committed. Lower learning_rate, or check the --init model"
+            )
+
+
+def nonfinite_weight(model) -> str | None:
+    """The name of the first trained parameter of `model` holding NaN or infinity, else None. One reduction per
+    parameter on its own device and a single transfer, so that a check per step costs little on a GPU."""
+    import torch
+
+    params = [(name, p) for name, p in model.named_parameters() if p.requires_grad and p.numel()]
+    if not params:
+        return None
+    device = params[0][1].device
+    peaks = torch.stack([torch.linalg.vector_norm(p.detach(), ord=math.inf).float().to(device) for _, p in params])
+    bad = (~torch.isfinite(peaks)).nonzero()
+    return params[int(bad[0])][0] if len(bad) else None
 
 
 def check_finite_weights(model_dir: Path, arm: str) -> None:
