@@ -73,8 +73,10 @@ def run_study(
         raise ConfigError("give --preset NAME or --config FILE")
     extra = [f"store={store_uri}"] if store_uri else []
     cfg = load_config(preset=preset, file=config, overrides=[*(overrides or []), *extra], arms=arms or None)
-    run_id = run_id or new_run_id()
+    if run_id is None:  # an empty --run-id is refused by the layout's rule, not quietly replaced by a new id
+        run_id = new_run_id()
     run = RunLayout.create(store.normalize(cfg.store), cfg.experiment, run_id)
+    study.check_same_config(run, cfg)  # a resume: before anything runs, and before the arms are announced
     params = {
         "preset": preset or "",
         "config": config.read_text(encoding="utf-8") if config else "",

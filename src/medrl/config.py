@@ -186,7 +186,7 @@ class Training(Strict):
     """Optimisation, precision and checkpoints: what every trained method takes (TRL's TrainingArguments)."""
 
     learning_rate: float = Field(1e-6, gt=0)
-    max_steps: int = Field(-1, description="Optimizer steps; -1: run `epochs` epochs.")
+    max_steps: int = Field(-1, description="Optimizer steps (1 or more); -1: run `epochs` epochs.")
     epochs: float = Field(1.0, gt=0)
     per_device_batch_size: int = Field(
         1, ge=1, description="Examples per device and step; for GRPO, prompts (each sampled num_generations times)."
@@ -216,6 +216,15 @@ class Training(Strict):
         description="Logged steps with a non-finite loss or gradient norm tolerated before training stops (fp16's "
         "loss scaler skips such steps); 0: the first one stops it. A non-finite model is never committed.",
     )
+
+    @field_validator("max_steps")
+    @classmethod
+    def _steps(cls, value: int) -> int:
+        # Transformers reads any value below 1 as "unset" and trains by epochs: 0 or -5 would train and commit a
+        # model the user did not ask for. -1 is the one documented way to say "by epochs".
+        if value < 1 and value != -1:
+            raise ValueError("give 1 or more optimizer steps, or -1 to run `epochs` epochs")
+        return value
 
     @field_validator("deepspeed")
     @classmethod

@@ -1,10 +1,13 @@
 """`medrl train` that cannot end well ends early and commits nothing: a model whose weights hold NaN stops at its
-first step with an error naming the arm and the step (exit 2), or, with non-finite steps allowed, is refused at the
-commit; an --out that holds someone else's files is refused before any training; save_only_model checkpoints hold
-no optimizer state."""
+first step with an error naming the arm and the step (exit 2), with non-finite steps allowed too (its weights stay
+NaN); a GRPO run whose logits overflow stops with medrl's error, not torch's; an --out that holds someone else's
+files, or a committed model without --replace, is refused before any training; save_only_model checkpoints hold no
+optimizer state."""
 
 from __future__ import annotations
 
+import json
+import re
 import shutil
 import subprocess
 import sys
@@ -58,10 +61,10 @@ def poisoned(tiny_model, tmp_path_factory) -> Path:
     return out
 
 
-def medrl_train(config: Path, data: Path, init: Path, out: Path) -> subprocess.CompletedProcess:
+def medrl_train(config: Path, data: Path, init: Path, out: Path, *extra: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "medrl", "train", "--config", str(config), "--data", str(data), "--init", str(init),
-         "--out", str(out)],
+         "--out", str(out), *extra],
         capture_output=True, text=True, timeout=600,
     )  # fmt: skip
 
@@ -79,8 +82,39 @@ def test_a_non_finite_model_is_never_committed_even_when_steps_are_allowed(poiso
     out = tmp_path / "model"
     run = medrl_train(study(tmp_path, allowed=100), data, poisoned, out)
     assert run.returncode == 2, run.stderr[-3000:]
-    assert "error: arm a: the trained model holds non-finite weights" in run.stderr, run.stderr[-3000:]
-    assert not out.exists()
+    # no step brings NaN weights back: the guard stops after the first step (issue 30), before the commit's check
+    stop = r"error: arm a: non-finite weights after step 1 \([\w.]+\); training stopped and nothing is committed"
+    assert re.search(stop, run.stderr), run.stderr[-3000:]
+    assert not out.exists() and not (tmp_path / "model.work" / "model").exists()
+
+
+GRPO = """
+arms:
+  g: {method: grpo, learning_rate: 1.0e+30, max_steps: 3, per_device_batch_size: 2, num_generations: 2, grad_accum: 1,
+      max_completion_length: 8, beta: 0.0, rewards: [{name: varied}]}
+"""
+
+
+def test_grpo_diverging_stops_with_medrls_error_not_torchs_sampling_traceback(tiny_model, data, tmp_path):
+    """issue 30: learning_rate 1e30 makes the weights huge after step 1, the logits of step 2's rollouts overflow,
+    and TRL's sampling used to fail with `RuntimeError: probability tensor contains inf/nan` (exit 1, a
+    traceback). The `varied` reward (tests/integration/varied_reward_run.py) gives the group different rewards,
+    so step 1 has a gradient at all. The work folder stays, with the log of step 1 and no model."""
+    config = tmp_path / "study.yaml"
+    config.write_text(GRPO)
+    out = tmp_path / "model"
+    run = subprocess.run(
+        [sys.executable, "-m", "tests.integration.varied_reward_run", "train", "--config", str(config), "--data",
+         str(data), "--init", str(tiny_model), "--out", str(out)],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert run.returncode == 2, run.stderr[-3000:]
+    assert "error: arm g: sampling at step 2 met non-finite next-token probabilities" in run.stderr, run.stderr[-3000:]
+    assert f"stay in {tmp_path / 'model.work'} (delete it when done)" in run.stderr
+    assert "Traceback" not in run.stderr and "RuntimeError" not in run.stderr
+    assert not out.exists() and not (tmp_path / "model.work" / "model").exists()
+    logged = (tmp_path / "model.work" / "train_log.jsonl").read_text().splitlines()
+    assert [json.loads(line)["step"] for line in logged] == [1]
 
 
 def test_an_out_holding_other_files_is_refused_before_training(tiny_model, data, tmp_path):
@@ -92,6 +126,31 @@ def test_an_out_holding_other_files_is_refused_before_training(tiny_model, data,
     assert f"error: {out} is not empty and not a medrl artifact" in run.stderr
     assert (out / "thesis.txt").read_text() == "notes" and [p.name for p in out.iterdir()] == ["thesis.txt"]
     assert not (tmp_path / "thesis.work").exists()  # no training started: it writes its log there
+
+
+def test_a_committed_model_is_replaced_only_with_replace_and_only_once_the_new_one_is_committed(
+    tiny_model, poisoned, data, tmp_path
+):
+    """issue 30: `medrl train --out M` onto a committed model used to replace it without a word."""
+    out = tmp_path / "model"
+    store.commit_from(tiny_model, store.normalize(str(out)))  # a model trained earlier
+    before = (out / store.MANIFEST).read_bytes()
+
+    refused = medrl_train(study(tmp_path), data, tiny_model, out)
+    assert refused.returncode == 2, refused.stderr[-3000:]
+    assert f"error: --out {out}: a model is already committed there" in refused.stderr
+    assert "pass --replace" in refused.stderr and "Traceback" not in refused.stderr
+    assert (out / store.MANIFEST).read_bytes() == before and not (tmp_path / "model.work").exists()
+
+    diverged = medrl_train(study(tmp_path), data, poisoned, out, "--replace")  # fails before its commit
+    assert diverged.returncode == 2 and "non-finite loss" in diverged.stderr, diverged.stderr[-3000:]
+    assert (out / store.MANIFEST).read_bytes() == before  # the old model stays whole
+    store.verify(store.normalize(str(out)))
+
+    replaced = medrl_train(study(tmp_path), data, tiny_model, out, "--replace")
+    assert replaced.returncode == 0, replaced.stderr[-3000:]
+    assert (out / "train_summary.json").is_file() and (out / store.MANIFEST).read_bytes() != before
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no staging or trash left
 
 
 @pytest.mark.parametrize("only_model", [True, False])

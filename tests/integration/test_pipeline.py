@@ -83,6 +83,19 @@ def test_compiled_for_a_slim_and_a_training_image(tmp_path):
     )
 
 
+def test_compiled_into_a_folder_as_study_yaml(tmp_path):
+    """issue 30: `--out DIR` writes DIR/study.yaml (kfp itself ends in a ValueError on a folder)."""
+    out = subprocess.run(
+        [sys.executable, "-m", "medrl", "pipeline", "compile", "--out", str(tmp_path)],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert f"compiled: {tmp_path / 'study.yaml'}" in out.stdout
+    assert [p.name for p in tmp_path.iterdir()] == ["study.yaml"]
+    spec, _platform = yaml.safe_load_all((tmp_path / "study.yaml").read_text())
+    assert spec["pipelineInfo"]["name"]
+
+
 def tasks(spec):
     """Every task of the compiled pipeline, by name, with the DAG it is in."""
     found = {name: ("root", t) for name, t in spec["root"]["dag"]["tasks"].items()}

@@ -59,6 +59,12 @@ def test_every_command_has_help_with_an_example(command):
         (["train", "--preset", "demo", "--data", ".", "--out", "/tmp/medrl-never"], "choose one with --arm NAME"),
         (["evaluate", "--preset", "demo", "--model", "/tmp", "--data", ".", "--out", "/tmp/medrl-never"],
          "--model /tmp: is not a model folder"),
+        # issue 30: a run id that cannot name a folder, or none at all, is refused before anything is written
+        (["run", "--preset", "demo", "--run-id", "a b"], "run_id 'a b': use 1-128 letters, digits"),
+        (["run", "--preset", "demo", "--run-id", "x/y"], "run_id 'x/y': use 1-128 letters, digits"),
+        (["run", "--preset", "demo", "--run-id", ""], "run_id '': use 1-128 letters, digits"),
+        (["pipeline", "compile", "--out", "/tmp/medrl-never/study.json"], "--out /tmp/medrl-never/study.json: the "
+         "pipeline compiles to a YAML package"),
     ],
 )  # fmt: skip
 def test_errors_name_the_input_and_exit_2(args, message):

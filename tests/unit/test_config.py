@@ -54,11 +54,19 @@ def test_override_values_are_yaml():
         ("arms.sft.dpo.beta=0.2", "arms.sft.dpo: not a setting of method sft; it belongs to method dpo"),
         ("arms.sft-grpo.lora.r=4", "arms.sft-grpo.lora: not a setting of method grpo; it belongs to method lora"),
         ("arms.zero-shot.learning_rate=1e-5", "arms.zero-shot.learning_rate: not a setting of method none"),
+        # issue 30: transformers reads max_steps below 1 as unset and trains an epoch instead
+        ("arms.sft.max_steps=0", r"arms.sft.max_steps: .*give 1 or more optimizer steps, or -1 to run `epochs`"),
+        ("train.max_steps=-5", r"train.max_steps: .*give 1 or more optimizer steps, or -1 to run `epochs`"),
     ],
 )
 def test_bad_settings_name_the_setting(override, message):
     with pytest.raises(ConfigError, match=message):
         load_config(preset="demo", overrides=[override])
+
+
+@pytest.mark.parametrize("steps", [-1, 1])
+def test_max_steps_takes_a_count_or_minus_one_for_epochs(steps):
+    assert load_config(preset="demo", overrides=[f"arms.sft.max_steps={steps}"]).arms["sft"].max_steps == steps
 
 
 def test_unknown_preset_lists_the_shipped_ones():

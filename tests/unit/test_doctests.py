@@ -28,6 +28,7 @@ MODULES = [
     "medrl.rewards.semantic",
     "medrl.train.pairs",
     "medrl.store.checkpoints",
+    "medrl.study",
     "medrl.rewards",
 ]
 

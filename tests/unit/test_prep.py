@@ -3,6 +3,7 @@
 import csv
 import io
 import json
+import shutil
 import struct
 import zlib
 
@@ -299,12 +300,54 @@ def test_an_unreadable_file_names_itself_and_what_was_expected(tmp_path, kind):
 
 def test_allowed_formats_are_config(tmp_path):
     src = slake(tmp_path / "slake")
-    summary = prepare(
-        DataConfig(source="slake", input=str(src), image_formats=["png"], max_bad_fraction=1.0), tmp_path / "out"
-    )
-    assert summary["reasons"] == {"image_format_not_allowed": 18} and summary["train"] == 0
+    cfg = DataConfig(source="slake", input=str(src), image_formats=["png"], max_bad_fraction=1.0)
+    with pytest.raises(
+        PrepError, match=r"both splits are empty \(24 rows read: 0 in the test split, 18 quarantined, 6 filtered"
+    ):
+        prepare(cfg, tmp_path / "out")  # every row is a JPEG: quarantined, which leaves nothing to train on
+    summary = prepare(cfg.model_copy(update={"image_formats": ["png", "jpeg"]}), tmp_path / "out")
+    assert summary["reasons"] == {} and summary["train"] > 0
     with pytest.raises(PrepError, match=r"data.image_formats=\['PSD'\]"):
         prepare(DataConfig(source="slake", input=str(src), image_formats=["PSD"]), tmp_path / "out2")
+
+
+def test_an_empty_train_split_prepares_for_evaluation_and_training_on_it_is_refused(
+    tmp_path, synthetic_data, tiny_model
+):
+    """issue 30: a source whose rows are all of the test split used to prepare silently, and `medrl train` then died
+    in TRL with a StopIteration. An evaluation-only dataset is a real use (MS-CXR is a test set): prep says the train
+    split is empty, and training on it is refused by name before a model loads."""
+    src = tmp_path / "src"
+    shutil.copytree(synthetic_data / "images", src / "images")
+    shutil.copyfile(synthetic_data / "test.jsonl", src / "test.jsonl")
+    out = tmp_path / "data"
+    prepared = run_medrl("prep", "--source", "jsonl", "--input", str(src), "--out", str(out))
+    assert prepared.returncode == 0, prepared.stderr
+    assert "the train split is empty (16 rows read: 16 in the test split, 0 quarantined, 0 filtered)" in (
+        prepared.stderr + prepared.stdout
+    )
+    assert json.loads((out / "summary.json").read_text())["train"] == 0
+    trained = run_medrl("train", "--preset", "demo", "--arm", "sft", "--data", str(out), "--init", str(tiny_model),
+                        "--out", str(tmp_path / "model"))  # fmt: skip
+    assert trained.returncode == 2, trained.stderr
+    assert "the train split has no rows" in trained.stderr and "Traceback" not in trained.stderr
+    assert not (tmp_path / "model").exists()
+
+
+def test_a_committed_dataset_is_replaced_only_with_replace(tmp_path):
+    """issue 30: `medrl prep --out D` onto a committed dataset used to replace it without a word."""
+    out = tmp_path / "data"
+    args = ["prep", "--out", str(out), "--train-size", "4"]
+    assert run_medrl(*args, "--test-size", "2").returncode == 0
+    before = (out / "MANIFEST.json").read_bytes()
+    refused = run_medrl(*args, "--test-size", "3")
+    assert refused.returncode == 2, refused.stderr
+    assert f"error: --out {out}: a dataset is already committed there" in refused.stderr
+    assert "pass --replace" in refused.stderr and "Traceback" not in refused.stderr
+    assert (out / "MANIFEST.json").read_bytes() == before and len(read_records(out, "test")) == 2
+    replaced = run_medrl(*args, "--test-size", "3", "--replace")
+    assert replaced.returncode == 0, replaced.stderr
+    assert len(read_records(out, "test")) == 3 and sorted(p.name for p in tmp_path.iterdir()) == ["data"]
 
 
 # ------------------------------------------------------------------------------------- subsets and speed

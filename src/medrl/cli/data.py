@@ -39,6 +39,7 @@ def prep(
     workers: Annotated[
         int | None, typer.Option(help="Image-checking processes (default: CPU count, at most 8).")
     ] = None,
+    replace: Annotated[bool, typer.Option("--replace", help="Replace a dataset already committed at --out.")] = False,
     **settings: str | bool,
 ) -> None:
     """Turn a source into a prepared dataset (train.jsonl, test.jsonl, images/, quarantine.jsonl, summary.json).
@@ -53,6 +54,7 @@ def prep(
     from medrl.data.prep import prepare  # lazy, for medrl --help: PIL, numpy
 
     cfg = data_config(settings)
+    store.check_replace(store.normalize(out), replace, f"--out {out}: a dataset")
     with store.commit_dir(store.normalize(out)) as staging:
         summary = prepare(cfg, staging, workers=workers)
     typer.echo(json.dumps(summary, indent=2))

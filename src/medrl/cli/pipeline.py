@@ -14,7 +14,10 @@ from medrl.kfp.parameters import packaged_pipeline
 
 @pipeline_app.command("compile")
 def pipeline_compile(
-    out: Annotated[Path | None, typer.Option(help="Output YAML (default: study.yaml here).")] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(help="Output .yaml file, or a folder to write study.yaml into (default: study.yaml here)."),
+    ] = None,
     image: Annotated[
         str | None,
         typer.Option(

@@ -27,6 +27,7 @@ def train(
     work: Annotated[
         Path | None, typer.Option(help="Folder for checkpoints and the log (default: <out>.work beside a local --out).")
     ] = None,
+    replace: Annotated[bool, typer.Option("--replace", help="Replace a model already committed at --out.")] = False,
     metrics_port: MetricsPort = None,
 ) -> None:
     """Train one arm of a study config on a prepared dataset; checkpoints every `save_steps`.
@@ -41,7 +42,7 @@ def train(
 
     metrics_env(metrics_port, None)
     cfg = load_config(preset=preset, file=config, overrides=overrides or [])
-    name, summary = train_standalone(cfg, arm, data, out, init, work=work, resume=resume)
+    name, summary = train_standalone(cfg, arm, data, out, init, work=work, resume=resume, replace=replace)
     if rank() == 0:
         typer.echo(f"arm {name} trained for {summary['global_step']} steps; model in {out}")
 

@@ -389,6 +389,20 @@ def _prepare(cfg: DataConfig, out: Path, scratch: Path, formats: tuple[str, ...]
             "--max-bad-fraction to prepare the good rows and quarantine the rest."
         )
 
+    counts = (
+        f"{tally.rows} rows read: {len(spills['test'].keys)} in the test split, {bad} quarantined, "
+        f"{tally.outcomes['filtered']} filtered"
+    )
+    if not spills["train"].keys and not spills["test"].keys:
+        raise PrepError(
+            f"source '{cfg.source}' at {cfg.input}: both splits are empty ({counts}); check the records' split "
+            "in --input, and the quarantine reasons"
+        )
+    if not spills["train"].keys:
+        # An evaluation-only dataset (MS-CXR, say, is a test set) is a real use; training on it is refused by name
+        # before a model loads (train.common.check_train_rows), not deep inside TRL.
+        log.warning("source '%s': the train split is empty (%s): this dataset can be evaluated, not trained on",
+                    cfg.source, counts)  # fmt: skip
     owned = root.resolve().is_relative_to(scratch.resolve())
     sizes = {"train": cfg.train_size, "test": cfg.test_size}
     counts: dict[str, int] = {}

@@ -515,6 +515,17 @@ def delete(uri: str) -> None:
     backend(uri).delete(uri)
 
 
+def check_replace(uri: str, replace: bool, what: str) -> None:
+    """Refuse to write over the committed artifact at `uri` unless `replace`: a trained model or a prepared dataset
+    is hours of work, never replaced unasked. `what` names the input and the artifact, e.g. `--out ./m: a model`.
+    With `replace` the old one stays readable until the new one is committed (commit_dir)."""
+    if not replace and is_committed(uri):
+        raise OutputError(
+            f"{what} is already committed there; medrl replaces it only when asked: pass --replace (the old one "
+            "stays until the new one is committed), or give another --out"
+        )
+
+
 def put_artifact(src: Path, uri: str, replace: bool = False) -> dict:
     """`medrl store put`: commit the local folder `src` at `uri` as one artifact; returns {'files', 'bytes'}.
 

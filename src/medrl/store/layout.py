@@ -8,14 +8,16 @@ import time
 from dataclasses import dataclass
 
 from medrl import store
+from medrl.errors import MedrlError
 from medrl.store import join
 
 # Names become path segments and object keys: no separators, no `..`, nothing a shell or S3 treats specially.
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
 
-class LayoutError(ValueError):
-    """A run id, experiment or arm name that cannot name a folder safely."""
+class LayoutError(MedrlError, ValueError):
+    """A run id, experiment or arm name that cannot name a folder safely: the user's to fix, so the command line
+    prints it as `error: ...` and exits 2 (a ValueError still, so that pydantic reports it inside a config)."""
 
 
 def check_name(value: str, what: str) -> str:

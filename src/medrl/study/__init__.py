@@ -44,6 +44,7 @@ def init_run(
     cfg.store = store.normalize(cfg.store)
     run = RunLayout.create(cfg.store, cfg.experiment, run_id or new_run_id())
     if store.exists(run.config):
+        check_same_config(run, cfg)
         return run.uri  # a retried init: the frozen config stands
     if cfg.model.base.startswith("tiny:"):
         if not store.is_committed(run.base_model):
@@ -55,6 +56,57 @@ def init_run(
     store.write_text(run.config, dump_config(cfg))
     log.info("run %s initialised with arms %s", run.run_id, ", ".join(cfg.arms))
     return run.uri
+
+
+def check_same_config(run: RunLayout, cfg: StudyConfig) -> None:
+    """Refuse to go on with run `run` under `cfg` when it differs from the configuration frozen at the run's start
+    (a ConfigError naming each differing setting, the run's value and the new one). A run never takes a new
+    configuration: its arms and report must come from one, and the frozen config.yaml is what every step reads;
+    so a resume gives the same configuration, and a changed one goes to a new run id."""
+    from medrl.config import ConfigError
+
+    if not store.exists(run.config):
+        return
+    frozen = config_from_text(store.read_text(run.config))
+    now = cfg.model_copy(deep=True)
+    now.store = store.normalize(now.store)
+    if now.model.base.startswith("tiny:") and frozen.model.base == run.base_model:
+        now.model.base = run.base_model  # init_run froze the tiny model it built in the base's place
+    changes = config_changes(frozen.model_dump(mode="json"), now.model_dump(mode="json"))
+    if changes:
+        shown = "; ".join(changes[:12]) + (f"; and {len(changes) - 12} more" if len(changes) > 12 else "")
+        raise ConfigError(
+            f"run {run.run_id} was started with another configuration ({run.config}); changed: {shown}. A run keeps "
+            "the configuration it started with: to resume it, give that one again; to run this one, give a new "
+            "--run-id (an arm can start from this run's models with init: <the model's store URI>)"
+        )
+
+
+def config_changes(old: dict, new: dict, prefix: str = "") -> list[str]:
+    """Each setting that differs between two dumped configurations, as `key: old -> new` (values cut short).
+
+    >>> config_changes({"train": {"learning_rate": 1e-06, "seed": 0}}, {"train": {"learning_rate": 1e-05, "seed": 0}})
+    ['train.learning_rate: 1e-06 -> 1e-05']
+    """
+    changes: list[str] = []
+    for key in dict.fromkeys([*old, *new]):
+        where = f"{prefix}{key}"
+        a, b = old.get(key, _ABSENT), new.get(key, _ABSENT)
+        if isinstance(a, dict) and isinstance(b, dict):
+            changes += config_changes(a, b, where + ".")
+        elif a != b:
+            changes.append(f"{where}: {_short(a)} -> {_short(b)}")
+    return changes
+
+
+_ABSENT = object()
+
+
+def _short(value: object) -> str:
+    if value is _ABSENT:
+        return "(absent)"
+    text = json.dumps(value, ensure_ascii=False)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def load_run(run_uri: str) -> tuple[RunLayout, StudyConfig]:

@@ -55,12 +55,14 @@ def train_standalone(
     init: str | None = None,
     work: Path | None = None,
     resume: bool = False,
+    replace: bool = False,
 ) -> tuple[str, dict]:
     """Train one arm of `cfg` on a prepared dataset into `out`, outside a study run; returns the arm's name and
-    the training summary. `init` replaces the arm's own starting model."""
+    the training summary. `init` replaces the arm's own starting model; a model at `out` is replaced only with
+    `replace`. (A study run never replaces: its steps return a committed output as it is, see `train`.)"""
     name = pick_arm(cfg, arm)
     start = model_folder(init, "--init") if init else standalone_init(cfg, name)
-    return name, train_to_store(cfg, name, data, out, start, work=work, resume=resume)
+    return name, train_to_store(cfg, name, data, out, start, work=work, resume=resume, replace=replace)
 
 
 def evaluate_standalone(cfg: StudyConfig, model: str, data: str, out: Path) -> dict:

@@ -44,6 +44,7 @@ def train_arm(
             "DeepSpeed cannot resume from; train from the start with a new --out, or set save_only_model: false"
         )
     recipe = importlib.import_module(f"medrl.train.{METHODS[spec.method]}").recipe(cfg, arm, data_dir, init_ref)
+    common.check_train_rows(arm, spec, len(recipe.dataset), data_dir)  # before a model is loaded
     processor = load_processor(init_ref, cfg.model)
     trainer = recipe.trainer(
         model=load_model(init_ref, cfg.model),
@@ -60,5 +61,15 @@ def train_arm(
             f"arms.{arm}: LoRA under DeepSpeed ZeRO-3 ({spec.deepspeed}) is not supported: the adapters cannot be "
             "merged into sharded weights; use deepspeed: zero2"
         )
-    trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    try:
+        trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    except RuntimeError as err:
+        # torch.multinomial's words when the logits overflow while sampling (weights finite but too large, fp16).
+        if "probability tensor contains" not in str(err):
+            raise
+        raise common.NonFiniteError(
+            f"arm {arm}: sampling at step {trainer.state.global_step + 1} met non-finite next-token probabilities "
+            "(the model's logits overflow); training stopped and nothing is committed. Check the --init model, "
+            "lower learning_rate, or use float32 or bfloat16 rather than float16"
+        ) from None
     return common.finish(trainer, out_dir, processor)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 import os
 from dataclasses import dataclass, field
@@ -21,6 +22,8 @@ from medrl.data.records import read_records
 from medrl.errors import MedrlError
 from medrl.store.checkpoints import Target
 from medrl.train.callbacks import CheckpointCommit, CheckpointUpload, PrometheusExporter, ResumeWeights
+
+log = logging.getLogger("medrl")
 
 
 @dataclass
@@ -65,6 +68,32 @@ def vision_dataset(cfg: StudyConfig, data_dir: Path, split: str = "train", compl
             row["completion"] = [{"role": "assistant", "content": target_completion(rec, cfg.prompt)}]
         rows.append(row)
     return Dataset.from_list(rows).cast_column("image", Image())
+
+
+def check_train_rows(arm: str, spec: Training, rows: int, data_dir: Path) -> None:
+    """Refuse a training split with no rows, and a step larger than the split: GRPO's sampler (TRL's RepeatSampler)
+    drops an incomplete batch, so it would run no step and commit the untrained model; SFT and DPO train on what
+    there is (each step holds the whole split), which is worth a warning, not a refusal."""
+    if rows == 0:
+        raise ConfigError(
+            f"{data_dir}: the train split has no rows, nothing to train arm {arm} on; prepare a dataset with "
+            "training rows (medrl prep counts them in summary.json)"
+        )
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    step = spec.per_device_batch_size * spec.grad_accum * world
+    if rows >= step:
+        return
+    numbers = (
+        f"arms.{arm}: a step takes per_device_batch_size {spec.per_device_batch_size} x grad_accum {spec.grad_accum} "
+        f"x {world} process(es) = {step} examples, but the train split has {rows}"
+    )
+    if spec.method in ("grpo", "dr_grpo"):
+        raise ConfigError(
+            f"{numbers}: GRPO would run no step (its sampler drops an incomplete batch); lower per_device_batch_size "
+            "or grad_accum, or prepare more training rows"
+        )
+    if int(os.environ.get("RANK", "0")) == 0:
+        log.warning("%s: each step trains on all of them, a smaller batch than configured", numbers)
 
 
 def trainer_args(arm: Training, work_dir: Path, per_device_batch_size: int) -> dict[str, Any]:
@@ -158,7 +187,9 @@ class NonFiniteError(MedrlError):
 
 class NonFiniteGuard(TrainerCallback):
     """Stops training with NonFiniteError once more than `allowed` logged steps had a non-finite loss or gradient
-    norm. Every rank sees the same logged values (the loss is gathered, the norm all-reduced), so all stop together.
+    norm, and at the first step after which a trained weight is non-finite (no step brings such a model back).
+    Every rank sees the same logged values (the loss is gathered, the norm all-reduced) and holds the same weights,
+    so all stop together.
     """
 
     WATCHED = ("loss", "grad_norm")
@@ -167,18 +198,44 @@ class NonFiniteGuard(TrainerCallback):
         self.arm = arm
         self.allowed = allowed
         self.steps: list[int] = []
+        self.bad_weight: str | None = None
+
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        # Checked after every optimizer step, before the next one uses the weights: GRPO samples its rollouts from
+        # them first, and NaN weights end there in torch's sampling error before any loss is logged.
+        self.bad_weight = nonfinite_weight(model) if model is not None else None
+        if self.bad_weight:
+            control.should_log = True  # the step's row reaches the log (JsonlLog), then on_log stops the run
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         bad = [k for k in self.WATCHED if k in (logs or {}) and not math.isfinite(float(logs[k]))]
-        if not bad:
-            return
-        self.steps.append(state.global_step)
-        if len(self.steps) > self.allowed:
+        if bad:
+            self.steps.append(state.global_step)
+        if bad and len(self.steps) > self.allowed:
             raise NonFiniteError(
                 f"arm {self.arm}: non-finite {' and '.join(bad)} at step {state.global_step} (non-finite steps: "
                 f"{self.steps}, max_nonfinite_steps={self.allowed}); training stopped and nothing is committed. "
                 "Check the --init model and lower learning_rate, or use bf16 rather than fp16"
             )
+        if self.bad_weight:
+            raise NonFiniteError(
+                f"arm {self.arm}: non-finite weights after step {state.global_step} ({self.bad_weight}); training "
+                "stopped and nothing is committed. Lower learning_rate, or check the --init model"
+            )
+
+
+def nonfinite_weight(model) -> str | None:
+    """The name of the first trained parameter of `model` holding NaN or infinity, else None. One reduction per
+    parameter on its own device and a single transfer, so that a check per step costs little on a GPU."""
+    import torch
+
+    params = [(name, p) for name, p in model.named_parameters() if p.requires_grad and p.numel()]
+    if not params:
+        return None
+    device = params[0][1].device
+    peaks = torch.stack([torch.linalg.vector_norm(p.detach(), ord=math.inf).float().to(device) for _, p in params])
+    bad = (~torch.isfinite(peaks)).nonzero()
+    return params[int(bad[0])][0] if len(bad) else None
 
 
 def check_finite_weights(model_dir: Path, arm: str) -> None:

@@ -15,7 +15,7 @@ from medrl import store
 from medrl.config import StudyConfig
 from medrl.store.checkpoints import Target, latest_checkpoint, restore_once, step_of
 from medrl.train import train_arm
-from medrl.train.common import check_finite_weights
+from medrl.train.common import NonFiniteError, check_finite_weights
 
 log = logging.getLogger("medrl")
 
@@ -48,8 +48,10 @@ def train_to_store(
     work: Path | None = None,
     resume: bool = False,
     upload: Target | None = None,
+    replace: bool = False,
 ) -> dict:
-    """Train `arm` on the prepared dataset `data` into a committed model at `out` (directory or store URI).
+    """Train `arm` on the prepared dataset `data` into a committed model at `out` (directory or store URI); a model
+    committed there already is replaced only with `replace`, once the new one is complete.
 
     Checkpoints go to `<work>/checkpoints` every `save_steps`, and with `upload` to the store as well; with
     `resume`, training continues from the newest committed one there (with `upload`, first brought from the store
@@ -58,6 +60,7 @@ def train_to_store(
     checkpoints are removed: they exist to finish this run, not to be kept.
     """
     out_uri = store.normalize(out)
+    store.check_replace(out_uri, replace, f"--out {out}: a model")  # also with --resume: it would start over
     if out_uri.startswith("file://"):
         # Refused now rather than at the commit, minutes or days of training later.
         store.check_output(Path(out_uri[len("file://") :]))
@@ -77,9 +80,18 @@ def train_to_store(
     # The model is written into the work folder first: until training ends, nothing exists at `out`.
     final = work_dir / "model"
     shutil.rmtree(final, ignore_errors=True)
-    summary = train_arm(cfg, arm, data_dir, init_ref, final, work_dir, start, upload)
+    try:
+        summary = train_arm(cfg, arm, data_dir, init_ref, final, work_dir, start, upload)
+        check_finite_weights(final, arm)
+    except NonFiniteError as err:
+        # The diverged model goes; the log and the checkpoints stay, on purpose: the log shows where it diverged,
+        # and the checkpoints (saved only while the weights were finite) let a run resume, e.g. with a higher
+        # max_nonfinite_steps after fp16 overflows.
+        shutil.rmtree(final, ignore_errors=True)
+        raise NonFiniteError(
+            f"{err}. The training log and the checkpoints before it stay in {work_dir} (delete it when done)"
+        ) from None
     summary["resumed_from"] = step_of(start) if start else None
-    check_finite_weights(final, arm)
     with store.commit_dir(out_uri) as staging:
         for path in final.iterdir():
             shutil.move(path, staging / path.name)
