@@ -15,6 +15,7 @@ from typing import Any
 from transformers import TrainerCallback
 
 from medrl.config import ConfigError, StudyConfig, Training
+from medrl.data.images import require_8bit
 from medrl.data.prompt import prompt_messages, target_completion
 from medrl.data.records import read_records
 from medrl.errors import MedrlError
@@ -62,6 +63,8 @@ def vision_dataset(cfg: StudyConfig, data_dir: Path, split: str = "train", compl
         if completions:
             row["completion"] = [{"role": "assistant", "content": target_completion(rec, cfg.prompt)}]
         rows.append(row)
+    # Decoded lazily by TRL's collator, whose convert("RGB") would clip a 16-bit scan to white: refuse one now.
+    require_8bit((r["image"] for r in rows if r["image"]), f"the {split} split")
     return Dataset.from_list(rows).cast_column("image", Image())
 
 
