@@ -21,6 +21,7 @@ import logging
 import os
 import random
 import shutil
+import socket
 import tempfile
 import threading
 import time
@@ -46,9 +47,12 @@ from medrl.infra.store import (
     cache_root,
     check_output,
     damaged,
+    extra_files,
     local_files,
     manifest_bytes,
     marker_text,
+    nested_refusal,
+    outermost,
     parse_marker,
     place_dir,
     record_verified,
@@ -174,6 +178,18 @@ def unresolvable(exc: BaseException) -> bool:
     if isinstance(exc, urllib3.exceptions.MaxRetryError):
         exc = exc.reason or exc
     return isinstance(exc, urllib3.exceptions.NameResolutionError)
+
+
+# getaddrinfo's answers that the name does not exist, as opposed to EAI_AGAIN (the resolver is down for now).
+_NO_SUCH_NAME = {socket.EAI_NONAME} | ({socket.EAI_NODATA} if hasattr(socket, "EAI_NODATA") else set())
+
+
+def no_such_host(exc: BaseException) -> bool:
+    """The resolver answered that the endpoint's host name does not exist: a typo, not an outage to wait out."""
+    if isinstance(exc, urllib3.exceptions.MaxRetryError):
+        exc = exc.reason or exc
+    reason = getattr(exc, "_reason", None)
+    return unresolvable(exc) and isinstance(reason, socket.gaierror) and reason.errno in _NO_SUCH_NAME
 
 
 class Outage:
@@ -313,6 +329,12 @@ class S3Backend:
                         f"{what}: the S3 endpoint {self.settings.url} does not resolve ({describe(exc)}); no "
                         "AWS_ENDPOINT_URL_S3 is set, so medrl tried AWS S3: set AWS_ENDPOINT_URL_S3 to the store "
                         "(http://host:port for MinIO or SeaweedFS)"
+                    ) from None
+                if no_such_host(exc):
+                    raise StoreError(
+                        f"{what}: the S3 endpoint {self.settings.url} does not resolve: its host name does not "
+                        "exist (DNS); check AWS_ENDPOINT_URL_S3 (in the cluster, the store Service's name and "
+                        "namespace)"
                     ) from None
                 with outage.lock:
                     if outage.since is None:
@@ -520,6 +542,11 @@ class S3Backend:
         if not key:
             raise StoreError(f"{uri}: commit a directory under a prefix (s3://bucket/prefix), not a bucket's root")
         self.ensure_bucket(bucket)
+        # Both a replacement (removing the previous version) and a first commit (removing what a torn attempt left)
+        # delete what lies under the prefix: never another committed artifact.
+        inner = self._nested(self._objects(bucket, key + "/", True), key)
+        if inner:
+            raise nested_refusal(uri, inner)
         version = f".v-{uuid.uuid4().hex[:12]}/" if self._marker(bucket, key, uri) is not None else ""
         files = local_files(local)
         jobs = [
@@ -689,12 +716,42 @@ class S3Backend:
             return local
         return self.download(uri, local, replace=False)
 
+    @staticmethod
+    def _nested(objects: list, key: str) -> list[str]:
+        """Relative paths of the committed artifacts below `key` among `objects` (a recursive listing under it)."""
+        tail = "/" + COMMITTED
+        return outermost(o.object_name[len(key) + 1 : -len(tail)] for o in objects if o.object_name.endswith(tail))
+
+    @as_operation
+    def nested(self, uri: str) -> list[str]:
+        bucket, key = split(uri)
+        return self._nested(self._objects(bucket, key + "/", True), key)
+
     @as_operation
     def verify(self, uri: str) -> dict:
-        """Hash every file in the store against the manifest, without keeping a copy."""
+        """Hash every file in the store against the manifest, without keeping a copy; a file under the artifact's
+        prefix that the manifest does not list (not a kept version, not a nested artifact's) fails it too."""
         _, version, _, doc = self._manifest(uri)
         files = doc["files"]
         self._fetch_all(uri, version, files, None)
+        bucket, key = split(uri)
+        objects = self._objects(bucket, key + "/", True)
+        inner = self._nested(objects, key)
+        extra = []
+        for o in objects:
+            rel = o.object_name[len(key) + 1 :]
+            if rel.endswith("/") or rel in (MANIFEST, COMMITTED):
+                continue  # folder entries (SeaweedFS) and the commit markers
+            if version:
+                if not rel.startswith(version):
+                    continue  # what a replacement left of the previous version: readers never take it
+                rel = rel[len(version) :]
+            elif rel.startswith(".v-"):
+                continue  # an aborted replacement's upload, removed by the next commit
+            if rel != MANIFEST and rel not in files and not any(rel.startswith(n + "/") for n in inner):
+                extra.append(rel)
+        if extra:
+            raise extra_files(uri, extra)
         return {"files": len(files), "bytes": sum(f["size"] for f in files.values())}
 
     # ------------------------------------------------------------------------------------------ objects
