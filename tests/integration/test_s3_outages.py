@@ -81,6 +81,20 @@ def test_no_endpoint_and_an_unresolvable_default_fails_at_once(monkeypatch, tmp_
     assert time.monotonic() - start < 5 and "medrl-store.invalid" in str(err.value)
 
 
+def test_a_configured_endpoint_whose_name_does_not_exist_fails_at_once(monkeypatch, tmp_path):
+    """A typo in AWS_ENDPOINT_URL_S3 is no outage: retrying it for the whole budget (120 s by default) only delays
+    the error. (A resolver that is down, EAI_AGAIN, is still retried.)"""
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", "http://medrl-store.invalid:9000")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "ak")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "sk")
+    monkeypatch.setenv("MEDRL_STORE_RETRY_SECONDS", "30")
+    monkeypatch.setenv("MEDRL_CACHE_DIR", str(tmp_path / "cache"))
+    start = time.monotonic()
+    with pytest.raises(store.StoreError, match=r"medrl-store.invalid:9000 does not resolve.*AWS_ENDPOINT_URL_S3"):
+        store.ls("s3://bucket/prefix")
+    assert time.monotonic() - start < 10, "not retried for the 30 s budget"
+
+
 def objects(server, uri: str) -> list[str]:
     bucket, key = s3.split(uri)
     found = server.client().list_objects(bucket, key + "/", recursive=True)
