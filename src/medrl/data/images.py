@@ -191,7 +191,8 @@ def to_8bit(src: Path, dst: Path, move: bool = False) -> bool:
 
 
 class ImageDepthError(MedrlError, ValueError):
-    """A reader met an image of more than 8 bits per pixel: the dataset was not prepared by this medrl's prep."""
+    """A reader met an image of more than 8 bits per pixel (or none at all): the dataset was not prepared, or not
+    whole, by this medrl's prep."""
 
 
 def _depth_error(mode: str, what: str) -> ImageDepthError:
@@ -215,6 +216,13 @@ def require_8bit(paths: Iterable[Path | str], what: str) -> None:
     """Refuse (ImageDepthError) any of `paths` with more than 8 bits per pixel, from the headers alone: training
     decodes images lazily, and an error in the middle of a run would waste it."""
     for i, path in enumerate(paths):
-        with Image.open(path) as im:
-            if im.mode in HIGH_BIT_MODES:
-                raise _depth_error(im.mode, f"image {i + 1} of {what}")
+        try:
+            with Image.open(path) as im:
+                mode = im.mode
+        except OSError:  # missing or not an image: named by its number, never its path
+            raise ImageDepthError(
+                f"image {i + 1} of {what} is missing or unreadable; the dataset is damaged: prepare it again with "
+                "`medrl prep`"
+            ) from None
+        if mode in HIGH_BIT_MODES:
+            raise _depth_error(mode, f"image {i + 1} of {what}")
