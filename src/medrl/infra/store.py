@@ -173,7 +173,7 @@ def place_dir(staging: Path, final: Path, scratch: bool = False) -> None:
         shutil.rmtree(final)
     check_output(final)
     if is_artifact(final):
-        nested = nested_artifacts(final)
+        nested = [] if scratch else nested_artifacts(final)  # scratch: medrl's own work folder, nothing of a user's
         if nested:
             raise nested_refusal(str(final), nested)
         trash = final.parent / f".trash-{final.name}-{uuid.uuid4().hex[:8]}"
@@ -287,6 +287,9 @@ class FileBackend:
     def exists(self, uri: str) -> bool:
         return self.path(uri).exists()
 
+    def nested(self, uri: str) -> list[str]:
+        return nested_artifacts(self.path(uri)) if self.path(uri).is_dir() else []
+
     def entries(self, uri: str) -> list[tuple[str, bool]]:
         root = self.path(uri)
         if not root.is_dir():
@@ -295,9 +298,6 @@ class FileBackend:
 
     def list(self, uri: str) -> list[str]:
         return [name for name, _ in self.entries(uri)]
-
-    def nested(self, uri: str) -> list[str]:
-        return nested_artifacts(self.path(uri)) if self.path(uri).is_dir() else []
 
     def delete(self, uri: str) -> None:
         path = self.path(uri)
