@@ -207,6 +207,7 @@ class Outage:
 
 _OUTAGE: contextvars.ContextVar[Outage | None] = contextvars.ContextVar("medrl_store_outage", default=None)
 _TIMEOUT: contextvars.ContextVar[urllib3.Timeout | None] = contextvars.ContextVar("medrl_s3_timeout", default=None)
+_ATTEMPT: contextvars.ContextVar[float | None] = contextvars.ContextVar("medrl_s3_attempt", default=None)
 
 
 def as_operation(method: Callable[..., T]) -> Callable[..., T]:
@@ -223,13 +224,34 @@ def as_operation(method: Callable[..., T]) -> Callable[..., T]:
 
 class TimedPool(urllib3.PoolManager):
     """A pool whose requests take the timeout the running attempt set: the minio client passes none, and a frozen
-    server must not hold an attempt longer than what is left of the budget."""
+    server must not hold an attempt longer than what is left of the budget. Once a request has failed during the
+    attempt, in any thread (minio uploads the parts of a file on threads of its own), the clock runs: the client's
+    follow-up requests (minio aborts a failed multipart upload, which a frozen server would hold for a whole read
+    timeout more) get only what is left of the budget."""
+
+    failed_at: float | None = None  # when the newest request that failed was sent (monotonic)
 
     def urlopen(self, method: str, url: str, redirect: bool = True, **kw: Any):  # type: ignore[override]
-        timeout = _TIMEOUT.get()
+        timeout, outage, attempt = _TIMEOUT.get(), _OUTAGE.get(), _ATTEMPT.get()
+        if timeout is not None and outage is not None:
+            failures = [outage.since] if outage.since is not None else []
+            if self.failed_at is not None and attempt is not None and self.failed_at >= attempt:
+                failures.append(self.failed_at)
+            if failures:
+                left = max(min(failures) + outage.budget - time.monotonic(), 0.5)
+                connect, read = timeout.connect_timeout, timeout.read_timeout
+                timeout = urllib3.Timeout(
+                    connect=min(connect, left) if isinstance(connect, float | int) else left,
+                    read=min(read, left) if isinstance(read, float | int) else left,
+                )
         if timeout is not None:
             kw.setdefault("timeout", timeout)
-        return super().urlopen(method, url, redirect=redirect, **kw)
+        started = time.monotonic()
+        try:
+            return super().urlopen(method, url, redirect=redirect, **kw)
+        except Exception:
+            self.failed_at = started
+            raise
 
 
 class HashingReader:
@@ -317,6 +339,7 @@ class S3Backend:
                 raise StoreError(str(outage.error))
             started = time.monotonic()
             token = _TIMEOUT.set(self._attempt_timeout(outage))
+            attempt_token = _ATTEMPT.set(started)
             try:
                 result = fn()
             except StoreError:
@@ -367,6 +390,7 @@ class S3Backend:
                 return result
             finally:
                 _TIMEOUT.reset(token)
+                _ATTEMPT.reset(attempt_token)
 
     def _parallel(self, jobs: Sequence[Callable[[], T]]) -> list[T]:
         """Run `jobs` on the transfer threads, in this operation (one budget); the first failure cancels the jobs
@@ -576,16 +600,20 @@ class S3Backend:
     def _orphans(self, bucket: str, prefix: str, uri: str) -> str:
         """Remove what an aborted upload left under `prefix` (never a committed version), in one try; returns a
         clause for the error message saying what became of it."""
+        left_for_later = (
+            f"what it had uploaded is not committed (readers ignore it) and could not be removed now; the next "
+            f"commit to {uri} removes it"
+        )
+        current = _OUTAGE.get()
+        if current is not None and current.error is not None:
+            return left_for_later  # the store stayed down for the whole budget: a clean-up try would only add to it
         try:
             with self.operation(budget=0.0):
                 keys = [o.object_name for o in self._objects(bucket, prefix, True)]
                 self._remove_many(bucket, keys, f"removal of the aborted upload to {uri}")
                 self._abort(bucket, prefix)
         except StoreError:
-            return (
-                f"what it had uploaded is not committed (readers ignore it) and could not be removed now; the next "
-                f"commit to {uri} removes it"
-            )
+            return left_for_later
         return f"the {len(keys)} object(s) it had uploaded were removed, nothing was committed"
 
     def _tidy(self, bucket: str, key: str, version: str, uri: str) -> None:
