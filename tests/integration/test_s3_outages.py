@@ -82,6 +82,49 @@ def test_no_endpoint_and_an_unresolvable_default_fails_at_once(monkeypatch, tmp_
     assert time.monotonic() - start < 5 and "medrl-store.invalid" in str(err.value)
 
 
+def test_a_store_frozen_mid_upload_fails_within_the_budget(own_seaweed, monkeypatch, tmp_path):
+    """Once the budget is spent the store is down: the clean-up of the aborted upload is not tried (it used to add
+    its own try, up to 5 s, past the budget) and is left to the next commit, as the error says."""
+    budget = 6.0  # above the 5 s floor of a read's timeout, so the budget alone bounds the wait
+    bucket = s3_environment(monkeypatch, own_seaweed, tmp_path, retry_seconds=budget)
+    src = tmp_path / "model"
+    src.mkdir()
+    (src / "model.safetensors").write_bytes(os.urandom(12 << 20))  # multipart: several reads
+    original_read = s3.HashingReader.read
+    frozen = []
+
+    def read_then_freeze(self, size=-1):
+        data = original_read(self, size)
+        if self.size > (6 << 20) and not frozen:
+            os.killpg(own_seaweed.proc.pid, signal.SIGSTOP)
+            frozen.append(time.monotonic())
+        return data
+
+    monkeypatch.setattr(s3.HashingReader, "read", read_then_freeze)
+    try:
+        with pytest.raises(store.StoreError, match=r"kept failing.*the next commit to .* removes it"):
+            store.commit_from(src, f"{bucket}/models/m")
+        took = time.monotonic() - frozen[0]
+    finally:
+        os.killpg(own_seaweed.proc.pid, signal.SIGCONT)
+    # observed 6.5 s; 12.0 s when minio's abort of the multipart upload took a whole read timeout of its own
+    assert took < budget + 2, f"failed {took:.1f} s after the store froze, budget {budget:g} s"
+
+
+def test_a_configured_endpoint_whose_name_does_not_exist_fails_at_once(monkeypatch, tmp_path):
+    """A typo in AWS_ENDPOINT_URL_S3 is no outage: retrying it for the whole budget (120 s by default) only delays
+    the error. (A resolver that is down, EAI_AGAIN, is still retried.)"""
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", "http://medrl-store.invalid:9000")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "ak")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "sk")
+    monkeypatch.setenv("MEDRL_STORE_RETRY_SECONDS", "30")
+    monkeypatch.setenv("MEDRL_CACHE_DIR", str(tmp_path / "cache"))
+    start = time.monotonic()
+    with pytest.raises(store.StoreError, match=r"medrl-store.invalid:9000 does not resolve.*AWS_ENDPOINT_URL_S3"):
+        store.ls("s3://bucket/prefix")
+    assert time.monotonic() - start < 10, "not retried for the 30 s budget"
+
+
 def objects(server, uri: str) -> list[str]:
     bucket, key = s3.split(uri)
     found = server.client().list_objects(bucket, key + "/", recursive=True)

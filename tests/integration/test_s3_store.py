@@ -287,3 +287,71 @@ def test_a_run_lease_in_s3_stops_a_second_run(s3_bucket):
         assert store.list_dir(run.uri) == [], "the lease object is hidden from listings"
     run.lease(ttl=30).release()
     assert not store.exists(f"{run.uri}/.lease")
+
+
+# ------------------------------------------------------------------------- nothing lost, nothing silent (issue 30)
+
+
+def put_folder(tmp_path, name: str, files: dict[str, bytes]):
+    folder = tmp_path / name
+    fill(folder, files)
+    return folder
+
+
+def test_replace_refuses_to_delete_a_nested_committed_artifact(s3_bucket, seaweed, tmp_path):
+    """The issue's case: `put a s3://b/x`, `put c s3://b/x/inner`, `put c s3://b/x --replace` deleted x/inner."""
+    a = put_folder(tmp_path, "a", {"f.txt": b"a"})
+    c = put_folder(tmp_path, "c", {"f.txt": b"c"})
+    x = f"{s3_bucket}/x"
+    store.put_artifact(a, x)
+    store.put_artifact(c, f"{x}/inner")
+    with pytest.raises(store.OutputError, match=rf"{x} holds another committed artifact, {x}/inner"):
+        store.put_artifact(c, x, replace=True)
+    assert (store.open_dir(f"{x}/inner", verify=True) / "f.txt").read_bytes() == b"c"
+    assert (store.open_dir(x, verify=True) / "f.txt").read_bytes() == b"a"
+    # a first commit over a prefix holding artifacts (it tidies what lies there) is refused the same way
+    run = f"{s3_bucket}/runs/r1"
+    store.put_artifact(c, f"{run}/data")
+    with pytest.raises(store.OutputError, match=rf"{run} holds another committed artifact, {run}/data"):
+        store.put_artifact(a, run)
+    assert store.verify(f"{run}/data")["files"] == 1
+
+
+def test_a_missing_manifest_is_listed_and_verified_as_damaged(s3_bucket, seaweed, tmp_path):
+    folder = put_folder(tmp_path, "m", {"w.bin": b"w"})
+    for name in ("good", "broken", "other"):
+        store.put_artifact(folder, f"{s3_bucket}/models/{name}")
+    bucket, key = s3.split(f"{s3_bucket}/models/broken")
+    seaweed.client().remove_object(bucket, f"{key}/MANIFEST.json")
+    entries = {e["name"]: e["kind"] for e in store.ls(f"{s3_bucket}/models")}
+    assert entries == {"good": "committed", "broken": "damaged", "other": "committed"}
+    with pytest.raises(store.IntegrityError, match="damaged"):
+        store.verify(f"{s3_bucket}/models/broken")
+
+
+def test_verify_fails_an_object_added_after_the_commit(s3_bucket, seaweed, tmp_path):
+    uri = f"{s3_bucket}/data"
+    store.put_artifact(put_folder(tmp_path, "d", {"train.jsonl": b"{}\n", "images/a.png": b"png"}), uri)
+    store.put_artifact(put_folder(tmp_path, "e", {"x.bin": b"x"}), f"{uri}/inner")  # a nested artifact is its own
+    assert store.verify(uri)["files"] == 2
+    bucket, key = s3.split(uri)
+    seaweed.client().put_object(bucket, f"{key}/images/patient-7.png", io.BytesIO(b"new"), 3)
+    with pytest.raises(store.IntegrityError, match=r"1 file\(s\) not in its MANIFEST.json") as err:
+        store.verify(uri)
+    assert "patient-7" not in str(err.value)
+    # after a replacement the files live under the new version's prefix: still checked
+    store.delete(uri + "/inner")
+    seaweed.client().remove_object(bucket, f"{key}/images/patient-7.png")
+    store.put_artifact(put_folder(tmp_path, "d2", {"train.jsonl": b"{}\n"}), uri, replace=True)
+    assert store.verify(uri)["files"] == 1
+
+
+def test_ls_of_a_missing_bucket_or_prefix_is_an_error(s3_bucket, tmp_path):
+    from medvqa_fixtures import run_medrl
+
+    store.put_artifact(put_folder(tmp_path, "d", {"a": b"a"}), f"{s3_bucket}/there")
+    for uri in (f"s3://medrl-missing-{os.urandom(3).hex()}", f"{s3_bucket}/not-there"):
+        done = run_medrl("store", "ls", uri)
+        assert done.returncode == 2 and "does not exist" in done.stderr and uri in done.stderr, done.stderr
+        assert "Traceback" not in done.stderr
+    assert run_medrl("store", "ls", f"{s3_bucket}").returncode == 0

@@ -2,6 +2,7 @@
 writes it: a second run stops with a message, and a crashed run's lease lapses after its time to live. Real
 files and real processes (one killed with SIGKILL)."""
 
+import json
 import os
 import signal
 import subprocess
@@ -69,13 +70,24 @@ def test_a_second_run_stops_and_a_killed_runs_lease_lapses(tmp_path):
 
     first.send_signal(signal.SIGKILL)
     first.wait(10)
-    fourth = hold(uri, 2.0, 0)
-    assert fourth.communicate(timeout=30)[1] and fourth.returncode == 2, "the lease outlives the crash ..."
-    time.sleep(2.5)
-    fifth = hold(uri, 2.0, 0)
-    out, err = fifth.communicate(timeout=30)
-    assert fifth.returncode == 0 and out.strip() == "held", "... by at most its time to live"
+    fourth = hold(uri, 60.0, 0)  # a time to live far beyond this test: nothing lapses meanwhile
+    out, err = fourth.communicate(timeout=30)
+    assert fourth.returncode == 0 and out.strip() == "held", "a dead holder on this host is taken over at once"
+    assert "taking it over" in err
     assert not store.exists(store.join(uri, ".lease")), "a run that ends releases its lease"
+
+
+def test_a_lease_of_another_host_blocks_until_it_lapses(tmp_path):
+    """A holder elsewhere cannot be checked for life: its lease is waited out (at most its time to live)."""
+    uri = store.normalize(str(tmp_path / "demo" / "run-1"))
+    lease = {"token": "t", "host": "node-elsewhere", "pid": 1, "pid_ns": store.pid_namespace(), "expires": 0}
+    store.write_bytes(store.join(uri, ".lease"), json.dumps({**lease, "expires": time.time() + 2.0}).encode())
+    second = hold(uri, 2.0, 0)
+    _, err = second.communicate(timeout=30)
+    assert second.returncode == 2 and "node-elsewhere" in err, err
+    time.sleep(2.5)
+    third = hold(uri, 2.0, 0)
+    assert third.communicate(timeout=30)[0].strip() == "held" and third.returncode == 0, "... by at most its ttl"
 
 
 def test_a_released_lease_is_free_at_once(tmp_path):

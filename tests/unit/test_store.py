@@ -128,3 +128,98 @@ def test_check_uri_refuses_what_no_backend_serves(uri, message):
     with pytest.raises(store.StoreError, match=message) as err:
         store.check_uri(uri)
     assert "file:///path or s3://bucket/prefix" in str(err.value)
+
+
+# ------------------------------------------------------------------------- nothing lost, nothing silent (issue 30)
+
+
+def committed(tmp_path, name: str, files: dict[str, bytes]) -> str:
+    uri = store.normalize(str(tmp_path / name))
+    with store.commit_dir(uri) as staging:
+        for rel, data in files.items():
+            (staging / rel).parent.mkdir(parents=True, exist_ok=True)
+            (staging / rel).write_bytes(data)
+    return uri
+
+
+def test_store_get_onto_a_committed_artifact_is_refused_without_replace(tmp_path):
+    from medvqa_fixtures import run_medrl
+
+    src = committed(tmp_path, "store/new-model", {"w.bin": b"new"})
+    committed(tmp_path, "trained-model", {"w.bin": b"GPU-hours"})
+    dest = tmp_path / "trained-model"
+    done = run_medrl("store", "get", src, str(dest))
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    assert "committed artifact" in done.stderr and "--replace" in done.stderr
+    assert (dest / "w.bin").read_bytes() == b"GPU-hours"  # nothing lost
+    done = run_medrl("store", "get", "--replace", src, str(dest))
+    assert done.returncode == 0, done.stderr
+    assert (dest / "w.bin").read_bytes() == b"new"
+
+
+def test_replace_refuses_to_delete_a_nested_committed_artifact(tmp_path):
+    """`put a x`, `put c x/inner`, `put c x --replace`: x/inner would go with x's old version; refused, naming it."""
+    a, c = tmp_path / "a", tmp_path / "c"
+    for folder, text in ((a, b"a"), (c, b"c")):
+        folder.mkdir()
+        (folder / "f.txt").write_bytes(text)
+    x = store.normalize(str(tmp_path / "store" / "x"))
+    store.put_artifact(a, x)
+    store.put_artifact(c, store.join(x, "inner"))
+    with pytest.raises(store.OutputError, match=r"holds another committed artifact, .*x/inner.*would delete it"):
+        store.put_artifact(c, x, replace=True)
+    assert (store.open_dir(store.join(x, "inner"), verify=True) / "f.txt").read_bytes() == b"c"
+    assert (store.open_dir(x, verify=True) / "f.txt").read_bytes() == b"a"  # x as it was, and still whole
+    # the same through a download onto it
+    with pytest.raises(store.OutputError, match="holds another committed artifact"):
+        store.download(store.join(x, "inner"), tmp_path / "store" / "x")
+    assert store.is_committed(store.join(x, "inner"))
+
+
+def test_a_missing_manifest_is_listed_and_verified_as_damaged_not_a_crash(tmp_path):
+    from medvqa_fixtures import run_medrl
+
+    parent = tmp_path / "models"
+    for name in ("good", "broken", "other"):
+        committed(tmp_path, f"models/{name}", {"w.bin": name.encode()})
+    (parent / "broken" / "MANIFEST.json").unlink()
+    entries = {e["name"]: e for e in store.ls(store.normalize(str(parent)))}
+    assert entries["good"]["kind"] == entries["other"]["kind"] == "committed"
+    assert entries["broken"]["kind"] == "damaged" and "MANIFEST.json is missing" in entries["broken"]["error"]
+    ls = run_medrl("store", "ls", str(parent))
+    assert ls.returncode == 0 and "Traceback" not in ls.stderr, ls.stderr
+    assert "good/" in ls.stdout and "other/" in ls.stdout and "DAMAGED" in ls.stdout
+    verify = run_medrl("store", "verify", str(parent / "broken"))
+    assert verify.returncode == 1 and "Traceback" not in verify.stderr and "DAMAGED" in verify.stderr, verify.stderr
+
+
+def test_verify_fails_a_committed_folder_with_a_file_added_after_the_commit(tmp_path):
+    uri = committed(tmp_path, "data", {"train.jsonl": b"{}\n", "images/a.png": b"png"})
+    assert store.verify(uri) == {"files": 2, "bytes": 6}
+    (tmp_path / "data" / "images" / "patient-99.png").write_bytes(b"slipped in")
+    with pytest.raises(store.IntegrityError, match=r"1 file\(s\) not in its MANIFEST.json") as err:
+        store.verify(uri)
+    assert "patient-99" not in str(err.value) and err.value.file == "images/patient-99.png"
+
+
+def test_ls_of_a_missing_path_is_an_error_not_an_empty_listing(tmp_path):
+    from medvqa_fixtures import run_medrl
+
+    done = run_medrl("store", "ls", str(tmp_path / "no-such-folder"))
+    assert done.returncode == 2 and "does not exist" in done.stderr and "no-such-folder" in done.stderr, done.stderr
+    (tmp_path / "empty").mkdir()
+    assert run_medrl("store", "ls", str(tmp_path / "empty")).returncode == 0  # an empty folder is just empty
+
+
+def test_put_refuses_symlinks_that_leave_the_folder(tmp_path):
+    src = tmp_path / "weights"
+    src.mkdir()
+    (src / "config.json").write_text("{}")
+    (tmp_path / "secret.txt").write_text("outside")
+    (src / "inside-link.json").symlink_to(src / "config.json")  # within the folder: followed
+    uri = store.normalize(str(tmp_path / "store" / "w"))
+    assert store.put_artifact(src, uri)["files"] == 2
+    (src / "leak.txt").symlink_to(tmp_path / "secret.txt")
+    with pytest.raises(store.StoreError, match=r"1 symbolic link\(s\) in it lead out of the folder.*cp -rL"):
+        store.put_artifact(src, store.normalize(str(tmp_path / "store" / "w2")))
+    assert not (tmp_path / "store" / "w2").exists()

@@ -37,6 +37,7 @@ def store_ls(uri: Annotated[str, typer.Argument(help="A store URI (s3://bucket/p
 def store_get(
     uri: Annotated[str, typer.Argument(help="A committed artifact or a single object.")],
     dest: Annotated[Path, typer.Argument(help="Local directory (artifact) or file (object) to write.")],
+    replace: Annotated[bool, typer.Option(help="Replace a committed artifact already at DEST.")] = False,
 ):
     """Download a committed artifact (every file checked against its sha256) or one object.
 
@@ -45,6 +46,9 @@ def store_get(
 
     uri = store.normalize(uri)
     if store.is_committed(uri):
+        if store.is_artifact(dest) and not replace:
+            # A model or dataset there may have cost GPU-hours: as `store put`, replace it only when asked.
+            raise store.OutputError(f"medrl store get: {dest} is a committed artifact; pass --replace to replace it")
         store.download(uri, dest)
         typer.echo(f"{uri} -> {dest}/ (verified)")
     else:

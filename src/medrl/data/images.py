@@ -1,4 +1,5 @@
-"""Image checks run on every row before it enters a dataset: path confinement, format, size, truncation.
+"""Image checks run on every row before it enters a dataset (path confinement, format, size, truncation), the
+windowing of high-bit-depth scans into 8 bits, and the one way readers open a prepared image.
 
 The format is read from the file's first bytes and only allowed decoders ever see the file; the pixel count
 comes from the header, so a decompression bomb is rejected before a single pixel is decoded.
@@ -9,16 +10,29 @@ from __future__ import annotations
 import functools
 import io
 import os
+import shutil
 import warnings
+from collections.abc import Iterable
 from pathlib import Path
 
+import numpy as np
 from PIL import Image
+
+from medrl.errors import MedrlError
 
 # Larger images are quarantined as `image_too_large`; the processor resizes everything to at most
 # model.max_pixels (the paper: 401,408) anyway, so nothing of value is lost.
 MAX_IMAGE_PIXELS = 64_000_000
 MAX_IMAGE_BYTES = 256 * 2**20
 DEFAULT_FORMATS = ("PNG", "JPEG")
+# Smaller images are quarantined as `image_too_small`: Qwen2-VL cuts images into 14-pixel patches merged 2 x 2, so a
+# side under 28 pixels is not one image token; its processor would blow the pixel up and the model see no picture.
+MIN_IMAGE_SIDE = 28
+# Qwen2-VL's processor refuses images whose long side exceeds 200 times the short one (`image_aspect_ratio`).
+MAX_ASPECT_RATIO = 200
+# Pillow modes of more than 8 bits per pixel (16-bit PNG/TIFF, 32-bit integer, float). Pillow's convert("RGB")
+# clips them at 255, so a 16-bit X-ray would become a white picture: prep windows them into 8 bits instead.
+HIGH_BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I", "F"})
 
 # Signatures of the formats Pillow can open, so that a disallowed format is named as such rather than
 # handed to a decoder. DICOM has its magic at offset 128.
@@ -109,6 +123,10 @@ def _check_bytes(data: bytes, formats: tuple[str, ...], max_pixels: int) -> str 
                 width, height = im.size  # from the header; nothing decoded yet
                 if width * height > max_pixels:
                     return "image_too_large"
+                if min(width, height) < MIN_IMAGE_SIDE:
+                    return "image_too_small"
+                if max(width, height) > MAX_ASPECT_RATIO * min(width, height):
+                    return "image_aspect_ratio"
                 if fmt == "JPEG":
                     # DCT scaling still reads every byte of the scan, so truncation is caught at 1/64 the cost.
                     im.draft(im.mode, (max(1, width // 8), max(1, height // 8)))
@@ -132,3 +150,79 @@ def check_paths(task: tuple[str, tuple[str, ...], tuple[str, ...], int]) -> str 
         if reason:
             return reason
     return None
+
+
+def window_8bit(im: Image.Image) -> Image.Image:
+    """A high-bit-depth grayscale image as 8-bit (mode L), windowed as a radiology viewer does without a stored
+    window: the full range of its pixel values, min to max, spread linearly over 0..255 (a flat image is black).
+
+    >>> np.asarray(window_8bit(Image.fromarray(np.array([[1000, 3000, 5000]], dtype=np.uint16)))).tolist()
+    [[0, 128, 255]]
+    """
+    arr = np.asarray(im, dtype=np.float64)
+    finite = np.isfinite(arr)
+    if not finite.any():
+        return Image.new("L", im.size)
+    lo, hi = float(arr[finite].min()), float(arr[finite].max())
+    scaled = (np.where(finite, arr, lo) - lo) / (hi - lo) if hi > lo else np.zeros_like(arr)
+    return Image.fromarray(np.round(scaled * 255.0).astype(np.uint8), mode="L")
+
+
+def to_8bit(src: Path, dst: Path, move: bool = False) -> bool:
+    """Put `src` at `dst` with its pixels in 8 bits: a high-bit-depth image windowed (`window_8bit`) and saved in its
+    own format under a temporary name, then renamed; anything else copied (or, with `move`, moved) byte for byte.
+    Returns whether it was windowed."""
+    with Image.open(src) as im:
+        windowed = window_8bit(im) if im.mode in HIGH_BIT_MODES else None
+        fmt = im.format or "PNG"
+    if windowed is None:
+        if move:
+            os.replace(src, dst)
+        else:
+            shutil.copyfile(src, dst)
+        return False
+    tmp = dst.with_name(f".{dst.name}.tmp")
+    try:
+        windowed.save(tmp, format=fmt)
+        os.replace(tmp, dst)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return True
+
+
+class ImageDepthError(MedrlError, ValueError):
+    """A reader met an image of more than 8 bits per pixel (or none at all): the dataset was not prepared, or not
+    whole, by this medrl's prep."""
+
+
+def _depth_error(mode: str, what: str) -> ImageDepthError:
+    return ImageDepthError(
+        f"{what} has more than 8 bits per pixel (mode {mode}); models would see it clipped to white. Prepared "
+        "datasets hold 8-bit images: prepare the dataset again with `medrl prep`, which windows high-bit-depth "
+        "scans into 8 bits"
+    )
+
+
+def open_rgb(path: Path | str, what: str = "an image of the dataset") -> Image.Image:
+    """The image at `path` decoded as RGB, for a model; ImageDepthError for a high-bit-depth image, which
+    convert("RGB") would clip. `what` names the image in the error (never its path: it may carry patient data)."""
+    with Image.open(path) as im:
+        if im.mode in HIGH_BIT_MODES:
+            raise _depth_error(im.mode, what)
+        return im.convert("RGB")
+
+
+def require_8bit(paths: Iterable[Path | str], what: str) -> None:
+    """Refuse (ImageDepthError) any of `paths` with more than 8 bits per pixel, from the headers alone: training
+    decodes images lazily, and an error in the middle of a run would waste it."""
+    for i, path in enumerate(paths):
+        try:
+            with Image.open(path) as im:
+                mode = im.mode
+        except OSError:  # missing or not an image: named by its number, never its path
+            raise ImageDepthError(
+                f"image {i + 1} of {what} is missing or unreadable; the dataset is damaged: prepare it again with "
+                "`medrl prep`"
+            ) from None
+        if mode in HIGH_BIT_MODES:
+            raise _depth_error(mode, f"image {i + 1} of {what}")

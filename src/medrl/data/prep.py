@@ -28,7 +28,7 @@ from medrl.config import DataConfig
 from medrl.data import synthetic
 from medrl.data.cxr import mimic_cxr, ms_cxr, vindr_cxr
 from medrl.data.cxr import synthetic as cxr_synthetic
-from medrl.data.images import MAX_IMAGE_PIXELS, check_image, check_paths
+from medrl.data.images import MAX_IMAGE_PIXELS, check_image, check_paths, to_8bit
 from medrl.data.records import LETTERS, Record, write_json, write_jsonl
 from medrl.data.sources import PrepError, Row, Source, fold, hf_vqa, jsonl, omnimedvqa, pmc_vqa, slake
 
@@ -428,6 +428,7 @@ def _prepare(cfg: DataConfig, out: Path, scratch: Path, formats: tuple[str, ...]
         "filtered": dict(tally.filtered),
         "bad_fraction": round(bad_fraction, 6),
         "answer_types": {s: {k: answer_types[s][k] for k in ("closed", "open")} for s in ("train", "test")},
+        "images_windowed": placer.windowed,
     }
     write_json(out / "summary.json", summary)
     return summary
@@ -455,12 +456,14 @@ def _placed(rel: str) -> str:
 
 
 class ImagePlacer:
-    """Copies (or, out of scratch, moves) kept images under out/images, each file once. One thread: on a
+    """Copies (or, out of scratch, moves) kept images under out/images, each file once, high-bit-depth scans
+    windowed into 8 bits on the way (images.to_8bit): every reader then sees the same 8-bit pixels. One thread: on a
     shared disk, parallel file creation in one folder was slower than copying in turn."""
 
     def __init__(self, root: Path, out: Path, owned: bool):
         self.root, self.out, self.owned = root, out, owned
         self.made: set[Path] = set()  # folders; few, whatever the row count
+        self.windowed = 0  # high-bit-depth images converted to 8 bits
 
     def place(self, rel: str) -> None:
         dst = self.out / _placed(rel)
@@ -470,10 +473,7 @@ class ImagePlacer:
         if dst.exists():  # a picture several questions share
             return
         try:
-            if self.owned:
-                os.replace(self.root / rel, dst)
-            else:
-                shutil.copyfile(self.root / rel, dst)
+            self.windowed += to_8bit(self.root / rel, dst, move=self.owned)
         except FileNotFoundError:
             raise PrepError("an image vanished while prep ran; run prep again") from None
 

@@ -19,6 +19,7 @@ from typing import Literal
 from PIL import Image
 
 from medrl.config import ConfigError, ModelConfig
+from medrl.data.images import open_rgb
 from medrl.data.prompt import prompt_messages
 from medrl.data.records import Record
 from medrl.models.load import load_model, local_dir
@@ -70,8 +71,8 @@ def resolve_engine(
 
 
 def _image(data_dir: Path, rel: str) -> Image.Image:
-    with Image.open(data_dir / rel) as im:
-        return im.convert("RGB")
+    # Refuses a high-bit-depth image rather than clip it to white (prep windows those into 8 bits).
+    return open_rgb(data_dir / rel, "an image of the test split")
 
 
 def chat_text(processor, rec: Record, instruction: str, images: list[Image.Image]) -> str:

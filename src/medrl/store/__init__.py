@@ -141,6 +141,29 @@ def check_output(final: Path) -> None:
         )
 
 
+def outermost(folders: Iterable[str]) -> list[str]:
+    """The folders not inside another of them, shallowest first.
+
+    >>> outermost(["a/b", "a", "c/d", ""])
+    ['a', 'c/d']
+    """
+    found = sorted({f for f in folders if f}, key=lambda rel: (rel.count("/"), rel))
+    return [rel for rel in found if not any(rel.startswith(outer + "/") for outer in found)]
+
+
+def nested_artifacts(root: Path) -> list[str]:
+    """Relative paths of the committed artifacts inside the folder `root` (not `root` itself), outermost only."""
+    return outermost(p.parent.relative_to(root).as_posix() for p in Path(root).rglob(COMMITTED) if p.parent != root)
+
+
+def nested_refusal(uri: str, nested: list[str]) -> OutputError:
+    more = f" and {len(nested) - 1} more" if len(nested) > 1 else ""
+    return OutputError(
+        f"{uri} holds another committed artifact, {join(uri, nested[0])}{more}; replacing {uri} would delete it. "
+        "Move or delete the inner artifact first, or give a new URI"
+    )
+
+
 def place_dir(staging: Path, final: Path, scratch: bool = False) -> None:
     """Move a finished staging directory to `final`: a new or empty folder, or a committed artifact it replaces.
     Anything else at `final` is refused (OutputError) and left untouched, unless `scratch` says `final` lies in
@@ -150,6 +173,9 @@ def place_dir(staging: Path, final: Path, scratch: bool = False) -> None:
         shutil.rmtree(final)
     check_output(final)
     if is_artifact(final):
+        nested = [] if scratch else nested_artifacts(final)  # scratch: medrl's own work folder, nothing of a user's
+        if nested:
+            raise nested_refusal(str(final), nested)
         trash = final.parent / f".trash-{final.name}-{uuid.uuid4().hex[:8]}"
         os.replace(final, trash)
         os.replace(staging, final)
@@ -217,6 +243,8 @@ class FileBackend:
     def manifest(self, uri: str) -> dict:
         try:
             return json.loads((self._committed_root(uri) / MANIFEST).read_bytes())
+        except FileNotFoundError:
+            raise IntegrityError(f"{uri}: {MANIFEST} is missing; the artifact is damaged") from None
         except ValueError:
             raise IntegrityError(f"{uri}: {MANIFEST} is not JSON; the artifact is damaged") from None
 
@@ -225,8 +253,8 @@ class FileBackend:
         yield  # local files: nothing to retry
 
     def verify(self, uri: str) -> dict:
-        root = self.open_dir(uri, verify=True)
-        files = json.loads((root / MANIFEST).read_bytes())["files"]
+        self.open_dir(uri, verify=True)
+        files = self.manifest(uri)["files"]
         return {"files": len(files), "bytes": sum(f["size"] for f in files.values())}
 
     def download(self, uri: str, dest: Path, scratch: bool = False) -> Path:
@@ -258,6 +286,9 @@ class FileBackend:
 
     def exists(self, uri: str) -> bool:
         return self.path(uri).exists()
+
+    def nested(self, uri: str) -> list[str]:
+        return nested_artifacts(self.path(uri)) if self.path(uri).is_dir() else []
 
     def entries(self, uri: str) -> list[tuple[str, bool]]:
         root = self.path(uri)
@@ -314,10 +345,14 @@ def _recorded(root: Path, digest: str) -> dict:
 def verify_dir(root: Path, uri: str, cache: bool = False) -> None:
     """Check every file against MANIFEST.json and the manifest against COMMITTED. Files are hashed in parallel
     (hashing releases the GIL); with `cache`, a file whose size, mtime, ctime and inode are those recorded when it
-    last matched is not hashed again."""
-    data = (root / MANIFEST).read_bytes()
+    last matched is not hashed again; without `cache`, a file the manifest does not list fails the check too."""
+    try:
+        data = (root / MANIFEST).read_bytes()
+        marker = (root / COMMITTED).read_text()
+    except FileNotFoundError:
+        raise IntegrityError(f"{uri}: {MANIFEST} or {COMMITTED} is missing; the artifact is damaged") from None
     digest = hashlib.sha256(data).hexdigest()
-    if (root / COMMITTED).read_text().strip() != digest:
+    if marker.strip() != digest:
         raise IntegrityError(f"{uri}: {MANIFEST} does not match its {COMMITTED} marker; the artifact is damaged")
     try:
         files = sorted(json.loads(data)["files"].items())
@@ -338,8 +373,28 @@ def verify_dir(root: Path, uri: str, cache: bool = False) -> None:
     for i, ((rel, _), good) in enumerate(zip(files, results, strict=True)):
         if not good:
             raise damaged(uri, rel, i, len(files))
+    if not cache:
+        listed = {rel for rel, _ in files}
+        extra = [rel for rel in unlisted(root) if rel not in listed]
+        if extra:
+            raise extra_files(uri, extra)
     if cache:
         record_verified(root, digest)
+
+
+def unlisted(root: Path) -> list[str]:
+    """Relative paths of the files under `root` a manifest would list (commit markers and the files of nested
+    committed artifacts left out, those being checked on their own)."""
+    inner = nested_artifacts(root)
+    return [rel for rel, _ in local_files(root) if not any(rel.startswith(n + "/") for n in inner)]
+
+
+def extra_files(uri: str, extra: list[str]) -> IntegrityError:
+    return IntegrityError(
+        f"{uri}: {len(extra)} file(s) not in its {MANIFEST} were added after it was committed; the artifact is "
+        f"damaged. Remove them or re-run the stage that wrote it (`medrl store verify {uri} --show-paths` names one)",
+        file=extra[0],
+    )
 
 
 def verified(ref: str | Path) -> Path:
@@ -496,7 +551,11 @@ def ls(uri: str) -> list[dict]:
     be = backend(uri)
     out = []
     with be.operation():
-        for name, is_dir in be.entries(uri):
+        entries = be.entries(uri)
+        if not entries and not be.exists(uri):
+            # A typo must not read as an empty folder.
+            raise StoreError(f"{uri} does not exist: check the URI (bucket and path)")
+        for name, is_dir in entries:
             entry: dict = {"name": name, "kind": "folder" if is_dir else "object"}
             if is_dir and be.is_committed(join(uri, name)):
                 try:
@@ -534,14 +593,37 @@ def put_artifact(src: Path, uri: str, replace: bool = False) -> dict:
     src = Path(src)
     if not src.is_dir():
         raise StoreError(f"medrl store put {src}: not a folder; give the folder to upload")
+    leaving = links_leaving(src)
+    if leaving:
+        raise StoreError(
+            f"medrl store put {src}: {leaving} symbolic link(s) in it lead out of the folder; medrl uploads only what "
+            f"lies inside it (links within it are followed). Copy the folder with the links resolved (cp -rL {src} "
+            f"COPY, e.g. for a Hugging Face cache snapshot) and put the copy; `find {src} -type l` lists the links"
+        )
     uri = normalize(uri)
     be = backend(uri)
     with be.operation():
         if be.is_committed(uri) and not replace:
             raise StoreError(f"medrl store put: {uri} is already committed; pass --replace to replace it")
+        inner = be.nested(uri)
+        if inner:  # before the upload, so a refusal costs nothing
+            raise nested_refusal(uri, inner)
         be.commit_from(src, uri)
         files = be.manifest(uri)["files"]
     return {"files": len(files), "bytes": sum(f["size"] for f in files.values())}
+
+
+def links_leaving(root: Path) -> int:
+    """How many symbolic links under `root` point outside it (or nowhere)."""
+    real = os.path.realpath(root)
+    n = 0
+    for folder, dirs, files in os.walk(root):
+        for name in dirs + files:
+            path = os.path.join(folder, name)
+            if os.path.islink(path):
+                target = os.path.realpath(path)
+                n += not (target.startswith(real.rstrip("/") + "/") and os.path.exists(target))
+    return n
 
 
 class LeaseError(StoreError):
@@ -551,6 +633,32 @@ class LeaseError(StoreError):
 LEASE = ".lease"
 LEASE_SECONDS = 60.0  # a crashed run blocks its id this long at most; a live one renews every third of it
 LEASE_SETTLE = 0.3  # between writing a lease and reading it back: of two runs racing for it, the last write wins
+
+
+def pid_namespace() -> str:
+    """This process's PID namespace (Linux), so that a PID is compared only within the one it belongs to: pods
+    sharing a node's host name (hostNetwork) have PID namespaces of their own."""
+    try:
+        return os.readlink("/proc/self/ns/pid")
+    except OSError:
+        return ""
+
+
+def holder_dead(held: dict) -> bool:
+    """Whether the lease `held` belongs to a process of this host and PID namespace that no longer exists (killed,
+    crashed): then it need not lapse before a re-run takes it. A holder elsewhere is never judged dead."""
+    pid = held.get("pid")
+    if held.get("host") != socket.gethostname() or held.get("pid_ns", "") != pid_namespace() or not pid_namespace():
+        return False
+    if not isinstance(pid, int) or pid <= 0 or pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # EPERM: alive, another user's
+        return False
+    return False
 
 
 class Lease:
@@ -576,6 +684,7 @@ class Lease:
 
     def _write(self) -> None:
         doc = {"token": self.token, "host": socket.gethostname(), "pid": os.getpid(), "expires": time.time() + self.ttl}
+        doc["pid_ns"] = pid_namespace()
         write_bytes(self.object, json.dumps(doc).encode())
 
     def _refuse(self, held: dict) -> LeaseError:
@@ -589,7 +698,9 @@ class Lease:
     def acquire(self) -> Lease:
         held = self._read()
         if held and held.get("token") != self.token and held.get("expires", 0) > time.time():
-            raise self._refuse(held)
+            if not holder_dead(held):
+                raise self._refuse(held)
+            log.warning("lease of %s: its holder (pid %s on this host) is gone; taking it over", self.uri, held["pid"])
         self._write()
         time.sleep(LEASE_SETTLE)
         held = self._read()

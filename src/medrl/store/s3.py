@@ -21,6 +21,7 @@ import logging
 import os
 import random
 import shutil
+import socket
 import tempfile
 import threading
 import time
@@ -46,9 +47,12 @@ from medrl.store import (
     cache_root,
     check_output,
     damaged,
+    extra_files,
     local_files,
     manifest_bytes,
     marker_text,
+    nested_refusal,
+    outermost,
     parse_marker,
     place_dir,
     record_verified,
@@ -177,6 +181,18 @@ def unresolvable(exc: BaseException) -> bool:
     return isinstance(exc, urllib3.exceptions.NameResolutionError)
 
 
+# getaddrinfo's answers that the name does not exist, as opposed to EAI_AGAIN (the resolver is down for now).
+_NO_SUCH_NAME = {socket.EAI_NONAME} | ({socket.EAI_NODATA} if hasattr(socket, "EAI_NODATA") else set())
+
+
+def no_such_host(exc: BaseException) -> bool:
+    """The resolver answered that the endpoint's host name does not exist: a typo, not an outage to wait out."""
+    if isinstance(exc, urllib3.exceptions.MaxRetryError):
+        exc = exc.reason or exc
+    reason = getattr(exc, "_reason", None)
+    return unresolvable(exc) and isinstance(reason, socket.gaierror) and reason.errno in _NO_SUCH_NAME
+
+
 class Outage:
     """The retry budget of one store operation, shared by all its requests and threads: the clock starts when a
     request that then fails was sent, and a request that succeeds stops it (the store is making progress). Once
@@ -192,6 +208,7 @@ class Outage:
 
 _OUTAGE: contextvars.ContextVar[Outage | None] = contextvars.ContextVar("medrl_store_outage", default=None)
 _TIMEOUT: contextvars.ContextVar[urllib3.Timeout | None] = contextvars.ContextVar("medrl_s3_timeout", default=None)
+_ATTEMPT: contextvars.ContextVar[float | None] = contextvars.ContextVar("medrl_s3_attempt", default=None)
 
 
 def as_operation(method: Callable[..., T]) -> Callable[..., T]:
@@ -208,13 +225,34 @@ def as_operation(method: Callable[..., T]) -> Callable[..., T]:
 
 class TimedPool(urllib3.PoolManager):
     """A pool whose requests take the timeout the running attempt set: the minio client passes none, and a frozen
-    server must not hold an attempt longer than what is left of the budget."""
+    server must not hold an attempt longer than what is left of the budget. Once a request has failed during the
+    attempt, in any thread (minio uploads the parts of a file on threads of its own), the clock runs: the client's
+    follow-up requests (minio aborts a failed multipart upload, which a frozen server would hold for a whole read
+    timeout more) get only what is left of the budget."""
+
+    failed_at: float | None = None  # when the newest request that failed was sent (monotonic)
 
     def urlopen(self, method: str, url: str, redirect: bool = True, **kw: Any):  # type: ignore[override]
-        timeout = _TIMEOUT.get()
+        timeout, outage, attempt = _TIMEOUT.get(), _OUTAGE.get(), _ATTEMPT.get()
+        if timeout is not None and outage is not None:
+            failures = [outage.since] if outage.since is not None else []
+            if self.failed_at is not None and attempt is not None and self.failed_at >= attempt:
+                failures.append(self.failed_at)
+            if failures:
+                left = max(min(failures) + outage.budget - time.monotonic(), 0.5)
+                connect, read = timeout.connect_timeout, timeout.read_timeout
+                timeout = urllib3.Timeout(
+                    connect=min(connect, left) if isinstance(connect, float | int) else left,
+                    read=min(read, left) if isinstance(read, float | int) else left,
+                )
         if timeout is not None:
             kw.setdefault("timeout", timeout)
-        return super().urlopen(method, url, redirect=redirect, **kw)
+        started = time.monotonic()
+        try:
+            return super().urlopen(method, url, redirect=redirect, **kw)
+        except Exception:
+            self.failed_at = started
+            raise
 
 
 class HashingReader:
@@ -302,6 +340,7 @@ class S3Backend:
                 raise StoreError(str(outage.error))
             started = time.monotonic()
             token = _TIMEOUT.set(self._attempt_timeout(outage))
+            attempt_token = _ATTEMPT.set(started)
             try:
                 result = fn()
             except StoreError:
@@ -314,6 +353,12 @@ class S3Backend:
                         f"{what}: the S3 endpoint {self.settings.url} does not resolve ({describe(exc)}); no "
                         "AWS_ENDPOINT_URL_S3 is set, so medrl tried AWS S3: set AWS_ENDPOINT_URL_S3 to the store "
                         "(http://host:port for MinIO or SeaweedFS)"
+                    ) from None
+                if no_such_host(exc):
+                    raise StoreError(
+                        f"{what}: the S3 endpoint {self.settings.url} does not resolve: its host name does not "
+                        "exist (DNS); check AWS_ENDPOINT_URL_S3 (in the cluster, the store Service's name and "
+                        "namespace)"
                     ) from None
                 with outage.lock:
                     if outage.since is None:
@@ -346,6 +391,7 @@ class S3Backend:
                 return result
             finally:
                 _TIMEOUT.reset(token)
+                _ATTEMPT.reset(attempt_token)
 
     def _parallel(self, jobs: Sequence[Callable[[], T]]) -> list[T]:
         """Run `jobs` on the transfer threads, in this operation (one budget); the first failure cancels the jobs
@@ -521,6 +567,11 @@ class S3Backend:
         if not key:
             raise StoreError(f"{uri}: commit a directory under a prefix (s3://bucket/prefix), not a bucket's root")
         self.ensure_bucket(bucket)
+        # Both a replacement (removing the previous version) and a first commit (removing what a torn attempt left)
+        # delete what lies under the prefix: never another committed artifact.
+        inner = self._nested(self._objects(bucket, key + "/", True), key)
+        if inner:
+            raise nested_refusal(uri, inner)
         version = f".v-{uuid.uuid4().hex[:12]}/" if self._marker(bucket, key, uri) is not None else ""
         files = local_files(local)
         jobs = [
@@ -550,16 +601,20 @@ class S3Backend:
     def _orphans(self, bucket: str, prefix: str, uri: str) -> str:
         """Remove what an aborted upload left under `prefix` (never a committed version), in one try; returns a
         clause for the error message saying what became of it."""
+        left_for_later = (
+            f"what it had uploaded is not committed (readers ignore it) and could not be removed now; the next "
+            f"commit to {uri} removes it"
+        )
+        current = _OUTAGE.get()
+        if current is not None and current.error is not None:
+            return left_for_later  # the store stayed down for the whole budget: a clean-up try would only add to it
         try:
             with self.operation(budget=0.0):
                 keys = [o.object_name for o in self._objects(bucket, prefix, True)]
                 self._remove_many(bucket, keys, f"removal of the aborted upload to {uri}")
                 self._abort(bucket, prefix)
         except StoreError:
-            return (
-                f"what it had uploaded is not committed (readers ignore it) and could not be removed now; the next "
-                f"commit to {uri} removes it"
-            )
+            return left_for_later
         return f"the {len(keys)} object(s) it had uploaded were removed, nothing was committed"
 
     def _tidy(self, bucket: str, key: str, version: str, uri: str) -> None:
@@ -689,12 +744,42 @@ class S3Backend:
             return local
         return self.download(uri, local, replace=False)
 
+    @staticmethod
+    def _nested(objects: list, key: str) -> list[str]:
+        """Relative paths of the committed artifacts below `key` among `objects` (a recursive listing under it)."""
+        tail = "/" + COMMITTED
+        return outermost(o.object_name[len(key) + 1 : -len(tail)] for o in objects if o.object_name.endswith(tail))
+
+    @as_operation
+    def nested(self, uri: str) -> list[str]:
+        bucket, key = split(uri)
+        return self._nested(self._objects(bucket, key + "/", True), key)
+
     @as_operation
     def verify(self, uri: str) -> dict:
-        """Hash every file in the store against the manifest, without keeping a copy."""
+        """Hash every file in the store against the manifest, without keeping a copy; a file under the artifact's
+        prefix that the manifest does not list (not a kept version, not a nested artifact's) fails it too."""
         _, version, _, doc = self._manifest(uri)
         files = doc["files"]
         self._fetch_all(uri, version, files, None)
+        bucket, key = split(uri)
+        objects = self._objects(bucket, key + "/", True)
+        inner = self._nested(objects, key)
+        extra = []
+        for o in objects:
+            rel = o.object_name[len(key) + 1 :]
+            if rel.endswith("/") or rel in (MANIFEST, COMMITTED):
+                continue  # folder entries (SeaweedFS) and the commit markers
+            if version:
+                if not rel.startswith(version):
+                    continue  # what a replacement left of the previous version: readers never take it
+                rel = rel[len(version) :]
+            elif rel.startswith(".v-"):
+                continue  # an aborted replacement's upload, removed by the next commit
+            if rel != MANIFEST and rel not in files and not any(rel.startswith(n + "/") for n in inner):
+                extra.append(rel)
+        if extra:
+            raise extra_files(uri, extra)
         return {"files": len(files), "bytes": sum(f["size"] for f in files.values())}
 
     # ------------------------------------------------------------------------------------------ objects

@@ -17,6 +17,7 @@ from transformers import TrainerCallback
 
 from medrl import metrics
 from medrl.config import ConfigError, StudyConfig, Training
+from medrl.data.images import require_8bit
 from medrl.data.prompt import prompt_messages, target_completion
 from medrl.data.records import read_records
 from medrl.errors import MedrlError
@@ -67,6 +68,8 @@ def vision_dataset(cfg: StudyConfig, data_dir: Path, split: str = "train", compl
         if completions:
             row["completion"] = [{"role": "assistant", "content": target_completion(rec, cfg.prompt)}]
         rows.append(row)
+    # Decoded lazily by TRL's collator, whose convert("RGB") would clip a 16-bit scan to white: refuse one now.
+    require_8bit((r["image"] for r in rows if r["image"]), f"the {split} split")
     return Dataset.from_list(rows).cast_column("image", Image())
 
 

@@ -10,6 +10,7 @@ import logging
 from pathlib import Path
 
 from medrl.config import ConfigError, StudyConfig
+from medrl.data.images import require_8bit
 from medrl.data.prompt import prompt_messages
 from medrl.data.records import read_records
 from medrl.models.load import load_model
@@ -45,6 +46,7 @@ def preference_dataset(cfg: StudyConfig, arm: str, data_dir: Path):
                 "rejected": [{"role": "assistant", "content": pair["rejected"]}],
             }
         )
+    require_8bit((r["image"] for r in rows if r["image"]), "the train split")
     return Dataset.from_list(rows).cast_column("image", Image())
 
 

@@ -1,0 +1,138 @@
+"""Image depth and size at prep (src/medrl/data/images.py): high-bit-depth scans windowed into 8 bits once, with
+their structure kept; readers refuse what prep did not convert; images too small for the model quarantined."""
+
+import json
+
+import numpy as np
+import pytest
+from medvqa_fixtures import image_bytes
+from PIL import Image
+
+from medrl.config import DataConfig, load_config
+from medrl.data.images import MIN_IMAGE_SIDE, ImageDepthError, check_image, open_rgb, window_8bit
+from medrl.data.prep import prepare
+from medrl.data.records import read_records
+from medrl.evaluate.generate import _image
+from medrl.train.common import vision_dataset
+
+
+def scan(lo: int = 0, hi: int = 65535, side: int = 96) -> np.ndarray:
+    """A 16-bit scan with structure over the full range: a diagonal gradient, two bright blobs and a dark one."""
+    y, x = np.mgrid[0:side, 0:side] / (side - 1)
+    field = 0.35 * (x + y) / 2
+    for cy, cx, r, amp in ((0.3, 0.3, 0.12, 0.6), (0.7, 0.6, 0.08, 0.65), (0.6, 0.2, 0.1, -0.3)):
+        field += amp * np.exp(-((x - cx) ** 2 + (y - cy) ** 2) / (2 * r**2))
+    field = (field - field.min()) / (field.max() - field.min())
+    return np.round(lo + field * (hi - lo))
+
+
+def save_scan(path, arr: np.ndarray, mode: str, fmt: str) -> None:
+    if mode == "I;16":
+        im = Image.fromarray(arr.astype(np.uint16))
+    elif mode == "I;16B":
+        im = Image.frombytes("I;16B", arr.shape[::-1], arr.astype(">u2").tobytes())
+    elif mode == "I":
+        im = Image.fromarray(arr.astype(np.int32) * 1000 - 2**30)  # a 32-bit range, negative values too
+    else:
+        im = Image.fromarray(arr.astype(np.float32) / 6553.5 - 3.0)  # float: e.g. -3.0 .. 7.0
+    assert im.mode == mode
+    im.save(path, format=fmt)
+
+
+def jsonl_dataset(root, images: dict[str, str]) -> None:
+    """A `jsonl` source: one multiple-choice record per image."""
+    lines = []
+    for i, (name, split) in enumerate(images.items()):
+        rec = {"id": f"r{i}", "image": name, "question": f"Which side? ({i})", "choices": ["left", "right"]}
+        lines.append(json.dumps({**rec, "answer": "left", "answer_label": "A", "split": split}))
+    (root / "data.jsonl").write_text("\n".join(lines) + "\n")
+
+
+def correlation(a, b) -> float:
+    return float(np.corrcoef(np.asarray(a, np.float64).ravel(), np.asarray(b, np.float64).ravel())[0, 1])
+
+
+@pytest.mark.parametrize(
+    ("mode", "fmt", "name"),
+    [("I;16", "PNG", "scan.png"), ("I;16B", "TIFF", "scan.tif"), ("I", "TIFF", "scan32.tif"), ("F", "TIFF", "f.tif")],
+)
+def test_a_high_bit_depth_scan_is_windowed_into_8_bits_once_at_prep_and_keeps_its_structure(tmp_path, mode, fmt, name):
+    src = tmp_path / "src"
+    src.mkdir()
+    original = scan()
+    save_scan(src / name, original, mode, fmt)
+    (src / "plain.png").write_bytes(image_bytes(3, "PNG", size=(64, 64)))
+    jsonl_dataset(src, {name: "train", "plain.png": "test"})
+    out = tmp_path / "out"
+    summary = prepare(DataConfig(source="jsonl", input=str(src / "data.jsonl"), image_formats=["PNG", "TIFF"]), out)
+    assert summary["train"] == 1 and summary["images_windowed"] == 1
+    [rec] = read_records(out, "train")
+    with Image.open(out / rec.image) as im:
+        assert im.mode == "L" and im.format == fmt and im.size == (96, 96)
+        # what every reader does with it (TRL's collator, the processor, evaluation): convert to RGB
+        seen = np.asarray(im.convert("RGB"))[..., 0]
+    assert seen.min() == 0 and seen.max() == 255  # the full range min..max spread over 0..255
+    assert (seen == 255).mean() < 0.02  # not a white picture (today's clipping: ~99 % white)
+    assert correlation(seen, original) > 0.999  # observed 0.99999: linear, so the structure is kept
+    # an 8-bit image is copied byte for byte
+    [plain] = read_records(out, "test")
+    assert (out / plain.image).read_bytes() == (src / "plain.png").read_bytes()
+
+
+def test_the_window_is_the_full_range_of_the_pixels_not_of_the_type(tmp_path):
+    """A 12-bit detector in a 16-bit file (values 0..4095) uses the whole 8-bit range, not 1/16 of it."""
+    original = scan(0, 4095)
+    out = np.asarray(window_8bit(Image.fromarray(original.astype(np.uint16))))
+    assert out.min() == 0 and out.max() == 255 and correlation(out, original) > 0.999
+    assert np.asarray(window_8bit(Image.fromarray(np.full((40, 40), 700, np.uint16)))).max() == 0  # flat: black
+
+
+def test_readers_refuse_a_16_bit_image_prep_did_not_convert(tmp_path):
+    """A dataset prepared before prep windowed images (or written by hand): evaluation and training stop with
+    the fix, rather than feed the model a white picture."""
+    data = tmp_path / "data"
+    (data / "images").mkdir(parents=True)
+    save_scan(data / "images" / "patient-4711.png", scan(), "I;16", "PNG")
+    rec = {"id": "r", "image": "images/patient-4711.png", "question": "Which side?", "choices": ["left", "right"]}
+    rec |= {"answer": "left", "answer_label": "A"}
+    for split in ("train", "test"):
+        (data / f"{split}.jsonl").write_text(json.dumps({**rec, "split": split}) + "\n")
+    with pytest.raises(ImageDepthError, match=r"more than 8 bits.*mode I;16.*medrl prep") as err:
+        _image(data, "images/patient-4711.png")
+    assert "patient-4711" not in str(err.value)  # no image path in a message that leaves the process
+    with pytest.raises(ImageDepthError, match=r"image 1 of the train split.*medrl prep"):
+        vision_dataset(load_config(preset="demo"), data, "train")
+    with pytest.raises(ImageDepthError):
+        open_rgb(data / "images" / "patient-4711.png")
+
+
+def test_an_8_bit_image_reads_as_it_is(tmp_path):
+    (tmp_path / "a.png").write_bytes(image_bytes(5, "PNG", size=(64, 64), mode="L"))
+    with Image.open(tmp_path / "a.png") as im:
+        expected = np.asarray(im.convert("RGB"))
+    assert np.array_equal(np.asarray(open_rgb(tmp_path / "a.png")), expected)
+
+
+@pytest.mark.parametrize(
+    ("size", "reason"),
+    [
+        ((1, 1), "image_too_small"),
+        ((MIN_IMAGE_SIDE - 1, 200), "image_too_small"),
+        ((MIN_IMAGE_SIDE, MIN_IMAGE_SIDE), None),
+        ((6000, 29), "image_aspect_ratio"),  # Qwen2-VL's processor refuses a ratio above 200
+    ],
+)
+def test_images_too_small_for_the_model_are_quarantined(tmp_path, size, reason):
+    Image.new("L", size, 90).save(tmp_path / "x.png")
+    assert check_image(tmp_path, "x.png") == reason
+
+
+def test_a_1x1_image_is_quarantined_at_prep_with_its_reason(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    Image.new("RGB", (1, 1)).save(src / "dot.png")
+    for i in range(3):
+        (src / f"ok{i}.png").write_bytes(image_bytes(i, "PNG", size=(64, 64)))
+    jsonl_dataset(src, {"dot.png": "train", "ok0.png": "train", "ok1.png": "train", "ok2.png": "test"})
+    summary = prepare(DataConfig(source="jsonl", input=str(src / "data.jsonl"), max_bad_fraction=0.5), tmp_path / "o")
+    assert summary["reasons"] == {"image_too_small": 1} and summary["train"] == 2
