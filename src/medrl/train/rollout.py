@@ -25,6 +25,7 @@ from packaging.requirements import Requirement
 from packaging.version import Version
 
 from medrl.config import ConfigError
+from medrl.errors import MedrlError
 from medrl.evaluate.generate import cuda_available, resolve_engine, vllm_version
 
 SETTING = "train.rollout"
@@ -43,6 +44,11 @@ class RolloutSettings:
     tensor_parallel_size: int = 1
     sleep_mode: bool = False
     max_prompt_tokens: int | None = None  # None: one image of max_pixels plus TEXT_TOKENS
+
+
+class EngineStartError(MedrlError):
+    """The colocated vLLM engine could not start (a model it cannot serve, too little GPU memory for its share, a
+    broken install): the same settings fail the same way, so the arm stops instead of restarting."""
 
 
 def trl_vllm_range() -> Requirement:
