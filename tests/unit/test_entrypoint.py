@@ -119,9 +119,7 @@ def _final_errors():
 
 
 @pytest.mark.parametrize("failure", _final_errors(), ids=lambda e: type(e).__name__)
-def test_each_error_a_restart_cannot_fix_exits_1_at_once_without_a_restart_line(
-    monkeypatch, run_uri, caplog, failure
-):
+def test_each_error_a_restart_cannot_fix_exits_1_at_once_without_a_restart_line(monkeypatch, run_uri, caplog, failure):
     _train_raising(monkeypatch, failure)
     with caplog.at_level(logging.INFO, logger="medrl"):
         assert entrypoint.main(run_uri, "sft-grpo", env={}) == entrypoint.FINAL
@@ -184,9 +182,7 @@ def _history(run_uri: str, node: int = 0) -> list[dict]:
     return json.loads(store.read_text(RunLayout(run_uri).arm("sft-grpo").uri + f"/attempts/node-{node}.json"))
 
 
-def test_a_rank_that_fails_the_same_way_every_time_ends_after_the_budget_with_the_history(
-    monkeypatch, run_uri, caplog
-):
+def test_a_rank_that_fails_the_same_way_every_time_ends_after_the_budget_with_the_history(monkeypatch, run_uri, caplog):
     _train_raising(monkeypatch, RuntimeError("CUDA error: an illegal memory access was encountered"))
     env = {entrypoint.BUDGET_ENV: "3"}
     statuses = []
