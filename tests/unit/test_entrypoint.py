@@ -245,3 +245,32 @@ def test_a_rank_killed_once_resumes_and_finishes(monkeypatch, run_uri):
     monkeypatch.setattr(study, "train", train)
     assert [entrypoint.main(run_uri, "sft-grpo", env={}) for _ in range(2)] == [134, 0]
     assert [r["status"] for r in _history(run_uri)] == [134, 0]
+
+
+def test_a_new_job_starts_a_new_count(monkeypatch, run_uri):
+    """The launcher gives each job it creates a new MEDRL_LAUNCH_ID; the budget counts one job's attempts."""
+    _train_raising(monkeypatch, RuntimeError("boom"))
+    first = {entrypoint.BUDGET_ENV: "2", entrypoint.LAUNCH_ENV: "job-a"}
+    assert [entrypoint.main(run_uri, "sft-grpo", env=first) for _ in range(2)] == [134, 1]
+    second = {**first, entrypoint.LAUNCH_ENV: "job-b"}
+    assert entrypoint.main(run_uri, "sft-grpo", env=second) == 134
+
+
+def test_the_operators_retry_the_same_codes_the_entrypoint_means_as_retried():
+    """PyTorchJob (ExitCode: >= 128 retried) and the TrainJob runtime's pod failure policy (final codes fail the
+    JobSet) read train-arm's statuses the same way, and every pod gets the budget setting."""
+    from medrl.infra.launch import TrainSpec
+    from medrl.infra.trainjob import FINAL_EXIT_CODES, build_runtime
+
+    runtime = build_runtime()["spec"]["template"]["spec"]
+    rjob = runtime["replicatedJobs"][0]["template"]["spec"]
+    (rule,) = rjob["podFailurePolicy"]["rules"]
+    assert rule["action"] == "FailJob" and entrypoint.FINAL in rule["onExitCodes"]["values"]
+    assert all(code < 128 for code in FINAL_EXIT_CODES) and rjob["backoffLimit"] == 0
+    assert runtime["failurePolicy"]["rules"][0] == {
+        "name": "final-exit", "action": "FailJobSet", "onJobFailureReasons": ["PodFailurePolicy"]
+    }  # fmt: skip
+    assert runtime["failurePolicy"]["maxRestarts"] > TrainSpec(run_uri=RUN, arm=ARM).attempts_without_progress
+    spec = TrainSpec(run_uri=RUN, arm=ARM, attempts_without_progress=5).launched()
+    assert spec.restart_env() == {entrypoint.BUDGET_ENV: "5", entrypoint.LAUNCH_ENV: spec.launch_id}
+    assert spec.launched().launch_id != spec.launch_id

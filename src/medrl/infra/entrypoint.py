@@ -12,7 +12,8 @@ failure policy), which retries only codes >= 128:
 The restart budget: every attempt of a node is recorded in the run's folder in the store
 (`arms/<arm>/attempts/node-<K>.json`: its cause, exit status and the newest committed checkpoint), so every pod,
 recreated or not, reads the same history. After MEDRL_ATTEMPTS_WITHOUT_PROGRESS (default 3) failed attempts in a
-row without a newer committed checkpoint the node exits 1 with the attempts' causes. An attempt that left no end
+row of one job (MEDRL_LAUNCH_ID, set by the launcher) without a newer committed checkpoint the node exits 1 with the
+attempts' causes. An attempt that left no end
 record (the container was OOM-killed or its node lost) counts as a failure; a preemption (SIGTERM) does not.
 torchrun and accelerate turn any failed rank into exit 1, so the entrypoint supervises the launcher instead of
 becoming it, and each failed rank leaves a note (final or not, and its cause) for the supervisor.
@@ -43,6 +44,7 @@ RANK_CRASHED = 128 + signal.SIGABRT  # any other failure of a rank: retried from
 PREEMPTED = {128 + signal.SIGTERM, 128 + signal.SIGINT}  # stopped from outside: not counted against the budget
 FAILURE_DIR_ENV = "MEDRL_FAILURE_DIR"  # where ranks of this node leave a note on how they failed
 BUDGET_ENV = "MEDRL_ATTEMPTS_WITHOUT_PROGRESS"
+LAUNCH_ENV = "MEDRL_LAUNCH_ID"  # the launcher's id of this job: a new job starts a new count
 DEFAULT_BUDGET = 3  # failed attempts in a row without a newer committed checkpoint before the node gives up
 CAUSE_CHARS = 300  # a cause is the exception's type and the first line of its message, cut to this length
 
@@ -116,7 +118,9 @@ def main(run_uri: str, arm: str, env: Mapping[str, str] | None = None) -> int:
     except Exception:  # a store outage: another attempt may get through
         log.exception("arm %s: could not start training; exit %d so that the job retries it", arm, RANK_CRASHED)
         return RANK_CRASHED
-    attempts = Attempts(run_arm, node=_int(env, "PET_NODE_RANK", 0), nodes=_int(env, "PET_NNODES", 1))
+    attempts = Attempts(
+        run_arm, node=_int(env, "PET_NODE_RANK", 0), nodes=_int(env, "PET_NNODES", 1), launch=env.get(LAUNCH_ENV, "")
+    )
     try:
         attempts.begin()
     except Exception:  # the store is out: nothing trains without it, and another attempt may reach it
@@ -154,8 +158,8 @@ def stop(arm: str, causes: list[str], budget: int = 0, history: str = "") -> int
         lines = "\n  ".join(causes)
         log.error(
             "arm %s stopped: %d attempts in a row failed without a newer committed checkpoint (the restart budget, "
-            "%s=%d); their causes, oldest first:\n  %s\nHistory: %s. Fix the cause, then start the arm again (a "
-            "newer checkpoint, or a new job, starts a new count).",
+            "%s=%d); their causes, oldest first:\n  %s\nHistory: %s. Fix the cause, then train the arm again (a new "
+            "job starts a new count; it resumes from the newest committed checkpoint).",
             arm, len(causes), BUDGET_ENV, budget, lines, history,
         )  # fmt: skip
     else:
@@ -307,10 +311,10 @@ class Attempts:
     """One node's attempts at an arm, kept in the run's folder in the store (`<arm>/attempts/node-<K>.json`, a JSON
     list rewritten whole by that node alone), so a recreated pod reads what its predecessors did."""
 
-    def __init__(self, arm_uri: str, node: int = 0, nodes: int = 1):
+    def __init__(self, arm_uri: str, node: int = 0, nodes: int = 1, launch: str = ""):
         from medrl.infra.store import join
 
-        self.arm_uri, self.nodes = arm_uri, nodes
+        self.arm_uri, self.nodes, self.launch = arm_uri, nodes, launch
         self.uri = join(arm_uri, "attempts", f"node-{node}.json")
         self.records: list[dict[str, Any]] = []
 
@@ -350,7 +354,15 @@ class Attempts:
                 cause="ended without a record (the container was killed: an OOM kill, or its node was lost)",
                 checkpoint=step,
             )
-        self.records.append({"attempt": len(self.records) + 1, "started": _now(), "status": None, "checkpoint": step})
+        self.records.append(
+            {
+                "attempt": len(self.records) + 1,
+                "launch": self.launch,
+                "started": _now(),
+                "status": None,
+                "checkpoint": step,
+            }
+        )
         self._save()
 
     def end(self, status: int, cause: str) -> None:
@@ -358,11 +370,12 @@ class Attempts:
         self._save()
 
     def _streak(self) -> list[dict[str, Any]]:
-        """The failed attempts since the newest checkpoint was first seen, oldest first (preemptions left out)."""
+        """The failed attempts of this job since the newest checkpoint was first seen, oldest first (preemptions left
+        out)."""
         newest = self.records[-1]["checkpoint"] if self.records else -1
         streak = []
         for rec in reversed(self.records):
-            if rec.get("status") == 0 or rec.get("checkpoint") != newest:
+            if rec.get("status") == 0 or rec.get("checkpoint") != newest or rec.get("launch", "") != self.launch:
                 break
             if rec.get("status") is not None and rec["status"] not in PREEMPTED:
                 streak.append(rec)
