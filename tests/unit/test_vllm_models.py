@@ -87,3 +87,15 @@ def test_evaluation_refuses_vllm_for_an_unserved_model_before_loading_it(tmp_pat
     (tmp_path / "config.json").write_text(json.dumps({"architectures": ["MllamaForConditionalGeneration"]}))
     with pytest.raises(ConfigError, match=r"removed from vLLM after 0\.10\.2"):
         generate_with("vllm", str(tmp_path), ModelConfig(), None, [], tmp_path, "", 8, 1)
+
+
+def test_a_study_with_engine_vllm_and_a_model_vllm_cannot_load_is_refused_at_init(tmp_path):
+    from medrl.study import init_run
+
+    model = tmp_path / "mllama"
+    model.mkdir()
+    (model / "config.json").write_text(json.dumps({"architectures": ["MllamaForConditionalGeneration"]}))
+    overrides = ["evaluate.engine=vllm", f"arms.zero-shot.model={model}"]
+    with pytest.raises(ConfigError, match=r"evaluate\.engine=vllm: arm zero-shot: .*removed from vLLM after 0\.10\.2"):
+        init_run(preset="demo", overrides=overrides, store_uri=str(tmp_path / "store"), run_id="r1")
+    assert not (tmp_path / "store").exists()  # nothing written

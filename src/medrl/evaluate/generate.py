@@ -100,6 +100,27 @@ def unserved_reason(architecture: str) -> str:
     return f"the model's architecture {architecture} is not one vLLM {reg.version} (the GPU image's) generates with"
 
 
+def check_vllm_models(cfg) -> None:
+    """With `evaluate.engine: vllm`, refuse a study whose arms evaluate a model the pinned vLLM cannot load, at
+    configuration (the run's init), naming the arm. Models whose config.json cannot be read yet (a hub id without
+    hub access) are checked again when their evaluation starts."""
+    if cfg.evaluate.engine != "vllm":
+        return
+    for arm, spec in cfg.arms.items():
+        ref = spec.init
+        while ref.startswith("arm:"):  # a trained arm keeps the architecture of the model it starts from
+            parent = cfg.arms[ref[4:]]
+            ref = parent.init if parent.init != "base" else parent.model or cfg.model.base
+        if ref == "base":
+            ref = spec.model or cfg.model.base
+        arch = model_architecture(ref, cfg.model.trust_remote_code)
+        if arch is not None and not vllm_serves(arch):
+            raise ConfigError(
+                f"evaluate.engine=vllm: arm {arm}: {unserved_reason(arch)}; set evaluate.engine=auto (hf for this "
+                "model, vLLM for the others) or hf"
+            )
+
+
 def model_architecture(model_ref: str, trust_remote_code: bool = False) -> str | None:
     """`architectures[0]` of the model's config.json (a local or store folder, or a hub id through the hub's cache),
     or None when it cannot be read."""
