@@ -12,6 +12,7 @@ import logging
 from pathlib import Path
 
 from medrl.config import StudyConfig
+from medrl.evaluate.generate import model_architecture
 from medrl.rewards import reward_functions
 from medrl.train.common import Recipe, vision_dataset
 from medrl.train.rollout import RolloutSettings, grpo_rollout_kwargs
@@ -48,7 +49,10 @@ def recipe(cfg: StudyConfig, arm: str, data_dir: Path, init_ref: str) -> Recipe:
         spec.vllm_max_prompt_tokens,
     )
     # Resolved here, before the trainer loads a model: rollout=vllm without CUDA or vLLM stops with the fix.
-    rollout_kwargs = grpo_rollout_kwargs(rollout, spec.max_completion_length, cfg.model.max_pixels)
+    architecture = model_architecture(init_ref, cfg.model.trust_remote_code)
+    rollout_kwargs = grpo_rollout_kwargs(
+        rollout, spec.max_completion_length, cfg.model.max_pixels, architecture=architecture
+    )
     return Recipe(
         GRPOConfig,
         GRPOTrainer,
