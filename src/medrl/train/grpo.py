@@ -36,6 +36,17 @@ class NoSampleText(logging.Filter):
 logging.getLogger("trl.trainer.grpo_trainer").addFilter(NoSampleText())
 
 
+def derived_vllm_utilization(spec, init_ref: str, max_pixels: int) -> float:
+    """vLLM's default share of this GPU: what the arm's rollouts need over the card's memory (train/memory.py)."""
+    import torch
+
+    from medrl.models.sizes import config_of, geometry
+    from medrl.train.memory import vllm_need, vllm_utilization
+
+    need = vllm_need(spec, geometry(config_of(init_ref)), max_pixels)
+    return vllm_utilization(need, torch.cuda.get_device_properties(torch.cuda.current_device()).total_memory)
+
+
 def recipe(cfg: StudyConfig, arm: str, data_dir: Path, init_ref: str) -> Recipe:
     """GRPO or Dr.GRPO: TRL's GRPOConfig and GRPOTrainer, with the arm's rewards bound to their settings."""
     from trl import GRPOConfig, GRPOTrainer
@@ -51,7 +62,11 @@ def recipe(cfg: StudyConfig, arm: str, data_dir: Path, init_ref: str) -> Recipe:
     # Resolved here, before the trainer loads a model: rollout=vllm without CUDA or vLLM stops with the fix.
     architecture = model_architecture(init_ref, cfg.model.trust_remote_code)
     rollout_kwargs = grpo_rollout_kwargs(
-        rollout, spec.max_completion_length, cfg.model.max_pixels, architecture=architecture
+        rollout,
+        spec.max_completion_length,
+        cfg.model.max_pixels,
+        architecture=architecture,
+        derived_utilization=lambda: derived_vllm_utilization(spec, init_ref, cfg.model.max_pixels),
     )
     return Recipe(
         GRPOConfig,

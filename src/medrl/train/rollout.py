@@ -15,15 +15,16 @@ fix, TRL PR 6718, is not in 1.16). TRL also starts the engine without `mm_proces
 images by the hub's max_pixels, not model.max_pixels. Until the locked TRL passes vLLM unexpanded prompts, these
 architectures roll out with hf (auto) and `vllm` is refused for them with this reason.
 
-Defaults fit the paper preset (Qwen2-VL-2B, bf16, on 80 GB GPUs, ZeRO-2 over 4 GPUs) for models vLLM reads
-correctly: the 2B policy's weights (4.4 GB) plus a KV cache for 8 rollouts of 1,724 tokens (~0.4 GB at 28.7 KB per
-token) fit well inside 30% of 80 GB; sleep mode is off because memory is not short and waking costs host-device
-copies every step; one GPU per engine (no tensor parallelism) since the model fits one GPU many times over.
+vLLM's share of each GPU defaults to what the arm's rollouts need over the card's memory (train/memory.py: weights
++ 2 x the KV cache of one rank's rollouts + 2 GiB, rounded up to 0.05; 0.1 for a 2B policy with 8 rollouts of
+1,724 tokens on 80 GB); sleep mode is off because memory is not short and waking costs host-device copies every
+step; one GPU per engine (no tensor parallelism) since a 2B model fits one GPU many times over.
 """
 
 from __future__ import annotations
 
 import importlib.metadata as md
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -57,7 +58,7 @@ class RolloutSettings:
     """What train.rollout (and its per-arm override) sets; the train-core config mirrors these fields."""
 
     engine: str = "auto"
-    gpu_memory_utilization: float = 0.3
+    gpu_memory_utilization: float | None = None  # None: derived from the arm's KV cache (train/memory.py)
     tensor_parallel_size: int = 1
     sleep_mode: bool = False
     max_prompt_tokens: int | None = None  # None: one image of max_pixels plus TEXT_TOKENS
@@ -118,10 +119,12 @@ def grpo_rollout_kwargs(
     cuda: bool | None = None,
     vllm: str | None = "",
     architecture: str | None = None,
+    derived_utilization: Callable[[], float] | None = None,
 ) -> dict[str, Any]:
     """GRPOConfig keyword arguments for `settings` and the policy's `architecture` (config.json's, None when
-    unknown); `cuda`/`vllm` default to what this machine has."""
-    if not 0.0 < settings.gpu_memory_utilization <= 1.0:
+    unknown); `cuda`/`vllm` default to what this machine has. `derived_utilization` gives vLLM's share of the GPU
+    when the settings leave it unset (called only when vLLM is chosen)."""
+    if settings.gpu_memory_utilization is not None and not 0.0 < settings.gpu_memory_utilization <= 1.0:
         raise ConfigError(
             f"{SETTING} gpu_memory_utilization={settings.gpu_memory_utilization}: give the fraction of each GPU's "
             "memory vLLM may take, above 0 and at most 1 (0.3 fits the paper preset)"
@@ -134,7 +137,8 @@ def grpo_rollout_kwargs(
     return {
         "use_vllm": True,
         "vllm_mode": "colocate",
-        "vllm_gpu_memory_utilization": settings.gpu_memory_utilization,
+        "vllm_gpu_memory_utilization": settings.gpu_memory_utilization
+        or (derived_utilization() if derived_utilization else 0.3),
         # Prompt plus completion: shorter would cut completions below max_completion_length without a word.
         "vllm_max_model_length": prompt + max_completion_length,
         "vllm_tensor_parallel_size": settings.tensor_parallel_size,
