@@ -258,11 +258,6 @@ def _exit_on_signal(signum: int, _frame) -> None:
     raise SystemExit(128 + signum)
 
 
-def supervise(command: list[str], env: Mapping[str, str]) -> int:
-    """Run the launcher as a child and return the exit status of how it ended (see supervise_ranks)."""
-    return supervise_ranks(command, env)[0]
-
-
 def supervise_ranks(command: list[str], env: Mapping[str, str]) -> tuple[int, str]:
     """Run the launcher as a child, pass SIGTERM/SIGINT on to it, and map how it ended to the exit status and the
     cause (the failed ranks' notes)."""
