@@ -36,7 +36,7 @@ def init_run(
         overrides.append(f"store={store_uri}")
     cfg = load_config(preset=preset, text=config_text, overrides=overrides, arms=arms or None)
     cfg.store = store.normalize(cfg.store)
-    from medrl.evaluate.generate import check_vllm_models
+    from medrl.train.rollout import check_vllm_models
 
     check_vllm_models(cfg)  # before anything is written
     run = RunLayout.create(cfg.store, cfg.experiment, run_id or new_run_id())

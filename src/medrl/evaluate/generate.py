@@ -100,35 +100,6 @@ def unserved_reason(architecture: str) -> str:
     return f"the model's architecture {architecture} is not one vLLM {reg.version} (the GPU image's) generates with"
 
 
-def check_vllm_models(cfg) -> None:
-    """Refuse, at configuration (the run's init), a study that asks vLLM for a model it cannot serve correctly:
-    `evaluate.engine: vllm` with a model the pinned vLLM does not have, `rollout: vllm` for a GRPO arm whose prompts
-    vLLM would read differently from training (medrl.train.rollout). Models whose config.json cannot be read yet (a
-    hub id without hub access) are checked again when their evaluation or training starts."""
-    from medrl.train.rollout import refuse_vllm_for
-
-    for arm, spec in cfg.arms.items():
-        rollout = getattr(spec, "rollout", None) if spec.method in ("grpo", "dr_grpo") else None
-        if cfg.evaluate.engine != "vllm" and rollout != "vllm":
-            continue
-        ref = spec.init
-        while ref.startswith("arm:"):  # a trained arm keeps the architecture of the model it starts from
-            parent = cfg.arms[ref[4:]]
-            ref = parent.init if parent.init != "base" else parent.model or cfg.model.base
-        if ref == "base":
-            ref = spec.model or cfg.model.base
-        arch = model_architecture(ref, cfg.model.trust_remote_code)
-        if arch is None:
-            continue
-        if cfg.evaluate.engine == "vllm" and not vllm_serves(arch):
-            raise ConfigError(
-                f"evaluate.engine=vllm: arm {arm}: {unserved_reason(arch)}; set evaluate.engine=auto (hf for this "
-                "model, vLLM for the others) or hf"
-            )
-        if rollout == "vllm":
-            refuse_vllm_for(arch, f"arms.{arm}.rollout")
-
-
 def model_architecture(model_ref: str, trust_remote_code: bool = False) -> str | None:
     """`architectures[0]` of the model's config.json (a local or store folder, or a hub id through the hub's cache),
     or None when it cannot be read."""

@@ -33,7 +33,14 @@ from packaging.version import Version
 
 from medrl.config import ConfigError
 from medrl.errors import MedrlError
-from medrl.evaluate.generate import cuda_available, resolve_engine, vllm_version
+from medrl.evaluate.generate import (
+    cuda_available,
+    model_architecture,
+    resolve_engine,
+    unserved_reason,
+    vllm_serves,
+    vllm_version,
+)
 
 SETTING = "train.rollout"
 # Architectures whose processor expands the image placeholder in the prompt ids TRL hands vLLM (see the docstring);
@@ -144,3 +151,30 @@ def grpo_rollout_kwargs(
         "vllm_tensor_parallel_size": settings.tensor_parallel_size,
         "vllm_enable_sleep_mode": settings.sleep_mode,
     }
+
+
+def check_vllm_models(cfg) -> None:
+    """Refuse, at configuration (the run's init), a study that asks vLLM for a model it cannot serve correctly:
+    `evaluate.engine: vllm` with a model the pinned vLLM does not have, `rollout: vllm` for a GRPO arm whose prompts
+    vLLM would read differently from training (this module's docstring). Models whose config.json cannot be read
+    yet (a hub id without hub access) are checked again when their evaluation or training starts."""
+    for arm, spec in cfg.arms.items():
+        rollout = getattr(spec, "rollout", None) if spec.method in ("grpo", "dr_grpo") else None
+        if cfg.evaluate.engine != "vllm" and rollout != "vllm":
+            continue
+        ref = spec.init
+        while ref.startswith("arm:"):  # a trained arm keeps the architecture of the model it starts from
+            parent = cfg.arms[ref[4:]]
+            ref = parent.init if parent.init != "base" else parent.model or cfg.model.base
+        if ref == "base":
+            ref = spec.model or cfg.model.base
+        arch = model_architecture(ref, cfg.model.trust_remote_code)
+        if arch is None:
+            continue
+        if cfg.evaluate.engine == "vllm" and not vllm_serves(arch):
+            raise ConfigError(
+                f"evaluate.engine=vllm: arm {arm}: {unserved_reason(arch)}; set evaluate.engine=auto (hf for this "
+                "model, vLLM for the others) or hf"
+            )
+        if rollout == "vllm":
+            refuse_vllm_for(arch, f"arms.{arm}.rollout")
