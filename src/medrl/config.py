@@ -255,8 +255,12 @@ class GrpoSettings(Strict):
         description="Who generates the rollouts: vllm (TRL's colocate mode), hf (generate); auto: vllm on "
         "a CUDA machine with a vLLM in TRL's range, else hf. Checked when the arm starts, before loading a model.",
     )
-    vllm_gpu_memory_utilization: float = Field(
-        0.3, gt=0, le=1, description="Share of each GPU the colocated vLLM engine takes (weights + KV cache)."
+    vllm_gpu_memory_utilization: float | None = Field(
+        None,
+        gt=0,
+        le=1,
+        description="Share of each GPU the colocated vLLM engine takes (weights + KV cache); default: what the "
+        "arm's rollouts need (weights + 2 x their KV cache + 2 GiB) over the card's memory, rounded up to 0.05.",
     )
     vllm_tensor_parallel_size: int = Field(1, ge=1, description="GPUs one vLLM engine spans.")
     vllm_sleep_mode: bool = Field(False, description="Offload vLLM's weights and cache during the optimizer step.")

@@ -4,6 +4,7 @@ error on every rank gives 1 (not retried). The entrypoint is the real `medrl tra
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -14,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from medrl import store
+from medrl.store.layout import RunLayout
 from medrl.study import init_run, prep
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -68,13 +71,22 @@ def _ranks_training(proc: subprocess.Popen, tmp_path: Path, timeout: float = 240
 
 
 @pytest.mark.slow
-def test_a_rank_killed_mid_training_exits_for_a_restart(run_root, tmp_path):
-    proc = _start(_run(run_root, "killed"), tmp_path)
+def test_a_rank_killed_mid_training_exits_for_a_restart_and_the_next_attempt_finishes(run_root, tmp_path):
+    uri = _run(run_root, "killed", "arms.sft.max_steps=60", "arms.sft.save_steps=20")
+    proc = _start(uri, tmp_path)
     ranks = _ranks_training(proc, tmp_path)
     os.kill(ranks[1], signal.SIGKILL)
     out, _ = proc.communicate(timeout=120)
     assert proc.returncode == 134, out  # >= 128: the ExitCode policy restarts the pod
     assert "exit 134 so that the job restarts it" in out
+    # The recreated pod: a new process with the same run, reading the attempt history the first one left.
+    again = _start(uri, tmp_path)
+    out, _ = again.communicate(timeout=600)
+    assert again.returncode == 0, out
+    arm = RunLayout(uri).arm("sft")
+    history = json.loads(store.read_text(store.join(arm.uri, "attempts", "node-0.json")))
+    assert [r["status"] for r in history] == [134, 0]
+    assert store.is_committed(arm.model)
 
 
 @pytest.mark.slow

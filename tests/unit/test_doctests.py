@@ -29,6 +29,7 @@ MODULES = [
     "medrl.train.pairs",
     "medrl.store.checkpoints",
     "medrl.study",
+    "medrl.cluster.entrypoint",
     "medrl.rewards",
 ]
 

@@ -1,4 +1,5 @@
-"""make gpu-check without a GPU: a clear refusal and a non-zero exit; its model builder and agreement measure on CPU
+"""make gpu-check without a GPU: a clear refusal and a non-zero exit; its whole code path on CPU (`--cpu`: the tiny
+model, a few tokens and steps, through the same parts, processes and JSON); its model builder and agreement measure
 (a cut-down geometry stands in for the 2B one, which would take ~9 GB of memory here)."""
 
 from __future__ import annotations
@@ -25,6 +26,47 @@ def test_cpu_machine_exits_with_a_clear_message(tmp_path):
     assert done.stdout == "" and not any(tmp_path.iterdir())  # refused before building anything
 
 
+@pytest.mark.slow  # about 2 minutes: four processes, each loading torch and TRL
+def test_the_whole_code_path_runs_on_cpu_and_prints_its_json(tmp_path):
+    import json
+
+    env = {**os.environ, "PYTHONPATH": f"{ROOT / 'src'}:{ROOT}", "CUDA_VISIBLE_DEVICES": ""}
+    cmd = [
+        sys.executable,
+        "-m",
+        "medrl.gpu_check",
+        "--cpu",
+        "--steps",
+        "2",
+        "--questions",
+        "4",
+        "--work",
+        str(tmp_path),
+    ]
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout[done.stdout.index("{\n") :])  # after DeepSpeed's accelerator notice
+    grpo = result["grpo-hf"]
+    assert "failed" not in grpo, grpo.get("stderr_tail")
+    assert grpo["steps_timed"] == 1 and grpo["rollout_tokens_per_s"] > 0  # the hf path's (ids, None) is counted
+    assert grpo["completions_per_step"] == 2 * 2 * 2  # prompts x generations x gradient accumulation
+    assert result["eval-hf"]["questions"] == 4
+    assert result["grpo-vllm"] == {"skipped": "CPU run: vLLM needs a CUDA GPU"}
+    assert result["shape"]["grad_accum"] == 2 and result["attn_implementation"] == "sdpa"
+
+
+def test_the_gpu_shape_is_the_presets():
+    from medrl.config import load_config
+    from medrl.gpu_check import GPU
+
+    cfg = load_config(preset="paper-table1")
+    grpo = cfg.arms["grpo"]
+    assert (GPU.generations, GPU.grad_accum, GPU.completion_tokens) == (
+        grpo.num_generations, grpo.grad_accum, grpo.max_completion_length
+    )  # fmt: skip
+    assert (GPU.min_pixels, GPU.max_pixels, GPU.bf16) == (cfg.model.min_pixels, cfg.model.max_pixels, True)
+
+
 def test_the_2b_geometry_keeps_its_size_and_takes_the_tokenizer_s_ids():
     from medrl.models.sizes import QWEN2_VL_2B
     from medrl.models.tiny import build_tokenizer
@@ -33,7 +75,8 @@ def test_the_2b_geometry_keeps_its_size_and_takes_the_tokenizer_s_ids():
     config = model_config()
     text = config.get_text_config()
     assert (text.hidden_size, text.num_hidden_layers, config.vision_config.depth) == (1536, 28, 32)
-    assert text.vocab_size == len(tokenizer) < QWEN2_VL_2B["text_config"]["vocab_size"]
+    assert text.vocab_size == QWEN2_VL_2B["text_config"]["vocab_size"] == 151_936  # the real logits' size
+    assert len(tokenizer) < text.vocab_size
     assert config.image_token_id == tokenizer.convert_tokens_to_ids("<|image_pad|>")
     assert config.vision_start_token_id == tokenizer.convert_tokens_to_ids("<|vision_start|>")
     assert text.eos_token_id == tokenizer.convert_tokens_to_ids("<|im_end|>")

@@ -50,3 +50,37 @@ def test_an_arm_whose_model_is_not_here_is_named(tmp_path):
     cfg = load_config(preset="paper-table1", overrides=[f"model.base={tmp_path / 'absent'}"], arms=["sft-full"])
     (line,) = plan_study(cfg, gpus=4, gpu_gib=80)
     assert isinstance(line, str) and line.startswith("sft-full: no config.json")
+
+
+def test_colocated_vllm_reservation_counts_and_its_default_follows_from_the_kv_cache(qwen2_vl_2b):
+    from medrl.train.memory import kv_bytes_per_token, vllm_need
+
+    cfg = load_config(preset="paper-table1", overrides=["arms.grpo.rollout=vllm"])
+    spec = cfg.arms["grpo"]
+    assert kv_bytes_per_token(qwen2_vl_2b) == 2 * 28 * 256 * 2  # 28,672 B: K and V, 28 layers, 2 KV heads x 128
+    need = vllm_need(spec, qwen2_vl_2b, cfg.model.max_pixels)
+    # weights 4.4 GB + 2 x (8 rollouts x 1,724 tokens x 28,672 B) + 2 GiB
+    assert need == pytest.approx(2 * qwen2_vl_2b.parameters + 2 * 8 * 1724 * 28_672 + 2 * GIB)
+    with_vllm = estimate("grpo", spec, qwen2_vl_2b, cfg.model.max_pixels, gpus=4, gpu_gib=80, vllm=True)
+    without = estimate("grpo", spec, qwen2_vl_2b, cfg.model.max_pixels, gpus=4, gpu_gib=80)
+    assert with_vllm.vllm == pytest.approx(0.10 * 80 * GIB)  # need 6.9 GiB of 80: rounded up to 0.10
+    assert with_vllm.total == pytest.approx(without.total + with_vllm.vllm) and with_vllm.fits
+    assert "vLLM reservation 8.0 (needs 6.9)" in with_vllm.line()
+
+
+def test_a_vllm_share_below_the_rollouts_need_does_not_fit(qwen2_vl_2b):
+    cfg = load_config(
+        preset="paper-table1", overrides=["arms.grpo.rollout=vllm", "arms.grpo.vllm_gpu_memory_utilization=0.05"]
+    )
+    plan = estimate("grpo", cfg.arms["grpo"], qwen2_vl_2b, cfg.model.max_pixels, gpus=4, gpu_gib=80, vllm=True)
+    assert not plan.fits
+    assert "arms.grpo.vllm_gpu_memory_utilization=0.05 gives vLLM 4.0 GiB, below the 6.9 GiB" in plan.line()
+    assert "raise it to 0.1 or unset it" in plan.line()
+
+
+def test_the_plan_counts_vllm_only_where_the_arm_takes_it():
+    """The paper's Qwen2-VL rolls out with hf under TRL 1.16 (medrl.train.rollout); rollout=vllm forces it."""
+    plans = {p.arm: p for p in plan_study(load_config(preset="paper-table1"), gpus=4, gpu_gib=80)}
+    assert plans["grpo"].vllm == 0 and plans["sft-full"].vllm == 0
+    forced = load_config(preset="paper-table1", overrides=["arms.grpo.rollout=vllm"])
+    assert {p.arm: p for p in plan_study(forced, gpus=4, gpu_gib=80)}["grpo"].vllm == pytest.approx(8 * GIB)

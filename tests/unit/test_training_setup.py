@@ -298,4 +298,28 @@ def test_paper_preset_states_its_rollout_and_engine():
     assert cfg.evaluate.engine == "auto"
     assert {
         (a.rollout, a.vllm_gpu_memory_utilization) for a in cfg.arms.values() if a.method in ("grpo", "dr_grpo")
-    } == {("auto", 0.3)}
+    } == {("auto", None)}  # vLLM's share derived from the arm's KV cache (train/memory.py)
+
+
+def test_a_vllm_engine_that_cannot_start_is_a_final_error_naming_the_cause(
+    monkeypatch, tiny_model, synthetic_data, tmp_path
+):
+    """TRL starts the colocated vLLM engine in GRPOTrainer's constructor; the failure becomes EngineStartError, which
+    train-arm ends with exit 1 instead of a restart. A stand-in trainer raises what vLLM would (no GPU here)."""
+    from medrl import train
+    from medrl.train import grpo
+    from medrl.train.common import Recipe
+    from medrl.train.rollout import EngineStartError
+
+    class EngineFails:
+        def __init__(self, **kwargs):
+            raise ValueError("Free memory on device (3.1/79.2 GiB) is less than desired GPU memory utilization")
+
+    def recipe(cfg, arm, data_dir, init_ref):
+        return Recipe(lambda **kw: kw, EngineFails, [], 1, config_kwargs={"use_vllm": True})
+
+    monkeypatch.setattr(grpo, "recipe", recipe)
+    cfg = load_config(preset="demo", overrides=[f"model.base={tiny_model}"])
+    with pytest.raises(EngineStartError, match=r"arms\.sft-grpo: the colocated vLLM engine did not start \(ValueError: "
+                       r"Free memory.*vllm_gpu_memory_utilization.*rollout=hf"):  # fmt: skip
+        train.train_arm(cfg, "sft-grpo", synthetic_data, str(tiny_model), tmp_path / "out", tmp_path / "work")

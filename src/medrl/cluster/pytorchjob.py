@@ -64,6 +64,7 @@ def _container(spec: TrainSpec):
         k.V1EnvVar(name="TMPDIR", value="/tmp"),
         k.V1EnvVar(name="PYTHONUNBUFFERED", value="1"),
         *(k.V1EnvVar(name=name, value=value) for name, value in NCCL_ENV.items()),
+        *(k.V1EnvVar(name=name, value=value) for name, value in spec.restart_env().items()),
     ]
     for key, var in (("accesskey", "AWS_ACCESS_KEY_ID"), ("secretkey", "AWS_SECRET_ACCESS_KEY")):
         ref = k.V1SecretKeySelector(name=spec.store_secret, key=key, optional=True)
@@ -293,7 +294,7 @@ class PyTorchJobLauncher:
         self._client = client
 
     def submit(self, spec: TrainSpec) -> PyTorchJobHandle:
-        job = build_pytorchjob(spec)
+        job = build_pytorchjob(spec.launched())
         errors = admission_errors(to_dict(job))
         if errors:
             raise LaunchError("the PyTorchJob would be rejected:\n  " + "\n  ".join(errors))

@@ -6,7 +6,8 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
-from dataclasses import dataclass, field, fields
+import secrets
+from dataclasses import dataclass, field, fields, replace
 from typing import Any, Protocol
 
 from medrl.errors import MedrlError
@@ -44,7 +45,13 @@ class TrainSpec:
     store_config: str = "medrl-store"  # ConfigMap of non-secret store settings, taken as environment
     service_account: str = "medrl-train"
     ttl_seconds_after_finished: int = 3600
+    # The operator's own count; under restartPolicy ExitCode training-operator 1.9 recreates a failed pod and never
+    # reaches it. The budget that ends a crash loop is medrl's (attempts_without_progress).
     backoff_limit: int = 3
+    # Failed attempts in a row without a newer committed checkpoint before train-arm exits 1 (MEDRL_ATTEMPTS_WITHOUT_
+    # PROGRESS in the pods; medrl.cluster.entrypoint). Each new job starts a new count.
+    attempts_without_progress: int = 3
+    launch_id: str = ""  # set by each submit: the attempts of one job share it (MEDRL_LAUNCH_ID)
     active_deadline_seconds: int = 0  # 0: no deadline
     metrics_port: int = METRICS_PORT
     poll_seconds: float = 10.0  # how often the launcher asks the API server about the job
@@ -55,6 +62,8 @@ class TrainSpec:
             raise ValueError(f"nodes={self.nodes}: a training job needs at least one node")
         if self.gpus_per_node < 0:
             raise ValueError(f"gpus_per_node={self.gpus_per_node}: give 0 (CPU) or more")
+        if self.attempts_without_progress < 1:
+            raise ValueError(f"attempts_without_progress={self.attempts_without_progress}: give 1 or more")
         if not self.image:
             raise ValueError("image is empty: give the medrl image the training pods run (pipeline parameter image)")
 
@@ -66,6 +75,17 @@ class TrainSpec:
         if unknown:
             raise ValueError(f"cluster settings {', '.join(unknown)} are not known; use {', '.join(sorted(known))}")
         return cls(run_uri=run_uri, arm=arm, **{k: v for k, v in params.items() if v is not None})
+
+    def restart_env(self) -> dict[str, str]:
+        """What the pods' entrypoint needs for its restart budget."""
+        env = {"MEDRL_ATTEMPTS_WITHOUT_PROGRESS": str(self.attempts_without_progress)}
+        if self.launch_id:
+            env["MEDRL_LAUNCH_ID"] = self.launch_id
+        return env
+
+    def launched(self) -> TrainSpec:
+        """This spec with a new launch id: a new job, a new count of attempts."""
+        return replace(self, launch_id=secrets.token_hex(4))
 
     @property
     def nproc_per_node(self) -> int:

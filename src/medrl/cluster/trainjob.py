@@ -42,6 +42,7 @@ DNS1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 DOMAIN_PATH = re.compile(
     r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)+/[A-Za-z0-9/_.~%!$&'()*+,;=:@-]+$"
 )
+FINAL_EXIT_CODES = (1, 2, 126, 127)  # medrl.cluster.entrypoint.FINAL, a usage error, not executable, not found
 TORCHRUN_ENV = {"PET_NNODES", "PET_NPROC_PER_NODE", "PET_NODE_RANK", "PET_MASTER_ADDR", "PET_MASTER_PORT"}
 # The store settings of the medrl-store ConfigMap, one by one: a stock runtime has no envFrom for it.
 STORE_SETTINGS = (
@@ -111,6 +112,7 @@ def _trainer(spec: TrainSpec) -> dict[str, Any]:
         {"name": "TMPDIR", "value": "/tmp"},
         {"name": "PYTHONUNBUFFERED", "value": "1"},
         *({"name": name, "value": value} for name, value in NCCL_ENV.items()),
+        *({"name": name, "value": value} for name, value in spec.restart_env().items()),
     ]
     for key, var in (("accesskey", "AWS_ACCESS_KEY_ID"), ("secretkey", "AWS_SECRET_ACCESS_KEY")):
         env.append({"name": var, "valueFrom": {"secretKeyRef": {"name": spec.store_secret, "key": key,
@@ -402,7 +404,7 @@ class TrainJobLauncher:
             raise LaunchError(f"launcher=trainjob: the API server does not serve trainjobs.{GROUP} ({API_VERSION}). "
                               f"Fix: {TRAINER_FIX}, or use launcher=pytorchjob")  # fmt: skip
         runtime = find_runtime(api, spec.namespace, spec.training_runtime)
-        job = build_trainjob(spec, runtime)
+        job = build_trainjob(spec.launched(), runtime)
         errors = admission_errors(job, runtime)
         if errors:
             raise LaunchError("the TrainJob would be rejected:\n  " + "\n  ".join(errors))
@@ -486,7 +488,7 @@ def delete_jobs_of_run(pipeline_run: str, namespace: str, api=None) -> list[str]
 
 
 def build_runtime(name: str = MEDRL_RUNTIME, namespace: str = "medrl", store_config: str = "medrl-store",
-                  metrics_port: int = 9400, max_restarts: int = 3) -> dict[str, Any]:  # fmt: skip
+                  metrics_port: int = 9400, max_restarts: int = 20) -> dict[str, Any]:  # fmt: skip
     """medrl's TrainingRuntime: torchrun's ML policy plus what a TrainJob cannot patch in (envFrom the store's
     settings, the named metrics port Prometheus scrapes, no API token, a restart budget). Namespaced, so the
     launcher reads it with its Role; the TrainJob's patches add the rest."""
@@ -499,14 +501,25 @@ def build_runtime(name: str = MEDRL_RUNTIME, namespace: str = "medrl", store_con
         "securityContext": _restricted_container(),
     }
     pod = {
+        "restartPolicy": "Never",  # a pod failure policy needs it; a restart is the JobSet's, of the whole gang
         "automountServiceAccountToken": False,  # training talks to the store, never to the API server
         "securityContext": _restricted_pod(),
         "containers": [container],
     }
     rjob = {
         "name": NODE,
-        "template": {"metadata": {"labels": {ANCESTOR_LABEL: "trainer"}}, "spec": {"template": {"spec": pod}}},
-    }
+        "template": {
+            "metadata": {"labels": {ANCESTOR_LABEL: "trainer"}},
+            "spec": {
+                # Any failed pod fails its Job at once; exit codes below 128 (train-arm's 1: an error a restart cannot
+                # fix, or its restart budget spent; 2, 126, 127: the command itself is wrong) fail it as final.
+                "backoffLimit": 0,
+                "podFailurePolicy": {"rules": [{"action": "FailJob", "onExitCodes": {
+                    "containerName": NODE, "operator": "In", "values": list(FINAL_EXIT_CODES)}}]},
+                "template": {"spec": pod},
+            },
+        },
+    }  # fmt: skip
     meta = {"name": name, "namespace": namespace, "labels": {"trainer.kubeflow.org/framework": "torch",
                                                              "app.kubernetes.io/name": "medrl"}}  # fmt: skip
     return {
@@ -515,8 +528,21 @@ def build_runtime(name: str = MEDRL_RUNTIME, namespace: str = "medrl", store_con
         "metadata": meta,
         "spec": {
             "mlPolicy": {"numNodes": 1, "torch": {}},
-            # A node lost or a rank killed (OOM, preemption): restart the whole gang, which resumes from the store.
-            "template": {"spec": {"failurePolicy": {"maxRestarts": max_restarts}, "replicatedJobs": [rjob]}},
+            "template": {
+                "spec": {
+                    # A final exit ends the JobSet; any other failure (a node lost, a rank killed, a crash: exit >= 128)
+                    # restarts the whole gang, which resumes from the store. medrl's own budget (train-arm exits 1
+                    # after 3 failed attempts without a newer checkpoint) ends a crash loop; maxRestarts is a
+                    # backstop for long runs that make progress between failures.
+                    "failurePolicy": {
+                        "maxRestarts": max_restarts,
+                        "rules": [
+                            {"name": "final-exit", "action": "FailJobSet", "onJobFailureReasons": ["PodFailurePolicy"]}
+                        ],
+                    },
+                    "replicatedJobs": [rjob],
+                }
+            },
         },
     }
 

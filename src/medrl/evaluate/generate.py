@@ -12,6 +12,7 @@ and vLLM are present.
 from __future__ import annotations
 
 import importlib.metadata as md
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal
@@ -22,7 +23,11 @@ from medrl.config import ConfigError, ModelConfig
 from medrl.data.images import open_rgb
 from medrl.data.prompt import prompt_messages
 from medrl.data.records import Record
+from medrl.errors import MedrlError
+from medrl.evaluate.vllm_models import pinned
 from medrl.models.load import load_model, local_dir
+
+log = logging.getLogger("medrl")
 
 ENGINES = ("auto", "hf", "vllm")
 Engine = Literal["hf", "vllm"]
@@ -45,18 +50,30 @@ def cuda_available() -> bool:
 
 
 def resolve_engine(
-    name: str, setting: str = "evaluate.engine", *, cuda: bool | None = None, vllm: str | None = ""
+    name: str,
+    setting: str = "evaluate.engine",
+    *,
+    cuda: bool | None = None,
+    vllm: str | None = "",
+    architecture: str | None = None,
 ) -> Engine:
     """The engine `name` (auto | hf | vllm) stands for here, or a ConfigError naming `setting` and the fix, before
-    any model is loaded. `cuda` and `vllm` (a version, None when absent) default to what this machine has."""
+    any model is loaded. `cuda` and `vllm` (a version, None when absent) default to what this machine has. With the
+    model's `architecture` (config.json's), auto takes vllm only where the pinned vLLM has that architecture, and
+    vllm for another is refused."""
     if name not in ENGINES:
         raise ConfigError(f"{setting}={name!r}: unknown; choose one of {', '.join(ENGINES)}")
     if name == "hf":
         return "hf"
+    unserved = architecture is not None and not vllm_serves(architecture)
+    if name == "vllm" and unserved:
+        raise ConfigError(
+            f"{setting}=vllm: {unserved_reason(architecture or '')}; set {setting}=hf (auto picks hf for it)"
+        )
     cuda = cuda_available() if cuda is None else cuda
     vllm = vllm_version() if vllm == "" else vllm
     if name == "auto":
-        return "vllm" if cuda and vllm else "hf"
+        return "vllm" if cuda and vllm and not unserved else "hf"
     if not cuda:
         raise ConfigError(
             f"{setting}=vllm needs a CUDA GPU and none is visible here; set {setting}=hf (or auto) to generate with "
@@ -68,6 +85,32 @@ def resolve_engine(
             f"image (pip install -r requirements-gpu.lock) or set {setting}=hf (or auto)"
         )
     return "vllm"
+
+
+def vllm_serves(architecture: str) -> bool:
+    return architecture in pinned().generating
+
+
+def unserved_reason(architecture: str) -> str:
+    reg = pinned()
+    if architecture in reg.removed:
+        return (f"the model's architecture {architecture} was removed from vLLM after {reg.removed[architecture]}; "
+                f"the GPU image's vLLM {reg.version} cannot load it")  # fmt: skip
+    return f"the model's architecture {architecture} is not one vLLM {reg.version} (the GPU image's) generates with"
+
+
+def model_architecture(model_ref: str, trust_remote_code: bool = False) -> str | None:
+    """`architectures[0]` of the model's config.json (a local or store folder, or a hub id through the hub's cache),
+    or None when it cannot be read."""
+    from transformers import PretrainedConfig
+
+    try:
+        config, _ = PretrainedConfig.get_config_dict(local_dir(model_ref), trust_remote_code=trust_remote_code)
+    except (OSError, ValueError, MedrlError) as err:
+        log.warning("could not read the architecture of %s (%s); the engine is chosen without it", model_ref, err)
+        return None
+    archs = config.get("architectures") or []
+    return archs[0] if archs else None
 
 
 def _image(data_dir: Path, rel: str) -> Image.Image:
@@ -185,7 +228,8 @@ def generate_with(
     """Completions for `records` by the engine `engine` (auto | hf | vllm: `evaluate.engine`). The engine is
     resolved before any model is loaded; the model is let go when the last completion has been yielded."""
 
-    if resolve_engine(engine) == "vllm":
+    architecture = model_architecture(model_ref, model_cfg.trust_remote_code) if engine != "hf" else None
+    if resolve_engine(engine, architecture=architecture) == "vllm":
         return generate_vllm(local_dir(model_ref), processor, records, data_dir, instruction, max_new_tokens, model_cfg)
     model = load_model(model_ref, model_cfg)
     return generate(model, processor, records, data_dir, instruction, max_new_tokens, batch_size)

@@ -22,6 +22,7 @@ from medrl.models.tiny import build_tiny
 from medrl.report import ArmResult, build_report, slim_predictions
 from medrl.store import checkpoints
 from medrl.store.layout import RunLayout, new_run_id
+from medrl.train.rollout import check_vllm_models
 from medrl.train.run import rank, scratch_work_dir, train_to_store
 
 log = logging.getLogger("medrl")
@@ -42,6 +43,7 @@ def init_run(
         overrides.append(f"store={store_uri}")
     cfg = load_config(preset=preset, text=config_text, overrides=overrides, arms=arms or None)
     cfg.store = store.normalize(cfg.store)
+    check_vllm_models(cfg)  # before anything is written
     run = RunLayout.create(cfg.store, cfg.experiment, run_id or new_run_id())
     if store.exists(run.config):
         check_same_config(run, cfg)
@@ -63,8 +65,6 @@ def check_same_config(run: RunLayout, cfg: StudyConfig) -> None:
     (a ConfigError naming each differing setting, the run's value and the new one). A run never takes a new
     configuration: its arms and report must come from one, and the frozen config.yaml is what every step reads;
     so a resume gives the same configuration, and a changed one goes to a new run id."""
-    from medrl.config import ConfigError
-
     if not store.exists(run.config):
         return
     frozen = config_from_text(store.read_text(run.config))

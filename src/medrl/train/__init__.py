@@ -11,6 +11,7 @@ from medrl.config import ConfigError, StudyConfig, Training
 from medrl.models.load import load_model, load_processor
 from medrl.store.checkpoints import Target
 from medrl.train import common
+from medrl.train.rollout import EngineStartError
 
 METHODS = {"sft": "sft", "lora": "sft", "dpo": "dpo", "grpo": "grpo", "dr_grpo": "grpo"}  # method -> its module
 
@@ -46,16 +47,27 @@ def train_arm(
     recipe = importlib.import_module(f"medrl.train.{METHODS[spec.method]}").recipe(cfg, arm, data_dir, init_ref)
     common.check_train_rows(arm, spec, len(recipe.dataset), data_dir)  # before a model is loaded
     processor = load_processor(init_ref, cfg.model)
-    trainer = recipe.trainer(
-        model=load_model(init_ref, cfg.model),
-        args=recipe.config(**common.trainer_args(spec, work_dir, recipe.per_device_batch_size), **recipe.config_kwargs),
-        train_dataset=recipe.dataset,
-        processing_class=processor,
-        callbacks=common.training_callbacks(
-            arm, work_dir, spec.save_total_limit, resume_from, upload, spec.max_nonfinite_steps
-        ),
-        **recipe.trainer_kwargs,
-    )
+    model = load_model(init_ref, cfg.model)
+    args = recipe.config(**common.trainer_args(spec, work_dir, recipe.per_device_batch_size), **recipe.config_kwargs)
+    try:
+        # With use_vllm, TRL starts the colocated vLLM engine inside the trainer's constructor.
+        trainer = recipe.trainer(
+            model=model,
+            args=args,
+            train_dataset=recipe.dataset,
+            processing_class=processor,
+            callbacks=common.training_callbacks(
+                arm, work_dir, spec.save_total_limit, resume_from, upload, spec.max_nonfinite_steps
+            ),
+            **recipe.trainer_kwargs,
+        )
+    except Exception as err:
+        if not recipe.config_kwargs.get("use_vllm"):
+            raise
+        raise EngineStartError(
+            f"arms.{arm}: the colocated vLLM engine did not start ({type(err).__name__}: {str(err)[:300]}); fix the "
+            f"cause, lower arms.{arm}.vllm_gpu_memory_utilization if it ran out of memory, or set arms.{arm}.rollout=hf"
+        ) from err
     if common.zero3(trainer) and spec.method == "lora":
         raise ConfigError(
             f"arms.{arm}: LoRA under DeepSpeed ZeRO-3 ({spec.deepspeed}) is not supported: the adapters cannot be "

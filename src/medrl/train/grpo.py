@@ -12,8 +12,11 @@ import logging
 from pathlib import Path
 
 from medrl.config import StudyConfig
+from medrl.evaluate.generate import model_architecture
+from medrl.models.sizes import config_of, geometry
 from medrl.rewards import reward_functions
 from medrl.train.common import Recipe, vision_dataset
+from medrl.train.memory import vllm_need, vllm_utilization
 from medrl.train.rollout import RolloutSettings, grpo_rollout_kwargs
 
 LOSS = {
@@ -35,6 +38,14 @@ class NoSampleText(logging.Filter):
 logging.getLogger("trl.trainer.grpo_trainer").addFilter(NoSampleText())
 
 
+def derived_vllm_utilization(spec, init_ref: str, max_pixels: int) -> float:
+    """vLLM's default share of this GPU: what the arm's rollouts need over the card's memory (train/memory.py)."""
+    import torch
+
+    need = vllm_need(spec, geometry(config_of(init_ref)), max_pixels)
+    return vllm_utilization(need, torch.cuda.get_device_properties(torch.cuda.current_device()).total_memory)
+
+
 def recipe(cfg: StudyConfig, arm: str, data_dir: Path, init_ref: str) -> Recipe:
     """GRPO or Dr.GRPO: TRL's GRPOConfig and GRPOTrainer, with the arm's rewards bound to their settings."""
     from trl import GRPOConfig, GRPOTrainer
@@ -48,7 +59,14 @@ def recipe(cfg: StudyConfig, arm: str, data_dir: Path, init_ref: str) -> Recipe:
         spec.vllm_max_prompt_tokens,
     )
     # Resolved here, before the trainer loads a model: rollout=vllm without CUDA or vLLM stops with the fix.
-    rollout_kwargs = grpo_rollout_kwargs(rollout, spec.max_completion_length, cfg.model.max_pixels)
+    architecture = model_architecture(init_ref, cfg.model.trust_remote_code)
+    rollout_kwargs = grpo_rollout_kwargs(
+        rollout,
+        spec.max_completion_length,
+        cfg.model.max_pixels,
+        architecture=architecture,
+        derived_utilization=lambda: derived_vllm_utilization(spec, init_ref, cfg.model.max_pixels),
+    )
     return Recipe(
         GRPOConfig,
         GRPOTrainer,
