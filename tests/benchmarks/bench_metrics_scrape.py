@@ -1,12 +1,18 @@
-"""/metrics scraped 20 times a second while a tiny GRPO run trains: scrape latency (p50, p99) and the
-training step time with and without the scraping, side by side."""
+"""/metrics scraped 20 times a second while a tiny GRPO run trains: scrape latency (p50, p99) and the training step
+time with and without the scraping, side by side.
+
+The scraper is its own process, as Prometheus is: an HTTP client inside the training process would charge its own
+work to the trainer's GIL (about 1 ms of CPU per scrape, measured). A short unscraped warm-up run first pays the
+process's one-time costs (importing TRL, datasets, pandas: about 700 modules), then scraped and quiet runs alternate,
+and their median step times (TRL's train_runtime / steps: loading and saving the model are not steps) are compared.
+"""
 
 from __future__ import annotations
 
+import json
 import statistics
-import threading
-import time
-import urllib.request
+import subprocess
+import sys
 
 from medrl import metrics
 from medrl.config import load_config
@@ -15,57 +21,70 @@ from tests.integration.servers import free_ports
 from tests.integration.tiny_runs import grpo_study
 
 STEPS = 12
+ROUNDS = 2
+
+# GET the url every 50 ms until stdin closes, then print the latencies (seconds) of the scrapes that answered.
+SCRAPER = """
+import json, select, sys, time, urllib.request
+latencies = []
+while True:
+    tick = time.perf_counter()
+    try:
+        with urllib.request.urlopen(sys.argv[1], timeout=2) as r:
+            r.read()
+        latencies.append(time.perf_counter() - tick)
+    except OSError:
+        pass  # not serving yet: the exporter starts with the trainer
+    if select.select([sys.stdin], [], [], max(0.0, 0.05 - (time.perf_counter() - tick)))[0]:
+        break
+print(json.dumps(latencies))
+"""
 
 
-def train(tiny_model, synthetic_data, work, scrape_port: int | None) -> tuple[float, list[float]]:
-    cfg = load_config(text=grpo_study(max_steps=STEPS, save_steps=1000))
-    latencies: list[float] = []
-    stop = threading.Event()
-
-    def scrape() -> None:
+def train(tiny_model, synthetic_data, work, steps: int, scrape_port: int | None) -> tuple[float, list[float]]:
+    """Seconds per training step, and the latencies of the scrapes made meanwhile (when scraped)."""
+    cfg = load_config(text=grpo_study(max_steps=steps, save_steps=1000))
+    scraper = None
+    if scrape_port:
         url = f"http://127.0.0.1:{scrape_port}/metrics"
-        while not stop.is_set():
-            tick = time.perf_counter()
-            try:
-                with urllib.request.urlopen(url, timeout=2) as r:
-                    r.read()
-                latencies.append(time.perf_counter() - tick)
-            except OSError:
-                pass  # not serving yet: the exporter starts with the trainer
-            stop.wait(max(0.0, 0.05 - (time.perf_counter() - tick)))
-
-    scraper = threading.Thread(target=scrape, daemon=True) if scrape_port else None
-    if scraper:
-        scraper.start()
-    start = time.perf_counter()
-    summary = train_arm(cfg, "grpo", synthetic_data, str(tiny_model), work / "out", work)
-    seconds = (time.perf_counter() - start) / summary["global_step"]
-    stop.set()
-    if scraper:
-        scraper.join()
-    return seconds, latencies
+        scraper = subprocess.Popen([sys.executable, "-c", SCRAPER, url], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    try:
+        train_arm(cfg, "grpo", synthetic_data, str(tiny_model), work / "out", work)
+    finally:
+        latencies = json.loads(scraper.communicate(timeout=60)[0]) if scraper else []
+    rows = [json.loads(line) for line in (work / "train_log.jsonl").read_text().splitlines()]
+    return next(r["train_runtime"] for r in rows if "train_runtime" in r) / steps, latencies
 
 
 def test_metrics_scrape_latency_during_training(tiny_model, synthetic_data, tmp_path, monkeypatch):
     port = free_ports(1)[0]
     monkeypatch.setenv(metrics.ADDR_ENV, "127.0.0.1")
     monkeypatch.setenv(metrics.PORT_ENV, str(port))
+    steps: dict[str, list[float]] = {"scraped": [], "quiet": []}
+    latencies: list[float] = []
     try:
-        scraped_step, latencies = train(tiny_model, synthetic_data, tmp_path / "scraped", port)
-        quiet_step, _ = train(tiny_model, synthetic_data, tmp_path / "quiet", None)
+        train(tiny_model, synthetic_data, tmp_path / "warm-up", 2, None)
+        renders = metrics.EXPOSITION.renders
+        for i in range(ROUNDS):
+            step, scrapes = train(tiny_model, synthetic_data, tmp_path / f"scraped-{i}", STEPS, port)
+            steps["scraped"].append(step)
+            latencies += scrapes
+            steps["quiet"].append(train(tiny_model, synthetic_data, tmp_path / f"quiet-{i}", STEPS, None)[0])
+        renders = metrics.EXPOSITION.renders - renders
     finally:
         metrics.stop_serving()
-    assert len(latencies) > 20, "the scraper hardly ever reached /metrics"
+    assert len(latencies) > 20 * ROUNDS, "the scraper hardly ever reached /metrics"
     ms = sorted(x * 1000 for x in latencies)
     p99 = ms[min(len(ms) - 1, int(0.99 * len(ms)))]
+    scraped, quiet = statistics.median(steps["scraped"]), statistics.median(steps["quiet"])
     print(
-        f"\n/metrics at 20 Hz during {STEPS} GRPO steps: {len(ms)} scrapes, p50 {statistics.median(ms):.1f} ms, "
-        f"p99 {p99:.1f} ms, max {ms[-1]:.1f} ms; step {scraped_step * 1000:.0f} ms scraped vs "
-        f"{quiet_step * 1000:.0f} ms not scraped (ratio {scraped_step / quiet_step:.2f})"
+        f"\n/metrics at 20 Hz during {ROUNDS} x {STEPS} GRPO steps: {len(ms)} scrapes ({renders} renderings of the "
+        f"registry), p50 {statistics.median(ms):.1f} ms, p99 {p99:.1f} ms, max {ms[-1]:.1f} ms; median step "
+        f"{scraped * 1000:.0f} ms scraped vs {quiet * 1000:.0f} ms not scraped (ratio {scraped / quiet:.2f}; "
+        f"rounds: scraped {', '.join(f'{s * 1000:.0f}' for s in steps['scraped'])} ms, quiet "
+        f"{', '.join(f'{s * 1000:.0f}' for s in steps['quiet'])} ms)"
     )
     # Goals: a scrape answers within 250 ms even at the 99th percentile, and 20 scrapes a second slow training
     # by at most 10 %.
     assert p99 <= 250, f"/metrics p99 {p99:.0f} ms during training (goal <= 250 ms)"
-    assert scraped_step / quiet_step <= 1.10, (
-        f"scraping slowed training {scraped_step / quiet_step:.2f}x (goal <= 1.10)"
-    )
+    assert scraped / quiet <= 1.10, f"scraping slowed training {scraped / quiet:.2f}x (goal <= 1.10)"

@@ -2,6 +2,7 @@
 TRL's log records feed the training gauges; batch stages push nothing without a Pushgateway."""
 
 import ast
+import gzip
 import inspect
 import logging
 import socket
@@ -238,3 +239,60 @@ def test_every_node_serves_its_own_progress_and_only_world_rank_0_counts(monkeyp
         assert sample("medrl_train_samples_total", arm="node-arm") == 8.0
     finally:
         metrics.stop_serving()
+
+
+class _CountingCollector:
+    """Counts how often a scrape walks the registry (each walk renders every collector of it)."""
+
+    def __init__(self):
+        self.walks = 0
+
+    def collect(self):
+        self.walks += 1
+        return []
+
+
+def test_scrapes_between_steps_do_not_walk_the_registry(monkeypatch):
+    """/metrics scraped 20 times a second used to render the whole registry per scrape, under the GIL the training
+    loop needs; now the registry is walked once per recorded step (or per RENDER_INTERVAL), however often scraped."""
+    now = [1000.0]
+    monkeypatch.setattr(metrics.EXPOSITION, "clock", lambda: now[0])  # frozen: no walk is due to time passing
+    walks = _CountingCollector()
+    metrics.REGISTRY.register(walks)
+    port = metrics.serve(0, "127.0.0.1")
+    url = f"http://127.0.0.1:{port}/metrics"
+    try:
+        recorder = metrics.TrainingRecorder("scraped-arm")
+        recorder.begin(max_steps=10)
+        bodies = {urllib.request.urlopen(url, timeout=5).read() for _ in range(20)}
+        assert walks.walks == 1 and len(bodies) == 1
+
+        recorder.step(global_step=1, samples=8)  # a step's values are served at the next scrape, walked once
+        texts = {urllib.request.urlopen(url, timeout=5).read().decode() for _ in range(10)}
+        assert walks.walks == 2 and len(texts) == 1
+        assert 'medrl_train_global_step{arm="scraped-arm"} 1.0' in texts.pop()
+
+        gzipped = urllib.request.Request(url, headers={"Accept-Encoding": "gzip"})
+        with urllib.request.urlopen(gzipped, timeout=5) as reply:
+            assert reply.headers["Content-Encoding"] == "gzip"
+            assert b"medrl_train_global_step" in gzip.decompress(reply.read())
+        assert walks.walks == 2  # the compressed body is the same rendering
+
+        now[0] += metrics.RENDER_INTERVAL  # process and judge metrics change without a step: rendered again
+        urllib.request.urlopen(url, timeout=5).read()
+        assert walks.walks == 3
+    finally:
+        metrics.stop_serving()
+        metrics.REGISTRY.unregister(walks)
+
+
+def test_the_trainer_never_waits_for_a_scrape():
+    """Recording a step only flags the served body as stale: it takes no lock that a rendering scrape holds."""
+    import threading
+
+    recorder = metrics.TrainingRecorder("blocked-arm")
+    with metrics.EXPOSITION._lock:  # a scrape in the middle of rendering
+        trainer = threading.Thread(target=lambda: (recorder.step(1, 2), recorder.log({"reward": 0.5})), daemon=True)
+        trainer.start()
+        trainer.join(timeout=30)  # a deadlock guard, not a speed goal
+        assert not trainer.is_alive()
