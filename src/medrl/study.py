@@ -11,8 +11,10 @@ import json
 import logging
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
+from medrl import tracking
 from medrl.config import MAX_LEVELS, StudyConfig, config_from_text, dump_config, load_config
 from medrl.infra import checkpoint_store, store
 from medrl.infra import metrics as prom
@@ -38,7 +40,10 @@ def init_run(
     cfg.store = store.normalize(cfg.store)
     run = RunLayout.create(cfg.store, cfg.experiment, run_id or new_run_id())
     if store.exists(run.config):
+        _, frozen = load_run(run.uri)
+        tracked(frozen, run, "init", lambda t: t.study_run())
         return run.uri  # a retried init: the frozen config stands
+    cfg = tracking.resolve(cfg, run)  # an unreachable tracking server stops the run here, before any work
     if cfg.model.base.startswith("tiny:"):
         from medrl.models.tiny import build_tiny
 
@@ -49,8 +54,17 @@ def init_run(
     if len(cfg.levels()) > MAX_LEVELS:
         raise ValueError(f"arms: chains of more than {MAX_LEVELS} arms (init: arm:...) are not supported")
     store.write_text(run.config, dump_config(cfg))
+    tracked(cfg, run, "init", lambda t: t.study_run())
     log.info("run %s initialised with arms %s", run.run_id, ", ".join(cfg.arms))
     return run.uri
+
+
+def tracked(cfg: StudyConfig, run: RunLayout, stage: str, log_to: Callable[[tracking.StudyTracking], object]) -> None:
+    """Log a step's results to MLflow when the run is tracked; a failing server is noted, never raised."""
+    runs = tracking.StudyTracking.open(cfg, run, stage)
+    if runs is not None:
+        log_to(runs)
+        runs.close()
 
 
 def load_run(run_uri: str) -> tuple[RunLayout, StudyConfig]:
@@ -106,8 +120,12 @@ def train(run_uri: str, arm: str) -> str:
     run, cfg = load_run(run_uri)
     spec = cfg.arms[arm]
     if spec.method == "none" or store.is_committed(run.arm(arm).model):
+        if spec.method != "none" and rank() == 0:  # a retry after training: what tracking has not sent yet
+            tracked(cfg, run, f"train-{arm}", lambda t: t.trained(arm, run.arm(arm).model))
         return model_of(run, cfg, arm)
     paths = run.arm(arm)
+    if rank() == 0:
+        tracked(cfg, run, f"train-{arm}", lambda t: t.arm_run(arm))  # the arm's run shows while it trains
     keep_after = keep_checkpoints_after()  # a bad setting fails now, not after training
     work_dir = scratch_work_dir(paths.model)  # local, and the same folder for every rank of a node
     upload = checkpoint_store.Target(paths.checkpoints, spec.save_total_limit)
@@ -123,6 +141,7 @@ def train(run_uri: str, arm: str) -> str:
         checkpoint_store.prune_after_commit(paths.checkpoints, keep_after, node.count)
         shutil.rmtree(work_dir, ignore_errors=True)  # the model, log and checkpoints are in the store now
         log.info("arm %s trained: %s steps", arm, summary.get("global_step"))
+        tracked(cfg, run, f"train-{arm}", lambda t: t.trained(arm, paths.model))
     elif os.environ.get("LOCAL_RANK", "0") == "0":
         shutil.rmtree(work_dir, ignore_errors=True)  # another node's copy of its checkpoints
     return paths.model
@@ -151,6 +170,7 @@ def evaluate(run_uri: str, arm: str) -> str:
     if store.exists(paths.metrics):
         done = json.loads(store.read_text(paths.metrics))
         if metrics_complete(done["metrics"]) or not store.exists(paths.predictions):
+            tracked(cfg, run, f"evaluate-{arm}", lambda t: t.evaluated(arm, done["metrics"], model_of(run, cfg, arm)))
             return paths.metrics
     with prom.batch_stage("evaluate", run.run_id, arm=arm, judge=True) as pushed:
         if store.exists(paths.metrics):
@@ -164,6 +184,7 @@ def evaluate(run_uri: str, arm: str) -> str:
         doc = {"arm": arm, "label": spec.label, "method": spec.method, "n": len(rows), "metrics": metrics}
         store.write_text(paths.metrics, json.dumps(doc, indent=2) + "\n")
         pushed.evaluation(metrics, len(rows))
+    tracked(cfg, run, f"evaluate-{arm}", lambda t: t.evaluated(arm, metrics, model_of(run, cfg, arm)))
     accuracy = (metrics.get("accuracy") or {}).get("mean")
     log.info("arm %s: %d questions scored, accuracy %s", arm, len(rows), "-" if accuracy is None else f"{accuracy:.3f}")
     return paths.metrics
@@ -197,10 +218,19 @@ def report(run_uri: str) -> str:
     retention = prom.retention_seconds()
     with prom.batch_stage("report", run.run_id) as pushed, store.commit_dir(run.report) as out:
         results = collect(run_uri)
-        build_report(cfg.report.title, results, out, baseline=cfg.baseline_arm(), specs=cfg.arms)
+        missed = tracking.incomplete_notes(run) if cfg.tracking.mlflow_uri else []
+        build_report(cfg.report.title, results, out, baseline=cfg.baseline_arm(), specs=cfg.arms, tracking=missed)
         pushed.set("report_arms", len(results), "Arms in the report.")
     prom.prune(retention)  # older runs' groups; this run's stay for the retention period
+    tracked(cfg, run, "report", lambda t: t.reported(run.report, report_numbers(run.report)))
     return run.report
+
+
+def report_numbers(report_uri: str) -> dict[str, float]:
+    """The report's headline numbers as Kubeflow's Metrics artifact shows them (`<arm>_<metric>`)."""
+    from medrl.report.build import scalar_metrics
+
+    return scalar_metrics(json.loads(store.read_text(store.join(report_uri, "summary.json"))))
 
 
 def forget_metrics(run_uri: str) -> int:
@@ -305,6 +335,7 @@ def run_study(
         raise ConfigError("give --preset NAME or --config FILE")
     extra = [f"store={store_uri}"] if store_uri else []
     cfg = load_config(preset=preset, file=config, overrides=[*(overrides or []), *extra], arms=arms or None)
+    tracking.check_at_start(cfg)  # here, not in the init task's log
     run_id = run_id or new_run_id()
     run = RunLayout.create(store.normalize(cfg.store), cfg.experiment, run_id)
     params = {
