@@ -35,7 +35,23 @@ from medrl.pipeline import (
 
 STORE_CONFIG = "medrl-store"  # ConfigMap in the pipeline's namespace: default store URI and S3 endpoint
 STORE_CONFIG_KEYS = {
-    key: key for key in ("MEDRL_STORE", "AWS_ENDPOINT_URL_S3", "AWS_REGION", "HF_HUB_OFFLINE", "MEDRL_PUSHGATEWAY_URL")
+    key: key
+    # MLFLOW_TRACKING_URI: the site's MLflow server, which init freezes into the run's config.
+    for key in (
+        "MEDRL_STORE",
+        "AWS_ENDPOINT_URL_S3",
+        "AWS_REGION",
+        "HF_HUB_OFFLINE",
+        "MEDRL_PUSHGATEWAY_URL",
+        "MLFLOW_TRACKING_URI",
+    )
+}
+# The site's MLflow credentials (optional Secret), as MLflow's own variables: never in a config or a parameter.
+TRACKING_SECRET = "medrl-mlflow"
+TRACKING_SECRET_KEYS = {
+    "token": "MLFLOW_TRACKING_TOKEN",
+    "username": "MLFLOW_TRACKING_USERNAME",
+    "password": "MLFLOW_TRACKING_PASSWORD",
 }
 EVAL_SHM_SIZE = "16Gi"  # /dev/shm of the evaluate pods
 UID = 1000  # the image's non-root user
@@ -57,6 +73,7 @@ def _in_cluster(task, store_secret, cpu: str = "2", memory: str = "8Gi"):
         task, store_secret, {"accesskey": "AWS_ACCESS_KEY_ID", "secretkey": "AWS_SECRET_ACCESS_KEY"}, optional=True
     )
     k8s.use_config_map_as_env(task, STORE_CONFIG, STORE_CONFIG_KEYS, optional=True)
+    k8s.use_secret_as_env(task, TRACKING_SECRET, TRACKING_SECRET_KEYS, optional=True)
     k8s.set_security_context(task, run_as_user=UID, run_as_group=UID, run_as_non_root=True)
     task.set_cpu_request(cpu).set_cpu_limit(cpu).set_memory_request(memory).set_memory_limit(memory)
     return task.set_caching_options(False)

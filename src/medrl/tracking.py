@@ -72,7 +72,7 @@ class Tracker:
     """One process's MLflow client. `call` retries within a bounded budget; after one call has spent it the server
     counts as down here, and later calls are skipped and counted in `lost` instead of each waiting again."""
 
-    def __init__(self, uri: str, attempts: int = ATTEMPTS, backoff: float = BACKOFF_S):
+    def __init__(self, uri: str, attempts: int | None = None, backoff: float | None = None):
         for key, value in CLIENT_ENV.items():
             os.environ.setdefault(key, value)
         os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # nothing leaves the site for MLflow's makers
@@ -80,32 +80,40 @@ class Tracker:
 
         self.uri = uri
         self.client = MlflowClient(tracking_uri=uri)
-        self.attempts = attempts
-        self.backoff = backoff
+        self.attempts = ATTEMPTS if attempts is None else attempts
+        self.backoff = BACKOFF_S if backoff is None else backoff
         self.down: str | None = None
         self.lost = 0
+
+    def _retried(self, fn: Callable, *args, **kwargs) -> tuple[bool, Any]:
+        error: Exception | None = None
+        for attempt in range(self.attempts):
+            try:
+                return True, fn(*args, **kwargs)
+            except Exception as err:  # MlflowException, requests' connection errors: the server's, not ours
+                error = err
+                if attempt + 1 < self.attempts:
+                    time.sleep(self.backoff * 2**attempt)
+        return False, f"{type(error).__name__}: {str(error)[:200]}"
 
     def call(self, what: str, fn: Callable, *args, **kwargs) -> Any:
         if self.down:
             self.lost += 1
             return None
-        error: Exception | None = None
-        for attempt in range(self.attempts):
-            try:
-                return fn(*args, **kwargs)
-            except Exception as err:  # MlflowException, requests' connection errors: the server's, not ours
-                error = err
-                if attempt + 1 < self.attempts:
-                    time.sleep(self.backoff * 2**attempt)
-        self.down = f"{what}: {type(error).__name__}: {str(error)[:200]}"
+        ok, result = self._retried(fn, *args, **kwargs)
+        if ok:
+            return result
+        self.down = f"{what}: {result}"
         self.lost += 1
         log.warning("tracking: %s failed %d times (%s); the run goes on, untracked from here", what,
                     self.attempts, self.down)  # fmt: skip
         return None
 
     def reachable(self) -> str | None:
-        """None if the server answers, else what went wrong."""
-        self.call("reaching the server", self.client.search_experiments, max_results=1)
+        """None if the server answers, else what went wrong (the caller says what it means for the run)."""
+        ok, result = self._retried(self.client.search_experiments, max_results=1)
+        if not ok:
+            self.down = result
         return self.down
 
 
