@@ -15,6 +15,7 @@ from types import SimpleNamespace
 from kfp import dsl
 from kfp import kubernetes as k8s
 
+from medrl import tracking
 from medrl.components import on_image
 from medrl.components.cleanup import cleanup
 from medrl.components.evaluate import evaluate
@@ -46,13 +47,6 @@ STORE_CONFIG_KEYS = {
         "MLFLOW_TRACKING_URI",
     )
 }
-# The site's MLflow credentials (optional Secret), as MLflow's own variables: never in a config or a parameter.
-TRACKING_SECRET = "medrl-mlflow"
-TRACKING_SECRET_KEYS = {
-    "token": "MLFLOW_TRACKING_TOKEN",
-    "username": "MLFLOW_TRACKING_USERNAME",
-    "password": "MLFLOW_TRACKING_PASSWORD",
-}
 EVAL_SHM_SIZE = "16Gi"  # /dev/shm of the evaluate pods
 UID = 1000  # the image's non-root user
 DESCRIPTION = "Fine-tune and evaluate every arm of a medrl study."
@@ -73,7 +67,7 @@ def _in_cluster(task, store_secret, cpu: str = "2", memory: str = "8Gi"):
         task, store_secret, {"accesskey": "AWS_ACCESS_KEY_ID", "secretkey": "AWS_SECRET_ACCESS_KEY"}, optional=True
     )
     k8s.use_config_map_as_env(task, STORE_CONFIG, STORE_CONFIG_KEYS, optional=True)
-    k8s.use_secret_as_env(task, TRACKING_SECRET, TRACKING_SECRET_KEYS, optional=True)
+    k8s.use_secret_as_env(task, tracking.CREDENTIALS_SECRET, tracking.CREDENTIALS_KEYS, optional=True)
     k8s.set_security_context(task, run_as_user=UID, run_as_group=UID, run_as_non_root=True)
     task.set_cpu_request(cpu).set_cpu_limit(cpu).set_memory_request(memory).set_memory_limit(memory)
     return task.set_caching_options(False)

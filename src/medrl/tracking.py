@@ -30,6 +30,13 @@ from medrl.infra.layout import RunLayout
 log = logging.getLogger("medrl")
 
 URI_ENV = "MLFLOW_TRACKING_URI"  # MLflow's own variable; the site's default server (k8s: the medrl-store ConfigMap)
+# The site's MLflow credentials, an optional Secret in the cluster, reach every pod as MLflow's own variables.
+CREDENTIALS_SECRET = "medrl-mlflow"
+CREDENTIALS_KEYS = {
+    "token": "MLFLOW_TRACKING_TOKEN",
+    "username": "MLFLOW_TRACKING_USERNAME",
+    "password": "MLFLOW_TRACKING_PASSWORD",
+}
 TAG_RUN = "medrl.run_id"
 TAG_ROLE = "medrl.role"  # study | arm
 TAG_ARM = "medrl.arm"
