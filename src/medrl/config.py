@@ -391,10 +391,12 @@ class TrackingConfig(Strict):
         "goes on untracked (false).",
     )
 
-    @field_validator("mlflow_uri")
+    @field_validator("mlflow_uri", mode="before")
     @classmethod
-    def _uri(cls, uri: str | None) -> str | None:
-        if uri is None or uri == "off":
+    def _uri(cls, uri: Any) -> str | None:
+        if uri is False:  # YAML reads a bare `off` as false
+            return "off"
+        if uri is None or uri == "off" or not isinstance(uri, str):
             return uri
         if not re.match(r"https?://[^/\s]+", uri):
             raise ValueError(f"{uri!r}: give the tracking server as http(s)://host:port, or `off`")
