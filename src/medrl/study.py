@@ -59,6 +59,19 @@ def init_run(
     return run.uri
 
 
+def live_log(cfg: StudyConfig, run: RunLayout, arm: str):
+    """The callback that sends an arm's training metrics to its MLflow run while it trains; None when untracked."""
+    runs = tracking.StudyTracking.open(cfg, run, f"train-{arm}")
+    run_id = runs.arm_run(arm) if runs else None
+    if runs is None or run_id is None:
+        if runs:
+            runs.close()
+        return None
+    from medrl.tracking.live import LiveLog
+
+    return LiveLog(runs, run_id, runs.logged_step(run_id))
+
+
 def tracked(cfg: StudyConfig, run: RunLayout, stage: str, log_to: Callable[[tracking.StudyTracking], object]) -> None:
     """Log a step's results to MLflow when the run is tracked; a failing server is noted, never raised."""
     runs = tracking.StudyTracking.open(cfg, run, stage)
@@ -124,14 +137,14 @@ def train(run_uri: str, arm: str) -> str:
             tracked(cfg, run, f"train-{arm}", lambda t: t.trained(arm, run.arm(arm).model))
         return model_of(run, cfg, arm)
     paths = run.arm(arm)
-    if rank() == 0:
-        tracked(cfg, run, f"train-{arm}", lambda t: t.arm_run(arm))  # the arm's run shows while it trains
+    live = live_log(cfg, run, arm) if rank() == 0 else None
     keep_after = keep_checkpoints_after()  # a bad setting fails now, not after training
     work_dir = scratch_work_dir(paths.model)  # local, and the same folder for every rank of a node
     upload = checkpoint_store.Target(paths.checkpoints, spec.save_total_limit)
     summary = train_to_store(
-        cfg, arm, run.data, paths.model, init_of(run, cfg, arm), work=work_dir, resume=True, upload=upload
-    )
+        cfg, arm, run.data, paths.model, init_of(run, cfg, arm), work=work_dir, resume=True, upload=upload,
+        callbacks=[live] if live else None,
+    )  # fmt: skip
     node = checkpoint_store.Node.from_env()
     if rank() == 0:
         log_file = work_dir / "train_log.jsonl"
@@ -141,6 +154,8 @@ def train(run_uri: str, arm: str) -> str:
         checkpoint_store.prune_after_commit(paths.checkpoints, keep_after, node.count)
         shutil.rmtree(work_dir, ignore_errors=True)  # the model, log and checkpoints are in the store now
         log.info("arm %s trained: %s steps", arm, summary.get("global_step"))
+        if live:
+            live.runs.close()
         tracked(cfg, run, f"train-{arm}", lambda t: t.trained(arm, paths.model))
     elif os.environ.get("LOCAL_RANK", "0") == "0":
         shutil.rmtree(work_dir, ignore_errors=True)  # another node's copy of its checkpoints

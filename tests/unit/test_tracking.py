@@ -1,5 +1,5 @@
 """medrl.tracking without a server: where the server comes from, what settings become params, and the bounded
-retry budget (the MLflow server itself: tests/integration/test_tracking.py)."""
+retry budget (the MLflow server itself: tests/integration/test_tracking_server.py)."""
 
 from __future__ import annotations
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import re
 import tempfile
@@ -101,7 +102,7 @@ class Tracker:
                 error = err
                 if attempt + 1 < self.attempts:
                     time.sleep(self.backoff * 2**attempt)
-        return False, f"{type(error).__name__}: {str(error)[:200]}"
+        return False, reason(error)
 
     def call(self, what: str, fn: Callable, *args, **kwargs) -> Any:
         if self.down:
@@ -124,13 +125,36 @@ class Tracker:
         return self.down
 
 
+def reason(error: BaseException | None) -> str:
+    """The root of an MLflow client error (`ConnectionRefusedError: ...` rather than three wrappers' messages).
+
+    >>> try:
+    ...     try:
+    ...         raise ConnectionRefusedError("[Errno 111] Connection refused")
+    ...     except OSError as err:
+    ...         raise RuntimeError("API request failed") from err
+    ... except RuntimeError as err:
+    ...     reason(err)
+    'ConnectionRefusedError: [Errno 111] Connection refused'
+    """
+    for _ in range(10):
+        inner = (error.__cause__ or error.__context__) if error else None
+        if inner is None:
+            break
+        error = inner
+    return f"{type(error).__name__}: {str(error)[:200]}"
+
+
 def check_at_start(cfg: StudyConfig) -> None:
     """Before a local study starts any task: an unreachable server with `tracking.required` is a clear error now."""
     uri = requested_uri(cfg)
-    if uri and cfg.tracking.required:
-        problem = Tracker(uri).reachable()
-        if problem:
-            raise TrackingError(_unreachable(uri, problem))
+    if uri is None:
+        return
+    problem = Tracker(uri).reachable()
+    if problem and cfg.tracking.required:
+        raise TrackingError(_unreachable(uri, problem))
+    if problem:  # the init task says it again, in its own log
+        log.warning("tracking: the MLflow server %s does not answer; this run goes on untracked", uri)
 
 
 def _unreachable(uri: str, problem: str) -> str:
@@ -219,7 +243,7 @@ def train_metrics(rows: Iterable[dict], after: int) -> list[tuple[str, float, in
         if step <= after:
             continue
         for key, value in row.items():
-            number = isinstance(value, int | float) and not isinstance(value, bool)
+            number = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
             if key != "step" and number and METRIC_NAME.fullmatch(f"train/{key}"):
                 out.append((f"train/{key}", float(value), step))
     return out
@@ -328,6 +352,20 @@ class StudyTracking:
             if after_each:
                 after_each(chunk[-1][2])
 
+    def logged_step(self, run_id: str) -> int:
+        """The last training step the arm's run holds (-1: none): a resumed or retried step sends what follows."""
+        got = self.tracker.call("reading the run", self.client.get_run, run_id)
+        return int((got.data.tags.get(TAG_LOGGED_STEP) or -1) if got else -1)
+
+    def sent_up_to(self, run_id: str) -> Callable[[int], None]:
+        return lambda step: self.set_tags(run_id, {TAG_LOGGED_STEP: str(step)})
+
+    def unsent(self, run_id: str, values: dict[str, float]) -> list[tuple[str, float, int]]:
+        """`values` as step-0 metrics, less those the run already holds (a retried step sends nothing twice)."""
+        got = self.tracker.call("reading the run", self.client.get_run, run_id)
+        have = got.data.metrics if got else {}
+        return [(k, v, 0) for k, v in values.items() if have.get(k) != v]
+
     def log_file(self, run_id: str, uri: str, folder: str | None = None) -> None:
         """A store file as an artifact (under `folder`)."""
         if not store.exists(uri):
@@ -344,8 +382,9 @@ class StudyTracking:
     # ------------------------------------------------------------------ what each step logs
 
     def trained(self, arm: str, model_uri: str) -> None:
-        """After training: the training log as per-step metrics (what a retried step has not sent yet), the
-        model's store URI as a tag, train_summary.json as an artifact."""
+        """After training: what the training log holds and the run does not yet (the live log, `medrl.tracking.live`,
+        sends while training; this sends what it missed), the model's store URI as a tag, train_summary.json as an
+        artifact."""
         run_id = self.arm_run(arm)
         if run_id is None:
             return
@@ -353,11 +392,7 @@ class StudyTracking:
         rows = []
         if store.exists(paths.train_log):
             rows = [json.loads(line) for line in store.read_text(paths.train_log).splitlines() if line.strip()]
-        got = self.tracker.call("reading the run", self.client.get_run, run_id)
-        after = int((got.data.tags.get(TAG_LOGGED_STEP) or -1) if got else -1)
-        self.log_metrics(
-            run_id, train_metrics(rows, after), lambda step: self.set_tags(run_id, {TAG_LOGGED_STEP: str(step)})
-        )
+        self.log_metrics(run_id, train_metrics(rows, self.logged_step(run_id)), self.sent_up_to(run_id))
         self.set_tags(run_id, {TAG_MODEL: model_uri})
         self.log_file(run_id, store.join(model_uri, "train_summary.json"), "train")
 
@@ -366,10 +401,7 @@ class StudyTracking:
         run_id = self.arm_run(arm)
         if run_id is None:
             return
-        got = self.tracker.call("reading the run", self.client.get_run, run_id)
-        have = got.data.metrics if got else {}
-        values = [(k, v, 0) for k, v in eval_metrics(metrics).items() if have.get(k) != v]  # a retry adds none
-        self.log_metrics(run_id, values)
+        self.log_metrics(run_id, self.unsent(run_id, eval_metrics(metrics)))
         self.set_tags(run_id, {TAG_MODEL: model_uri})
         if not self.tracker.down:
             self.tracker.call("ending the arm's run", self.client.set_terminated, run_id, "FINISHED")
@@ -379,7 +411,7 @@ class StudyTracking:
         run_id = self.study_run()
         if run_id is None:
             return
-        self.log_metrics(run_id, [(k, v, 0) for k, v in numbers.items() if METRIC_NAME.fullmatch(k)])
+        self.log_metrics(run_id, self.unsent(run_id, {k: v for k, v in numbers.items() if METRIC_NAME.fullmatch(k)}))
         for name in ("report.md", "report.html", "summary.json"):
             self.log_file(run_id, store.join(report_uri, name), "report")
         self.log_file(run_id, store.join(self.run.data, "summary.json"), "data")

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import logging
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -59,8 +61,17 @@ def runs_of(client, experiment_id: str, run_id: str) -> dict:
 @pytest.fixture(scope="module")
 def tracked_study(mlflow_server, tmp_path_factory):
     root = tmp_path_factory.mktemp("tracked")
+    after_training: list = []  # what the train step sent from the training log once training was over
+    trained = tracking.StudyTracking.trained
+
+    def watched(self, arm, model_uri):
+        log_metrics = self.log_metrics
+        self.log_metrics = lambda run_id, values, *a: (after_training.extend(values), log_metrics(run_id, values, *a))
+        trained(self, arm, model_uri)
+
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(tracking, "BACKOFF_S", 0.2)
+        mp.setattr(tracking.StudyTracking, "trained", watched)
         uri = f"tracking.mlflow_uri={mlflow_server.uri}"
         run_uri = study.init_run(config_text=STUDY, overrides=[uri], store_uri=str(root / "store"), run_id="week-1")
         run = run_steps(run_uri, root)
@@ -68,7 +79,8 @@ def tracked_study(mlflow_server, tmp_path_factory):
 
     client = MlflowClient(tracking_uri=mlflow_server.uri)
     experiment = client.get_experiment_by_name("tiny-tracked")
-    return {"run": run, "client": client, "experiment": experiment.experiment_id, "root": root}
+    return {"run": run, "client": client, "experiment": experiment.experiment_id, "root": root,
+            "after_training": after_training}  # fmt: skip
 
 
 def test_study_is_a_parent_run_and_each_arm_a_child(tracked_study):
@@ -104,6 +116,31 @@ def test_training_metrics_are_per_step_histories(tracked_study):
         history = client.get_metric_history(grpo.info.run_id, f"train/{key}")
         assert [m.step for m in history] == list(range(1, STEPS + 1)), key
         assert [m.value for m in history] == pytest.approx([row[key] for row in log if key in row]), key
+
+
+def test_training_metrics_go_while_it_trains(tracked_study):
+    """The live log sent every step during training: the train step found nothing left to send afterwards."""
+    assert tracked_study["after_training"] == []
+    grpo = runs_of(tracked_study["client"], tracked_study["experiment"], "week-1")["grpo"]
+    assert grpo.data.tags["medrl.train_logged_step"] == str(STEPS)
+
+
+def test_what_the_live_log_missed_goes_from_the_training_log(mlflow_server, tmp_path):
+    """An arm whose run holds steps 1-2 (the live log's, before the server failed) gets 3-5 from train_log.jsonl
+    after training, and a second try sends nothing twice."""
+    overrides = [f"tracking.mlflow_uri={mlflow_server.uri}", "model.base=org/unbuilt"]
+    run = RunLayout(study.init_run(config_text=STUDY, overrides=overrides, store_uri=str(tmp_path), run_id="gap"))
+    cfg = study.load_run(run.uri)[1]
+    rows = [{"step": s, "loss": 1.0 / s, "learning_rate": 1e-5} for s in range(1, 6)]
+    store.write_text(run.arm("grpo").train_log, "".join(json.dumps(r) + "\n" for r in rows))
+    runs = tracking.StudyTracking(cfg, run, "train-grpo")
+    child = runs.arm_run("grpo")
+    runs.log_metrics(child, tracking.train_metrics(rows[:2], -1), runs.sent_up_to(child))
+    for _ in range(2):
+        tracking.StudyTracking(cfg, run, "train-grpo").trained("grpo", run.arm("grpo").model)
+    history = runs.client.get_metric_history(child, "train/loss")
+    assert sorted(m.step for m in history) == [1, 2, 3, 4, 5]
+    assert runs.client.get_run(child).data.tags["medrl.model_uri"] == run.arm("grpo").model
 
 
 def test_report_and_config_are_artifacts_and_no_weights(tracked_study, tmp_path):
@@ -162,6 +199,7 @@ def test_resumed_and_recurring_runs(tracked_study, mlflow_server, monkeypatch):
     assert {k: r.info.run_id for k, r in after.items()} == {k: r.info.run_id for k, r in before.items()}
     assert len(client.get_metric_history(after["grpo"].info.run_id, "train/loss")) == STEPS
     assert len(client.get_metric_history(after["grpo"].info.run_id, "accuracy")) == 1
+    assert len(client.get_metric_history(after["study"].info.run_id, "grpo_accuracy")) == 1
 
     monkeypatch.setenv(tracking.URI_ENV, mlflow_server.uri)
     week2 = study.init_run(config_text=STUDY, store_uri=str(root / "store"), run_id="week-2")
@@ -178,6 +216,13 @@ def test_unreachable_server_at_start(tmp_path, caplog):
             config_text=STUDY, overrides=[f"tracking.mlflow_uri={dead}"], store_uri=str(tmp_path), run_id="a"
         )
     assert not store.exists(RunLayout.create(store.normalize(str(tmp_path)), "tiny-tracked", "a").config)
+    # `medrl run` says so before any task starts: exit 2, the setting and the fix, no traceback, nothing written.
+    cli = [sys.executable, "-m", "medrl", "run", "--preset", "demo", "--store", str(tmp_path / "cli")]
+    done = subprocess.run([*cli, f"tracking.mlflow_uri={dead}"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2, done.stderr
+    said = f"error: tracking.mlflow_uri {dead}: the MLflow server does not answer (ConnectionRefusedError"
+    assert said in done.stderr
+    assert "Traceback" not in done.stderr and not (tmp_path / "cli").exists()
 
     caplog.set_level(logging.WARNING, logger="medrl")
     overrides = [f"tracking.mlflow_uri={dead}", "tracking.required=false"]
