@@ -17,6 +17,7 @@ def init_run(
     steps: int,
     judge_url: str,
     judge_model: str,
+    mlflow_uri: str,
 ) -> str:
     """Returns the run's URI: <store>/<experiment>/<run_id>. The inputs are the pipeline's STUDY_PARAMETERS."""
     params = dict(locals())  # first, while the locals are exactly the inputs

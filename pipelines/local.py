@@ -11,7 +11,7 @@ from pathlib import Path
 
 from kfp import local
 
-from medrl import store, study
+from medrl import store, study, tracking
 from medrl.config import MAX_LEVELS, ConfigError, load_config
 from medrl.console import TaskConsole
 from medrl.errors import MedrlError
@@ -73,6 +73,7 @@ def run_study(
         raise ConfigError("give --preset NAME or --config FILE")
     extra = [f"store={store_uri}"] if store_uri else []
     cfg = load_config(preset=preset, file=config, overrides=[*(overrides or []), *extra], arms=arms or None)
+    tracking.check_at_start(cfg)  # here, not in the init task's log
     if run_id is None:  # an empty --run-id is refused by the layout's rule, not quietly replaced by a new id
         run_id = new_run_id()
     run = RunLayout.create(store.normalize(cfg.store), cfg.experiment, run_id)

@@ -15,6 +15,7 @@ from types import SimpleNamespace
 from kfp import dsl
 from kfp import kubernetes as k8s
 
+from medrl import tracking
 from medrl.components import on_image
 from medrl.components.cleanup import cleanup
 from medrl.components.evaluate import evaluate
@@ -35,7 +36,16 @@ from medrl.kfp.parameters import (
 
 STORE_CONFIG = "medrl-store"  # ConfigMap in the pipeline's namespace: default store URI and S3 endpoint
 STORE_CONFIG_KEYS = {
-    key: key for key in ("MEDRL_STORE", "AWS_ENDPOINT_URL_S3", "AWS_REGION", "HF_HUB_OFFLINE", "MEDRL_PUSHGATEWAY_URL")
+    key: key
+    # MLFLOW_TRACKING_URI: the site's MLflow server, which init freezes into the run's config.
+    for key in (
+        "MEDRL_STORE",
+        "AWS_ENDPOINT_URL_S3",
+        "AWS_REGION",
+        "HF_HUB_OFFLINE",
+        "MEDRL_PUSHGATEWAY_URL",
+        "MLFLOW_TRACKING_URI",
+    )
 }
 EVAL_SHM_SIZE = "16Gi"  # /dev/shm of the evaluate pods
 UID = 1000  # the image's non-root user
@@ -57,6 +67,7 @@ def _in_cluster(task, store_secret, cpu: str = "2", memory: str = "8Gi"):
         task, store_secret, {"accesskey": "AWS_ACCESS_KEY_ID", "secretkey": "AWS_SECRET_ACCESS_KEY"}, optional=True
     )
     k8s.use_config_map_as_env(task, STORE_CONFIG, STORE_CONFIG_KEYS, optional=True)
+    k8s.use_secret_as_env(task, tracking.CREDENTIALS_SECRET, tracking.CREDENTIALS_KEYS, optional=True)
     k8s.set_security_context(task, run_as_user=UID, run_as_group=UID, run_as_non_root=True)
     task.set_cpu_request(cpu).set_cpu_limit(cpu).set_memory_request(memory).set_memory_limit(memory)
     return task.set_caching_options(False)

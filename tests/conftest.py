@@ -42,5 +42,12 @@ def synthetic_data(tmp_path_factory) -> Path:
     return out
 
 
-# Real servers on loopback (SeaweedFS, Prometheus, Pushgateway), started and stopped by these fixtures.
-from tests.integration.servers import own_seaweed, pushgateway, s3_bucket, seaweed  # noqa: E402, F401
+# Real servers on loopback (SeaweedFS, Prometheus, Pushgateway, MLflow), started and stopped by these fixtures.
+from tests.integration.servers import (  # noqa: E402, F401
+    mlflow_server,
+    own_mlflow_server,
+    own_seaweed,
+    pushgateway,
+    s3_bucket,
+    seaweed,
+)

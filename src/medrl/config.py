@@ -397,6 +397,37 @@ class ReportConfig(Strict):
     title: str = "medrl study"
 
 
+class TrackingConfig(Strict):
+    mlflow_uri: str | None = Field(
+        None,
+        description="MLflow tracking server (http(s)://host:port). None: MLFLOW_TRACKING_URI from the environment "
+        "when set, else no tracking; `off`: no tracking even when it is set. Credentials never go here: MLflow's own "
+        "environment variables (MLFLOW_TRACKING_TOKEN, MLFLOW_TRACKING_USERNAME/PASSWORD) carry them.",
+    )
+    experiment: str | None = Field(
+        None,
+        description="MLflow experiment of the study's runs; None: the study's `experiment` (recurring runs share it).",
+    )
+    required: bool = Field(
+        True,
+        description="An unreachable server at the start of the run stops it (true) or gives one warning and the run "
+        "goes on untracked (false).",
+    )
+
+    @field_validator("mlflow_uri", mode="before")
+    @classmethod
+    def _uri(cls, uri: Any) -> str | None:
+        if uri is False:  # YAML reads a bare `off` as false
+            return "off"
+        if uri is None or uri == "off" or not isinstance(uri, str):
+            return uri
+        if not re.match(r"https?://[^/\s]+", uri):
+            raise ValueError(f"{uri!r}: give the tracking server as http(s)://host:port, or `off`")
+        if re.match(r"https?://[^/@]*@", uri):
+            raise ValueError("credentials in the URI: set MLFLOW_TRACKING_USERNAME/PASSWORD or _TOKEN instead")
+        return uri.rstrip("/")
+
+
 class StudyConfig(Strict):
     name: str = "study"
     experiment: str = Field("medrl", description="Folder in the store and Kubeflow experiment name.")
@@ -412,6 +443,7 @@ class StudyConfig(Strict):
     arms: dict[str, ArmConfig] = Field(default_factory=dict)
     evaluate: EvalConfig = Field(default_factory=EvalConfig)
     report: ReportConfig = Field(default_factory=ReportConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig, description="MLflow tracking (off by default).")
 
     @field_validator("store")
     @classmethod

@@ -1,4 +1,5 @@
-"""Real servers on loopback for integration tests: SeaweedFS `weed mini` (S3), Prometheus and Pushgateway.
+"""Real servers on loopback for integration tests: SeaweedFS `weed mini` (S3), Prometheus, Pushgateway and an MLflow
+tracking server.
 
 Each binds 127.0.0.1 on free ports, lives in a temporary folder, and is stopped by its fixture.
 """
@@ -194,6 +195,44 @@ class Prometheus(PrometheusServer):
         exe = binary("prometheus", "apt-get install prometheus (.ci/run does)")
         args = [exe, f"--config.file={config}", f"--storage.tsdb.path={root / 'tsdb'}"]
         super().__init__(root, args, "prometheus.log", ready_timeout=60)
+
+
+class MlflowServer(Process):
+    """An MLflow tracking server (`mlflow server`, the dev extra): sqlite backend, artifacts served through it.
+
+    It starts job-consumer processes that outlive its own: they share its process group, which `stop` ends."""
+
+    def __init__(self, root: Path):
+        root.mkdir(parents=True, exist_ok=True)
+        (self.port,) = free_ports(1)
+        args = [binary("mlflow", "pip install -e '.[dev]' (mlflow-skinny and the server's requirements)"), "server"]
+        args += ["--host", "127.0.0.1", "--port", str(self.port), "--workers", "1"]
+        args += ["--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}", "--artifacts-destination", str(root / "art")]
+        # No background jobs (they need huey, not installed) and no usage reports from the server either.
+        env = dict(os.environ, MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false", MLFLOW_DISABLE_TELEMETRY="true")
+        super().__init__(args, root / "mlflow.log", env)
+
+    @property
+    def uri(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 120) -> None:
+        super().start()
+        wait_until(lambda: http_ok(f"{self.uri}/health"), timeout, "mlflow server", self.proc, self.log)
+
+
+@pytest.fixture(scope="module")
+def mlflow_server(tmp_path_factory):
+    """One MLflow tracking server for a test module."""
+    with running(MlflowServer(tmp_path_factory.mktemp("mlflow"))) as server:
+        yield server
+
+
+@pytest.fixture
+def own_mlflow_server(tmp_path):
+    """An MLflow tracking server of this test alone, which it may kill."""
+    with running(MlflowServer(tmp_path / "mlflow")) as server:
+        yield server
 
 
 @contextlib.contextmanager

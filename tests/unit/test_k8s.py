@@ -99,6 +99,7 @@ def test_base_and_overlays_render(overlay, with_minio):
     assert judge["spec"]["template"]["spec"]["nodeSelector"] == {"nvidia.com/gpu.product": "NVIDIA-A100-SXM4-80GB"}
     assert find(overlay, "ConfigMap", "medrl-store")["data"]["AWS_ENDPOINT_URL_S3"].startswith("https://minio.hospital")
     assert find(overlay, "NetworkPolicy", "training-external-store")
+    assert find(overlay, "ConfigMap", "medrl-store", "kubeflow")["data"]["MLFLOW_TRACKING_URI"].startswith("https://")
     # The MinIO component adds the server and re-points both namespaces' store settings at it.
     assert find(with_minio, "StatefulSet", "medrl-minio")
     for ns in ("medrl", "kubeflow"):
@@ -111,8 +112,9 @@ def test_base_and_overlays_render(overlay, with_minio):
 
 
 def test_core_kinds_validate_against_the_kubernetes_schema(overlay, with_minio):
-    template = yaml.safe_load((K8S / "base" / "store-secret.template.yaml").read_text())
-    docs = overlay + by_kind(with_minio, "StatefulSet") + [template]
+    templates = [yaml.safe_load((K8S / "base" / f"{name}.template.yaml").read_text()) for name in ("store-secret",
+                 "mlflow-secret")]  # fmt: skip
+    docs = overlay + by_kind(with_minio, "StatefulSet") + templates
     checked = 0
     for doc in docs:
         if doc["kind"] in CUSTOM_KINDS:

@@ -89,6 +89,9 @@ def test_named_parameters_become_overrides():
         "evaluate.judge.model=BioMistral-7B",
     ]  # fmt: skip
     assert parameter_overrides() == []
+    assert parameter_overrides(mlflow_uri="http://mlflow.mlops.svc:5000") == [
+        "tracking.mlflow_uri=http://mlflow.mlops.svc:5000"
+    ]
 
 
 def test_steps_sets_every_trained_arm_of_the_selection():

@@ -46,6 +46,9 @@ def test_job_shape_for_one_and_several_nodes(nodes, gpus):
         assert env["AWS_ACCESS_KEY_ID"]["valueFrom"]["secretKeyRef"] == {
             "name": "medrl-store", "key": "accesskey", "optional": True
         }  # fmt: skip
+        assert env["MLFLOW_TRACKING_TOKEN"]["valueFrom"]["secretKeyRef"] == {
+            "name": "medrl-mlflow", "key": "token", "optional": True
+        }  # fmt: skip
         shm = next(v for v in rspec["template"]["spec"]["volumes"] if v["name"] == "dshm")
         assert shm["emptyDir"] == {"medium": "Memory", "sizeLimit": "16Gi"}
     policy = spec["runPolicy"]

@@ -20,6 +20,7 @@ from medrl.cluster.spec import (
     LaunchError,
     TrainSpec,
 )
+from medrl.tracking import CREDENTIALS_KEYS, CREDENTIALS_SECRET
 
 log = logging.getLogger("medrl")
 
@@ -68,6 +69,9 @@ def _container(spec: TrainSpec):
     ]
     for key, var in (("accesskey", "AWS_ACCESS_KEY_ID"), ("secretkey", "AWS_SECRET_ACCESS_KEY")):
         ref = k.V1SecretKeySelector(name=spec.store_secret, key=key, optional=True)
+        env.append(k.V1EnvVar(name=var, value_from=k.V1EnvVarSource(secret_key_ref=ref)))
+    for key, var in CREDENTIALS_KEYS.items():  # MLflow's, for the arm's tracking (rank 0)
+        ref = k.V1SecretKeySelector(name=CREDENTIALS_SECRET, key=key, optional=True)
         env.append(k.V1EnvVar(name=var, value_from=k.V1EnvVarSource(secret_key_ref=ref)))
     return k.V1Container(
         name=CONTAINER,

@@ -24,6 +24,7 @@ from typing import Any
 
 from medrl.cluster.pytorchjob import NCCL_ENV, UID, _snake, label_value, pod_labels
 from medrl.cluster.spec import PIPELINE_RUN_LABEL, LaunchError, TrainSpec
+from medrl.tracking import CREDENTIALS_KEYS, CREDENTIALS_SECRET
 
 log = logging.getLogger("medrl")
 
@@ -116,6 +117,9 @@ def _trainer(spec: TrainSpec) -> dict[str, Any]:
     ]
     for key, var in (("accesskey", "AWS_ACCESS_KEY_ID"), ("secretkey", "AWS_SECRET_ACCESS_KEY")):
         env.append({"name": var, "valueFrom": {"secretKeyRef": {"name": spec.store_secret, "key": key,
+                                                                 "optional": True}}})  # fmt: skip
+    for key, var in CREDENTIALS_KEYS.items():  # MLflow's, for the arm's tracking (rank 0)
+        env.append({"name": var, "valueFrom": {"secretKeyRef": {"name": CREDENTIALS_SECRET, "key": key,
                                                                  "optional": True}}})  # fmt: skip
     for key in STORE_SETTINGS:
         env.append({"name": key, "valueFrom": {"configMapKeyRef": {"name": spec.store_config, "key": key,

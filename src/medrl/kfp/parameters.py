@@ -60,6 +60,13 @@ STUDY_PARAMETERS = (
         "judge_url", str, "", "Base URL of an OpenAI-compatible judge (e.g. http://medrl-judge.medrl.svc:8000/v1)."
     ),
     Parameter("judge_model", str, "", "Model name the judge serves."),
+    Parameter(
+        "mlflow_uri",
+        str,
+        "",
+        "MLflow tracking server (http://host:port); empty: the config's, else the site's MLFLOW_TRACKING_URI "
+        "(medrl-store ConfigMap), else none; off: no tracking.",
+    ),
 )
 # The train step's cluster settings: fields of `medrl.cluster.spec.TrainSpec`, under the same names.
 CLUSTER_PARAMETERS = (
@@ -149,6 +156,7 @@ def parameter_overrides(
     steps: int = 0,
     judge_url: str = "",
     judge_model: str = "",
+    mlflow_uri: str = "",
 ) -> list[str]:
     """The pipeline's named parameters as config overrides (empty or 0: keep the preset's value), after the
     user's own `overrides`. `steps` sets max_steps of every arm that trains."""
@@ -164,6 +172,8 @@ def parameter_overrides(
             out += [f"{block}.backend=openai", f"{block}.url={judge_url}"]
         if judge_model:
             out.append(f"{block}.model={judge_model}")
+    if mlflow_uri:
+        out.append(f"tracking.mlflow_uri={mlflow_uri}")
     if steps < 0:
         raise ValueError(f"steps={steps}: give the optimizer steps of every trained arm, or 0 for the preset's")
     if steps:

@@ -176,14 +176,21 @@ def _pick_baseline(arms: list[ArmResult], baseline: str | None) -> ArmResult:
 
 
 def build_report(
-    title: str, arms: list[ArmResult], out_dir: Path, baseline: str | None = None, specs: dict | None = None
+    title: str,
+    arms: list[ArmResult],
+    out_dir: Path,
+    baseline: str | None = None,
+    specs: dict | None = None,
+    tracking: list[str] | None = None,
 ) -> Path:
     """Write report.md, report.html, figures/ and summary.json into `out_dir`; returns the path of report.md.
 
     `specs` (arm name -> the arm's config: method, init, model, rewards) lets Findings match arms to the paper's
-    claims; without it every claim is "not measured"."""
+    claims; without it every claim is "not measured". `tracking`: what MLflow tracking missed, one line each."""
     out_dir.mkdir(parents=True, exist_ok=True)
     blocks: list[tuple] = [("h1", title)]
+    if tracking:
+        blocks += [("p", "MLflow tracking of this run is incomplete:"), ("list", tracking)]
     if not arms:
         blocks.append(("p", "No arm has been evaluated yet."))
         return _write(out_dir, title, blocks, {"title": title, "arms": {}})

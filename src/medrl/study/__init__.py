@@ -11,8 +11,9 @@ import json
 import logging
 import os
 import shutil
+from collections.abc import Callable
 
-from medrl import store
+from medrl import store, tracking
 from medrl.config import MAX_LEVELS, ConfigError, StudyConfig, config_from_text, dump_config, load_config
 from medrl.data.prep import prepare
 from medrl.evaluate import evaluate_model, metrics_complete, rescore
@@ -20,6 +21,7 @@ from medrl.kfp.parameters import STORE_ENV, arm_list, parameter_overrides
 from medrl.metrics import pushgateway as prom
 from medrl.models.tiny import build_tiny
 from medrl.report import ArmResult, build_report, slim_predictions
+from medrl.report.build import scalar_metrics
 from medrl.store import checkpoints
 from medrl.store.layout import RunLayout, new_run_id
 from medrl.train.rollout import check_vllm_models
@@ -47,7 +49,10 @@ def init_run(
     run = RunLayout.create(cfg.store, cfg.experiment, run_id or new_run_id())
     if store.exists(run.config):
         check_same_config(run, cfg)
+        _, frozen = load_run(run.uri)
+        tracked(frozen, run, "init", lambda t: t.study_run())
         return run.uri  # a retried init: the frozen config stands
+    cfg = tracking.resolve(cfg, run)  # an unreachable tracking server stops the run here, before any work
     if cfg.model.base.startswith("tiny:"):
         if not store.is_committed(run.base_model):
             with store.commit_dir(run.base_model) as out:
@@ -56,6 +61,7 @@ def init_run(
     if len(cfg.levels()) > MAX_LEVELS:
         raise ValueError(f"arms: chains of more than {MAX_LEVELS} arms (init: arm:...) are not supported")
     store.write_text(run.config, dump_config(cfg))
+    tracked(cfg, run, "init", lambda t: t.study_run())
     log.info("run %s initialised with arms %s", run.run_id, ", ".join(cfg.arms))
     return run.uri
 
@@ -70,6 +76,8 @@ def check_same_config(run: RunLayout, cfg: StudyConfig) -> None:
     frozen = config_from_text(store.read_text(run.config))
     now = cfg.model_copy(deep=True)
     now.store = store.normalize(now.store)
+    if now.tracking.mlflow_uri is None:
+        now.tracking.mlflow_uri = frozen.tracking.mlflow_uri  # init froze the server it took from the environment
     if now.model.base.startswith("tiny:") and frozen.model.base == run.base_model:
         now.model.base = run.base_model  # init_run froze the tiny model it built in the base's place
     changes = config_changes(frozen.model_dump(mode="json"), now.model_dump(mode="json"))
@@ -107,6 +115,27 @@ def _short(value: object) -> str:
         return "(absent)"
     text = json.dumps(value, ensure_ascii=False)
     return text if len(text) <= 60 else text[:57] + "..."
+
+
+def live_log(cfg: StudyConfig, run: RunLayout, arm: str):
+    """The callback that sends an arm's training metrics to its MLflow run while it trains; None when untracked."""
+    runs = tracking.StudyTracking.open(cfg, run, f"train-{arm}")
+    run_id = runs.arm_run(arm) if runs else None
+    if runs is None or run_id is None:
+        if runs:
+            runs.close()
+        return None
+    from medrl.tracking.live import LiveLog
+
+    return LiveLog(runs, run_id, runs.logged_step(run_id))
+
+
+def tracked(cfg: StudyConfig, run: RunLayout, stage: str, log_to: Callable[[tracking.StudyTracking], object]) -> None:
+    """Log a step's results to MLflow when the run is tracked; a failing server is noted, never raised."""
+    runs = tracking.StudyTracking.open(cfg, run, stage)
+    if runs is not None:
+        log_to(runs)
+        runs.close()
 
 
 def load_run(run_uri: str) -> tuple[RunLayout, StudyConfig]:
@@ -158,14 +187,18 @@ def train(run_uri: str, arm: str) -> str:
     run, cfg = load_run(run_uri)
     spec = cfg.arms[arm]
     if spec.method == "none" or store.is_committed(run.arm(arm).model):
+        if spec.method != "none" and rank() == 0:  # a retry after training: what tracking has not sent yet
+            tracked(cfg, run, f"train-{arm}", lambda t: t.trained(arm, run.arm(arm).model))
         return model_of(run, cfg, arm)
     paths = run.arm(arm)
+    live = live_log(cfg, run, arm) if rank() == 0 else None
     keep_after = keep_checkpoints_after()  # a bad setting fails now, not after training
     work_dir = scratch_work_dir(paths.model)  # local, and the same folder for every rank of a node
     upload = checkpoints.Target(paths.checkpoints, spec.save_total_limit)
     summary = train_to_store(
-        cfg, arm, run.data, paths.model, init_of(run, cfg, arm), work=work_dir, resume=True, upload=upload
-    )
+        cfg, arm, run.data, paths.model, init_of(run, cfg, arm), work=work_dir, resume=True, upload=upload,
+        callbacks=[live] if live else None,
+    )  # fmt: skip
     node = checkpoints.Node.from_env()
     if rank() == 0:
         log_file = work_dir / "train_log.jsonl"
@@ -175,6 +208,9 @@ def train(run_uri: str, arm: str) -> str:
         checkpoints.prune_after_commit(paths.checkpoints, keep_after, node.count)
         shutil.rmtree(work_dir, ignore_errors=True)  # the model, log and checkpoints are in the store now
         log.info("arm %s trained: %s steps", arm, summary.get("global_step"))
+        if live:
+            live.runs.close()
+        tracked(cfg, run, f"train-{arm}", lambda t: t.trained(arm, paths.model))
     elif os.environ.get("LOCAL_RANK", "0") == "0":
         shutil.rmtree(work_dir, ignore_errors=True)  # another node's copy of its checkpoints
     return paths.model
@@ -199,6 +235,7 @@ def evaluate(run_uri: str, arm: str) -> str:
     if store.exists(paths.metrics):
         done = json.loads(store.read_text(paths.metrics))
         if metrics_complete(done["metrics"]) or not store.exists(paths.predictions):
+            tracked(cfg, run, f"evaluate-{arm}", lambda t: t.evaluated(arm, done["metrics"], model_of(run, cfg, arm)))
             return paths.metrics
     with prom.batch_stage("evaluate", run.run_id, arm=arm, judge=True) as pushed:
         if store.exists(paths.metrics):
@@ -212,6 +249,7 @@ def evaluate(run_uri: str, arm: str) -> str:
         doc = {"arm": arm, "label": spec.label, "method": spec.method, "n": len(rows), "metrics": metrics}
         store.write_text(paths.metrics, json.dumps(doc, indent=2) + "\n")
         pushed.evaluation(metrics, len(rows))
+    tracked(cfg, run, f"evaluate-{arm}", lambda t: t.evaluated(arm, metrics, model_of(run, cfg, arm)))
     accuracy = (metrics.get("accuracy") or {}).get("mean")
     log.info("arm %s: %d questions scored, accuracy %s", arm, len(rows), "-" if accuracy is None else f"{accuracy:.3f}")
     return paths.metrics
@@ -241,10 +279,17 @@ def report(run_uri: str) -> str:
     retention = prom.retention_seconds()
     with prom.batch_stage("report", run.run_id) as pushed, store.commit_dir(run.report) as out:
         results = collect(run_uri)
-        build_report(cfg.report.title, results, out, baseline=cfg.baseline_arm(), specs=cfg.arms)
+        missed = tracking.incomplete_notes(run) if cfg.tracking.mlflow_uri else []
+        build_report(cfg.report.title, results, out, baseline=cfg.baseline_arm(), specs=cfg.arms, tracking=missed)
         pushed.set("report_arms", len(results), "Arms in the report.")
     prom.prune(retention)  # older runs' groups; this run's stay for the retention period
+    tracked(cfg, run, "report", lambda t: t.reported(run.report, report_numbers(run.report)))
     return run.report
+
+
+def report_numbers(report_uri: str) -> dict[str, float]:
+    """The report's headline numbers as Kubeflow's Metrics artifact shows them (`<arm>_<metric>`)."""
+    return scalar_metrics(json.loads(store.read_text(store.join(report_uri, "summary.json"))))
 
 
 def forget_metrics(run_uri: str) -> int:

@@ -25,13 +25,14 @@ def train_arm(
     work_dir: Path,
     resume_from: Path | None = None,
     upload: Target | None = None,
+    callbacks: list | None = None,
 ) -> dict:
     """Train `arm` from the model `init_ref` on the prepared dataset `data_dir`.
 
-    Writes the final model (safetensors + processor) into `out_dir`, checkpoints under `work_dir/checkpoints`
-    (each also committed to the store with `upload`) and TRL's log history to `work_dir/train_log.jsonl`;
-    continues from the checkpoint `resume_from` if given. Returns a summary (steps, epoch, each rank's weights
-    digest).
+    Writes the final model (safetensors + processor) into `out_dir`, checkpoints under `work_dir/checkpoints` (each
+    also committed to the store with `upload`) and TRL's log history to `work_dir/train_log.jsonl`; continues from
+    the checkpoint `resume_from` if given; `callbacks` join the trainer's own. Returns a summary (steps, epoch, each
+    rank's weights digest).
     """
     cfg = cfg.for_arm(arm)  # the arm's own instruction (e.g. thinking) in prompts and SFT targets
     spec = cfg.arms[arm]
@@ -57,7 +58,7 @@ def train_arm(
             train_dataset=recipe.dataset,
             processing_class=processor,
             callbacks=common.training_callbacks(
-                arm, work_dir, spec.save_total_limit, resume_from, upload, spec.max_nonfinite_steps
+                arm, work_dir, spec.save_total_limit, resume_from, upload, spec.max_nonfinite_steps, callbacks
             ),
             **recipe.trainer_kwargs,
         )

@@ -267,10 +267,12 @@ def training_callbacks(
     resume_from: Path | None = None,
     upload: Target | None = None,
     max_nonfinite_steps: int = 0,
+    extra: list[TrainerCallback] | None = None,
 ) -> list[TrainerCallback]:
     """Callbacks every trainer gets: the JSONL log, the non-finite guard, local checkpoint commits (the newest `keep`
     kept), the weights of the checkpoint a run resumes from, the Prometheus exporter labelled with `arm` (/metrics
-    when MEDRL_METRICS_PORT is set) and, with `upload`, the commit of each checkpoint to the store."""
+    when MEDRL_METRICS_PORT is set) and, with `upload`, the commit of each checkpoint to the store; then `extra`
+    (a study's MLflow log)."""
     callbacks: list[TrainerCallback] = [
         JsonlLog(work_dir / "train_log.jsonl"),  # first: the diverged step has its row when the guard stops
         NonFiniteGuard(arm, max_nonfinite_steps),
@@ -281,7 +283,7 @@ def training_callbacks(
     callbacks.append(PrometheusExporter(arm, metrics.port_from_env()))
     if upload is not None:
         callbacks.append(CheckpointUpload(upload, work_dir / "checkpoint-uploads"))
-    return callbacks
+    return callbacks + list(extra or [])
 
 
 def weights_digest(model) -> str:

@@ -49,6 +49,7 @@ def train_to_store(
     resume: bool = False,
     upload: Target | None = None,
     replace: bool = False,
+    callbacks: list | None = None,
 ) -> dict:
     """Train `arm` on the prepared dataset `data` into a committed model at `out` (directory or store URI); a model
     committed there already is replaced only with `replace`, once the new one is complete.
@@ -57,7 +58,7 @@ def train_to_store(
     `resume`, training continues from the newest committed one there (with `upload`, first brought from the store
     when it is newer), or starts at step 0 when there is none. Beside the model, `train_summary.json` holds the
     steps, the checkpoint resumed from and each rank's weights digest. After the model is committed the local
-    checkpoints are removed: they exist to finish this run, not to be kept.
+    checkpoints are removed: they exist to finish this run, not to be kept. `callbacks` join the trainer's own.
     """
     out_uri = store.normalize(out)
     store.check_replace(out_uri, replace, f"--out {out}: a model")  # also with --resume: it would start over
@@ -74,14 +75,14 @@ def train_to_store(
         log.info("arm %s: resuming from %s in %s", arm, where, work_dir / "checkpoints")
     if rank() != 0:
         with tempfile.TemporaryDirectory(prefix="medrl-rank-") as scratch:
-            summary = train_arm(cfg, arm, data_dir, init_ref, Path(scratch), work_dir, start, upload)
+            summary = train_arm(cfg, arm, data_dir, init_ref, Path(scratch), work_dir, start, upload, callbacks)
             summary["resumed_from"] = step_of(start) if start else None
         return summary
     # The model is written into the work folder first: until training ends, nothing exists at `out`.
     final = work_dir / "model"
     shutil.rmtree(final, ignore_errors=True)
     try:
-        summary = train_arm(cfg, arm, data_dir, init_ref, final, work_dir, start, upload)
+        summary = train_arm(cfg, arm, data_dir, init_ref, final, work_dir, start, upload, callbacks)
         check_finite_weights(final, arm)
     except NonFiniteError as err:
         # The diverged model goes; the log and the checkpoints stay, on purpose: the log shows where it diverged,
