@@ -41,13 +41,3 @@ def synthetic_data(tmp_path_factory) -> Path:
     prepare(DataConfig(source="synthetic", train_size=64, test_size=16, seed=0), out)
     return out
 
-
-# Real servers on loopback (SeaweedFS, Prometheus, Pushgateway, MLflow), started and stopped by these fixtures.
-from tests.integration.servers import (  # noqa: E402, F401
-    mlflow_server,
-    own_mlflow_server,
-    own_seaweed,
-    pushgateway,
-    s3_bucket,
-    seaweed,
-)

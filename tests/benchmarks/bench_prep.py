@@ -13,7 +13,8 @@ from pathlib import Path
 
 import psutil
 import pytest
-from medvqa_fixtures import image_bytes
+
+from tests.medvqa_fixtures import image_bytes
 
 SIZES = (10_000, 50_000)
 PREP = """

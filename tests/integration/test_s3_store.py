@@ -246,7 +246,7 @@ def test_store_commands(s3_bucket, tmp_path, seaweed):
 
 def test_a_dataset_put_in_the_store_is_prepared_from_its_uri(s3_bucket, tmp_path):
     """What a cluster run does: the download is committed with `medrl store put`, prep reads it by URI."""
-    from medvqa_fixtures import pmc_vqa
+    from tests.medvqa_fixtures import pmc_vqa
 
     src = pmc_vqa(tmp_path / "PMC-VQA", n_train=12, n_test=4)
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))

@@ -4,10 +4,10 @@ evaluation of the test split (the study functions the pipeline components call).
 import json
 
 import pytest
-from medvqa_fixtures import BUILDERS
 
 from medrl import store, study
 from medrl.data.records import read_records
+from tests.medvqa_fixtures import BUILDERS
 
 pytestmark = pytest.mark.slow
 

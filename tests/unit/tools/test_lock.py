@@ -21,7 +21,7 @@ from packaging.utils import canonicalize_name
 from tools.gpu_lock import LOCK as GPU_LOCK
 from tools.lock import DEV_LOCK, SLIM_LOCK, closure, dev_pins, project_requirements, read_lock, render_slim
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 
 

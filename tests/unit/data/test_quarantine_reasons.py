@@ -17,9 +17,9 @@ from medrl.config import DataConfig
 from medrl.data.cxr.dicom import DicomError, read_dicom
 from medrl.data.prep import check_fields, prepare
 from medrl.data.records import Record
-from tests.unit.test_cxr_data import MS_HEADER, mimic_fixture, write_csv, write_dicom
+from tests.unit.data.test_cxr import MS_HEADER, mimic_fixture, write_csv, write_dicom
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def _readme_reasons() -> set[str]:
@@ -122,7 +122,7 @@ def test_jsonl_rows_are_quarantined_as_the_readme_says(tmp_path):
 
 
 def test_pmc_vqa_row_with_more_cells_than_columns_is_malformed(tmp_path):
-    from medvqa_fixtures import pmc_vqa
+    from tests.medvqa_fixtures import pmc_vqa
 
     src = pmc_vqa(tmp_path / "PMC-VQA", n_train=20, n_test=4)
     lines = (src / "train.csv").read_text().splitlines()

@@ -15,7 +15,7 @@ from medrl.config import ConfigError, ModelConfig, load_config
 from medrl.evaluate.generate import model_architecture, resolve_engine
 from medrl.evaluate.vllm_models import parse_registry, pinned, registry_source, render
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 # Stand-ins for the hub (unreachable here): `architectures` of each paper-preset model's config.json on the hub.
 HUB_ARCHITECTURES = {
     "Qwen/Qwen2-VL-2B-Instruct": "Qwen2VLForConditionalGeneration",

@@ -78,7 +78,7 @@ SECOND_PROCESS = """
 import json, sys
 from medrl.judge import semantic_prompt, thinking_prompt
 from medrl.judge.cache import CachedJudge, VerdictCache
-from tests.unit.test_judge_cache import CountingJudge
+from tests.unit.judge.test_cache import CountingJudge
 
 secret = sys.argv[2]
 prompts = [semantic_prompt(secret), thinking_prompt("Where?", "liver", secret)]
@@ -103,7 +103,7 @@ def test_disk_cache_survives_a_new_process_and_holds_no_text(tmp_path):
     first.close()
 
     # Another interpreter: nothing of this one's memory, only the file on disk.
-    root = Path(__file__).resolve().parents[2]
+    root = Path(__file__).resolve().parents[3]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root / "src"), str(root)])}
     done = subprocess.run(
         [sys.executable, "-c", SECOND_PROCESS, str(tmp_path), secret],

@@ -15,7 +15,7 @@ from packaging.utils import canonicalize_name
 from tools.gpu_lock import LOCK, OVERRIDES, inputs, inputs_digest, locked_digest, metadata_wheel
 from tools.lock import read_lock
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def test_lock_is_current_with_pyproject_and_overrides():

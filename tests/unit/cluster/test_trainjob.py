@@ -21,7 +21,7 @@ from tests.podpolicy import violations
 from tests.unit.test_k8s import EXAMPLE, K8S, find, render
 
 TRAINER_VERSION = "v2.3.0"
-DATA = Path(__file__).parents[1] / "data" / f"trainer-{TRAINER_VERSION}"
+DATA = Path(__file__).parents[2] / "data" / f"trainer-{TRAINER_VERSION}"
 STOCK = yaml.safe_load((DATA / "torch_distributed.yaml").read_text())
 
 

@@ -155,7 +155,7 @@ OPERATOR_DEFAULT_TEMPLATE = """
       cpu: 50m
       memory: 10Mi
   command: ['sh', '-c', 'until nslookup {{.MasterAddr}}; do echo waiting for master; sleep 2; done;']"""
-SITE_STEP = Path(__file__).resolve().parents[2] / "k8s" / "site-steps" / "training-operator-init-container.yaml"
+SITE_STEP = Path(__file__).resolve().parents[3] / "k8s" / "site-steps" / "training-operator-init-container.yaml"
 
 
 def operator_worker_pod(template: str, image: str, master: str = "job-master-0") -> dict:
