@@ -5,7 +5,6 @@ import json
 
 import numpy as np
 import pytest
-from medvqa_fixtures import image_bytes
 from PIL import Image
 
 from medrl.config import DataConfig, load_config
@@ -14,6 +13,7 @@ from medrl.data.prep import prepare
 from medrl.data.records import read_records
 from medrl.evaluate.generate import _image
 from medrl.train.common import vision_dataset
+from tests.medvqa_fixtures import image_bytes
 
 
 def scan(lo: int = 0, hi: int = 65535, side: int = 96) -> np.ndarray:
