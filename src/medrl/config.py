@@ -80,6 +80,27 @@ class DataConfig(Strict):
     cxr_tasks: list[CxrTask] = Field(
         default_factory=lambda: list(CXR_TASKS), description="Chest X-ray sources: tasks to write."
     )
+    leak_check: Literal["image", "image_question", "off"] = Field(
+        "image",
+        description="Test rows leaving the test split as `leak`: image - an image equal to a training image or a "
+        "re-encoded, resized or slightly cropped copy of one; image_question - only where a training row also asks "
+        "the same question of it (for sets whose splits share images by design, such as VQA-RAD); off.",
+    )
+    leak_distance: int = Field(
+        8,
+        description="Near-copy search: the most pHash bits (of 64) a test image may differ from a training image "
+        "and still be checked as a copy; 0..16 (0: the same hash only).",
+    )
+
+    @field_validator("leak_distance")
+    @classmethod
+    def _leak_distance(cls, value: int) -> int:
+        if not 0 <= value <= 16:
+            raise ValueError(
+                f"data.leak_distance={value}: give 0..16 bits of 64 (default 8; more than 16 lets distinct scans "
+                "through to the pixel check in bulk)"
+            )
+        return value
 
     @field_validator("lesion_brightness")
     @classmethod

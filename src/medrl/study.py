@@ -197,7 +197,8 @@ def report(run_uri: str) -> str:
     retention = prom.retention_seconds()
     with prom.batch_stage("report", run.run_id) as pushed, store.commit_dir(run.report) as out:
         results = collect(run_uri)
-        build_report(cfg.report.title, results, out, baseline=cfg.baseline_arm(), specs=cfg.arms)
+        data = json.loads((store.open_dir(run.data) / "summary.json").read_text())
+        build_report(cfg.report.title, results, out, baseline=cfg.baseline_arm(), specs=cfg.arms, data=data)
         pushed.set("report_arms", len(results), "Arms in the report.")
     prom.prune(retention)  # older runs' groups; this run's stay for the retention period
     return run.report

@@ -12,6 +12,7 @@ from medrl.report import figures
 from medrl.report.arm import ArmResult, cell, data_scale
 from medrl.report.compare import compare
 from medrl.report.cxr import cxr_blocks
+from medrl.report.data import data_blocks
 from medrl.report.findings import FINDINGS_NOTE, findings, findings_rows
 from medrl.report.html import to_html, to_markdown
 
@@ -176,12 +177,17 @@ def _pick_baseline(arms: list[ArmResult], baseline: str | None) -> ArmResult:
 
 
 def build_report(
-    title: str, arms: list[ArmResult], out_dir: Path, baseline: str | None = None, specs: dict | None = None
+    title: str,
+    arms: list[ArmResult],
+    out_dir: Path,
+    baseline: str | None = None,
+    specs: dict | None = None,
+    data: dict | None = None,
 ) -> Path:
     """Write report.md, report.html, figures/ and summary.json into `out_dir`; returns the path of report.md.
 
     `specs` (arm name -> the arm's config: method, init, model, rewards) lets Findings match arms to the paper's
-    claims; without it every claim is "not measured"."""
+    claims; without it every claim is "not measured". `data`: the prepared dataset's summary.json (Data section)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     blocks: list[tuple] = [("h1", title)]
     if not arms:
@@ -212,6 +218,7 @@ def build_report(
     blocks += [("h2", "Accuracy in detail"), ("table", header, rows, "accuracy")]
 
     blocks += cxr_blocks(arms)  # chest X-ray report/grounding metrics, when an arm has them
+    blocks += data_blocks(data)
 
     header, rows, notes = provenance_rows(arms)
     blocks += [("h2", "Where each metric comes from"), ("table", header, rows, "provenance")]
@@ -259,6 +266,8 @@ def build_report(
         "findings": found,
         "accuracy_by_length": by_length,
     }
+    if data:
+        summary["data"] = {k: data.get(k) for k in ("source", "train", "test", "reasons", "leak_check")}
     return _write(out_dir, title, blocks, summary)
 
 
