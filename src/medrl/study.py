@@ -78,7 +78,25 @@ def prep(run_uri: str) -> str:
             summary["test"],
             summary["quarantined"],
         )
+    if not store.exists(run.provenance):
+        write_provenance(run, cfg)
     return run.data
+
+
+def run_seeds(cfg: StudyConfig) -> dict:
+    """Every seed a run depends on: the data draw, each trained arm's training, the bootstrap."""
+    trained = {name: spec.seed for name, spec in cfg.arms.items() if spec.method != "none"}
+    return {"data": cfg.data.seed, "train": trained, "evaluate": cfg.evaluate.seed}
+
+
+def write_provenance(run: RunLayout, cfg: StudyConfig) -> str:
+    """`<run>/provenance.json`: this environment, the frozen config, its seeds and the prepared splits'
+    fingerprints (written once the data is committed; `medrl run --like` compares against it)."""
+    from medrl import provenance
+
+    doc = provenance.record(store.read_text(run.config), run_seeds(cfg), store.open_dir(run.data))
+    store.write_text(run.provenance, json.dumps(doc, indent=2) + "\n")
+    return run.provenance
 
 
 def model_of(run: RunLayout, cfg: StudyConfig, arm: str) -> str:
@@ -198,7 +216,17 @@ def report(run_uri: str) -> str:
     with prom.batch_stage("report", run.run_id) as pushed, store.commit_dir(run.report) as out:
         results = collect(run_uri)
         data = json.loads((store.open_dir(run.data) / "summary.json").read_text())
-        build_report(cfg.report.title, results, out, baseline=cfg.baseline_arm(), specs=cfg.arms, data=data)
+        origin = json.loads(store.read_text(run.provenance)) if store.exists(run.provenance) else None
+        build_report(
+            cfg.report.title,
+            results,
+            out,
+            baseline=cfg.baseline_arm(),
+            specs=cfg.arms,
+            data=data,
+            provenance=origin,
+            run_uri=run.uri,
+        )
         pushed.set("report_arms", len(results), "Arms in the report.")
     prom.prune(retention)  # older runs' groups; this run's stay for the retention period
     return run.report
@@ -285,6 +313,31 @@ def evaluate_standalone(cfg: StudyConfig, model: str, data: str, out: Path) -> d
     return metrics
 
 
+def like_run(ref: str) -> tuple[str, dict]:
+    """The frozen config and the provenance of a committed run (one whose data was prepared), for `--like`."""
+    from medrl.config import ConfigError
+
+    run = RunLayout(store.normalize(ref))
+    if not (store.exists(run.config) and store.exists(run.provenance) and store.is_committed(run.data)):
+        missing = [n for n, ok in (("config.yaml", store.exists(run.config)),
+                                   ("provenance.json", store.exists(run.provenance))) if not ok]  # fmt: skip
+        raise ConfigError(
+            f"--like {ref}: not a committed run ({', '.join(missing) or 'no committed data/'} missing); give a run "
+            "folder <store>/<experiment>/<run_id> whose data step has finished"
+        )
+    try:
+        return store.read_text(run.config), json.loads(store.read_text(run.provenance))
+    except json.JSONDecodeError:
+        raise ConfigError(f"--like {ref}: its provenance.json is not valid JSON; it is not a committed run") from None
+
+
+def like_warnings(origin: dict, now: dict) -> list[str]:
+    """What differs between the run repeated and this one (versions, images, hardware, data), one line each."""
+    from medrl.provenance import differences
+
+    return [f"--like: {line}" for line in differences(origin, now)]
+
+
 def run_study(
     preset: str | None = None,
     config: Path | None = None,
@@ -294,23 +347,36 @@ def run_study(
     run_id: str | None = None,
     pipeline_root: Path | None = None,
     verbose: bool = False,
+    like: str | None = None,
 ) -> tuple[RunLayout, list]:
     """Run a whole study on this machine through the Kubeflow pipeline (kfp.local): every arm, then the report.
-    `config` is a study YAML file; returns the run's layout and every evaluated arm's results."""
+    `config` is a study YAML file; `like` a committed run whose config and seeds to repeat (every version and data
+    fingerprint that differs is logged as a warning). Returns the run's layout and every evaluated arm's results."""
     import tempfile
 
     from medrl.config import ConfigError
     from medrl.pipeline import local_tasks, run_local
+    from medrl.provenance import environment
 
-    if not preset and not config:
+    origin = None
+    config_text = config.read_text(encoding="utf-8") if config else ""
+    if like:
+        if preset or config:
+            raise ConfigError("--like repeats a run's own config: give it without --preset or --config")
+        config_text, origin = like_run(like)
+        for line in like_warnings({k: v for k, v in origin.items() if k != "splits"}, environment()):
+            log.warning("%s", line)
+    if not preset and not config_text:
         raise ConfigError("give --preset NAME or --config FILE")
     extra = [f"store={store_uri}"] if store_uri else []
-    cfg = load_config(preset=preset, file=config, overrides=[*(overrides or []), *extra], arms=arms or None)
+    cfg = load_config(
+        preset=preset, text=config_text or None, overrides=[*(overrides or []), *extra], arms=arms or None
+    )
     run_id = run_id or new_run_id()
     run = RunLayout.create(store.normalize(cfg.store), cfg.experiment, run_id)
     params = {
         "preset": preset or "",
-        "config": config.read_text(encoding="utf-8") if config else "",
+        "config": config_text,
         "overrides": [*(overrides or []), f"store={store.normalize(cfg.store)}"],
         "store": "",
         "run_id": run_id,
@@ -326,4 +392,8 @@ def run_study(
     finally:
         for path in sorted(logs.glob("*.log")) if logs.is_dir() else []:
             store.put_file(store.join(run.uri, "logs", path.name), path)
+    if origin is not None and store.exists(run.provenance):
+        now = json.loads(store.read_text(run.provenance))
+        for line in like_warnings({"splits": origin.get("splits", {})}, {"splits": now.get("splits", {})}):
+            log.warning("%s", line)
     return run, collect(run.uri)

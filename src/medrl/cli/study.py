@@ -43,16 +43,24 @@ def run(
     metrics_port: MetricsPort = None,
     pushgateway: Pushgateway = None,
     verbose: Verbose = False,
+    like: Annotated[
+        str | None,
+        typer.Option(
+            help="Repeat a committed run: its config and seeds; warns about each version or data that differs."
+        ),
+    ] = None,
 ) -> None:
     """Run a whole study (every arm, then the report) through the Kubeflow pipeline, locally: one line per task,
     then Table 1; each task's output is in <run>/logs/.
 
     Example: medrl run --preset demo --arms sft,sft-grpo train.seed=1
+    Example: medrl run --like ./medrl-runs/demo/20261121-120000-ab12
     """
     from medrl.study import run_study
 
     metrics_env(metrics_port, pushgateway)
-    _print_results(*run_study(preset, config, overrides, _arm_list(arms), store, run_id, pipeline_root, verbose))
+    results = run_study(preset, config, overrides, _arm_list(arms), store, run_id, pipeline_root, verbose, like)
+    _print_results(*results)
 
 
 @app.command()

@@ -93,6 +93,10 @@ class RunLayout:
     def base_model(self) -> str:
         return join(self.uri, "base-model")
 
+    @property
+    def provenance(self) -> str:
+        return join(self.uri, "provenance.json")
+
     def arm(self, name: str) -> ArmLayout:
         return ArmLayout(join(self.uri, "arms", check_name(name, "arm")))
 

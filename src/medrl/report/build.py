@@ -15,6 +15,7 @@ from medrl.report.cxr import cxr_blocks
 from medrl.report.data import data_blocks
 from medrl.report.findings import FINDINGS_NOTE, findings, findings_rows
 from medrl.report.html import to_html, to_markdown
+from medrl.report.reproduce import reproducibility_blocks
 
 # (metrics.json key, column title, scale, show std). Accuracy is a percentage, as in the paper.
 COLUMNS = [
@@ -183,11 +184,14 @@ def build_report(
     baseline: str | None = None,
     specs: dict | None = None,
     data: dict | None = None,
+    provenance: dict | None = None,
+    run_uri: str | None = None,
 ) -> Path:
     """Write report.md, report.html, figures/ and summary.json into `out_dir`; returns the path of report.md.
 
     `specs` (arm name -> the arm's config: method, init, model, rewards) lets Findings match arms to the paper's
-    claims; without it every claim is "not measured". `data`: the prepared dataset's summary.json (Data section)."""
+    claims; without it every claim is "not measured". `data`: the prepared dataset's summary.json (Data section);
+    `provenance`: the run's provenance.json (Reproducibility section)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     blocks: list[tuple] = [("h1", title)]
     if not arms:
@@ -219,6 +223,8 @@ def build_report(
 
     blocks += cxr_blocks(arms)  # chest X-ray report/grounding metrics, when an arm has them
     blocks += data_blocks(data)
+    if provenance is not None or run_uri is not None:
+        blocks += reproducibility_blocks(provenance, run_uri)
 
     header, rows, notes = provenance_rows(arms)
     blocks += [("h2", "Where each metric comes from"), ("table", header, rows, "provenance")]
@@ -266,6 +272,10 @@ def build_report(
         "findings": found,
         "accuracy_by_length": by_length,
     }
+    if provenance:
+        summary["provenance"] = {
+            k: provenance.get(k) for k in ("medrl", "python", "libraries", "hardware", "seeds", "splits")
+        }
     if data:
         summary["data"] = {k: data.get(k) for k in ("source", "train", "test", "reasons", "leak_check")}
     return _write(out_dir, title, blocks, summary)
