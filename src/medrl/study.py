@@ -14,6 +14,7 @@ import shutil
 from pathlib import Path
 
 from medrl.config import MAX_LEVELS, StudyConfig, config_from_text, dump_config, load_config
+from medrl.cost import Meter
 from medrl.infra import checkpoint_store, store
 from medrl.infra import metrics as prom
 from medrl.infra.layout import RunLayout, new_run_id
@@ -70,8 +71,10 @@ def prep(run_uri: str) -> str:
     run, cfg = load_run(run_uri)
     if not store.is_committed(run.data):
         with prom.batch_stage("prep", run.run_id) as pushed, store.commit_dir(run.data) as out:
-            summary = prepare(cfg.data, out)
+            with Meter() as meter:
+                summary = prepare(cfg.data, out)
             pushed.prep(summary)
+        store.write_text(run.prep_cost, json.dumps(meter.record, indent=2) + "\n")
         log.info(
             "prepared %d train / %d test rows (%d quarantined)",
             summary["train"],
@@ -129,11 +132,13 @@ def train(run_uri: str, arm: str) -> str:
     keep_after = keep_checkpoints_after()  # a bad setting fails now, not after training
     work_dir = scratch_work_dir(paths.model)  # local, and the same folder for every rank of a node
     upload = checkpoint_store.Target(paths.checkpoints, spec.save_total_limit)
-    summary = train_to_store(
-        cfg, arm, run.data, paths.model, init_of(run, cfg, arm), work=work_dir, resume=True, upload=upload
-    )
+    with Meter() as meter:
+        summary = train_to_store(
+            cfg, arm, run.data, paths.model, init_of(run, cfg, arm), work=work_dir, resume=True, upload=upload
+        )
     node = checkpoint_store.Node.from_env()
     if rank() == 0:
+        record_cost(paths.cost, "train", meter.record)
         log_file = work_dir / "train_log.jsonl"
         if log_file.exists():
             store.put_file(paths.train_log, log_file)
@@ -170,7 +175,7 @@ def evaluate(run_uri: str, arm: str) -> str:
         done = json.loads(store.read_text(paths.metrics))
         if metrics_complete(done["metrics"]) or not store.exists(paths.predictions):
             return paths.metrics
-    with prom.batch_stage("evaluate", run.run_id, arm=arm, judge=True) as pushed:
+    with prom.batch_stage("evaluate", run.run_id, arm=arm, judge=True) as pushed, Meter() as meter:
         if store.exists(paths.metrics):
             # A metric was cut short (the judge was down): score the stored answers again, without generating.
             stored = [json.loads(line) for line in store.read_text(paths.predictions).splitlines() if line]
@@ -182,9 +187,47 @@ def evaluate(run_uri: str, arm: str) -> str:
         doc = {"arm": arm, "label": spec.label, "method": spec.method, "n": len(rows), "metrics": metrics}
         store.write_text(paths.metrics, json.dumps(doc, indent=2) + "\n")
         pushed.evaluation(metrics, len(rows))
+    cost = record_cost(paths.cost, "evaluate", meter.record)
+    push_arm_cost(run.run_id, arm, cost)
     accuracy = (metrics.get("accuracy") or {}).get("mean")
     log.info("arm %s: %d questions scored, accuracy %s", arm, len(rows), "-" if accuracy is None else f"{accuracy:.3f}")
     return paths.metrics
+
+
+def record_cost(uri: str, step: str, record: dict) -> dict:
+    """Add one step's cost (train, evaluate) to an arm's cost.json; returns the whole document."""
+    doc = json.loads(store.read_text(uri)) if store.exists(uri) else {}
+    doc[step] = record
+    store.write_text(uri, json.dumps(doc, indent=2) + "\n")
+    return doc
+
+
+def push_arm_cost(run_id: str, arm: str, cost: dict) -> None:
+    """An arm's training and evaluation cost as gauges (grouping: job medrl_cost, run id, arm)."""
+    pushed = prom.StageMetrics("cost")
+    for step in ("train", "evaluate"):
+        if step in cost:
+            pushed.set(
+                f"arm_{step}_seconds", cost[step]["wall_seconds"], f"Wall-clock seconds of the arm's {step} step."
+            )
+    steps = [cost[s] for s in ("train", "evaluate") if s in cost]
+    pushed.set("arm_cpu_seconds", sum(r["cpu_seconds"] for r in steps), "CPU seconds the arm's steps used.")
+    pushed.set("arm_gpu_seconds", sum(r["gpu_seconds"] for r in steps), "GPU seconds the arm's steps held.")
+    prom.push("cost", pushed.registry, run_id, arm)
+
+
+def study_cost(run: RunLayout, cfg: StudyConfig) -> dict:
+    """Cost of each arm (train, evaluate) and of the study (prep and every arm): see medrl.cost."""
+    from medrl.cost import total
+
+    prep_cost = json.loads(store.read_text(run.prep_cost)) if store.exists(run.prep_cost) else None
+    arms = {}
+    for name in cfg.arms:
+        uri = run.arm(name).cost
+        arms[name] = json.loads(store.read_text(uri)) if store.exists(uri) else {}
+    records = [prep_cost] if prep_cost else []
+    records += [r for doc in arms.values() for r in doc.values()]
+    return {"prep": prep_cost, "arms": arms, "study": total(records)}
 
 
 def collect(run_uri: str) -> list:
@@ -217,6 +260,7 @@ def report(run_uri: str) -> str:
         results = collect(run_uri)
         data = json.loads((store.open_dir(run.data) / "summary.json").read_text())
         origin = json.loads(store.read_text(run.provenance)) if store.exists(run.provenance) else None
+        cost = study_cost(run, cfg)
         build_report(
             cfg.report.title,
             results,
@@ -226,7 +270,14 @@ def report(run_uri: str) -> str:
             data=data,
             provenance=origin,
             run_uri=run.uri,
+            cost=cost,
         )
+        spent = cost["study"]
+        pushed.set(
+            "study_wall_seconds", spent["wall_seconds"], "Wall-clock seconds from prep's start to the last arm's end."
+        )
+        pushed.set("study_cpu_seconds", spent["cpu_seconds"], "CPU seconds of prep and every arm's steps.")
+        pushed.set("study_gpu_seconds", spent["gpu_seconds"], "GPU seconds of prep and every arm's steps.")
         pushed.set("report_arms", len(results), "Arms in the report.")
     prom.prune(retention)  # older runs' groups; this run's stay for the retention period
     return run.report

@@ -11,6 +11,7 @@ from pathlib import Path
 from medrl.report import figures
 from medrl.report.arm import ArmResult, cell, data_scale
 from medrl.report.compare import compare
+from medrl.report.cost import cost_blocks
 from medrl.report.cxr import cxr_blocks
 from medrl.report.data import data_blocks
 from medrl.report.findings import FINDINGS_NOTE, findings, findings_rows
@@ -186,12 +187,13 @@ def build_report(
     data: dict | None = None,
     provenance: dict | None = None,
     run_uri: str | None = None,
+    cost: dict | None = None,
 ) -> Path:
     """Write report.md, report.html, figures/ and summary.json into `out_dir`; returns the path of report.md.
 
     `specs` (arm name -> the arm's config: method, init, model, rewards) lets Findings match arms to the paper's
     claims; without it every claim is "not measured". `data`: the prepared dataset's summary.json (Data section);
-    `provenance`: the run's provenance.json (Reproducibility section)."""
+    `provenance`: the run's provenance.json (Reproducibility section); `cost`: study.study_cost's document."""
     out_dir.mkdir(parents=True, exist_ok=True)
     blocks: list[tuple] = [("h1", title)]
     if not arms:
@@ -223,6 +225,7 @@ def build_report(
 
     blocks += cxr_blocks(arms)  # chest X-ray report/grounding metrics, when an arm has them
     blocks += data_blocks(data)
+    blocks += cost_blocks(cost, {a.name: a.label for a in arms})
     if provenance is not None or run_uri is not None:
         blocks += reproducibility_blocks(provenance, run_uri)
 
@@ -272,6 +275,8 @@ def build_report(
         "findings": found,
         "accuracy_by_length": by_length,
     }
+    if cost:
+        summary["cost"] = cost
     if provenance:
         summary["provenance"] = {
             k: provenance.get(k) for k in ("medrl", "python", "libraries", "hardware", "seeds", "splits")
@@ -307,4 +312,8 @@ def scalar_metrics(summary: dict) -> dict[str, float]:
         test = comp.get("tests", {}).get("accuracy")
         if test:
             out[f"{comp['arm']}_accuracy_mcnemar_p"] = float(test["p_value"])
+    spent = (summary.get("cost") or {}).get("study") or {}
+    for key in ("wall_seconds", "cpu_seconds", "gpu_seconds"):
+        if spent.get(key) is not None:
+            out[f"study_{key}"] = float(spent[key])
     return out
