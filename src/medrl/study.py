@@ -35,7 +35,7 @@ def init_run(
     overrides = list(overrides or [])
     if store_uri:
         overrides.append(f"store={store_uri}")
-    cfg = load_config(preset=preset, text=config_text, overrides=overrides, arms=arms or None)
+    cfg = load_config(preset=preset, text=config_text, overrides=overrides, arms=arms or None).with_seeds()
     cfg.store = store.normalize(cfg.store)
     run = RunLayout.create(cfg.store, cfg.experiment, run_id or new_run_id())
     if store.exists(run.config):
@@ -89,7 +89,7 @@ def prep(run_uri: str) -> str:
 def run_seeds(cfg: StudyConfig) -> dict:
     """Every seed a run depends on: the data draw, each trained arm's training, the bootstrap."""
     trained = {name: spec.seed for name, spec in cfg.arms.items() if spec.method != "none"}
-    return {"data": cfg.data.seed, "train": trained, "evaluate": cfg.evaluate.seed}
+    return {"data": cfg.data.seed, "train": trained, "evaluate": cfg.evaluate.seed, "seeds": cfg.seeds}
 
 
 def write_provenance(run: RunLayout, cfg: StudyConfig) -> str:
@@ -422,7 +422,7 @@ def run_study(
     extra = [f"store={store_uri}"] if store_uri else []
     cfg = load_config(
         preset=preset, text=config_text or None, overrides=[*(overrides or []), *extra], arms=arms or None
-    )
+    ).with_seeds()
     run_id = run_id or new_run_id()
     run = RunLayout.create(store.normalize(cfg.store), cfg.experiment, run_id)
     params = {

@@ -1,10 +1,12 @@
 """Leak check at the paper's scale: 10,000 training + 7,000 test synthetic scans (128 px PNGs, 300 of the test
-images re-encoded, resized or cropped copies of training ones). Measured beside the cost of loading the images
-(read + decode, what prep's image check already pays). Goals: the near-copy search takes no longer than loading
-(measured 0.60x: 7.3 s beside 12.2 s, on 2 shared cores under load 11), the fingerprints (decode included; prep
-computes them in its image workers) at most five times it (measured 3.97x), every planted copy is found, and at most
-2% of the distinct scans are taken for copies (measured 47 of 6,700, 0.7%: these 128-pixel synthetic scans of one
-kind can be the same picture at the check's 32 pixels). Scale: MEDRL_LEAK_BENCH_ROWS=train,test."""
+images re-encoded, resized or cropped copies of training ones), measured beside the cost of loading the images
+(read + decode, what prep's image check already pays).
+
+Goals: the near-copy search takes no longer than loading (measured 0.60x and 0.84x in two runs on 2 shared cores
+under load 11: 7.3 s beside 12.2 s, 17.7 s beside 21.1 s); the fingerprints (decode included; prep computes them
+in its image workers) at most five times it (measured 3.97x and 4.49x); every planted copy is found; at most 2% of
+the distinct scans are taken for copies (measured 47 of 6,700, 0.7%: these 128-pixel synthetic scans of one kind
+can be the same picture at the check's 32 pixels). Scale: MEDRL_LEAK_BENCH_ROWS=train,test."""
 
 from __future__ import annotations
 

@@ -11,6 +11,10 @@ from medrl.cli.common import ConfigFile, MetricsPort, Overrides, Preset, Pushgat
 from medrl.config import dump_config, load_config
 
 Arms = Annotated[str | None, typer.Option(help="Comma-separated arms to run (and the arms they start from).")]
+Seeds = Annotated[
+    str | None,
+    typer.Option(help="Train every arm once per seed: a count (3: seeds 0, 1, 2) or a list (0,1,2); default one."),
+]
 
 
 @app.command()
@@ -43,6 +47,7 @@ def run(
     metrics_port: MetricsPort = None,
     pushgateway: Pushgateway = None,
     verbose: Verbose = False,
+    seeds: Seeds = None,
     like: Annotated[
         str | None,
         typer.Option(
@@ -59,6 +64,7 @@ def run(
     from medrl.study import run_study
 
     metrics_env(metrics_port, pushgateway)
+    overrides = [*(overrides or []), *_seed_override(seeds)]
     results = run_study(preset, config, overrides, _arm_list(arms), store, run_id, pipeline_root, verbose, like)
     _print_results(*results)
 
@@ -72,16 +78,19 @@ def demo(
         bool, typer.Option("--full", help="Every arm of the paper at laptop scale (preset demo-full, ~30 min).")
     ] = False,
     verbose: Verbose = False,
+    seeds: Seeds = None,
 ) -> None:
     """The laptop demo: a tiny Qwen2-VL model, synthetic scans, arms zero-shot / SFT / SFT->GRPO / SFT->Dr.GRPO
     (with --full also LoRA, DPO, GRPO from scratch, + semantic, + ECR, + CWR).
 
     Example: medrl demo --out ./medrl-runs
     Example: medrl demo --full
+    Example: medrl demo --seeds 3
     """
     from medrl.study import run_study
 
     preset = "demo-full" if full else "demo"
+    overrides = [*(overrides or []), *_seed_override(seeds)]
     _print_results(*run_study(preset, None, overrides, _arm_list(arms), str(out.resolve()), verbose=verbose))
 
 
@@ -92,6 +101,13 @@ def show_config(overrides: Overrides = None, preset: Preset = None, config: Conf
     Example: medrl config --preset demo arms.sft.epochs=5
     """
     typer.echo(dump_config(load_config(preset=preset, file=config, overrides=overrides or [])), nl=False)
+
+
+def _seed_override(seeds: str | None) -> list[str]:
+    from medrl.config import seed_list
+
+    chosen = seed_list(seeds or "")
+    return [f"seeds={chosen}"] if chosen is not None else []
 
 
 def _arm_list(arms: str | None) -> list[str]:
