@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 from medrl.report import figures
@@ -17,6 +18,7 @@ from medrl.report.data import data_blocks
 from medrl.report.findings import FINDINGS_NOTE, findings, findings_rows
 from medrl.report.html import to_html, to_markdown
 from medrl.report.reproduce import reproducibility_blocks
+from medrl.report.seeds import agreement, pool
 
 # (metrics.json key, column title, scale, show std). Accuracy is a percentage, as in the paper.
 COLUMNS = [
@@ -46,6 +48,18 @@ DEFINITIONS = [
 ]
 
 
+SEEDS_NOTE = (
+    "Trained arms ran once per seed ({n} seeds: {seeds}), each evaluated on the same test questions: their cells "
+    "are the mean over seeds (± the spread over seeds: the sample std of the per-seed means), accuracy included. "
+    "Untrained arms were evaluated once: their cells keep the std over questions."
+)
+POOLED_NOTE = (
+    "With several seeds, each accuracy test pools the paired evidence of every seed: the exact "
+    "Cochran-Mantel-Haenszel test over (seed, question) strata, which for matched pairs is McNemar's test on the "
+    "discordant pairs summed over seeds (Mantel & Haenszel 1959; Agresti, Categorical Data Analysis, 2013, sec. "
+    "11.1); b/c are those sums. 'reproduced in k of n seeds' counts the seeds whose own arms reproduce the claim."
+)
+
 SLIM_FIELDS = ("id", "correct", "correct_strict", "correct_lenient", "answer_type", "think_tokens")
 SLIM_FIELDS += ("similarity", "perplexity", "thinking_reward")
 
@@ -60,10 +74,12 @@ def slim_predictions(jsonl: str) -> list[dict]:
     return rows
 
 
-def table1_rows(arms: list[ArmResult]) -> tuple[list[str], list[list[str]]]:
+def table1_rows(arms: list[ArmResult], spread: bool = False) -> tuple[list[str], list[list[str]]]:
+    """`spread`: arms pooled over seeds, every cell mean (± spread over seeds), accuracy too."""
     header = ["Model", "Fine-tuning data", *(title for _, title, _, _ in COLUMNS)]
     rows = [
-        [arm.label, data_scale(arm), *(cell(arm.metrics.get(k), s, std) for k, _, s, std in COLUMNS)] for arm in arms
+        [arm.label, data_scale(arm), *(cell(arm.metrics.get(k), s, std or spread) for k, _, s, std in COLUMNS)]
+        for arm in arms
     ]
     return header, rows
 
@@ -199,14 +215,25 @@ def build_report(
     if not arms:
         blocks.append(("p", "No arm has been evaluated yet."))
         return _write(out_dir, title, blocks, {"title": title, "arms": {}})
+    seeded: dict = {}
+    if specs:
+        arms, specs, seeded = pool(arms, specs)  # several seeds per arm: one pooled row each
+        if baseline and baseline not in specs:
+            baseline = re.sub(r"-seed\d+$", "", baseline)
     base = _pick_baseline(arms, baseline)
 
-    header, rows = table1_rows(arms)
+    header, rows = table1_rows(arms, spread=bool(seeded))
     blocks += [("h2", "Table 1"), ("table", header, rows, "table1"), ("list", DEFINITIONS)]
+    if seeded:
+        blocks.append(("p", SEEDS_NOTE.format(n=len(seeded), seeds=", ".join(map(str, seeded)))))
 
     found = findings(arms, specs)
+    if seeded:
+        agreement(found, {seed: findings(seed_arms, specs) for seed, seed_arms in seeded.items()})
     header, rows = findings_rows(found, {a.name: a.label for a in arms})
     blocks += [("h2", "Findings"), ("table", header, rows, "findings"), ("p", FINDINGS_NOTE)]
+    if seeded:
+        blocks.append(("p", POOLED_NOTE))
 
     header, rows, comparisons = comparison_rows(arms, base)
     blocks += [
@@ -264,7 +291,11 @@ def build_report(
                 "label": a.label,
                 "method": a.method,
                 "metrics": {
-                    k: {f: v for f, v in m.items() if f in ("mean", "std", "n", "status", "ci95", "model", "proxy")}
+                    k: {
+                        f: v
+                        for f, v in m.items()
+                        if f in ("mean", "std", "n", "status", "ci95", "model", "proxy", "seeds", "seed_means")
+                    }
                     for k, m in a.metrics.items()
                     if isinstance(m, dict)
                 },
