@@ -116,6 +116,7 @@ def _arm_list(arms: str | None) -> list[str]:
 
 def _print_results(run, results: list) -> None:
     from medrl.report import table1
+    from medrl.study import load_run
 
-    typer.echo("\n" + table1(results) + "\n")
+    typer.echo("\n" + table1(results, load_run(run.uri)[1].arms) + "\n")
     typer.echo(f"report: {run.report}/report.md  (task logs: {run.uri}/logs/)")

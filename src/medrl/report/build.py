@@ -84,9 +84,13 @@ def table1_rows(arms: list[ArmResult], spread: bool = False) -> tuple[list[str],
     return header, rows
 
 
-def table1(arms: list[ArmResult]) -> str:
-    """Table 1 as Markdown: a row per arm, the paper's five metric columns."""
-    header, rows = table1_rows(arms)
+def table1(arms: list[ArmResult], specs: dict | None = None) -> str:
+    """Table 1 as Markdown: a row per arm, the paper's five metric columns; with the run's arm `specs`, an arm run
+    once per seed is one row (mean ± spread over seeds)."""
+    seeded: dict = {}
+    if specs:
+        arms, _, seeded = pool(arms, specs)
+    header, rows = table1_rows(arms, spread=bool(seeded))
     return to_markdown([("table", header, rows)]).rstrip("\n")
 
 
