@@ -92,6 +92,11 @@ class DataConfig(Strict):
         "and still be checked as a copy; 0..16 (0: the same hash only).",
     )
 
+    @field_validator("leak_check", mode="before")
+    @classmethod
+    def _leak_off(cls, value: Any) -> Any:
+        return "off" if value is False else value  # YAML reads a bare `off` as false
+
     @field_validator("leak_distance")
     @classmethod
     def _leak_distance(cls, value: int) -> int:

@@ -154,3 +154,7 @@ def test_prep_leak_modes(tmp_path, train_scans):
         tmp_path / "b",
     )
     assert asked["test"] == 7 and asked["outcomes"]["leak"] == 3
+
+
+def test_a_bare_yaml_off_turns_the_check_off():
+    assert DataConfig.model_validate({"leak_check": False}).leak_check == "off"  # YAML reads `off` as false
