@@ -91,6 +91,6 @@ def test_report_has_a_reproducibility_section(tmp_path):
     text = build_report("Study", full_arms(), tmp_path, provenance=doc, run_uri="file:///runs/x/r1").read_text()
     section = text[text.index("## Reproducibility") :]
     assert "| medrl | 0.1.0 (commit 0123456789ab, uncommitted changes) |" in section
-    assert "| hardware | 4 x NVIDIA A100 |" in section and "| CUDA / driver | 13.0 / 580.1 |" in section
+    assert "| hardware | 4 x NVIDIA A100 |" in section and "| CUDA (torch build) / driver | 13.0 / 580.1 |" in section
     assert "| test split | 7000 rows, 6990 images, sha256 abababababababab |" in section
     assert "vllm" not in section and "medrl run --like file:///runs/x/r1" in section

@@ -39,6 +39,15 @@ def test_table1_has_one_row_per_arm_with_the_mean_and_spread_over_seeds(tmp_path
     assert "3 seeds: 0, 1, 2" in table
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["arms"]["sft-grpo"]["metrics"]["accuracy"]["seed_means"] == [0.75, 0.75, 0.25]
+    step = {"started": 0, "ended": 1, "wall_seconds": 1.0, "cpu_seconds": 1.0, "gpus": 0, "gpu_seconds": 0.0}
+    costly = build_report("Study", arms, tmp_path / "c", specs=cfg.arms, cost={"arms": {"sft-seed1": {"train": step}}})
+    assert "| SFT (full) (seed 1) | 1 s |" in costly.read_text()
+
+
+def test_a_claim_the_study_cannot_test_names_no_seeds(tmp_path):
+    cfg, arms = _study()
+    text = build_report("Study", arms, tmp_path, specs=cfg.arms).read_text()
+    assert "| not measured |" in text and "not measured (reproduced" not in text
 
 
 def test_findings_pool_the_seeds_and_count_the_seeds_that_agree(tmp_path):

@@ -220,7 +220,11 @@ def build_report(
         blocks.append(("p", "No arm has been evaluated yet."))
         return _write(out_dir, title, blocks, {"title": title, "arms": {}})
     seeded: dict = {}
+    step_labels = {a.name: a.label for a in arms}  # the Cost table lists each seed's run
     if specs:
+        step_labels |= {
+            n: f"{step_labels[n]} (seed {s.seed})" for n, s in specs.items() if s.seed_of and n in step_labels
+        }
         arms, specs, seeded = pool(arms, specs)  # several seeds per arm: one pooled row each
         if baseline and baseline not in specs:
             baseline = re.sub(r"-seed\d+$", "", baseline)
@@ -256,7 +260,7 @@ def build_report(
 
     blocks += cxr_blocks(arms)  # chest X-ray report/grounding metrics, when an arm has them
     blocks += data_blocks(data)
-    blocks += cost_blocks(cost, {a.name: a.label for a in arms})
+    blocks += cost_blocks(cost, step_labels)
     if provenance is not None or run_uri is not None:
         blocks += reproducibility_blocks(provenance, run_uri)
 

@@ -235,7 +235,7 @@ def findings_rows(entries: list[dict], labels: dict[str, str]) -> tuple[list[str
             effect = _effect_text(e, labels)
         else:
             arms, effect = "-", e.get("why", "-")
-        agreed = e.get("seeds")
+        agreed = e.get("seeds") if "arm" in e else None  # a claim the study cannot test has no seeds to agree
         verdict_text = e["verdict"] + (
             f" (reproduced in {agreed['reproduced']} of {agreed['of']} seeds)" if agreed else ""
         )

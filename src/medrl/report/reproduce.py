@@ -30,7 +30,7 @@ def reproducibility_blocks(provenance: dict[str, Any] | None, run_uri: str | Non
         ["hardware", f"{gpus['count']} x {', '.join(gpus['models'])}" if gpus else f"CPU only ({hw.get('cpus')} cores)"]
     )
     if hw.get("cuda") or hw.get("driver"):
-        rows.append(["CUDA / driver", f"{hw.get('cuda') or '-'} / {hw.get('driver') or '-'}"])
+        rows.append(["CUDA (torch build) / driver", f"{hw.get('cuda') or '-'} / {hw.get('driver') or '-'}"])
     images = provenance.get("images") or {}
     for name, container in (images.get("containers") or {}).items():
         rows.append([f"image ({name})", str(container.get("digest") or container.get("image"))])

@@ -21,6 +21,18 @@ from medrl.report.arm import ArmResult
 _STATUS_ORDER = ("unavailable", "unscored", "incomplete", "ok")
 
 
+def _worst(statuses: list[str]) -> str:
+    """The status a pooled cell carries: the worst of its seeds' (one Table 1 does not know is kept as it is).
+
+    >>> _worst(["ok", "incomplete"]), _worst(["ok", "skipped"]), _worst([])
+    ('incomplete', 'skipped', 'ok')
+    """
+    unknown = [s for s in statuses if s not in _STATUS_ORDER]
+    if unknown:
+        return unknown[0]
+    return min(statuses, key=_STATUS_ORDER.index) if statuses else "ok"
+
+
 def _pooled_metric(per_seed: list[dict]) -> dict:
     """Mean over seeds of the per-seed means, their spread (sample std over seeds), and the seeds' own means.
 
@@ -36,7 +48,7 @@ def _pooled_metric(per_seed: list[dict]) -> dict:
         "n": sum(m.get("n") or 0 for m in per_seed),
         "seeds": len(means),
         "seed_means": means,
-        "status": min(statuses, key=_STATUS_ORDER.index) if statuses else "ok",
+        "status": _worst(statuses),
     }
     for key in ("model", "proxy", "kind", "reason"):
         if per_seed and key in per_seed[0]:
