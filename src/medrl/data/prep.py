@@ -420,7 +420,8 @@ def _prepare(cfg: DataConfig, out: Path, scratch: Path, formats: tuple[str, ...]
                 split_prints.close()
         for position in sorted(leaks):
             number, file = spills["test"].rows[position]
-            tally.quarantine(Row(number=number, file=file), "leak")
+            row = Row(number=number, file=file)
+            tally.quarantine(row, "leak")
     tally.file.close()
 
     bad = tally.outcomes["bad"]
