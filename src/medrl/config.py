@@ -514,11 +514,11 @@ class StudyConfig(Strict):
             return self
         trained = {name for name, arm in self.arms.items() if arm.method != "none"}
         if len(self.seeds) == 1:
-            arms = {
+            reseeded = {
                 name: arm.model_copy(update={"seed": self.seeds[0]}) if name in trained else arm
                 for name, arm in self.arms.items()
             }
-            return self.model_copy(update={"arms": arms})
+            return self.model_copy(update={"arms": reseeded})
         arms: dict[str, Any] = {}
         for name, arm in self.arms.items():
             if name not in trained:
