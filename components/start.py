@@ -15,6 +15,7 @@ def init_run(
     dataset_source: str,
     dataset_uri: str,
     steps: int,
+    seeds: str,
     judge_url: str,
     judge_model: str,
     mlflow_uri: str,

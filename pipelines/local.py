@@ -4,6 +4,7 @@ at a time, every task's log kept in the run's folder."""
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import sys
 import tempfile
@@ -16,6 +17,7 @@ from medrl.config import MAX_LEVELS, ConfigError, load_config
 from medrl.console import TaskConsole
 from medrl.errors import MedrlError
 from medrl.pipelines.study import build
+from medrl.provenance import differences, environment
 from medrl.store.layout import RunLayout, new_run_id
 
 log = logging.getLogger("medrl")
@@ -57,6 +59,27 @@ def run_local(params: dict, pipeline_root: Path, logs: Path | None = None, tasks
         console.close()
 
 
+def like_run(ref: str) -> tuple[str, dict]:
+    """The frozen config and the provenance of a committed run (one whose data was prepared), for `--like`."""
+    run = RunLayout(store.normalize(ref))
+    if not (store.exists(run.config) and store.exists(run.provenance) and store.is_committed(run.data)):
+        missing = [n for n, ok in (("config.yaml", store.exists(run.config)),
+                                   ("provenance.json", store.exists(run.provenance))) if not ok]  # fmt: skip
+        raise ConfigError(
+            f"--like {ref}: not a committed run ({', '.join(missing) or 'no committed data/'} missing); give a run "
+            "folder <store>/<experiment>/<run_id> whose data step has finished"
+        )
+    try:
+        return store.read_text(run.config), json.loads(store.read_text(run.provenance))
+    except json.JSONDecodeError:
+        raise ConfigError(f"--like {ref}: its provenance.json is not valid JSON; it is not a committed run") from None
+
+
+def like_warnings(origin: dict, now: dict) -> list[str]:
+    """What differs between the run repeated and this one (versions, images, hardware, data), one line each."""
+    return [f"--like: {line}" for line in differences(origin, now)]
+
+
 def run_study(
     preset: str | None = None,
     config: Path | None = None,
@@ -66,13 +89,25 @@ def run_study(
     run_id: str | None = None,
     pipeline_root: Path | None = None,
     verbose: bool = False,
+    like: str | None = None,
 ) -> tuple[RunLayout, list]:
     """Run a whole study on this machine through the Kubeflow pipeline (kfp.local): every arm, then the report.
-    `config` is a study YAML file; returns the run's layout and every evaluated arm's results."""
-    if not preset and not config:
+    `config` is a study YAML file; `like` a committed run whose config and seeds to repeat (every version and data
+    fingerprint that differs is logged as a warning). Returns the run's layout and every evaluated arm's results."""
+    origin = None
+    config_text = config.read_text(encoding="utf-8") if config else ""
+    if like:
+        if preset or config:
+            raise ConfigError("--like repeats a run's own config: give it without --preset or --config")
+        config_text, origin = like_run(like)
+        for line in like_warnings({k: v for k, v in origin.items() if k != "splits"}, environment()):
+            log.warning("%s", line)
+    if not preset and not config_text:
         raise ConfigError("give --preset NAME or --config FILE")
     extra = [f"store={store_uri}"] if store_uri else []
-    cfg = load_config(preset=preset, file=config, overrides=[*(overrides or []), *extra], arms=arms or None)
+    cfg = load_config(
+        preset=preset, text=config_text or None, overrides=[*(overrides or []), *extra], arms=arms or None
+    ).with_seeds()
     tracking.check_at_start(cfg)  # here, not in the init task's log
     if run_id is None:  # an empty --run-id is refused by the layout's rule, not quietly replaced by a new id
         run_id = new_run_id()
@@ -80,7 +115,7 @@ def run_study(
     study.check_same_config(run, cfg)  # a resume: before anything runs, and before the arms are announced
     params = {
         "preset": preset or "",
-        "config": config.read_text(encoding="utf-8") if config else "",
+        "config": config_text,
         "overrides": [*(overrides or []), f"store={store.normalize(cfg.store)}"],
         "store": "",
         "run_id": run_id,
@@ -96,4 +131,8 @@ def run_study(
     finally:
         for path in sorted(logs.glob("*.log")) if logs.is_dir() else []:
             store.put_file(store.join(run.uri, "logs", path.name), path)
+    if origin is not None and store.exists(run.provenance):
+        now = json.loads(store.read_text(run.provenance))
+        for line in like_warnings({"splits": origin.get("splits", {})}, {"splits": now.get("splits", {})}):
+            log.warning("%s", line)
     return run, study.collect(run.uri)

@@ -40,4 +40,3 @@ def synthetic_data(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("data") / "synthetic"
     prepare(DataConfig(source="synthetic", train_size=64, test_size=16, seed=0), out)
     return out
-

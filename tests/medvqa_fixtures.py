@@ -20,9 +20,19 @@ ORGANS = ["liver", "lung", "kidney", "spleen"]
 
 
 def image_bytes(seed: int, fmt: str = "JPEG", size: tuple[int, int] = (64, 48), mode: str = "RGB") -> bytes:
-    """A small picture that differs per seed: a grey field with one bright disc."""
+    """A small picture that differs per seed: a grey field shaded in a random direction, with one bright disc.
+    The shading keeps two seeds apart at the leak check's 32-pixel scale (medrl.data.leakage), as anatomy keeps
+    real scans apart; a flat field with a disc made distinct seeds look like copies of each other."""
     rng = random.Random(seed)
-    im = Image.new("RGB", size, (rng.randint(0, 60),) * 3)
+    base, dx, dy = rng.randint(0, 60), rng.uniform(-1, 1), rng.uniform(-1, 1)
+    shade = [
+        int(base + 40 * (dx * (x / size[0] - 0.5) + dy * (y / size[1] - 0.5)) + 20)
+        for y in range(size[1])
+        for x in range(size[0])
+    ]
+    im = Image.new("L", size)
+    im.putdata(shade)
+    im = im.convert("RGB")
     d = ImageDraw.Draw(im)
     x, y = rng.randint(4, size[0] - 16), rng.randint(4, size[1] - 16)
     d.ellipse([x, y, x + 12, y + 12], fill=(rng.randint(150, 255), rng.randint(100, 255), 90))

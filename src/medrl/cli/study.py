@@ -11,6 +11,10 @@ from medrl.cli.common import ConfigFile, MetricsPort, Overrides, Preset, Pushgat
 from medrl.config import dump_config, load_config
 
 Arms = Annotated[str | None, typer.Option(help="Comma-separated arms to run (and the arms they start from).")]
+Seeds = Annotated[
+    str | None,
+    typer.Option(help="Train every arm once per seed: a count (3: seeds 0, 1, 2) or a list (0,1,2); default one."),
+]
 
 
 @app.command()
@@ -42,16 +46,26 @@ def run(
     metrics_port: MetricsPort = None,
     pushgateway: Pushgateway = None,
     verbose: Verbose = False,
+    seeds: Seeds = None,
+    like: Annotated[
+        str | None,
+        typer.Option(
+            help="Repeat a committed run: its config and seeds; warns about each version or data that differs."
+        ),
+    ] = None,
 ) -> None:
     """Run a whole study (every arm, then the report) through the Kubeflow pipeline, locally: one line per task,
     then Table 1; each task's output is in <run>/logs/.
 
     Example: medrl run --preset demo --arms sft,sft-grpo train.seed=1
+    Example: medrl run --like ./medrl-runs/demo/20261121-120000-ab12
     """
     from medrl.pipelines.local import run_study  # lazy, for medrl --help: the kfp SDK
 
     metrics_env(metrics_port, pushgateway)
-    _print_results(*run_study(preset, config, overrides, _arm_list(arms), store, run_id, pipeline_root, verbose))
+    overrides = [*(overrides or []), *_seed_override(seeds)]
+    results = run_study(preset, config, overrides, _arm_list(arms), store, run_id, pipeline_root, verbose, like)
+    _print_results(*results)
 
 
 @app.command()
@@ -63,16 +77,19 @@ def demo(
         bool, typer.Option("--full", help="Every arm of the paper at laptop scale (preset demo-full, ~30 min).")
     ] = False,
     verbose: Verbose = False,
+    seeds: Seeds = None,
 ) -> None:
     """The laptop demo: a tiny Qwen2-VL model, synthetic scans, arms zero-shot / SFT / SFT->GRPO / SFT->Dr.GRPO
     (with --full also LoRA, DPO, GRPO from scratch, + semantic, + ECR, + CWR).
 
     Example: medrl demo --out ./medrl-runs
     Example: medrl demo --full
+    Example: medrl demo --seeds 3
     """
     from medrl.pipelines.local import run_study  # lazy, for medrl --help: the kfp SDK
 
     preset = "demo-full" if full else "demo"
+    overrides = [*(overrides or []), *_seed_override(seeds)]
     _print_results(*run_study(preset, None, overrides, _arm_list(arms), str(out.resolve()), verbose=verbose))
 
 
@@ -85,12 +102,20 @@ def show_config(overrides: Overrides = None, preset: Preset = None, config: Conf
     typer.echo(dump_config(load_config(preset=preset, file=config, overrides=overrides or [])), nl=False)
 
 
+def _seed_override(seeds: str | None) -> list[str]:
+    from medrl.config import seed_list
+
+    chosen = seed_list(seeds or "")
+    return [f"seeds={chosen}"] if chosen is not None else []
+
+
 def _arm_list(arms: str | None) -> list[str]:
     return [a.strip() for a in (arms or "").split(",") if a.strip()]
 
 
 def _print_results(run, results: list) -> None:
     from medrl.report import table1  # lazy, for medrl --help: matplotlib
+    from medrl.study import load_run
 
-    typer.echo("\n" + table1(results) + "\n")
+    typer.echo("\n" + table1(results, load_run(run.uri)[1].arms) + "\n")
     typer.echo(f"report: {run.report}/report.md  (task logs: {run.uri}/logs/)")

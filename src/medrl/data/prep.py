@@ -25,10 +25,10 @@ from typing import Any
 
 from medrl import store
 from medrl.config import DataConfig
-from medrl.data import synthetic
+from medrl.data import leakage, synthetic
 from medrl.data.cxr import mimic_cxr, ms_cxr, vindr_cxr
 from medrl.data.cxr import synthetic as cxr_synthetic
-from medrl.data.images import MAX_IMAGE_PIXELS, check_image, check_paths, to_8bit
+from medrl.data.images import MAX_IMAGE_PIXELS, check_image, check_paths, confined, to_8bit
 from medrl.data.records import LETTERS, Record, write_json, write_jsonl
 from medrl.data.sources import PrepError, Row, Source, fold, hf_vqa, jsonl, omnimedvqa, pmc_vqa, slake
 
@@ -144,6 +144,23 @@ def _formats(cfg: DataConfig) -> tuple[str, ...]:
     return names
 
 
+def check_and_print(task: tuple[str, tuple[str, ...], tuple[str, ...], int, int]) -> tuple[str | None, list | None]:
+    """Worker entry point: the image check of `check_paths`, then (when the last field asks: 1 for a test row, 2
+    for a training row, which also hashes trimmed frames) the leak fingerprints of the row's images."""
+    reason = check_paths(task[:4])
+    if reason or not task[4]:
+        return reason, None
+    root, rels = task[0], task[1]
+    prints = []
+    for rel in rels:
+        path = confined(root, rel)
+        try:
+            prints.append(leakage.fingerprint(Path(path).read_bytes(), trims=task[4] == 2))  # type: ignore[arg-type]
+        except Exception:
+            return "image_unreadable", None  # passed the check but Pillow cannot convert it; not a usable scan
+    return None, prints
+
+
 class ImageChecker:
     """Checks the images of batches of rows in worker processes, several batches in flight, results in order.
 
@@ -156,16 +173,20 @@ class ImageChecker:
         self.root, self.formats, self.workers = str(root), formats, workers
         self.pool: Any = None
 
-    def submit(self, images: list[list[str]]) -> Callable[[], list[str | None]]:
-        tasks = [(self.root, tuple(rels), self.formats, MAX_IMAGE_PIXELS) for rels in images]
+    def submit(self, images: list[list[str]], prints: list[int] | None = None) -> Callable[[], list]:
+        """Each row's (reason, fingerprints); `prints`: per row 0 (none), 1 (test row) or 2 (training row)."""
+        marks = prints or [0] * len(images)
+        tasks = [
+            (self.root, tuple(rels), self.formats, MAX_IMAGE_PIXELS, m) for rels, m in zip(images, marks, strict=True)
+        ]
         if self.pool is None and self.workers > 1 and len(tasks) >= BATCH:
             self.pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"))
         if self.pool is None:
-            done = [check_paths(t) for t in tasks]
+            done = [check_and_print(t) for t in tasks]
             return lambda: done
-        pending = self.pool.map(check_paths, tasks, chunksize=max(1, len(tasks) // (self.workers * 4)))
+        pending = self.pool.map(check_and_print, tasks, chunksize=max(1, len(tasks) // (self.workers * 4)))
 
-        def results() -> list[str | None]:
+        def results() -> list:
             try:
                 return list(pending)
             except BrokenProcessPool:
@@ -198,14 +219,16 @@ class Spill:
         self.file = path.open("wb")
         self.keys = array("Q")
         self.offsets = array("Q")
+        self.rows: list[tuple[int, str]] = []  # source row of each record, for a later quarantine
 
-    def add(self, line: bytes, rec_id: str) -> None:
+    def add(self, line: bytes, rec_id: str, row: Row) -> None:
+        self.rows.append((row.number, row.file))
         self.offsets.append(self.file.tell())
         digest = hashlib.blake2b(f"{self.seed}\x00{rec_id}".encode(), digest_size=8).digest()
         self.keys.append(int.from_bytes(digest, "big"))
         self.file.write(line)
 
-    def selected(self, size: int | None) -> Iterator[dict[str, Any]]:
+    def selected(self, size: int | None, left_out: set[int] = frozenset()) -> Iterator[dict[str, Any]]:  # type: ignore[assignment]
         """The first `size` records in key order: a seeded shuffle that is the same for any input order,
         and a larger size keeps every record of a smaller one. Written in that order, so
         `evaluate.limit` takes a random sample rather than the first rows of the source."""
@@ -213,6 +236,8 @@ class Spill:
 
         self.file.close()
         order = np.argsort(np.frombuffer(self.keys, dtype=np.uint64), kind="stable")
+        if left_out:
+            order = order[~np.isin(order, np.fromiter(left_out, dtype=np.int64))]
         if size is not None:
             order = order[:size]
         end = self.path.stat().st_size
@@ -244,7 +269,7 @@ class Tally:
             entry = {"file": row.file, **entry}
         self.file.write(json.dumps(entry, ensure_ascii=False) + "\n")
         self.reasons[reason] += 1
-        self.outcomes["duplicate" if reason == "duplicate" else "bad"] += 1
+        self.outcomes[reason if reason in ("duplicate", "leak") else "bad"] += 1
         where = self.examples.setdefault(reason, [])
         if len(where) < 3:
             where.append(f"{row.file} row {row.number}" if row.file else f"row {row.number}")
@@ -309,14 +334,18 @@ def _prepare(cfg: DataConfig, out: Path, scratch: Path, formats: tuple[str, ...]
     tally = Tally(scratch / "quarantine.jsonl")
     spills = {split: Spill(scratch / f"{split}.spill", cfg.seed) for split in ("train", "test")}
     checker = ImageChecker(root, formats, workers)
+    prints = {split: leakage.Prints() for split in spills} if cfg.leak_check != "off" else None
     seen: set[int] = set()
     seen_ids: set[int] = set()
 
-    def finish(batch: list[tuple[Row, str | None]], results: Callable[[], list[str | None]]) -> None:
+    def finish(batch: list[tuple[Row, str | None]], results: Callable[[], list]) -> None:
         """Rows of a batch in source order: a text reason, else the image reason, else dedup and spill."""
-        image_reasons = iter(results())
+        image_results = iter(results())
         for row, text_reason in batch:
-            reason = text_reason or next(image_reasons)
+            fingerprints = None
+            reason = text_reason
+            if not reason:
+                reason, fingerprints = next(image_results)
             if reason:
                 tally.quarantine(row, reason)
                 continue
@@ -341,7 +370,9 @@ def _prepare(cfg: DataConfig, out: Path, scratch: Path, formats: tuple[str, ...]
                 continue
             seen.add(key)
             seen_ids.add(rec_id)
-            spills[rec.split].add(line, rec.id)
+            spills[rec.split].add(line, rec.id, row)
+            if prints is not None:
+                prints[rec.split].add(fingerprints or [], _digest(fold(rec.question)))
 
     ok = False
     in_flight: deque = deque()
@@ -355,8 +386,10 @@ def _prepare(cfg: DataConfig, out: Path, scratch: Path, formats: tuple[str, ...]
                     tally.outcomes["filtered"] += 1
                     continue
                 todo.append((row, row.reason or (check_fields(row.record) if row.record else "row_malformed")))
-            images = [row.record.images for row, reason in todo if reason is None]  # type: ignore[union-attr]
-            in_flight.append((todo, checker.submit(images)))
+            checked = [row.record for row, reason in todo if reason is None]
+            images = [rec.images for rec in checked]  # type: ignore[union-attr]
+            marks = [(2 if rec.split == "train" else 1) if prints else 0 for rec in checked]  # type: ignore[union-attr]
+            in_flight.append((todo, checker.submit(images, marks)))
             while len(in_flight) > IN_FLIGHT:
                 finish(*in_flight.popleft())
             if tally.rows % (BATCH * 20) == 0:
@@ -366,10 +399,29 @@ def _prepare(cfg: DataConfig, out: Path, scratch: Path, formats: tuple[str, ...]
         ok = True
     finally:
         checker.close(ok)
-        tally.file.close()
         if not ok:
+            tally.file.close()
             for spill in spills.values():
                 spill.file.close()
+            for split_prints in (prints or {}).values():
+                split_prints.close()
+
+    leaks: set[int] = set()
+    if prints is not None:
+        try:
+            leaks = set(
+                leakage.find_leaks(
+                    prints["train"], prints["test"], cfg.leak_distance, same_question=cfg.leak_check == "image_question"
+                )
+            )
+        finally:
+            for split_prints in prints.values():
+                split_prints.close()
+        for position in sorted(leaks):
+            number, file = spills["test"].rows[position]
+            row = Row(number=number, file=file)
+            tally.quarantine(row, "leak")
+    tally.file.close()
 
     bad = tally.outcomes["bad"]
     considered = tally.rows - tally.outcomes["filtered"]
@@ -410,13 +462,15 @@ def _prepare(cfg: DataConfig, out: Path, scratch: Path, formats: tuple[str, ...]
     placer = ImagePlacer(root, out, owned)
     for split, spill in spills.items():
         kinds: Counter[str] = Counter()
-        counts[split] = write_jsonl(out / f"{split}.jsonl", _with_images(spill.selected(sizes[split]), placer, kinds))
+        left_out = leaks if split == "test" else set()
+        selected = spill.selected(sizes[split], left_out)
+        counts[split] = write_jsonl(out / f"{split}.jsonl", _with_images(selected, placer, kinds))
         answer_types[split] = kinds
     os.replace(scratch / "quarantine.jsonl", out / "quarantine.jsonl")
 
     kept = counts["train"] + counts["test"]
     tally.outcomes["kept"] = kept
-    tally.outcomes["unselected"] = sum(len(s.keys) for s in spills.values()) - kept
+    tally.outcomes["unselected"] = sum(len(s.keys) for s in spills.values()) - kept - len(leaks)
     summary = {
         "source": cfg.source,
         "rows": tally.rows,
@@ -424,7 +478,8 @@ def _prepare(cfg: DataConfig, out: Path, scratch: Path, formats: tuple[str, ...]
         "test": counts["test"],
         "quarantined": sum(tally.reasons.values()),
         "reasons": dict(tally.reasons.most_common()),
-        "outcomes": {k: tally.outcomes[k] for k in ("kept", "unselected", "duplicate", "filtered", "bad")},
+        "outcomes": {k: tally.outcomes[k] for k in ("kept", "unselected", "duplicate", "leak", "filtered", "bad")},
+        "leak_check": {"mode": cfg.leak_check, "distance": cfg.leak_distance, "leaked": len(leaks)},
         "filtered": dict(tally.filtered),
         "bad_fraction": round(bad_fraction, 6),
         "answer_types": {s: {k: answer_types[s][k] for k in ("closed", "open")} for s in ("train", "test")},

@@ -56,6 +56,7 @@ STUDY_PARAMETERS = (
     ),
     Parameter("dataset_uri", str, "", "Where the source dataset lies (data.input); empty: the preset's."),
     Parameter("steps", int, 0, "Optimizer steps of every trained arm; 0: the preset's."),
+    Parameter("seeds", str, "", "Training seeds: a count (3: seeds 0, 1, 2) or a list (0,1,2); empty: the preset's."),
     Parameter(
         "judge_url", str, "", "Base URL of an OpenAI-compatible judge (e.g. http://medrl-judge.medrl.svc:8000/v1)."
     ),
@@ -157,6 +158,7 @@ def parameter_overrides(
     judge_url: str = "",
     judge_model: str = "",
     mlflow_uri: str = "",
+    seeds: str = "",
 ) -> list[str]:
     """The pipeline's named parameters as config overrides (empty or 0: keep the preset's value), after the
     user's own `overrides`. `steps` sets max_steps of every arm that trains."""
@@ -174,6 +176,10 @@ def parameter_overrides(
             out.append(f"{block}.model={judge_model}")
     if mlflow_uri:
         out.append(f"tracking.mlflow_uri={mlflow_uri}")
+    if str(seeds).strip():
+        from medrl.config import seed_list
+
+        out.append(f"seeds={seed_list(seeds, 'seeds')}")
     if steps < 0:
         raise ValueError(f"steps={steps}: give the optimizer steps of every trained arm, or 0 for the preset's")
     if steps:

@@ -6,14 +6,19 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 from medrl.report import figures
 from medrl.report.arm import ArmResult, cell, data_scale
 from medrl.report.compare import compare
+from medrl.report.cost import cost_blocks
 from medrl.report.cxr import cxr_blocks
+from medrl.report.data import data_blocks
 from medrl.report.findings import FINDINGS_NOTE, findings, findings_rows
 from medrl.report.html import to_html, to_markdown
+from medrl.report.reproduce import reproducibility_blocks
+from medrl.report.seeds import agreement, pool
 
 # (metrics.json key, column title, scale, show std). Accuracy is a percentage, as in the paper.
 COLUMNS = [
@@ -43,6 +48,18 @@ DEFINITIONS = [
 ]
 
 
+SEEDS_NOTE = (
+    "Trained arms ran once per seed ({n} seeds: {seeds}), each evaluated on the same test questions: their cells "
+    "are the mean over seeds (± the spread over seeds: the sample std of the per-seed means), accuracy included. "
+    "Untrained arms were evaluated once: their cells keep the std over questions."
+)
+POOLED_NOTE = (
+    "With several seeds, each accuracy test pools the paired evidence of every seed: the exact "
+    "Cochran-Mantel-Haenszel test over (seed, question) strata, which for matched pairs is McNemar's test on the "
+    "discordant pairs summed over seeds (Mantel & Haenszel 1959; Agresti, Categorical Data Analysis, 2013, sec. "
+    "11.1); b/c are those sums. 'reproduced in k of n seeds' counts the seeds whose own arms reproduce the claim."
+)
+
 SLIM_FIELDS = ("id", "correct", "correct_strict", "correct_lenient", "answer_type", "think_tokens")
 SLIM_FIELDS += ("similarity", "perplexity", "thinking_reward")
 
@@ -57,17 +74,23 @@ def slim_predictions(jsonl: str) -> list[dict]:
     return rows
 
 
-def table1_rows(arms: list[ArmResult]) -> tuple[list[str], list[list[str]]]:
+def table1_rows(arms: list[ArmResult], spread: bool = False) -> tuple[list[str], list[list[str]]]:
+    """`spread`: arms pooled over seeds, every cell mean (± spread over seeds), accuracy too."""
     header = ["Model", "Fine-tuning data", *(title for _, title, _, _ in COLUMNS)]
     rows = [
-        [arm.label, data_scale(arm), *(cell(arm.metrics.get(k), s, std) for k, _, s, std in COLUMNS)] for arm in arms
+        [arm.label, data_scale(arm), *(cell(arm.metrics.get(k), s, std or spread) for k, _, s, std in COLUMNS)]
+        for arm in arms
     ]
     return header, rows
 
 
-def table1(arms: list[ArmResult]) -> str:
-    """Table 1 as Markdown: a row per arm, the paper's five metric columns."""
-    header, rows = table1_rows(arms)
+def table1(arms: list[ArmResult], specs: dict | None = None) -> str:
+    """Table 1 as Markdown: a row per arm, the paper's five metric columns; with the run's arm `specs`, an arm run
+    once per seed is one row (mean ± spread over seeds)."""
+    seeded: dict = {}
+    if specs:
+        arms, _, seeded = pool(arms, specs)
+    header, rows = table1_rows(arms, spread=bool(seeded))
     return to_markdown([("table", header, rows)]).rstrip("\n")
 
 
@@ -182,11 +205,17 @@ def build_report(
     baseline: str | None = None,
     specs: dict | None = None,
     tracking: list[str] | None = None,
+    data: dict | None = None,
+    provenance: dict | None = None,
+    run_uri: str | None = None,
+    cost: dict | None = None,
 ) -> Path:
     """Write report.md, report.html, figures/ and summary.json into `out_dir`; returns the path of report.md.
 
     `specs` (arm name -> the arm's config: method, init, model, rewards) lets Findings match arms to the paper's
-    claims; without it every claim is "not measured". `tracking`: what MLflow tracking missed, one line each."""
+    claims; without it every claim is "not measured". `data`: the prepared dataset's summary.json (Data section);
+    `provenance`: the run's provenance.json (Reproducibility section); `cost`: study.study_cost's document;
+    `tracking`: what MLflow tracking missed, one line each."""
     out_dir.mkdir(parents=True, exist_ok=True)
     blocks: list[tuple] = [("h1", title)]
     if tracking:
@@ -194,14 +223,29 @@ def build_report(
     if not arms:
         blocks.append(("p", "No arm has been evaluated yet."))
         return _write(out_dir, title, blocks, {"title": title, "arms": {}})
+    seeded: dict = {}
+    step_labels = {a.name: a.label for a in arms}  # the Cost table lists each seed's run
+    if specs:
+        step_labels |= {
+            n: f"{step_labels[n]} (seed {s.seed})" for n, s in specs.items() if s.seed_of and n in step_labels
+        }
+        arms, specs, seeded = pool(arms, specs)  # several seeds per arm: one pooled row each
+        if baseline and baseline not in specs:
+            baseline = re.sub(r"-seed\d+$", "", baseline)
     base = _pick_baseline(arms, baseline)
 
-    header, rows = table1_rows(arms)
+    header, rows = table1_rows(arms, spread=bool(seeded))
     blocks += [("h2", "Table 1"), ("table", header, rows, "table1"), ("list", DEFINITIONS)]
+    if seeded:
+        blocks.append(("p", SEEDS_NOTE.format(n=len(seeded), seeds=", ".join(map(str, seeded)))))
 
     found = findings(arms, specs)
+    if seeded:
+        agreement(found, {seed: findings(seed_arms, specs) for seed, seed_arms in seeded.items()})
     header, rows = findings_rows(found, {a.name: a.label for a in arms})
     blocks += [("h2", "Findings"), ("table", header, rows, "findings"), ("p", FINDINGS_NOTE)]
+    if seeded:
+        blocks.append(("p", POOLED_NOTE))
 
     header, rows, comparisons = comparison_rows(arms, base)
     blocks += [
@@ -219,6 +263,10 @@ def build_report(
     blocks += [("h2", "Accuracy in detail"), ("table", header, rows, "accuracy")]
 
     blocks += cxr_blocks(arms)  # chest X-ray report/grounding metrics, when an arm has them
+    blocks += data_blocks(data)
+    blocks += cost_blocks(cost, step_labels)
+    if provenance is not None or run_uri is not None:
+        blocks += reproducibility_blocks(provenance, run_uri)
 
     header, rows, notes = provenance_rows(arms)
     blocks += [("h2", "Where each metric comes from"), ("table", header, rows, "provenance")]
@@ -255,7 +303,11 @@ def build_report(
                 "label": a.label,
                 "method": a.method,
                 "metrics": {
-                    k: {f: v for f, v in m.items() if f in ("mean", "std", "n", "status", "ci95", "model", "proxy")}
+                    k: {
+                        f: v
+                        for f, v in m.items()
+                        if f in ("mean", "std", "n", "status", "ci95", "model", "proxy", "seeds", "seed_means")
+                    }
                     for k, m in a.metrics.items()
                     if isinstance(m, dict)
                 },
@@ -266,6 +318,14 @@ def build_report(
         "findings": found,
         "accuracy_by_length": by_length,
     }
+    if cost:
+        summary["cost"] = cost
+    if provenance:
+        summary["provenance"] = {
+            k: provenance.get(k) for k in ("medrl", "python", "libraries", "hardware", "seeds", "splits")
+        }
+    if data:
+        summary["data"] = {k: data.get(k) for k in ("source", "train", "test", "reasons", "leak_check")}
     return _write(out_dir, title, blocks, summary)
 
 
@@ -295,4 +355,8 @@ def scalar_metrics(summary: dict) -> dict[str, float]:
         test = comp.get("tests", {}).get("accuracy")
         if test:
             out[f"{comp['arm']}_accuracy_mcnemar_p"] = float(test["p_value"])
+    spent = (summary.get("cost") or {}).get("study") or {}
+    for key in ("wall_seconds", "cpu_seconds", "gpu_seconds"):
+        if spent.get(key) is not None:
+            out[f"study_{key}"] = float(spent[key])
     return out

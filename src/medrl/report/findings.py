@@ -235,7 +235,11 @@ def findings_rows(entries: list[dict], labels: dict[str, str]) -> tuple[list[str
             effect = _effect_text(e, labels)
         else:
             arms, effect = "-", e.get("why", "-")
-        rows.append([e["statement"], e["paper"], arms, effect, e["verdict"]])
+        agreed = e.get("seeds") if "arm" in e else None  # a claim the study cannot test has no seeds to agree
+        verdict_text = e["verdict"] + (
+            f" (reproduced in {agreed['reproduced']} of {agreed['of']} seeds)" if agreed else ""
+        )
+        rows.append([e["statement"], e["paper"], arms, effect, verdict_text])
     return header, rows
 
 

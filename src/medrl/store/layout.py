@@ -65,6 +65,10 @@ class ArmLayout:
     def metrics(self) -> str:
         return join(self.uri, "metrics.json")
 
+    @property
+    def cost(self) -> str:
+        return join(self.uri, "cost.json")
+
 
 @dataclass(frozen=True)
 class RunLayout:
@@ -94,6 +98,14 @@ class RunLayout:
     @property
     def base_model(self) -> str:
         return join(self.uri, "base-model")
+
+    @property
+    def provenance(self) -> str:
+        return join(self.uri, "provenance.json")
+
+    @property
+    def prep_cost(self) -> str:
+        return join(self.uri, "prep-cost.json")
 
     def arm(self, name: str) -> ArmLayout:
         return ArmLayout(join(self.uri, "arms", check_name(name, "arm")))

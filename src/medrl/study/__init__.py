@@ -13,8 +13,9 @@ import os
 import shutil
 from collections.abc import Callable
 
-from medrl import store, tracking
+from medrl import provenance, store, tracking
 from medrl.config import MAX_LEVELS, ConfigError, StudyConfig, config_from_text, dump_config, load_config
+from medrl.cost import Meter, total
 from medrl.data.prep import prepare
 from medrl.evaluate import evaluate_model, metrics_complete, rescore
 from medrl.kfp.parameters import STORE_ENV, arm_list, parameter_overrides
@@ -43,7 +44,7 @@ def init_run(
     overrides = list(overrides or [])
     if store_uri:
         overrides.append(f"store={store_uri}")
-    cfg = load_config(preset=preset, text=config_text, overrides=overrides, arms=arms or None)
+    cfg = load_config(preset=preset, text=config_text, overrides=overrides, arms=arms or None).with_seeds()
     cfg.store = store.normalize(cfg.store)
     check_vllm_models(cfg)  # before anything is written
     run = RunLayout.create(cfg.store, cfg.experiment, run_id or new_run_id())
@@ -153,15 +154,33 @@ def prep(run_uri: str) -> str:
     run, cfg = load_run(run_uri)
     if not store.is_committed(run.data):
         with prom.batch_stage("prep", run.run_id) as pushed, store.commit_dir(run.data) as out:
-            summary = prepare(cfg.data, out)
+            with Meter() as meter:
+                summary = prepare(cfg.data, out)
             pushed.prep(summary)
+        store.write_text(run.prep_cost, json.dumps(meter.record, indent=2) + "\n")
         log.info(
             "prepared %d train / %d test rows (%d quarantined)",
             summary["train"],
             summary["test"],
             summary["quarantined"],
         )
+    if not store.exists(run.provenance):
+        write_provenance(run, cfg)
     return run.data
+
+
+def run_seeds(cfg: StudyConfig) -> dict:
+    """Every seed a run depends on: the data draw, each trained arm's training, the bootstrap."""
+    trained = {name: spec.seed for name, spec in cfg.arms.items() if spec.method != "none"}
+    return {"data": cfg.data.seed, "train": trained, "evaluate": cfg.evaluate.seed, "seeds": cfg.seeds}
+
+
+def write_provenance(run: RunLayout, cfg: StudyConfig) -> str:
+    """`<run>/provenance.json`: this environment, the frozen config, its seeds and the prepared splits'
+    fingerprints (written once the data is committed; `medrl run --like` compares against it)."""
+    doc = provenance.record(store.read_text(run.config), run_seeds(cfg), store.open_dir(run.data))
+    store.write_text(run.provenance, json.dumps(doc, indent=2) + "\n")
+    return run.provenance
 
 
 def model_of(run: RunLayout, cfg: StudyConfig, arm: str) -> str:
@@ -195,12 +214,14 @@ def train(run_uri: str, arm: str) -> str:
     keep_after = keep_checkpoints_after()  # a bad setting fails now, not after training
     work_dir = scratch_work_dir(paths.model)  # local, and the same folder for every rank of a node
     upload = checkpoints.Target(paths.checkpoints, spec.save_total_limit)
-    summary = train_to_store(
-        cfg, arm, run.data, paths.model, init_of(run, cfg, arm), work=work_dir, resume=True, upload=upload,
-        callbacks=[live] if live else None,
-    )  # fmt: skip
+    with Meter() as meter:
+        summary = train_to_store(
+            cfg, arm, run.data, paths.model, init_of(run, cfg, arm), work=work_dir, resume=True, upload=upload,
+            callbacks=[live] if live else None,
+        )  # fmt: skip
     node = checkpoints.Node.from_env()
     if rank() == 0:
+        record_cost(paths.cost, "train", meter.record)
         log_file = work_dir / "train_log.jsonl"
         if log_file.exists():
             store.put_file(paths.train_log, log_file)
@@ -237,7 +258,7 @@ def evaluate(run_uri: str, arm: str) -> str:
         if metrics_complete(done["metrics"]) or not store.exists(paths.predictions):
             tracked(cfg, run, f"evaluate-{arm}", lambda t: t.evaluated(arm, done["metrics"], model_of(run, cfg, arm)))
             return paths.metrics
-    with prom.batch_stage("evaluate", run.run_id, arm=arm, judge=True) as pushed:
+    with prom.batch_stage("evaluate", run.run_id, arm=arm, judge=True) as pushed, Meter() as meter:
         if store.exists(paths.metrics):
             # A metric was cut short (the judge was down): score the stored answers again, without generating.
             stored = [json.loads(line) for line in store.read_text(paths.predictions).splitlines() if line]
@@ -249,10 +270,46 @@ def evaluate(run_uri: str, arm: str) -> str:
         doc = {"arm": arm, "label": spec.label, "method": spec.method, "n": len(rows), "metrics": metrics}
         store.write_text(paths.metrics, json.dumps(doc, indent=2) + "\n")
         pushed.evaluation(metrics, len(rows))
+    cost = record_cost(paths.cost, "evaluate", meter.record)
+    push_arm_cost(run.run_id, arm, cost)
     tracked(cfg, run, f"evaluate-{arm}", lambda t: t.evaluated(arm, metrics, model_of(run, cfg, arm)))
     accuracy = (metrics.get("accuracy") or {}).get("mean")
     log.info("arm %s: %d questions scored, accuracy %s", arm, len(rows), "-" if accuracy is None else f"{accuracy:.3f}")
     return paths.metrics
+
+
+def record_cost(uri: str, step: str, record: dict) -> dict:
+    """Add one step's cost (train, evaluate) to an arm's cost.json; returns the whole document."""
+    doc = json.loads(store.read_text(uri)) if store.exists(uri) else {}
+    doc[step] = record
+    store.write_text(uri, json.dumps(doc, indent=2) + "\n")
+    return doc
+
+
+def push_arm_cost(run_id: str, arm: str, cost: dict) -> None:
+    """An arm's training and evaluation cost as gauges (grouping: job medrl_cost, run id, arm)."""
+    pushed = prom.StageMetrics("cost")
+    for step in ("train", "evaluate"):
+        if step in cost:
+            pushed.set(
+                f"arm_{step}_seconds", cost[step]["wall_seconds"], f"Wall-clock seconds of the arm's {step} step."
+            )
+    steps = [cost[s] for s in ("train", "evaluate") if s in cost]
+    pushed.set("arm_cpu_seconds", sum(r["cpu_seconds"] for r in steps), "CPU seconds the arm's steps used.")
+    pushed.set("arm_gpu_seconds", sum(r["gpu_seconds"] for r in steps), "GPU seconds the arm's steps held.")
+    prom.push("cost", pushed.registry, run_id, arm)
+
+
+def study_cost(run: RunLayout, cfg: StudyConfig) -> dict:
+    """Cost of each arm (train, evaluate) and of the study (prep and every arm): see medrl.cost."""
+    prep_cost = json.loads(store.read_text(run.prep_cost)) if store.exists(run.prep_cost) else None
+    arms = {}
+    for name in cfg.arms:
+        uri = run.arm(name).cost
+        arms[name] = json.loads(store.read_text(uri)) if store.exists(uri) else {}
+    records = [prep_cost] if prep_cost else []
+    records += [r for doc in arms.values() for r in doc.values()]
+    return {"prep": prep_cost, "arms": arms, "study": total(records)}
 
 
 def collect(run_uri: str) -> list:
@@ -279,8 +336,27 @@ def report(run_uri: str) -> str:
     retention = prom.retention_seconds()
     with prom.batch_stage("report", run.run_id) as pushed, store.commit_dir(run.report) as out:
         results = collect(run_uri)
-        missed = tracking.incomplete_notes(run) if cfg.tracking.mlflow_uri else []
-        build_report(cfg.report.title, results, out, baseline=cfg.baseline_arm(), specs=cfg.arms, tracking=missed)
+        data = json.loads((store.open_dir(run.data) / "summary.json").read_text())
+        origin = json.loads(store.read_text(run.provenance)) if store.exists(run.provenance) else None
+        cost = study_cost(run, cfg)
+        build_report(
+            cfg.report.title,
+            results,
+            out,
+            baseline=cfg.baseline_arm(),
+            specs=cfg.arms,
+            data=data,
+            provenance=origin,
+            run_uri=run.uri,
+            cost=cost,
+            tracking=tracking.incomplete_notes(run) if cfg.tracking.mlflow_uri else [],
+        )
+        spent = cost["study"]
+        pushed.set(
+            "study_wall_seconds", spent["wall_seconds"], "Wall-clock seconds from prep's start to the last arm's end."
+        )
+        pushed.set("study_cpu_seconds", spent["cpu_seconds"], "CPU seconds of prep and every arm's steps.")
+        pushed.set("study_gpu_seconds", spent["gpu_seconds"], "GPU seconds of prep and every arm's steps.")
         pushed.set("report_arms", len(results), "Arms in the report.")
     prom.prune(retention)  # older runs' groups; this run's stay for the retention period
     tracked(cfg, run, "report", lambda t: t.reported(run.report, report_numbers(run.report)))

@@ -31,7 +31,7 @@ def test_synthetic_layout(synthetic_data):
         assert (synthetic_data / rec.image).is_file() and rec.meta["answer_type"] == "closed"
     summary = json.loads((synthetic_data / "summary.json").read_text())
     assert summary["rows"] == 80 and (summary["train"], summary["test"], summary["quarantined"]) == (64, 16, 0)
-    assert summary["outcomes"] == {"kept": 80, "unselected": 0, "duplicate": 0, "filtered": 0, "bad": 0}
+    assert summary["outcomes"] == {"kept": 80, "unselected": 0, "duplicate": 0, "leak": 0, "filtered": 0, "bad": 0}
     assert summary["answer_types"] == {"train": {"closed": 64, "open": 0}, "test": {"closed": 16, "open": 0}}
 
 
@@ -236,6 +236,7 @@ def test_each_bad_row_is_quarantined_with_its_reason_and_row_number(tmp_path):
         "kept": 46 - len(reasons),
         "unselected": 0,
         "duplicate": 1,
+        "leak": 0,
         "filtered": 0,
         "bad": len(reasons) - 1,
     }

@@ -108,3 +108,20 @@ def test_scalar_metrics_and_ui_export(tmp_path):
     assert "figures/" not in md.read_text() and "| GRPO | 2,048 | 62.50 |" in md.read_text()
     assert page.read_bytes() == (out / "report.html").read_bytes()
     assert scalar_metrics({"arms": {}}) == {}
+
+
+def test_data_section_counts_leaks(tmp_path):
+    data = {
+        "source": "pmc-vqa",
+        "train": 100,
+        "test": 40,
+        "reasons": {"image_missing": 2, "leak": 5},
+        "leak_check": {"mode": "image", "distance": 8, "leaked": 5},
+    }
+    text = build_report("Study", _arms(), tmp_path, data=data).read_text()
+    section = text[text.index("## Data") :]
+    assert "| test rows left out as copies of training images (leak) | 5 |" in section
+    assert "| quarantined (bad or duplicate rows) | image_missing 2 |" in section
+    assert json.loads((tmp_path / "summary.json").read_text())["data"]["leak_check"]["leaked"] == 5
+    off = build_report("Study", _arms(), tmp_path / "off", data={**data, "leak_check": {"mode": "off"}})
+    assert "The leak check was off" in off.read_text()

@@ -1,0 +1,70 @@
+"""The report of a study run over several seeds (medrl.report.seeds): pooled Table 1 rows, pooled paired tests and
+per-seed agreement in Findings."""
+
+from __future__ import annotations
+
+import json
+
+from medrl.config import load_config
+from medrl.report import ArmResult, build_report
+
+N = 40
+
+
+def _arm(name: str, label: str, method: str, right: set[int]) -> ArmResult:
+    predictions = [{"id": str(i), "correct": i in right, "think_tokens": 10} for i in range(N)]
+    accuracy = len(right) / N
+    return ArmResult(name, label, method, 256, {"accuracy": {"mean": accuracy, "std": 0.5, "n": N}}, [], predictions)
+
+
+def _study():
+    """SFT right on 10 questions in every seed; SFT -> GRPO right on 30 in seeds 0 and 1, on the same 10 in seed 2."""
+    cfg = load_config(preset="demo", overrides=["seeds=[0, 1, 2]"], arms=["sft-grpo"]).with_seeds()
+    arms = [_arm("zero-shot", "Base", "none", set(range(5)))] if "zero-shot" in cfg.arms else []
+    for seed in (0, 1, 2):
+        arms.append(_arm(f"sft-seed{seed}", "SFT (full)", "sft", set(range(10))))
+    for seed, right in ((0, set(range(30))), (1, set(range(30))), (2, set(range(10)))):
+        arms.append(_arm(f"sft-grpo-seed{seed}", "SFT -> GRPO", "grpo", right))
+    return cfg, arms
+
+
+def test_table1_has_one_row_per_arm_with_the_mean_and_spread_over_seeds(tmp_path):
+    cfg, arms = _study()
+    text = build_report("Study", arms, tmp_path, specs=cfg.arms).read_text()
+    table = text[text.index("## Table 1") : text.index("## Findings")]
+    assert table.count("| SFT -> GRPO |") == 1 and table.count("| SFT (full) |") == 1
+    # accuracy per seed 75, 75, 25: mean 58.33, sample std 28.87
+    assert "| SFT -> GRPO | 256 | 58.33 (± 28.87) |" in table
+    assert "| SFT (full) | 256 | 25.00 (± 0.00) |" in table
+    assert "3 seeds: 0, 1, 2" in table
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["arms"]["sft-grpo"]["metrics"]["accuracy"]["seed_means"] == [0.75, 0.75, 0.25]
+    step = {"started": 0, "ended": 1, "wall_seconds": 1.0, "cpu_seconds": 1.0, "gpus": 0, "gpu_seconds": 0.0}
+    costly = build_report("Study", arms, tmp_path / "c", specs=cfg.arms, cost={"arms": {"sft-seed1": {"train": step}}})
+    assert "| SFT (full) (seed 1) | 1 s |" in costly.read_text()
+
+
+def test_a_claim_the_study_cannot_test_names_no_seeds(tmp_path):
+    cfg, arms = _study()
+    text = build_report("Study", arms, tmp_path, specs=cfg.arms).read_text()
+    assert "| not measured |" in text and "not measured (reproduced" not in text
+
+
+def test_findings_pool_the_seeds_and_count_the_seeds_that_agree(tmp_path):
+    cfg, arms = _study()
+    text = build_report("Study", arms, tmp_path, specs=cfg.arms).read_text()
+    found = {f["claim"]: f for f in json.loads((tmp_path / "summary.json").read_text())["findings"]}
+    grpo_vs_sft = found["grpo_vs_sft"]
+    assert (grpo_vs_sft["arm"], grpo_vs_sft["than"]) == ("sft-grpo", "sft")
+    # pooled over the seeds' (seed, question) pairs: 20 + 20 + 0 questions only GRPO answers right, none only SFT
+    assert grpo_vs_sft["mcnemar"] == {"b": 0, "c": 40, "n": 3 * N}
+    assert grpo_vs_sft["verdict"] == "reproduced" and grpo_vs_sft["seeds"] == {"reproduced": 2, "of": 3}
+    assert "reproduced (reproduced in 2 of 3 seeds)" in text
+    assert "Cochran-Mantel-Haenszel" in text
+
+
+def test_one_seed_reports_as_before(tmp_path):
+    cfg = load_config(preset="demo", arms=["sft-grpo"])
+    arms = [_arm("sft", "SFT (full)", "sft", set(range(10))), _arm("sft-grpo", "SFT -> GRPO", "grpo", set(range(30)))]
+    text = build_report("Study", arms, tmp_path, specs=cfg.arms).read_text()
+    assert "| SFT -> GRPO | 256 | 75.00 |" in text and "seeds" not in text.split("## Findings")[1].split("##")[0]
