@@ -21,7 +21,7 @@ from medrl.config import load_config
 from medrl.data.records import iter_jsonl, write_jsonl
 from medrl.store.checkpoints import latest_checkpoint, step_of
 from medrl.train import train_arm
-from tests.integration.tiny_runs import committed_synthetic
+from tests.support.tiny_runs import committed_synthetic
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
@@ -190,7 +190,7 @@ def test_a_killed_run_resumes_as_if_never_stopped(warm_model, data, tmp_path):
 
     def command(name, *extra):
         return [
-            sys.executable, str(ROOT / "tests" / "integration" / "ledger_run.py"), "train", "--config", str(config),
+            sys.executable, str(ROOT / "tests" / "support" / "ledger_run.py"), "train", "--config", str(config),
             "--data", str(data), "--init", str(warm_model), "--out", str(tmp_path / name), *extra,
         ]  # fmt: skip
 
