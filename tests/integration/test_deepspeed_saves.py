@@ -32,7 +32,7 @@ train:
   save_steps: 100
   seed: 0
   lora: {{r: 4, alpha: 8, dropout: 0.0}}
-  rewards: [{{name: varied}}]
+  rewards: [{{name: "tests.support.varied_reward_run:varied_reward"}}]
 """
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj")
 
