@@ -153,6 +153,7 @@ class DpoConfig(Strict):
 # exactly these names.
 REWARD_NAMES = ("format", "accuracy", "semantic", "ecr", "cwr", "grounding_iou", "report_label_f1", "report_rouge_l")
 CAPPED_REWARDS = ("ecr", "cwr")  # the length rewards: their function takes a `cap`
+CUSTOM_REWARD = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*")  # a reward of your own: module.path:function
 # Each judge backend with the JudgeConfig settings it cannot do without.
 JUDGE_BACKENDS: dict[str, tuple[str, ...]] = {
     "keyword": (),
@@ -163,7 +164,10 @@ JUDGE_BACKENDS: dict[str, tuple[str, ...]] = {
 
 
 class RewardSpec(Strict):
-    name: str = Field(description="A reward of REWARD_NAMES (medrl.rewards.REWARDS), e.g. format, accuracy.")
+    name: str = Field(
+        description="A reward of REWARD_NAMES (medrl.rewards.REWARDS), e.g. format, accuracy; or your own function "
+        "in an installed module, by its dotted path: mypkg.rewards:brevity."
+    )
     weight: float = 1.0
     cap: int | None = Field(
         None, ge=1, description="Words of reasoning at which a length reward (one with a `cap`: ecr, cwr) reaches 1."
@@ -172,8 +176,17 @@ class RewardSpec(Strict):
     @field_validator("name")
     @classmethod
     def _known(cls, name: str) -> str:
+        if ":" in name:  # a custom reward: the form is checked here, the function when the arm's rewards are built
+            if not CUSTOM_REWARD.fullmatch(name):
+                raise ValueError(
+                    f"reward '{name}': give your own reward as module.path:function, e.g. mypkg.rewards:brevity"
+                )
+            return name
         if name not in REWARD_NAMES:
-            raise ValueError(f"unknown reward '{name}'; choose from: {', '.join(REWARD_NAMES)}")
+            raise ValueError(
+                f"unknown reward '{name}'; choose from: {', '.join(REWARD_NAMES)}, or a function of an installed "
+                "module as module.path:function"
+            )
         return name
 
     @model_validator(mode="after")

@@ -19,7 +19,7 @@ DELAY_S = 0.05
 @pytest.fixture(scope="module")
 def server_url():
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tests.judge_server", "--mode", "delay", "--delay", str(DELAY_S)],
+        [sys.executable, "-m", "tests.support.judge_server", "--mode", "delay", "--delay", str(DELAY_S)],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,

@@ -17,8 +17,8 @@ import sys
 from medrl import metrics
 from medrl.config import load_config
 from medrl.train import train_arm
-from tests.integration.servers import free_ports
-from tests.integration.tiny_runs import grpo_study
+from tests.support.servers import free_ports
+from tests.support.tiny_runs import grpo_study
 
 STEPS = 12
 ROUNDS = 2

@@ -14,7 +14,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.medvqa_fixtures import image_bytes
+from tests.support.medvqa_fixtures import image_bytes
 
 SIZES = (10_000, 50_000)
 PREP = """

@@ -1,3 +1,3 @@
 """SeaweedFS on loopback for the store benchmark."""
 
-from tests.integration.servers import s3_bucket, seaweed  # noqa: F401
+from tests.support.servers import s3_bucket, seaweed  # noqa: F401

@@ -1,7 +1,7 @@
 """Real servers on loopback (SeaweedFS, Pushgateway, MLflow), started and stopped by these fixtures for the tests
 here."""
 
-from tests.integration.servers import (  # noqa: F401
+from tests.support.servers import (  # noqa: F401
     mlflow_server,
     own_mlflow_server,
     own_seaweed,

@@ -11,7 +11,7 @@ import yaml
 from prometheus_client import generate_latest
 
 from medrl import metrics
-from tests.integration.servers import binary
+from tests.support.servers import binary
 
 RULE_FILE = Path(__file__).resolve().parents[2] / "k8s" / "base" / "alerts" / "prometheusrule.yaml"
 

@@ -14,8 +14,8 @@ from medrl import store, study
 from medrl.store import checkpoints, s3
 from medrl.store.layout import RunLayout
 from medrl.train.run import scratch_work_dir
-from tests.integration.servers import s3_environment
-from tests.integration.tiny_runs import grpo_study
+from tests.support.servers import s3_environment
+from tests.support.tiny_runs import grpo_study
 
 pytestmark = pytest.mark.slow
 

@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from medrl import store
-from tests.integration.tiny_runs import committed_synthetic
+from tests.support.tiny_runs import committed_synthetic
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.integration.tiny_runs import committed_synthetic
+from tests.support.tiny_runs import committed_synthetic
 
 pytestmark = pytest.mark.slow
 
@@ -32,7 +32,7 @@ train:
   save_steps: 100
   seed: 0
   lora: {{r: 4, alpha: 8, dropout: 0.0}}
-  rewards: [{{name: varied}}]
+  rewards: [{{name: "tests.support.varied_reward_run:varied_reward"}}]
 """
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj")
 
@@ -54,7 +54,7 @@ def test_a_deepspeed_run_saves_a_model_that_reloads_whole(method, tiny_model, da
     run = subprocess.run(
         [
             sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "1",
-            "-m", "tests.integration.varied_reward_run", "train", "--config", str(config), "--data", str(data),
+            "-m", "tests.support.varied_reward_run", "train", "--config", str(config), "--data", str(data),
             "--init", str(tiny_model), "--out", str(out),
         ],
         capture_output=True, text=True, timeout=900,

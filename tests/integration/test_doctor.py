@@ -1,4 +1,4 @@
-"""`medrl doctor` with a kubeconfig: a checklist against a STUB of the Kubernetes API server (tests/standins.py)
+"""`medrl doctor` with a kubeconfig: a checklist against a STUB of the Kubernetes API server (tests/support/standins.py)
 that answers discovery, SubjectAccessReviews, namespaces, Secrets, ConfigMaps, nodes and the service proxy the
 way a healthy cluster does; each broken part must show as FAIL with its fix, and the command exits 1."""
 
@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from medrl.cli import app
 from medrl.doctor import DRIVER_FLOOR, LAUNCHER_VERBS, cluster_checks, local_driver_version
-from tests.standins import KubeStandIn
+from tests.support.standins import KubeStandIn
 
 RUNNER = "system:serviceaccount:kubeflow:pipeline-runner"
 ENDPOINTS = {

@@ -1,4 +1,4 @@
-"""`medrl doctor` for the TrainJob launcher, against the STUB of the Kubernetes API server (tests/standins.py) with
+"""`medrl doctor` for the TrainJob launcher, against the Kubernetes API STUB (tests/support/standins.py) with
 Kubeflow Trainer v2 served: the TrainJob CRD, the runtime TrainJobs reference and the launcher's RBAC for them,
 each broken part a FAIL naming it and its fix."""
 

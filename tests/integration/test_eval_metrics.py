@@ -12,8 +12,8 @@ from medrl.evaluate import metrics_complete, score_predictions
 from medrl.evaluate.perplexity import PerplexityScorer
 from medrl.evaluate.run import prediction_row
 from medrl.evaluate.similarity import SimilarityScorer, is_cross_encoder, model_source
-from tests.judge_server import JudgeServer
-from tests.tiny_lm import build_tiny_causal_lm
+from tests.support.judge_server import JudgeServer
+from tests.support.tiny_lm import build_tiny_causal_lm
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ import pytest
 from medrl.config import JudgeConfig
 from medrl.judge import build_judge, semantic_prompt, thinking_prompt
 from medrl.judge.hf import HFJudge
-from tests.tiny_lm import build_tiny_causal_lm
+from tests.support.tiny_lm import build_tiny_causal_lm
 
 TEXTS = [
     "The lesion lies in the upper left of the CT image.",

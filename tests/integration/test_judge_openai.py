@@ -1,4 +1,4 @@
-"""The openai judge against a real HTTP server on 127.0.0.1 (tests/judge_server.py, the stand-in for vLLM):
+"""The openai judge against a real HTTP server on 127.0.0.1 (tests/support/judge_server.py, the stand-in for vLLM):
 answers, guided choice, and the faults a served judge has (503s, hangs, garbage, late replies, refused
 connections). No exception escapes, the breaker opens and closes again, and every outcome count is exact."""
 
@@ -11,7 +11,7 @@ import pytest
 from medrl.config import JudgeConfig
 from medrl.judge import build_judge, semantic_prompt, thinking_prompt
 from medrl.judge.openai import OpenAIJudge
-from tests.judge_server import JudgeServer
+from tests.support.judge_server import JudgeServer
 
 
 @pytest.fixture

@@ -1,5 +1,5 @@
 """The semantic reward in real GRPO runs (TRL on the tiny model, SFT'd here until it writes <think> text) with the
-openai judge against a real HTTP server on 127.0.0.1 (tests/judge_server.py, the stand-in for a served 7B judge):
+openai judge against a real HTTP server on 127.0.0.1 (tests/support/judge_server.py, stand-in for a served 7B judge):
 a judge that answers nothing stops training with an error naming the server, the model and the fix, and
 `medrl train` exits with status 2 and commits no model; a judge that answers some completions and not others
 lets training go on, and nothing of a prompt or a completion reaches the logs on the way."""
@@ -22,8 +22,8 @@ from medrl.config import load_config
 from medrl.data.records import iter_jsonl, write_jsonl
 from medrl.rewards.semantic import UnscorableError
 from medrl.train import train_arm
-from tests.integration.tiny_runs import MARKERS, Capture, canary_dataset
-from tests.judge_server import JudgeServer
+from tests.support.judge_server import JudgeServer
+from tests.support.tiny_runs import MARKERS, Capture, canary_dataset
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
@@ -61,7 +61,7 @@ def closed_port_url() -> str:
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> Path:
-    """Synthetic questions whose text, image paths and patient fields carry markers (tests/integration/tiny_runs.py),
+    """Synthetic questions whose text, image paths and patient fields carry markers (tests/support/tiny_runs.py),
     committed: `medrl train` takes committed datasets only."""
     raw = canary_dataset(tmp_path_factory.mktemp("canary") / "raw", train=64, test=8)
     rows = list(iter_jsonl(raw / "train.jsonl"))

@@ -1,5 +1,5 @@
 """`medrl pipeline submit|schedule|runs` through the real kfp.Client against a STUB of the Kubeflow Pipelines API
-(tests/standins.py, in-memory experiments/runs/recurring runs on loopback) that records every request: the cron,
+(tests/support/standins.py, in-memory experiments/runs/recurring runs on loopback) that records every request: the cron,
 concurrency, catch-up and typed parameters that reach the server are checked."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from medrl.cli import app
 from medrl.kfp import client
 from medrl.kfp.parameters import packaged_pipeline
-from tests.standins import KfpStandIn
+from tests.support.standins import KfpStandIn
 
 PACKAGE = packaged_pipeline()  # what `pipeline submit|schedule` send without --package
 

@@ -1,5 +1,5 @@
 """Training an arm as a PyTorchJob, through the real kubeflow-training SDK and kubernetes client, against a STUB
-of the Kubernetes API server and training operator (tests/standins.py: it runs the Master's `pytorch` container
+of the Kubernetes API server and training operator (tests/support/standins.py: it runs the Master's `pytorch` container
 command as a local process with the operator's PET_* environment, streams its log and reports conditions). The
 container command is the real `medrl train-arm` entrypoint training the tiny model into a file:// store."""
 
@@ -11,8 +11,8 @@ from medrl import store
 from medrl.cluster.launch import LaunchError, TrainSpec, cleanup, launch_arm
 from medrl.cluster.pytorchjob import PyTorchJobLauncher
 from medrl.study import init_run, load_run
-from tests.integration.tiny_runs import small_sft_run
-from tests.standins import KubeStandIn
+from tests.support.standins import KubeStandIn
+from tests.support.tiny_runs import small_sft_run
 
 FAST = {"poll_seconds": 0.2, "image": "registry.test/medrl:1", "namespace": "medrl"}
 

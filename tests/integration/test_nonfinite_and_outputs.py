@@ -91,20 +91,20 @@ def test_a_non_finite_model_is_never_committed_even_when_steps_are_allowed(poiso
 GRPO = """
 arms:
   g: {method: grpo, learning_rate: 1.0e+30, max_steps: 3, per_device_batch_size: 2, num_generations: 2, grad_accum: 1,
-      max_completion_length: 8, beta: 0.0, rewards: [{name: varied}]}
+      max_completion_length: 8, beta: 0.0, rewards: [{name: "tests.support.varied_reward_run:varied_reward"}]}
 """
 
 
 def test_grpo_diverging_stops_with_medrls_error_not_torchs_sampling_traceback(tiny_model, data, tmp_path):
     """issue 30: learning_rate 1e30 makes the weights huge after step 1, the logits of step 2's rollouts overflow,
     and TRL's sampling used to fail with `RuntimeError: probability tensor contains inf/nan` (exit 1, a
-    traceback). The `varied` reward (tests/integration/varied_reward_run.py) gives the group different rewards,
+    traceback). The `varied` reward (tests/support/varied_reward_run.py) gives the group different rewards,
     so step 1 has a gradient at all. The work folder stays, with the log of step 1 and no model."""
     config = tmp_path / "study.yaml"
     config.write_text(GRPO)
     out = tmp_path / "model"
     run = subprocess.run(
-        [sys.executable, "-m", "tests.integration.varied_reward_run", "train", "--config", str(config), "--data",
+        [sys.executable, "-m", "tests.support.varied_reward_run", "train", "--config", str(config), "--data",
          str(data), "--init", str(tiny_model), "--out", str(out)],
         capture_output=True, text=True, timeout=600,
     )  # fmt: skip

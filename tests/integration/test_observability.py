@@ -22,8 +22,8 @@ from medrl.metrics import pushgateway as push_metrics
 from medrl.store import s3
 from medrl.store.layout import RunLayout
 from medrl.train import common
-from tests.integration.servers import Prometheus, Pushgateway, free_ports, s3_environment, wait_until
-from tests.integration.tiny_runs import MARKERS, PATH_MARK, QUESTION_MARK, Capture, canary_dataset, grpo_study
+from tests.support.servers import Prometheus, Pushgateway, free_ports, s3_environment, wait_until
+from tests.support.tiny_runs import MARKERS, PATH_MARK, QUESTION_MARK, Capture, canary_dataset, grpo_study
 
 pytestmark = pytest.mark.slow
 

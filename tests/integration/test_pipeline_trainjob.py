@@ -1,6 +1,6 @@
 """The study pipeline with `launcher=trainjob`: compiled by medrl.pipelines.compile (real kfp compiler),
 the parameter reaches the train step and the exit handler's cleanup, and a run submitted through the real
-kfp.Client to the STUB of the Kubeflow Pipelines API (tests/standins.py) carries it."""
+kfp.Client to the STUB of the Kubeflow Pipelines API (tests/support/standins.py) carries it."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import yaml
 
 from medrl.kfp import client
 from medrl.pipelines.compile import compile_pipeline
-from tests.standins import KfpStandIn
+from tests.support.standins import KfpStandIn
 
 
 def tasks_taking(spec: dict, param: str) -> dict[str, str]:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from medrl.report import build_report
-from tests.report_study import full_arms
+from tests.support.report_study import full_arms
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="needs Chromium: make system-packages")

@@ -10,7 +10,7 @@ from kfp import dsl, local
 from medrl import store
 from medrl.config import dump_config, load_config
 from medrl.store.layout import RunLayout
-from tests.report_study import full_arms
+from tests.support.report_study import full_arms
 
 
 @pytest.fixture

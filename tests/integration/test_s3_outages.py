@@ -14,7 +14,7 @@ import pytest
 
 from medrl import store
 from medrl.store import s3
-from tests.integration.servers import kill_mid_upload, s3_environment
+from tests.support.servers import kill_mid_upload, s3_environment
 
 BUDGET = 1.5
 # A `medrl` process needs a few seconds to start on a loaded machine; the failure itself comes within BUDGET + 3.

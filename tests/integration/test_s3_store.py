@@ -16,7 +16,7 @@ import pytest
 
 from medrl import store
 from medrl.store import checkpoints, s3
-from tests.integration.servers import kill_mid_upload
+from tests.support.servers import kill_mid_upload
 
 
 def fill(root, files: dict[str, bytes]) -> None:
@@ -134,7 +134,7 @@ def test_wrong_credentials_a_bad_bucket_and_a_dead_endpoint_are_named(s3_bucket,
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not-the-secret")
     with pytest.raises(store.StoreError, match="AWS_SECRET_ACCESS_KEY"):
         store.write_text(f"{s3_bucket}/x.txt", "x")
-    from tests.integration.servers import free_ports
+    from tests.support.servers import free_ports
 
     monkeypatch.setenv("AWS_ENDPOINT_URL_S3", f"http://127.0.0.1:{free_ports(1)[0]}")
     monkeypatch.setenv("MEDRL_STORE_RETRY_SECONDS", "1")
@@ -145,7 +145,7 @@ def test_wrong_credentials_a_bad_bucket_and_a_dead_endpoint_are_named(s3_bucket,
 def test_server_killed_mid_upload_leaves_no_checkpoint_and_resume_takes_the_previous(
     own_seaweed, monkeypatch, tmp_path
 ):
-    from tests.integration.servers import s3_environment
+    from tests.support.servers import s3_environment
 
     bucket = s3_environment(monkeypatch, own_seaweed, tmp_path, retry_seconds=2)
     ckpts = f"{bucket}/run/arms/grpo/checkpoints"
@@ -179,7 +179,7 @@ def test_server_killed_mid_upload_leaves_no_checkpoint_and_resume_takes_the_prev
 
 
 def test_server_restarted_mid_commit_is_carried_through_by_retries(own_seaweed, monkeypatch, tmp_path, caplog):
-    from tests.integration.servers import s3_environment
+    from tests.support.servers import s3_environment
 
     bucket = s3_environment(monkeypatch, own_seaweed, tmp_path, retry_seconds=60)
     uri = f"{bucket}/ckpt/step-1"
@@ -246,7 +246,7 @@ def test_store_commands(s3_bucket, tmp_path, seaweed):
 
 def test_a_dataset_put_in_the_store_is_prepared_from_its_uri(s3_bucket, tmp_path):
     """What a cluster run does: the download is committed with `medrl store put`, prep reads it by URI."""
-    from tests.medvqa_fixtures import pmc_vqa
+    from tests.support.medvqa_fixtures import pmc_vqa
 
     src = pmc_vqa(tmp_path / "PMC-VQA", n_train=12, n_test=4)
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
@@ -347,7 +347,7 @@ def test_verify_fails_an_object_added_after_the_commit(s3_bucket, seaweed, tmp_p
 
 
 def test_ls_of_a_missing_bucket_or_prefix_is_an_error(s3_bucket, tmp_path):
-    from medvqa_fixtures import run_medrl
+    from tests.support.medvqa_fixtures import run_medrl
 
     store.put_artifact(put_folder(tmp_path, "d", {"a": b"a"}), f"{s3_bucket}/there")
     for uri in (f"s3://medrl-missing-{os.urandom(3).hex()}", f"{s3_bucket}/not-there"):

@@ -7,7 +7,7 @@ import pytest
 
 from medrl import store, study
 from medrl.data.records import read_records
-from tests.medvqa_fixtures import BUILDERS
+from tests.support.medvqa_fixtures import BUILDERS
 
 pytestmark = pytest.mark.slow
 

@@ -10,7 +10,7 @@ from medrl.evaluate.run import prediction_row
 from medrl.evaluate.score import score_predictions
 from medrl.models.tiny import build_tokenizer
 from medrl.store.layout import RunLayout
-from tests.judge_server import JudgeServer
+from tests.support.judge_server import JudgeServer
 
 RECORDS = [
     Record(id=str(i), question="Where is the lesion?", choices=["upper left", "upper right"], answer="upper left",

@@ -16,7 +16,7 @@ import yaml
 
 from medrl import store, study, tracking
 from medrl.store.layout import RunLayout
-from tests.integration.tiny_runs import MARKERS, QUESTION_MARK, canary_dataset
+from tests.support.tiny_runs import MARKERS, QUESTION_MARK, canary_dataset
 
 pytestmark = pytest.mark.slow
 
@@ -207,7 +207,7 @@ def test_resumed_and_recurring_runs(tracked_study, mlflow_server, monkeypatch):
 
 
 def test_unreachable_server_at_start(tmp_path, caplog):
-    from tests.integration.servers import free_ports
+    from tests.support.servers import free_ports
 
     dead = f"http://127.0.0.1:{free_ports(1)[0]}"
     with pytest.raises(tracking.TrackingError, match=r"tracking.mlflow_uri .* tracking.required=false"):

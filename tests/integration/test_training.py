@@ -21,7 +21,7 @@ from medrl.config import load_config
 from medrl.data.records import iter_jsonl, write_jsonl
 from medrl.store.checkpoints import latest_checkpoint, step_of
 from medrl.train import train_arm
-from tests.integration.tiny_runs import committed_synthetic
+from tests.support.tiny_runs import committed_synthetic
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
@@ -185,12 +185,12 @@ def test_a_killed_run_resumes_as_if_never_stopped(warm_model, data, tmp_path):
     """Kills `medrl train` (SIGKILL) after its checkpoint at step 2, resumes it with --resume, and compares it with
     an uninterrupted run: same prompts step by step, steps continue, final weights within 1e-6 (CPU, fp32)."""
     config = tmp_path / "study.yaml"
-    rewards = "[{name: format}, {name: accuracy}, {name: ledger, weight: 0.0}]"
+    rewards = "[{name: format}, {name: accuracy}, {name: 'tests.support.ledger_run:ledger_reward', weight: 0.0}]"
     config.write_text(arm_yaml("grpo", lr=1e-3, steps=8, batch=2, save_steps=2, rewards=rewards))
 
     def command(name, *extra):
         return [
-            sys.executable, str(ROOT / "tests" / "integration" / "ledger_run.py"), "train", "--config", str(config),
+            sys.executable, str(ROOT / "tests" / "support" / "ledger_run.py"), "train", "--config", str(config),
             "--data", str(data), "--init", str(warm_model), "--out", str(tmp_path / name), *extra,
         ]  # fmt: skip
 

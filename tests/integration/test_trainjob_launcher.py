@@ -1,5 +1,5 @@
 """Training an arm as a Kubeflow Trainer v2 TrainJob, through the real kubernetes client, against a STUB of the
-Kubernetes API server with Trainer and a kubelet behind it (tests/standins.py: it serves the upstream v2.3.0
+Kubernetes API server with Trainer and a kubelet behind it (tests/support/standins.py: it serves the upstream v2.3.0
 `torch-distributed` runtime, runs the `node` container's command as a local process with the torch plugin's PET_*
 environment, streams its log, and reports the TrainJob's conditions and events). The command is the real
 `medrl train-arm` entrypoint training the tiny model into a file:// store."""
@@ -16,8 +16,8 @@ from medrl import store
 from medrl.cluster.launch import LaunchError, TrainSpec, cleanup, launch_arm, resolve
 from medrl.cluster.trainjob import TrainJobLauncher, build_runtime
 from medrl.study import init_run, load_run
-from tests.integration.tiny_runs import small_sft_run
-from tests.standins import KubeStandIn
+from tests.support.standins import KubeStandIn
+from tests.support.tiny_runs import small_sft_run
 
 FAST = {"poll_seconds": 0.2, "image": "registry.test/medrl:1", "namespace": "medrl"}
 STOCK = yaml.safe_load((Path(__file__).parents[1] / "data" / "trainer-v2.3.0" / "torch_distributed.yaml").read_text())

@@ -10,7 +10,7 @@ from medrl import store, study
 from medrl.cost import Meter, total
 from medrl.report import build_report, scalar_metrics
 from medrl.store.layout import RunLayout
-from tests.report_study import full_arms
+from tests.support.report_study import full_arms
 
 
 def test_meter_measures_wall_and_cpu_time():

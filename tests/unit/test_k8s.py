@@ -16,7 +16,7 @@ import yaml
 
 from medrl.cluster.launch import TrainSpec
 from medrl.cluster.pytorchjob import build_pytorchjob, to_dict
-from tests.podpolicy import pod_specs, violations
+from tests.support.podpolicy import pod_specs, violations
 
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "k8s"

@@ -14,7 +14,7 @@ from medrl.config import ConfigError
 from medrl.pipelines import local
 from medrl.report import build_report
 from medrl.store.layout import RunLayout
-from tests.report_study import full_arms
+from tests.support.report_study import full_arms
 
 ROOT = Path(__file__).resolve().parents[2]
 

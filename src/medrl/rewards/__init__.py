@@ -3,9 +3,12 @@
 
 from __future__ import annotations
 
+import importlib
 import inspect
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from medrl.config import ConfigError
 from medrl.judge import build_judge
 from medrl.rewards.basic import accuracy_reward, format_reward
 from medrl.rewards.grounding import grounding_reward
@@ -37,6 +40,30 @@ def capped_rewards() -> list[str]:
     return [name for name, func in REWARDS.items() if "cap" in inspect.signature(func).parameters]
 
 
+def custom_reward(path: str) -> Callable[..., list[float | None]]:
+    """The reward function `module.path:function` names, imported from an installed module (never from a file path),
+    checked to take TRL's arguments: the completions first, the dataset's columns as keyword arguments."""
+    module_name, _, func_name = path.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as err:
+        raise ConfigError(
+            f"reward {path}: module {module_name} cannot be imported ({err}); install the package that holds it in "
+            "this environment (and in the training image)"
+        ) from None
+    func = getattr(module, func_name, None)
+    if not callable(func):
+        raise ConfigError(f"reward {path}: module {module_name} has no function {func_name}")
+    params = list(inspect.signature(func).parameters.values())
+    positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    if not params or params[0].kind not in positional or params[-1].kind != inspect.Parameter.VAR_KEYWORD:
+        raise ConfigError(
+            f"reward {path}: {func_name} must take (completions, **kwargs) and return one float (or None) per "
+            "completion, as TRL's reward functions do"
+        )
+    return func
+
+
 class NamedReward:
     """A reward function with its settings bound, named for TRL's logs (rewards/<name>/mean)."""
 
@@ -56,6 +83,8 @@ def reward_functions(specs: list[RewardSpec], judge: JudgeConfig) -> list[Any]:
     for spec in specs:
         if spec.name == "semantic":
             funcs.append(SemanticReward(build_judge(judge), judge.max_unscorable_fraction, name=spec.name))
+        elif ":" in spec.name:
+            funcs.append(NamedReward(spec.name, custom_reward(spec.name)))
         elif spec.cap is not None:
             funcs.append(NamedReward(spec.name, REWARDS[spec.name], cap=spec.cap))
         else:
@@ -70,6 +99,7 @@ __all__ = [
     "UnscorableError",
     "accuracy_reward",
     "capped_rewards",
+    "custom_reward",
     "cwr_reward",
     "ecr_reward",
     "format_reward",

@@ -170,7 +170,7 @@ def operator_worker_pod(template: str, image: str, master: str = "job-master-0")
 
 
 def test_the_site_init_container_passes_pod_security_restricted_with_the_medrl_image():
-    from tests.podpolicy import violations
+    from tests.support.podpolicy import violations
 
     default = operator_worker_pod(OPERATOR_DEFAULT_TEMPLATE, "alpine:3.10")
     assert any("init-pytorch" in v for v in violations("Worker", default))  # why the site step exists

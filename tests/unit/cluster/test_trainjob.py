@@ -17,7 +17,7 @@ import yaml
 from medrl.cluster.launch import TrainSpec
 from medrl.cluster.trainjob import Runtime, admission_errors, build_runtime, build_trainjob
 from medrl.doctor import TRAINJOB_VERBS
-from tests.podpolicy import violations
+from tests.support.podpolicy import violations
 from tests.unit.test_k8s import EXAMPLE, K8S, find, render
 
 TRAINER_VERSION = "v2.3.0"

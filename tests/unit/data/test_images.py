@@ -13,7 +13,7 @@ from medrl.data.prep import prepare
 from medrl.data.records import read_records
 from medrl.evaluate.generate import _image
 from medrl.train.common import vision_dataset
-from tests.medvqa_fixtures import image_bytes
+from tests.support.medvqa_fixtures import image_bytes
 
 
 def scan(lo: int = 0, hi: int = 65535, side: int = 96) -> np.ndarray:

@@ -16,7 +16,7 @@ from medrl.data import prep as prep_module
 from medrl.data.images import check_image
 from medrl.data.prep import SOURCES, PrepError, Row, check_record, prepare
 from medrl.data.records import Record, read_records
-from tests.medvqa_fixtures import image_bytes, pmc_rows, pmc_vqa, run_medrl, slake, write_csv
+from tests.support.medvqa_fixtures import image_bytes, pmc_rows, pmc_vqa, run_medrl, slake, write_csv
 
 
 def test_synthetic_layout(synthetic_data):

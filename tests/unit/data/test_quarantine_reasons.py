@@ -122,7 +122,7 @@ def test_jsonl_rows_are_quarantined_as_the_readme_says(tmp_path):
 
 
 def test_pmc_vqa_row_with_more_cells_than_columns_is_malformed(tmp_path):
-    from tests.medvqa_fixtures import pmc_vqa
+    from tests.support.medvqa_fixtures import pmc_vqa
 
     src = pmc_vqa(tmp_path / "PMC-VQA", n_train=20, n_test=4)
     lines = (src / "train.csv").read_text().splitlines()

@@ -8,7 +8,16 @@ from medrl.config import DataConfig
 from medrl.data.prep import prepare
 from medrl.data.records import read_records
 from medrl.data.sources import PrepError
-from tests.medvqa_fixtures import hf_parquet, hf_saved, omnimedvqa, pmc_rows, pmc_vqa, records_jsonl, slake, write_csv
+from tests.support.medvqa_fixtures import (
+    hf_parquet,
+    hf_saved,
+    omnimedvqa,
+    pmc_rows,
+    pmc_vqa,
+    records_jsonl,
+    slake,
+    write_csv,
+)
 
 
 def prep(source, src, out, **kw):

@@ -1,3 +1,3 @@
 """A real Pushgateway on loopback for the push tests."""
 
-from tests.integration.servers import pushgateway  # noqa: F401
+from tests.support.servers import pushgateway  # noqa: F401

@@ -8,7 +8,7 @@ import re
 
 from medrl.report import ArmResult, build_report, scalar_metrics, table1
 from medrl.report.ui import export_for_ui
-from tests.report_study import full_arms
+from tests.support.report_study import full_arms
 
 
 def _arms():

@@ -143,7 +143,7 @@ def committed(tmp_path, name: str, files: dict[str, bytes]) -> str:
 
 
 def test_store_get_onto_a_committed_artifact_is_refused_without_replace(tmp_path):
-    from medvqa_fixtures import run_medrl
+    from tests.support.medvqa_fixtures import run_medrl
 
     src = committed(tmp_path, "store/new-model", {"w.bin": b"new"})
     committed(tmp_path, "trained-model", {"w.bin": b"GPU-hours"})
@@ -177,7 +177,7 @@ def test_replace_refuses_to_delete_a_nested_committed_artifact(tmp_path):
 
 
 def test_a_missing_manifest_is_listed_and_verified_as_damaged_not_a_crash(tmp_path):
-    from medvqa_fixtures import run_medrl
+    from tests.support.medvqa_fixtures import run_medrl
 
     parent = tmp_path / "models"
     for name in ("good", "broken", "other"):
@@ -203,7 +203,7 @@ def test_verify_fails_a_committed_folder_with_a_file_added_after_the_commit(tmp_
 
 
 def test_ls_of_a_missing_path_is_an_error_not_an_empty_listing(tmp_path):
-    from medvqa_fixtures import run_medrl
+    from tests.support.medvqa_fixtures import run_medrl
 
     done = run_medrl("store", "ls", str(tmp_path / "no-such-folder"))
     assert done.returncode == 2 and "does not exist" in done.stderr and "no-such-folder" in done.stderr, done.stderr

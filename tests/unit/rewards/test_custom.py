@@ -1,0 +1,42 @@
+"""A reward of the user's own by dotted path (`rewards: [{name: "mypkg.rewards:brevity"}]`): the config checks the
+form without importing anything, the arm's rewards import it from an installed module, and each way it can be wrong
+is named with the fix."""
+
+import pytest
+
+from medrl.config import ConfigError, JudgeConfig, RewardSpec
+from medrl.rewards import reward_functions
+
+BREVITY = "tests.support.custom_rewards:brevity"
+
+
+def test_a_custom_reward_is_loaded_by_its_dotted_path_and_named_in_logs():
+    (reward,) = reward_functions([RewardSpec(name=BREVITY)], JudgeConfig())
+    assert reward.__name__ == BREVITY
+    assert reward(["short answer", " ".join(["word"] * 25)]) == [1.0, 0.0]
+
+
+def test_the_config_checks_the_form_without_importing():
+    assert RewardSpec(name="not_installed_pkg.rewards:brevity").name == "not_installed_pkg.rewards:brevity"
+    for bad in ("mypkg.rewards:", ":brevity", "my pkg:f", "/tmp/rewards.py:f", "mypkg.rewards:f:g"):
+        with pytest.raises(ValueError, match=r"give your own reward as module\.path:function"):
+            RewardSpec(name=bad)
+    with pytest.raises(ValueError, match=r"or a function of an installed module as module\.path:function"):
+        RewardSpec(name="brevity")
+    with pytest.raises(ValueError, match="`cap` applies to the length rewards only"):
+        RewardSpec(name=BREVITY, cap=10)
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("not_installed_pkg.rewards:brevity", r"module not_installed_pkg.rewards cannot be imported .*install the"),
+        ("tests.support.custom_rewards:missing", "module tests.support.custom_rewards has no function missing"),
+        ("tests.support.custom_rewards:NOT_A_FUNCTION", "has no function NOT_A_FUNCTION"),
+        ("tests.support.custom_rewards:no_kwargs", r"no_kwargs must take \(completions, \*\*kwargs\)"),
+        ("os.path:join", r"join must take \(completions, \*\*kwargs\)"),
+    ],
+)
+def test_a_custom_reward_that_cannot_be_used_is_named_with_the_fix(name, message):
+    with pytest.raises(ConfigError, match=message):
+        reward_functions([RewardSpec(name=name)], JudgeConfig())
