@@ -10,7 +10,7 @@ import logging
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageDraw
 
 from medrl.config import DataConfig
 from medrl.data.cxr.dicom import DicomError, dicom_to_png, read_dicom
@@ -159,7 +159,9 @@ def vindr_fixture(root):
     write_dicom(root / "train" / "img2.dicom", image)
     write_dicom(root / "train" / "img3.dicom", image, "MONOCHROME1", window=(2000, 4000))
     Image.new("L", (8, 8)).save(root / "train" / "img4.dicom", format="PNG")
-    write_dicom(root / "test" / "t1.dicom", image, window=(2000, 4000))
+    scan = np.full((100, 200), 1000, np.uint16)  # another patient's scan: the leak check keeps it in the test split
+    scan[50:90, 100:180] = 3000
+    write_dicom(root / "test" / "t1.dicom", scan, window=(2000, 4000))
     rows = [
         ["img1", "R8", "Pleural effusion", 20, 10, 60, 40],
         ["img1", "R9", "Pleural effusion", 22, 10, 62, 40],
@@ -258,7 +260,10 @@ def mimic_fixture(root):
         folder = root / "files" / f"p{subject[:2]}" / f"p{subject}" / f"s{study}"
         folder.mkdir(parents=True)
         for d in dicoms:
-            Image.new("L", (64, 48), 90).save(folder / f"{d}.jpg", format="JPEG")
+            scan = Image.new("L", (64, 48), 90)  # each its own scan (a blob in its own place): no copy leaks
+            k = ["d-lat", "d-pa", "d-ap", "d-x", "d-y"].index(d)
+            ImageDraw.Draw(scan).ellipse((6 + 8 * k, 4 + 6 * k, 22 + 8 * k, 18 + 6 * k), fill=220)
+            scan.save(folder / f"{d}.jpg", format="JPEG")
     (root / "files/p10/p10000032/s50000001.txt").write_text(REPORT)
     (root / "files/p10/p10000033/s50000002.txt").write_text("FINDINGS: Lungs are clear.\nIMPRESSION: Normal chest.")
     (root / "files/p12/p12000035/s50000004.txt").write_text("WET READ: ___ no acute process")
