@@ -316,7 +316,8 @@ def test_a_vllm_engine_that_cannot_start_is_a_final_error_naming_the_cause(
             raise ValueError("Free memory on device (3.1/79.2 GiB) is less than desired GPU memory utilization")
 
     def recipe(cfg, arm, data_dir, init_ref):
-        return Recipe(lambda **kw: kw, EngineFails, [], 1, config_kwargs={"use_vllm": True})
+        rows = [{}] * 64  # enough for a step: the train split is checked before the engine starts
+        return Recipe(lambda **kw: kw, EngineFails, rows, 1, config_kwargs={"use_vllm": True})
 
     monkeypatch.setattr(grpo, "recipe", recipe)
     cfg = load_config(preset="demo", overrides=[f"model.base={tiny_model}"])
