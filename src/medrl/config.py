@@ -756,6 +756,8 @@ def error_line(error: Any) -> str:
             hint = f" — remove it, or set {'.'.join(loc[:2])}.method"
         else:
             hint = " — not a known setting; check the spelling"
+    if isinstance(got, str):
+        got = re.sub(r"(://)[^/@\s]+@", r"\1***@", got)  # a password typed into a URI is not echoed
     shown = "" if kind == "missing" else f" (got {got!r})"[:120]
     return f"  {'.'.join(loc) or 'config'}: {msg}{shown}{hint}"
 

@@ -64,3 +64,10 @@ def test_a_failing_server_costs_one_retry_budget_per_process():
     assert len(calls) == 3 and tracker.down and tracker.lost == 1
     assert tracker.call("logging metrics", failing) is None
     assert len(calls) == 3 and tracker.lost == 2  # skipped, not tried again
+
+
+def test_a_uri_with_a_password_is_refused_without_echoing_the_password():
+    with pytest.raises(ConfigError) as refused:
+        load_config(preset="demo", overrides=["tracking.mlflow_uri=http://bob:s3cret@mlflow.local:5000"])
+    assert "MLFLOW_TRACKING_USERNAME" in str(refused.value)
+    assert "s3cret" not in str(refused.value) and "bob" not in str(refused.value)
