@@ -13,6 +13,7 @@ import pytest
 from medrl import store, study
 from medrl.store import checkpoints, s3
 from medrl.store.layout import RunLayout
+from medrl.train import callbacks
 from medrl.train.run import scratch_work_dir
 from tests.support.servers import s3_environment
 from tests.support.tiny_runs import grpo_study
@@ -40,7 +41,7 @@ def test_checkpoints_survive_a_store_restart_and_resume_takes_the_newest_committ
         committed.append(step)
         return result
 
-    monkeypatch.setattr(checkpoints, "commit_checkpoint", commit_through_an_outage)
+    monkeypatch.setattr(callbacks, "commit_checkpoint", commit_through_an_outage)  # the upload callback's commit
     monkeypatch.setenv(study.KEEP_AFTER_ENV, "2")  # kept after the model is committed, for the re-run below
     with caplog.at_level("INFO"):
         study.train(run_uri, "grpo")
@@ -55,7 +56,7 @@ def test_checkpoints_survive_a_store_restart_and_resume_takes_the_newest_committ
     assert (newest / "model.safetensors").is_file() and (newest / "optimizer.pt").is_file()
     assert store.is_committed(arm.model)
     # The run's folder holds artifacts only: the local work folder (checkpoints, log) is gone once it is committed.
-    assert sorted(store.list_dir(arm.uri)) == ["checkpoints", "model", "train_log.jsonl"]
+    assert sorted(store.list_dir(arm.uri)) == ["checkpoints", "cost.json", "model", "train_log.jsonl"]
     assert not scratch_work_dir(arm.model).exists()
 
     # Preempted while step-6 was uploading: its COMMITTED marker never arrived. A re-run must resume from step-4,

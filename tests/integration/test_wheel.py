@@ -74,7 +74,7 @@ def test_wheel_holds_the_pipeline_components_and_presets(wheel):
         "medrl/presets/demo.yaml",
         "medrl/train/configs/zero2.json",
         "medrl/components/train.py",
-        "medrl/components/plan.py",
+        "medrl/components/start.py",
         "medrl/pipelines/study.py",
         "medrl/pipelines/compiled/study.yaml",
     }
