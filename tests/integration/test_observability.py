@@ -157,7 +157,10 @@ def test_evaluation_metrics_reach_the_pushgateway_and_their_group_is_deleted(obs
     assert float(pushed["medrl_eval_questions"]) == 8 and float(pushed["medrl_stage_success"]) == 1
     assert float(pushed["medrl_eval_accuracy_mean"]) == pytest.approx(observed["metrics"]["accuracy"]["mean"])
     assert "medrl_judge_requests_total" in pushed and "medrl_stage_duration_seconds" in pushed
-    assert observed["deleted"] == 3
+    # the arm's cost (issue 28) is pushed as its own group, and deleted with the run's others
+    [cost] = [g for g in ours(observed["groups_after_evaluate"]) if g["labels"]["job"] == "medrl_cost"]
+    assert cost["labels"]["arm"] == "grpo" and float(cost["medrl_arm_train_seconds"]["metrics"][0]["value"]) > 0
+    assert observed["deleted"] == 4  # prep, report, and the arm's evaluate and cost groups
     assert ours(observed["groups_after_delete"]) == []
 
 

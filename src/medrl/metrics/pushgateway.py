@@ -105,11 +105,11 @@ def push(stage: str, registry: CollectorRegistry, run_id: str, arm: str | None =
 
 
 def delete_run(run_id: str, arms: list[str] | tuple[str, ...] = ()) -> int:
-    """Delete the Pushgateway groups of a run's batch stages (prep, report, and evaluate per arm)."""
+    """Delete the Pushgateway groups of a run's batch stages (prep, report, and evaluate and cost per arm)."""
     url = pushgateway_url()
     if not url:
         return 0
-    groups = [("prep", None), ("report", None)] + [("evaluate", arm) for arm in arms]
+    groups = [("prep", None), ("report", None)] + [(stage, arm) for arm in arms for stage in ("evaluate", "cost")]
     deleted = 0
     for stage, arm in groups:
         try:
