@@ -24,12 +24,15 @@ def tiny_model(
     out: Annotated[Path, typer.Option(help="Directory to write the checkpoint to.")],
     arch: Annotated[TinyArch, typer.Option(help="Architecture.")] = "qwen2-vl",
     seed: Annotated[int, typer.Option(help="Seed of the random weights.")] = 0,
+    replace: Annotated[bool, typer.Option("--replace", help="Replace a model already committed at --out.")] = False,
 ) -> None:
     """Build a tiny model of a real architecture, with a tokenizer trained here (tests, the demo).
 
     Example: medrl tiny-model --arch qwen2-vl --out ./tiny-qwen2-vl
     """
-    with store.commit_dir(store.normalize(str(out))) as staging:
+    uri = store.normalize(str(out))
+    store.check_replace(uri, replace, f"--out {out}: a model")
+    with store.commit_dir(uri) as staging:
         build_tiny(arch, staging, seed=seed)
     typer.echo(f"tiny {arch} model written to {out}")
 

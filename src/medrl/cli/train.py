@@ -55,6 +55,9 @@ def evaluate(
     overrides: Overrides = None,
     preset: Preset = None,
     config: ConfigFile = None,
+    replace: Annotated[
+        bool, typer.Option("--replace", help="Replace the predictions and metrics already at --out.")
+    ] = False,
 ) -> None:
     """Generate answers on the test split and score them.
 
@@ -63,7 +66,7 @@ def evaluate(
     from medrl.study.standalone import evaluate_standalone  # lazy, for medrl --help: transformers
 
     cfg = load_config(preset=preset, file=config, overrides=overrides or [])
-    typer.echo(json.dumps(evaluate_standalone(cfg, model, data, out), indent=2))
+    typer.echo(json.dumps(evaluate_standalone(cfg, model, data, out, replace=replace), indent=2))
 
 
 @app.command("train-arm")

@@ -65,9 +65,16 @@ def train_standalone(
     return name, train_to_store(cfg, name, data, out, start, work=work, resume=resume, replace=replace)
 
 
-def evaluate_standalone(cfg: StudyConfig, model: str, data: str, out: Path) -> dict:
+def evaluate_standalone(cfg: StudyConfig, model: str, data: str, out: Path, replace: bool = False) -> dict:
     """Evaluate `model` on a prepared dataset's test split, outside a study run: predictions.jsonl and
-    metrics.json go into the folder `out`; returns the metrics."""
+    metrics.json go into the folder `out`; returns the metrics. Results already there (an evaluation can take GPU
+    hours) are replaced only with `replace`, checked before the model loads."""
+    present = [name for name in ("predictions.jsonl", "metrics.json") if (out / name).exists()]
+    if present and not replace:
+        raise store.OutputError(
+            f"--out {out}: {' and '.join(present)} of an earlier evaluation are there; medrl replaces them only when "
+            "asked: pass --replace, or give another --out"
+        )
     rows, metrics = evaluate_model(cfg, model_folder(model, "--model"), store.open_dir(store.normalize(data)))
     write_jsonl(out / "predictions.jsonl", rows)
     write_json(out / "metrics.json", {"n": len(rows), "metrics": metrics})
