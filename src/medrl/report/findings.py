@@ -28,6 +28,8 @@ PAPER = {
 }
 
 REPRODUCED, NOT_REPRODUCED, NOT_MEASURED = "reproduced", "not reproduced", "not measured"
+# Over several seeds: the pooled test passes but at most half of the seeds reproduce the claim on their own arms.
+MINORITY_OF_SEEDS = "not reproduced in most seeds"
 WANTS = ("higher", "lower", "not higher")
 
 

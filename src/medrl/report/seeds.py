@@ -7,7 +7,9 @@ test over such 1:1 matched strata reduces to McNemar's test on the discordant pa
 (Mantel & Haenszel 1959, JNCI 22:719; Agresti, Categorical Data Analysis, 3rd ed. 2013, sec. 11.1); its exact form,
 used here, is the binomial test of the summed b against b + c. Seeds share their test questions, so the strata are
 not independent draws of questions: the p-value speaks to training noise over a fixed test set, and the per-seed
-agreement ("reproduced in 2 of 3 seeds") is reported beside it.
+agreement ("reproduced in 2 of 3 seeds") is reported beside it. A pooled "reproduced" that most seeds do not
+reproduce on their own arms is driven by a minority of the seeds (one lucky seed can carry the summed discordant
+pairs): it is reported as "not reproduced in most seeds", never as reproduced.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from dataclasses import replace
 from typing import Any
 
 from medrl.report.arm import ArmResult
+from medrl.report.findings import MINORITY_OF_SEEDS, REPRODUCED
 
 _STATUS_ORDER = ("unavailable", "unscored", "incomplete", "ok")
 
@@ -98,4 +101,7 @@ def agreement(pooled_findings: list[dict], per_seed: dict[int, list[dict]]) -> N
     """Add to each pooled finding in how many seeds the claim is reproduced on that seed's own arms."""
     for entry in pooled_findings:
         verdicts = [next(e["verdict"] for e in found if e["claim"] == entry["claim"]) for found in per_seed.values()]
-        entry["seeds"] = {"reproduced": sum(v == "reproduced" for v in verdicts), "of": len(verdicts)}
+        agreed = sum(v == REPRODUCED for v in verdicts)
+        entry["seeds"] = {"reproduced": agreed, "of": len(verdicts)}
+        if entry["verdict"] == REPRODUCED and 2 * agreed <= len(verdicts):
+            entry["verdict"] = MINORITY_OF_SEEDS

@@ -68,3 +68,20 @@ def test_one_seed_reports_as_before(tmp_path):
     arms = [_arm("sft", "SFT (full)", "sft", set(range(10))), _arm("sft-grpo", "SFT -> GRPO", "grpo", set(range(30)))]
     text = build_report("Study", arms, tmp_path, specs=cfg.arms).read_text()
     assert "| SFT -> GRPO | 256 | 75.00 |" in text and "seeds" not in text.split("## Findings")[1].split("##")[0]
+
+
+def test_a_pooled_claim_most_seeds_do_not_reproduce_is_not_called_reproduced(tmp_path):
+    """One lucky seed carries the pooled test: GRPO right on 30 questions in seed 0 only, on SFT's 10 in seeds 1
+    and 2. Pooled, b = 0 and c = 20 (p < 0.001), yet only 1 of 3 seeds reproduces the claim."""
+    cfg = load_config(preset="demo", overrides=["seeds=[0, 1, 2]"], arms=["sft-grpo"]).with_seeds()
+    arms = [_arm("zero-shot", "Base", "none", set(range(5)))] if "zero-shot" in cfg.arms else []
+    for seed in (0, 1, 2):
+        arms.append(_arm(f"sft-seed{seed}", "SFT (full)", "sft", set(range(10))))
+        arms.append(_arm(f"sft-grpo-seed{seed}", "SFT -> GRPO", "grpo", set(range(30 if seed == 0 else 10))))
+    text = build_report("Study", arms, tmp_path, specs=cfg.arms).read_text()
+    found = {f["claim"]: f for f in json.loads((tmp_path / "summary.json").read_text())["findings"]}
+    grpo_vs_sft = found["grpo_vs_sft"]
+    assert grpo_vs_sft["mcnemar"] == {"b": 0, "c": 20, "n": 3 * N}
+    assert grpo_vs_sft["seeds"] == {"reproduced": 1, "of": 3}
+    assert grpo_vs_sft["verdict"] == "not reproduced in most seeds"
+    assert "| not reproduced in most seeds (reproduced in 1 of 3 seeds) |" in text
