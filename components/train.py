@@ -21,6 +21,7 @@ def train(
     node_selector: dict,
     tolerations: list,
     store_secret: str,
+    attempts_without_progress: int,
 ) -> str:
     """Returns the URI of the model the arm evaluates. Every input after `launcher` is a TrainSpec field."""
     cluster = dict(locals())  # first, while the locals are exactly the inputs

@@ -99,6 +99,13 @@ CLUSTER_PARAMETERS = (
         '[{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}].',
     ),
     Parameter("store_secret", str, "medrl-store", "Secret with keys accesskey and secretkey for the store."),
+    Parameter(
+        "attempts_without_progress",
+        int,
+        3,
+        "Failed attempts of a training job in a row without a newer committed checkpoint before its node gives up "
+        "(exit 1, causes listed).",
+    ),
 )
 PARAMETERS = (*STUDY_PARAMETERS, *CLUSTER_PARAMETERS, Parameter("eval_gpus", int, 0, "GPUs of each evaluation pod."))
 
