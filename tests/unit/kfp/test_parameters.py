@@ -66,6 +66,9 @@ def test_train_spec_takes_the_cluster_parameters_with_the_same_defaults():
     settings = {p.name: p.default for p in CLUSTER_PARAMETERS if p.name != "launcher"}
     spec = TrainSpec.from_params("file:///runs/r", "sft", {**settings, "pipeline_run": "kfp-1"})
     assert spec == TrainSpec("file:///runs/r", "sft", pipeline_run="kfp-1")
+    # a setting a user changes in the Kubeflow UI reaches the pods: the restart budget as their environment
+    patient = TrainSpec.from_params("file:///runs/r", "sft", {**settings, "attempts_without_progress": 5})
+    assert patient.restart_env() == {"MEDRL_ATTEMPTS_WITHOUT_PROGRESS": "5"}
 
 
 @pytest.mark.parametrize("param", PARAMETERS, ids=lambda p: p.name)
