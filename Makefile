@@ -53,17 +53,32 @@ lint: install
 compile: install
 	$(VENV)/bin/medrl pipeline compile --out pipelines/compiled/study.yaml
 
+# The locks, each written by `uv pip compile` (the dev extra pins uv) for the images' target, linux x86_64 CPython
+# 3.11. uv keeps a lock's existing pins unless its inputs force a change; `make lock UPGRADE=--upgrade` (or
+# UPGRADE='--upgrade-package transformers') takes newer releases. tests/unit/tools/test_lock.py checks, offline,
+# that each lock's header is its line here and that it holds what pyproject.toml and the .in files ask for.
+UV        := $(VENV)/bin/uv --quiet
+UPGRADE   ?=
+LOCK_FOR  := --python-version 3.11 --python-platform x86_64-manylinux_2_28 $(UPGRADE)
+# Where torch's CPU build lies for the slim lock (a folder of wheels, or a page of links such as PyTorch's
+# https://download.pytorch.org/whl/torch/); uv leaves it out of the lock's header.
+TORCH_CPU_WHEELS ?= /opt/wheels
+lock lock-gpu: export UV_SYSTEM_CERTS := 1
 lock: install
-	$(PY) -m tools.lock .
+	$(UV) pip compile pyproject.toml $(LOCK_FOR) -o requirements.lock
+	$(UV) pip compile pyproject.toml --extra dev -c requirements.lock $(LOCK_FOR) -o requirements-dev.lock
+	@# The slim lock starts from the full lock's pins (uv keeps the output file's pins where they still fit), so it
+	@# departs from requirements.lock only where requirements-slim.in says.
+	cp requirements.lock requirements-slim.lock && $(UV) pip compile pyproject.toml --override requirements-slim.in --find-links $(TORCH_CPU_WHEELS) $(LOCK_FOR) -o requirements-slim.lock
 
 clean:
 	rm -rf medrl-runs .pytest_cache
 
-# The GPU image's environment (torch, transformers, TRL, vLLM, DeepSpeed, flash-attn together), resolved by pip
+# The GPU image's environment (torch, transformers, TRL, vLLM, DeepSpeed, flash-attn together), resolved by uv
 # against PyPI without installing: needs the network, not a GPU. python -m medrl.gpu_check measures it on a GPU.
 .PHONY: lock-gpu gpu-check
 lock-gpu: install
-	$(PY) -m tools.gpu_lock .
+	$(UV) pip compile pyproject.toml requirements-gpu.in --extra gpu --override requirements-gpu.in $(LOCK_FOR) -o requirements-gpu.lock
 
 gpu-check: install
 	$(PY) -m medrl.gpu_check

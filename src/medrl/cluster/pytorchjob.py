@@ -170,17 +170,19 @@ def to_dict(job) -> dict[str, Any]:
 
 
 def admission_errors(job: dict[str, Any]) -> list[str]:
-    """The training operator's admission rules for a PyTorchJob (its validating webhook and CRD schema), so a bad
-    job fails here with a clear message instead of in the API server."""
+    """The training operator v1.9's admission rules for a PyTorchJob that its CRD schema does not state (the schema
+    gives types and that pytorchReplicaSpecs and each container's name are required; tests validate the built jobs
+    against it), so a bad job fails here with a clear message instead of in the API server. All from its validating
+    webhook: metadata.name a DNS-1035 label; replica types Master and Worker only, each with containers, an image in
+    every one, one named `pytorch`; Master replicas exactly 1, Worker at least 1; restartPolicy, runPolicy's
+    cleanPodPolicy and managedBy from their sets, its counts >= 0; nprocPerNode auto, cpu, gpu or a positive
+    integer; an elasticPolicy needs Workers and excludes its nProcPerNode beside spec.nprocPerNode (cross-field)."""
     errors = []
     name = (job.get("metadata") or {}).get("name") or ""
     if len(name) > 63 or not DNS1035.match(name):
         errors.append(f"metadata.name {name!r}: must be a DNS-1035 label (a-z, 0-9, '-', starting with a letter)")
     spec = job.get("spec") or {}
-    replicas = spec.get("pytorchReplicaSpecs")
-    if not replicas:
-        errors.append("spec.pytorchReplicaSpecs: must be required")
-        replicas = {}
+    replicas = spec.get("pytorchReplicaSpecs") or {}
     for rtype, rspec in replicas.items():
         where = f"spec.pytorchReplicaSpecs[{rtype}]"
         if rtype not in ("Master", "Worker"):

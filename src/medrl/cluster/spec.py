@@ -64,6 +64,8 @@ class TrainSpec:
             raise ValueError(f"gpus_per_node={self.gpus_per_node}: give 0 (CPU) or more")
         if self.attempts_without_progress < 1:
             raise ValueError(f"attempts_without_progress={self.attempts_without_progress}: give 1 or more")
+        if self.active_deadline_seconds < 0:
+            raise ValueError(f"active_deadline_seconds={self.active_deadline_seconds}: give 0 (no deadline) or more")
         if not self.image:
             raise ValueError("image is empty: give the medrl image the training pods run (pipeline parameter image)")
 

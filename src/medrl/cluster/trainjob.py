@@ -191,16 +191,21 @@ def build_trainjob(spec: TrainSpec, runtime: Runtime | None = None) -> dict[str,
 
 
 def admission_errors(job: dict[str, Any], runtime: Runtime | None = None) -> list[str]:
-    """The Trainer v2.3 admission rules a medrl TrainJob could break (CEL rules of the CRD, the TrainJob webhook's
-    runtimePatches checks, the torch plugin's reserved env), so a bad job fails here with a clear message."""
+    """The Trainer v2.3 admission rules a medrl TrainJob could break that the CRD's OpenAPI schema does not state,
+    so a bad job fails here with a clear message. What the schema states (runtimeRef.name required,
+    activeDeadlineSeconds >= 1, no unknown field such as the removed podTemplateOverrides) is left to the API server;
+    tests validate the built jobs against the upstream schema. Checked here:
+    - metadata.name an RFC 1035 label of at most 63 characters (a CEL rule of the CRD, not an OpenAPI one);
+    - runtimeRef.kind one of the two runtime kinds, trainer.numNodes / numProcPerNode >= 1, no torchrun env in
+      trainer.env, runtimePatches' manager a domain-prefixed path, no env in a patch of the node or initializer
+      containers (the TrainJob webhook and the torch plugin);
+    - every replicated job and container a patch names exists in the referenced runtime (runtime <-> job)."""
     errors = []
     name = (job.get("metadata") or {}).get("name") or ""
     if len(name) > 63 or not DNS1035.match(name):
         errors.append(f"metadata.name {name!r}: must be an RFC 1035 DNS label of at most 63 characters")
     spec = job.get("spec") or {}
     ref = spec.get("runtimeRef") or {}
-    if not ref.get("name"):
-        errors.append("spec.runtimeRef.name: must be required")
     if ref.get("kind") not in (None, "TrainingRuntime", "ClusterTrainingRuntime"):
         errors.append(f"spec.runtimeRef.kind {ref['kind']!r}: must be TrainingRuntime or ClusterTrainingRuntime")
     trainer = spec.get("trainer") or {}
@@ -210,10 +215,6 @@ def admission_errors(job: dict[str, Any], runtime: Runtime | None = None) -> lis
     reserved = sorted({e["name"] for e in trainer.get("env") or []} & TORCHRUN_ENV)
     if reserved:
         errors.append(f"spec.trainer.env: must not have reserved envs, invalid envs configured: {reserved}")
-    if spec.get("activeDeadlineSeconds") is not None and spec["activeDeadlineSeconds"] < 1:
-        errors.append("spec.activeDeadlineSeconds: must be at least 1")
-    if "podTemplateOverrides" in spec:
-        errors.append("spec.podTemplateOverrides: removed in Trainer v2.2; use spec.runtimePatches")
     for patch in spec.get("runtimePatches") or []:
         if not DOMAIN_PATH.match(patch.get("manager") or ""):
             errors.append(f"spec.runtimePatches.manager {patch.get('manager')!r}: must be a domain-prefixed path")

@@ -1,6 +1,7 @@
-"""PyTorchJobs built by medrl: they round-trip through the kubeflow-training SDK's models, pass the operator's
-admission rules (re-implemented in medrl.cluster.pytorchjob, each rule tested to reject), and their pods validate
-as Kubernetes Pods."""
+"""PyTorchJobs built by medrl: valid against the training operator v1.9.4's PyTorchJob CRD schema (tests/data/
+training-operator-v1.9.4, source named there; unknown fields rejected), round-tripping through the kubeflow-training
+SDK's models, passing the operator's webhook rules that the schema cannot state (re-implemented in
+medrl.cluster.pytorchjob, each rule tested to reject), and their pods validate as Kubernetes Pods."""
 
 from __future__ import annotations
 
@@ -18,6 +19,9 @@ from kubeflow.training.utils.utils import FakeResponse
 
 from medrl.cluster.launch import TrainSpec, resolve
 from medrl.cluster.pytorchjob import admission_errors, build_pytorchjob, label_value, to_dict
+from tests.support.crd import DATA, crd_validator, schema_errors
+
+PYTORCHJOB = crd_validator(DATA / "training-operator-v1.9.4" / "kubeflow.org_pytorchjobs.yaml.gz", "v1")
 
 
 def job(**kw) -> dict:
@@ -54,12 +58,13 @@ def test_job_shape_for_one_and_several_nodes(nodes, gpus):
     policy = spec["runPolicy"]
     assert policy["ttlSecondsAfterFinished"] == 3600 and policy["backoffLimit"] == 3
     assert "activeDeadlineSeconds" not in policy
-    assert admission_errors(doc) == []
+    assert admission_errors(doc) == [] and schema_errors(PYTORCHJOB, doc) == []
 
 
 def test_round_trips_through_the_sdk_models():
     doc = job(nodes=2, gpus_per_node=4, node_selector={"nvidia.com/gpu.product": "A100"},
               tolerations=[{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}])  # fmt: skip
+    assert schema_errors(PYTORCHJOB, doc) == []
     parsed = ApiClient().deserialize(FakeResponse(doc), "KubeflowOrgV1PyTorchJob")
     assert isinstance(parsed, models.KubeflowOrgV1PyTorchJob)
     assert isinstance(parsed.spec.pytorch_replica_specs["Worker"], models.KubeflowOrgV1ReplicaSpec)
@@ -98,7 +103,6 @@ def _master(d):
 RULES = [
     (lambda d: d["metadata"].update(name="Medrl_Job"), "metadata.name"),
     (lambda d: d["metadata"].update(name="m" * 64), "metadata.name"),
-    (lambda d: d["spec"].pop("pytorchReplicaSpecs"), "spec.pytorchReplicaSpecs: must be required"),
     (lambda d: d["spec"]["pytorchReplicaSpecs"].update(Chief=_master(d)), "replica type must be Master or Worker"),
     (lambda d: _master(d)["template"]["spec"]["containers"][0].update(name="trainer"), "container with name pytorch"),
     (lambda d: _master(d)["template"]["spec"].update(containers=[]), "containers: must be specified"),
@@ -122,6 +126,26 @@ def test_each_admission_rule_rejects(mutation, message):
     assert any(message in e for e in errors), errors
 
 
+# What the CRD's schema states is left to the API server (and checked of every built job above).
+SCHEMA_RULES = [
+    (lambda d: d["spec"].pop("pytorchReplicaSpecs"), "spec: 'pytorchReplicaSpecs' is a required property"),
+    (lambda d: _master(d)["template"]["spec"]["containers"][0].pop("name"), "'name' is a required property"),
+    (lambda d: _master(d).update(replicas="1"), "spec.pytorchReplicaSpecs.Master.replicas: '1' is not of type"),
+    (lambda d: d["spec"]["runPolicy"].update(backoffLimits=3), "'backoffLimits' was unexpected"),  # a typo
+]
+
+
+@pytest.mark.parametrize(("mutation", "message"), SCHEMA_RULES)
+def test_the_crd_schema_rejects_what_admission_errors_leaves_to_it(mutation, message):
+    errors = schema_errors(PYTORCHJOB, _mutate(job(), mutation))
+    assert any(message in e for e in errors), errors
+
+
+def test_the_committed_example_validates_against_the_schema():
+    example = yaml.safe_load((Path(__file__).parents[3] / "k8s" / "examples" / "pytorchjob-grpo.yaml").read_text())
+    assert example["kind"] == "PyTorchJob" and schema_errors(PYTORCHJOB, example) == []
+
+
 def test_launcher_resolves_by_where_it_runs(monkeypatch):
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
     assert resolve("auto") == "inprocess"
@@ -137,6 +161,8 @@ def test_bad_cluster_settings_name_the_setting():
         TrainSpec.from_params("s3://x/r", "a", {"gpus": 4})
     with pytest.raises(ValueError, match="nodes=0"):
         TrainSpec.from_params("s3://x/r", "a", {"nodes": 0})
+    with pytest.raises(ValueError, match="active_deadline_seconds=-1: give 0"):
+        TrainSpec.from_params("s3://x/r", "a", {"active_deadline_seconds": -1})
     with pytest.raises(ValueError, match="tolerations: unknown field"):
         build_pytorchjob(TrainSpec(run_uri="s3://x/r", arm="a", tolerations=[{"keys": "x"}]))
 

@@ -1,22 +1,22 @@
 """TrainJobs built by medrl: valid against the upstream Kubeflow Trainer v2.3.0 CRD schemas (tests/data/
 trainer-v2.3.0, source named there; unknown fields rejected, as strict as kubernetes-validate), round-tripping through
-Trainer's generated models (kubeflow-trainer-api) where installed, passing the admission rules re-implemented in
-medrl.cluster.trainjob (each tested to reject), and every pod Trainer would create from the runtime plus medrl's
+Trainer's generated models (kubeflow-trainer-api) where installed, passing the admission rules the schema cannot
+state (re-implemented in medrl.cluster.trainjob; each rule, and each schema rule it leaves to the API server, tested to
+reject), and every pod Trainer would create from the runtime plus medrl's
 RuntimePatches meets the pod restrictions. The committed example and runtime are what the code builds."""
 
 from __future__ import annotations
 
 import copy
-import gzip
 from pathlib import Path
 
-import jsonschema
 import pytest
 import yaml
 
 from medrl.cluster.launch import TrainSpec
 from medrl.cluster.trainjob import Runtime, admission_errors, build_runtime, build_trainjob
 from medrl.doctor import TRAINJOB_VERBS
+from tests.support.crd import crd_validator, schema_errors
 from tests.support.podpolicy import violations
 from tests.unit.test_k8s import EXAMPLE, K8S, find, render
 
@@ -25,30 +25,8 @@ DATA = Path(__file__).parents[2] / "data" / f"trainer-{TRAINER_VERSION}"
 STOCK = yaml.safe_load((DATA / "torch_distributed.yaml").read_text())
 
 
-def _strict(schema):
-    """Reject unknown fields where the CRD's structural schema would prune them (what a typo silently loses)."""
-    if isinstance(schema, dict):
-        if (schema.get("type") == "object" and "properties" in schema and "additionalProperties" not in schema
-                and not schema.get("x-kubernetes-preserve-unknown-fields")):  # fmt: skip
-            schema["additionalProperties"] = False
-        for value in schema.values():
-            _strict(value)
-    elif isinstance(schema, list):
-        for value in schema:
-            _strict(value)
-    return schema
-
-
-def crd_validator(plural: str) -> jsonschema.Draft7Validator:
-    with gzip.open(DATA / f"trainer.kubeflow.org_{plural}.yaml.gz") as f:
-        crd = yaml.safe_load(f)
-    version = next(v for v in crd["spec"]["versions"] if v["name"] == "v1alpha1")
-    schema = _strict(copy.deepcopy(version["schema"]["openAPIV3Schema"]))
-    schema["properties"]["metadata"] = {"type": "object"}  # ObjectMeta is the API server's, not the CRD's
-    return jsonschema.Draft7Validator(schema)
-
-
-TRAINJOB, RUNTIME = crd_validator("trainjobs"), crd_validator("trainingruntimes")
+TRAINJOB, RUNTIME = (crd_validator(DATA / f"trainer.kubeflow.org_{p}.yaml.gz", "v1alpha1")
+                     for p in ("trainjobs", "trainingruntimes"))  # fmt: skip
 SHAPES = [{}, {"gpus_per_node": 4}, {"nodes": 2, "gpus_per_node": 8, "active_deadline_seconds": 86400},
           {"node_selector": {"nvidia.com/gpu.product": "A100"}, "pipeline_run": "f1c2",
            "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "tolerationSeconds": 30}]}]  # fmt: skip
@@ -213,13 +191,10 @@ def _pod(d):
 RULES = [
     (lambda d: d["metadata"].update(name="Medrl_Job"), "metadata.name"),
     (lambda d: d["metadata"].update(name="m" * 64), "metadata.name"),
-    (lambda d: d["spec"]["runtimeRef"].pop("name"), "spec.runtimeRef.name: must be required"),
     (lambda d: d["spec"]["runtimeRef"].update(kind="Runtime"), "spec.runtimeRef.kind"),
     (lambda d: d["spec"]["trainer"].update(numNodes=0), "spec.trainer.numNodes: must be at least 1"),
     (lambda d: d["spec"]["trainer"].update(numProcPerNode=0), "spec.trainer.numProcPerNode: must be at least 1"),
     (lambda d: d["spec"]["trainer"]["env"].append({"name": "PET_NNODES", "value": "2"}), "reserved envs"),
-    (lambda d: d["spec"].update(activeDeadlineSeconds=0), "spec.activeDeadlineSeconds"),
-    (lambda d: d["spec"].update(podTemplateOverrides=[]), "removed in Trainer v2.2"),
     (lambda d: d["spec"]["runtimePatches"][0].update(manager="medrl"), "domain-prefixed path"),
     (lambda d: _rjob(d).update(name="launcher"), "replicated job 'launcher' is not in runtime torch-distributed"),
     (lambda d: _pod(d)["containers"][0].update(name="trainer"), "container 'trainer' is not in the runtime's node"),
@@ -231,6 +206,31 @@ RULES = [
 def test_each_admission_rule_rejects(mutation, message):
     runtime = Runtime.from_doc(STOCK)
     errors = admission_errors(_mutate(job(runtime), mutation), runtime)
+    assert any(message in e for e in errors), errors
+
+
+# What the CRD's schema states is left to the API server (and checked of every built job above): admission_errors
+# no longer repeats it.
+SCHEMA_RULES = [
+    (lambda d: d["spec"]["runtimeRef"].pop("name"), "spec.runtimeRef: 'name' is a required property"),
+    (lambda d: d["spec"]["runtimeRef"].update(name=""), "spec.runtimeRef.name: '' should be non-empty"),
+    (
+        lambda d: d["spec"].update(activeDeadlineSeconds=0),
+        "spec.activeDeadlineSeconds: 0 is less than the minimum of 1",
+    ),
+    (lambda d: d["spec"].update(podTemplateOverrides=[]), "'podTemplateOverrides' was unexpected"),  # gone in v2.2
+    (
+        lambda d: d["spec"]["runtimePatches"][0].update(manager=""),
+        "spec.runtimePatches.0.manager: '' should be non-empty",
+    ),
+    (lambda d: d["spec"]["trainer"].update(numNodes="2"), "spec.trainer.numNodes: '2' is not of type 'integer'"),
+]
+
+
+@pytest.mark.parametrize(("mutation", "message"), SCHEMA_RULES)
+def test_the_crd_schema_rejects_what_admission_errors_leaves_to_it(mutation, message):
+    runtime = Runtime.from_doc(STOCK)
+    errors = schema_errors(TRAINJOB, _mutate(job(runtime), mutation))
     assert any(message in e for e in errors), errors
 
 

@@ -1,28 +1,143 @@
-"""The Dockerfile, without a Docker engine: it parses with buildkit's own parser (PyPI `dockerfile`), hadolint
-passes, it has three targets (slim, train, judge), layers are ordered for caching, every image runs as a non-root
-user with the git SHA as a label, and the versions each installs agree with pyproject.toml and the lock files
-(requirements.lock, the slim image's requirements-slim.lock derived from it, requirements-gpu.lock)."""
+"""The lock files are current (offline: uv's header against the Makefile line, its annotations against
+pyproject.toml and the .in files), this environment is the locked one, and the Dockerfile, without a Docker engine:
+it parses with buildkit's own parser (PyPI `dockerfile`), hadolint passes, it has three targets (slim, train, judge),
+layers are ordered for caching, every image runs as a non-root user with the git SHA as a label, and the versions
+each installs agree with pyproject.toml and the lock files."""
 
 from __future__ import annotations
 
 import fnmatch
+import importlib.metadata as md
 import re
 import shutil
 import subprocess
 import sys
 import tomllib
 from pathlib import Path
+from typing import Any
 
 import dockerfile
 import pytest
+from packaging.markers import default_environment
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from tools.gpu_lock import LOCK as GPU_LOCK
-from tools.lock import DEV_LOCK, SLIM_LOCK, closure, dev_pins, project_requirements, read_lock, render_slim
+from tools.lock import LOCKS, makefile_commands, problems, read_lock
 
 ROOT = Path(__file__).resolve().parents[3]
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
+GPU_LOCK, SLIM_LOCK, DEV_LOCK = "requirements-gpu.lock", "requirements-slim.lock", "requirements-dev.lock"
+
+
+def project_requirements(extra: str | None = None) -> list[Requirement]:
+    """pyproject's run-time dependencies, or with `extra` those of that optional group."""
+    project = PYPROJECT["project"]
+    return [Requirement(r) for r in (project["optional-dependencies"][extra] if extra else project["dependencies"])]
+
+
+def closure(requirements: list[Requirement]) -> dict[str, str]:
+    """Every distribution the requirements pull in (transitively) as installed here: {name: version}."""
+    env: dict[str, Any] = {**default_environment(), "extra": ""}
+    found: dict[str, str] = {}
+    todo = [r for r in requirements if r.marker is None or r.marker.evaluate(env)]
+    while todo:
+        req = todo.pop()
+        name = canonicalize_name(req.name)
+        if name in found:
+            continue
+        try:
+            dist = md.distribution(req.name)
+        except md.PackageNotFoundError:
+            raise AssertionError(f"{req.name} is required but not installed here; `make install` first") from None
+        found[name] = dist.version
+        for raw in dist.requires or []:
+            sub = Requirement(raw)
+            if sub.marker is None or any(sub.marker.evaluate(env | {"extra": e}) for e in (req.extras or {""})):
+                todo.append(sub)
+    return found
+
+
+@pytest.fixture(scope="module")
+def made_by() -> dict[str, tuple[str, ...]]:
+    return makefile_commands(ROOT)
+
+
+@pytest.mark.parametrize("lock", LOCKS)
+def test_each_lock_is_what_its_makefile_line_makes_of_todays_inputs(lock, made_by):
+    assert problems(ROOT, lock, made_by.get(lock)) == [], "stale: run `make lock` (`make lock-gpu` for the GPU lock)"
+
+
+def test_every_lock_has_a_makefile_line_for_the_images_target(made_by):
+    assert set(made_by) == set(LOCKS)
+    for args in made_by.values():
+        assert args[args.index("--python-version") + 1] == "3.11"
+        assert args[args.index("--python-platform") + 1] == "x86_64-manylinux_2_28"
+    makefile = (ROOT / "Makefile").read_text()
+    assert re.search(r"^lock: install\n(\t.*\n)*\t.*pip compile .* -o requirements-slim.lock$", makefile, re.M)
+    assert re.search(r"^lock-gpu: install\n\t.*pip compile .* -o requirements-gpu.lock$", makefile, re.M)
+    # uv writes the locks: the dev lock pins the one that wrote them.
+    assert read_lock(ROOT / DEV_LOCK)["uv"] == md.version("uv")
+    assert [str(r.specifier) for r in project_requirements("dev") if r.name == "uv"] == ["==" + md.version("uv")]
+
+
+@pytest.fixture
+def checkout(tmp_path) -> Path:
+    """The files the locks are made from and the locks, to change one at a time."""
+    for name in ("Makefile", "pyproject.toml", "setup.py", "requirements-gpu.in", "requirements-slim.in", *LOCKS):
+        shutil.copy(ROOT / name, tmp_path / name)
+    return tmp_path
+
+
+def stale(root: Path) -> dict[str, list[str]]:
+    made_by = makefile_commands(root)
+    return {lock: found for lock in LOCKS if (found := problems(root, lock, made_by.get(lock)))}
+
+
+def edit(path: Path, old: str, new: str) -> None:
+    text = path.read_text()
+    assert old in text, old
+    path.write_text(text.replace(old, new, 1))
+
+
+HF_HUB_BLOCK = "huggingface-hub==2.4.0\n    # via\n" + "".join(
+    f"    #   {n}\n"
+    for n in ("accelerate", "datasets", "peft", "sentence-transformers", "tokenizers", "transformers", "trl")
+)
+
+
+@pytest.mark.parametrize(
+    ("file", "old", "new", "stale_locks", "says"),
+    [
+        # pyproject: a range the locked version leaves, a dependency dropped, one added
+        ("pyproject.toml", '"minio>=7.2,<8"', '"minio>=7.3,<8"', LOCKS, "minio==7.2.20, medrl (pyproject.toml)"),
+        ("pyproject.toml", '  "pydicom>=3,<4",\n', "", LOCKS, "keeps pydicom for medrl (pyproject.toml)"),
+        (
+            "pyproject.toml",
+            '  "ruff==0.17.6",\n',
+            '  "ruff==0.17.6",\n  "pytest-xdist",\n',
+            [DEV_LOCK],
+            "lacks pytest-xdist",
+        ),
+        ("pyproject.toml", '"flash-attn==2.8.3.post2"', '"flash-attn==2.8.4"', [GPU_LOCK], "flash-attn==2.8.3.post2"),
+        # the .in files: a requirement and an override
+        ("requirements-gpu.in", "vllm==0.30.0", "vllm==0.29.0", [GPU_LOCK], "vllm==0.30.0, -r requirements-gpu.in"),
+        ("requirements-gpu.in", "torch==2.13.0", "torch==2.12.0", [GPU_LOCK], "torch==2.13.0"),
+        ("requirements-slim.in", "torch==2.13.0+cpu", "torch==2.12.0+cpu", [SLIM_LOCK], "torch==2.13.0+cpu"),
+        ("requirements-slim.in", 'torchvision; python_version < "0"\n', "", [SLIM_LOCK], "lacks torchvision"),
+        # the Makefile line that makes a lock
+        ("Makefile", "--python-version 3.11", "--python-version 3.12", LOCKS, "the Makefile now says"),
+        ("Makefile", "--extra gpu --override", "--extra gpu --extra dev --override", [GPU_LOCK], "Makefile now says"),
+        # a lock changed by hand: a package dropped (hf-xet is there for it), a constraint broken
+        ("requirements.lock", HF_HUB_BLOCK, "", ["requirements.lock"], "for huggingface-hub, which it does not pin"),
+        (DEV_LOCK, "transformers==5.23.0", "transformers==5.25.0", [DEV_LOCK], "requirements.lock 5.23.0"),
+    ],
+)
+def test_a_lock_is_stale_once_its_inputs_or_its_makefile_line_change(checkout, file, old, new, stale_locks, says):
+    assert stale(checkout) == {}
+    edit(checkout / file, old, new)
+    found = stale(checkout)
+    assert set(found) == set(stale_locks), found
+    assert all(any(says in p for p in found[lock]) for lock in stale_locks), found
 
 
 @pytest.fixture(scope="module")
@@ -127,14 +242,17 @@ def test_slim_has_no_cuda_base_no_flash_attn_no_vllm(stages):
     assert args(slim)["TORCH_CPU_INDEX"] == "https://download.pytorch.org/whl/cpu"
 
 
-def test_slim_lock_is_the_full_lock_without_the_cuda_stack():
-    full, slim = read_lock(ROOT / "requirements.lock"), read_lock(ROOT / SLIM_LOCK)
-    assert (ROOT / SLIM_LOCK).read_text() == render_slim(full), "requirements-slim.lock is stale: run `make lock`"
-    assert slim["torch"] == full["torch"] + "+cpu" and slim["torchvision"] == full["torchvision"] + "+cpu"
+def test_slim_lock_is_the_full_lock_without_the_cuda_stack_and_torch_on_cpu():
+    full, slim, gpu = read_lock(ROOT / "requirements.lock"), read_lock(ROOT / SLIM_LOCK), read_lock(ROOT / GPU_LOCK)
+    # PyTorch's CPU build of the release the GPU lock pins (its wheel is on this machine; the image takes it from
+    # PyTorch's CPU index); no torchvision: the orchestrating steps build no processor.
+    assert slim["torch"] == gpu["torch"] + "+cpu" and "torchvision" not in slim
     dropped = set(full) - set(slim)
-    assert dropped and all(n.startswith(("nvidia-", "cuda-")) or n == "triton" for n in dropped), dropped
-    for core in ("transformers", "peft", "kfp", "kubernetes", "boto3", "pillow", "matplotlib"):
-        assert slim.get(core) == full.get(core), core  # medrl's core stays, at the same versions
+    assert {"triton", "nvidia-cublas", "torchvision"} <= dropped
+    assert all(n.startswith(("nvidia-", "cuda-")) or n in ("triton", "torchvision") for n in dropped), dropped
+    assert set(slim) <= set(full)
+    differ = {n: (v, full[n]) for n, v in slim.items() if n != "torch" and full[n] != v}
+    assert not differ, f"the slim lock departs from requirements.lock beyond torch: {differ}; run `make lock`"
 
 
 def test_train_installs_the_gpu_lock_and_flash_attn_built_against_its_torch(stages):
@@ -220,13 +338,13 @@ def test_gpu_packages_match_pyproject(stages):
 
 def test_lock_satisfies_pyproject_and_holds_every_dependency():
     lock = read_lock(ROOT / "requirements.lock")
-    for req in project_requirements(ROOT / "pyproject.toml"):
+    for req in project_requirements():
         name = canonicalize_name(req.name)
         assert name in lock, f"{req.name} is missing from requirements.lock: run `make lock`"
         assert req.specifier.contains(lock[name], prereleases=True), f"lock pins {name}=={lock[name]}, not {req}"
     for must in ("torch", "torchvision", "deepspeed", "kfp", "kubeflow-training", "trl", "transformers"):
         assert must in lock
-    needed = closure(project_requirements(ROOT / "pyproject.toml"))
+    needed = closure(project_requirements())
     assert set(needed) <= set(lock), f"not in the lock (run `make lock`): {sorted(set(needed) - set(lock))}"
 
 
@@ -234,13 +352,11 @@ def test_dev_lock_holds_the_dev_tools_and_this_environment_is_the_locked_one():
     """`make install` installs with both locks as constraints: a fresh clone once got transformers 5.25 (lock 5.23)
     when the dev tools were installed without them. What is installed here is exactly what the locks pin."""
     runtime, dev = read_lock(ROOT / "requirements.lock"), read_lock(ROOT / DEV_LOCK)
-    assert dev == dev_pins(ROOT, runtime), "requirements-dev.lock is stale: run `make lock`"
-    assert not set(dev) & set(runtime)
-    installed = closure(project_requirements(ROOT / "pyproject.toml")) | closure(
-        project_requirements(ROOT / "pyproject.toml", "dev")
-    )
-    pins = runtime | dev
-    differ = {n: (v, pins.get(n)) for n, v in installed.items() if n != "pip" and pins.get(n) != v}
+    # The dev lock is the whole development environment, made with requirements.lock as constraints.
+    assert {n: dev.get(n) for n in runtime} == runtime
+    assert {"pytest", "ruff", "mypy", "uv"} <= set(dev) - set(runtime)
+    installed = closure(project_requirements()) | closure(project_requirements("dev"))
+    differ = {n: (v, dev.get(n)) for n, v in installed.items() if n != "pip" and dev.get(n) != v}
     assert not differ, f"installed versions differ from the locks (installed, locked): {differ}"
     makefile = (ROOT / "Makefile").read_text()
     assert "-c requirements.lock -c requirements-dev.lock -e '.[dev]'" in makefile
@@ -263,7 +379,9 @@ def test_dockerignore_keeps_what_the_image_copies():
 
 
 def test_lock_lines_are_plain_pins():
-    text = (ROOT / "requirements.lock").read_text()
-    body = [ln for ln in text.splitlines() if ln and not ln.startswith("#")]
-    assert all(re.fullmatch(r"[a-z0-9._-]+==[^\s]+", ln) for ln in body)
-    assert not any(ln.startswith("medrl==") for ln in body)
+    for lock in LOCKS:
+        lines = (ROOT / lock).read_text().splitlines()
+        body = [ln for ln in lines if ln.strip() and not ln.lstrip().startswith("#")]
+        assert all(re.fullmatch(r"[a-z0-9._-]+==[^\s]+", ln) for ln in body), lock  # pip installs them with --no-deps
+        assert not any(ln.startswith("medrl==") for ln in body)
+        assert not any(ln.startswith(("--", "-e ", "-r ")) for ln in lines), lock  # no index or path of this machine
