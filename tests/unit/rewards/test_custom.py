@@ -4,14 +4,14 @@ is named with the fix."""
 
 import pytest
 
-from medrl.config import ConfigError, JudgeConfig, RewardSpec
+from medrl.config import ConfigError, KeywordJudgeConfig, RewardSpec
 from medrl.rewards import reward_functions
 
 BREVITY = "tests.support.custom_rewards:brevity"
 
 
 def test_a_custom_reward_is_loaded_by_its_dotted_path_and_named_in_logs():
-    (reward,) = reward_functions([RewardSpec(name=BREVITY)], JudgeConfig())
+    (reward,) = reward_functions([RewardSpec(name=BREVITY)], KeywordJudgeConfig())
     assert reward.__name__ == BREVITY
     assert reward(["short answer", " ".join(["word"] * 25)]) == [1.0, 0.0]
 
@@ -39,4 +39,4 @@ def test_the_config_checks_the_form_without_importing():
 )
 def test_a_custom_reward_that_cannot_be_used_is_named_with_the_fix(name, message):
     with pytest.raises(ConfigError, match=message):
-        reward_functions([RewardSpec(name=name)], JudgeConfig())
+        reward_functions([RewardSpec(name=name)], KeywordJudgeConfig())
