@@ -66,7 +66,7 @@ REWARD_NAMES: tuple[str, ...] = get_args(RewardName)
 CAPPED_REWARDS = ("ecr", "cwr")  # the length rewards: their function takes a `cap`
 # A reward of your own: module.path:function, a function of an installed module (never a file path).
 CUSTOM_REWARD = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*")
-CustomReward = Annotated[str, Field(pattern=f"^{CUSTOM_REWARD.pattern}$")]
+CustomRewardPath = Annotated[str, Field(pattern=f"^{CUSTOM_REWARD.pattern}$")]
 Method = Literal["none", "sft", "lora", "dpo", "grpo", "dr_grpo"]
 
 
@@ -182,7 +182,7 @@ class DpoConfig(Strict):
 
 
 class RewardSpec(Strict):
-    name: RewardName | CustomReward = Field(
+    name: RewardName | CustomRewardPath = Field(
         description="A reward of medrl's (format, accuracy, ...: medrl.rewards.REWARDS), or your own function in an "
         "installed module by its dotted path, e.g. mypkg.rewards:brevity."
     )
