@@ -379,7 +379,7 @@ class TrainDefaults(GrpoSettings, DpoSettings, LoraSettings, Training, ArmStart)
 class JudgeBase(Strict):
     """Which judge answers: the semantic reward's Yes/No during training, the thinking score in evaluation."""
 
-    backend: str = Field(description="keyword | openai | hf | embedding")
+    backend: str = Field(description="Who answers; picks the settings class (JUDGE_CONFIGS).")
     max_unscorable_fraction: float = Field(
         0.5, ge=0.0, le=1.0, description="Training stops when more of a step's completions cannot be judged."
     )

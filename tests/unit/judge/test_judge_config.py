@@ -5,12 +5,15 @@ import re
 
 import pytest
 import yaml
+from pydantic import TypeAdapter
 
 from medrl.config import (
+    JUDGE_BACKENDS,
     JUDGE_CONFIGS,
     ConfigError,
     EmbeddingJudgeConfig,
     HFJudgeConfig,
+    JudgeConfig,
     KeywordJudgeConfig,
     OpenAIJudgeConfig,
     StudyConfig,
@@ -168,3 +171,10 @@ def test_the_schema_lists_each_backends_settings():
     assert "batch_size" not in defs["OpenAIJudgeConfig"]["properties"]
     assert defs["HFJudgeConfig"]["required"] == ["model"] and "url" not in defs["HFJudgeConfig"]["properties"]
     assert all(d["additionalProperties"] is False for d in shown)
+
+
+@pytest.mark.parametrize("backend", JUDGE_BACKENDS)
+def test_each_backend_name_picks_its_own_settings_class(backend):
+    required = {"openai": {"url": "http://j:8000/v1", "model": "m"}, "hf": {"model": "m"}}.get(backend, {})
+    judge = TypeAdapter(JudgeConfig).validate_python({"backend": backend, **required})
+    assert type(judge) is JUDGE_CONFIGS[backend] and judge.backend == backend
