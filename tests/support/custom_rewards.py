@@ -12,3 +12,20 @@ def no_kwargs(completions):
 
 
 NOT_A_FUNCTION = 3
+
+
+def in_trl_order(prompts, completions, **kwargs):
+    """TRL passes every argument by name, so a reward may list `prompts` before `completions`."""
+    return [float(len(p) < len(str(c))) for p, c in zip(prompts, completions, strict=True)]
+
+
+def texts_first(texts, **kwargs):
+    return [0.0 for _ in texts]
+
+
+def one_value(completions, **kwargs):
+    return [1.0]
+
+
+def words(completions, **kwargs):
+    return ["short" for _ in completions]

@@ -1,10 +1,18 @@
 """Configuration: every preset validates, overrides apply, mistakes name the setting and the fix."""
 
 import re
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
+from medrl import config
 from medrl.config import ConfigError, build_config, config_from_text, dump_config, load_config, preset_names
+from medrl.data.prep import SOURCES
+from medrl.judge.base import BACKENDS
+from medrl.rewards import REWARDS, capped_rewards
+from medrl.train import METHODS
 
 
 @pytest.mark.parametrize("name", preset_names())
@@ -143,3 +151,76 @@ def test_a_config_file_that_is_not_utf8_is_named(tmp_path):
     bad.write_bytes(b"name: caf\xe9\n")
     with pytest.raises(ConfigError, match=rf"config file {re.escape(str(bad))} is not UTF-8"):
         load_config(file=bad)
+
+
+# ------------------------------------------------------------------------------- closed sets of names
+
+
+def test_each_closed_set_of_names_is_what_its_feature_holds():
+    """config declares the sources, rewards, methods and judge backends once and checks a config against them; each
+    feature's own table must hold exactly those names, so a name added in one place only fails here."""
+    assert list(config.DATA_SOURCES) == list(SOURCES)
+    assert list(config.REWARD_NAMES) == list(REWARDS)
+    assert list(config.CAPPED_REWARDS) == capped_rewards()
+    assert set(config.ARM_CONFIGS) == {"none", *METHODS}
+    assert list(config.JUDGE_BACKENDS) == list(BACKENDS)
+
+
+def test_the_config_is_checked_without_importing_the_features():
+    """Reading and checking a study loads neither the data sources, the rewards, the judges nor the trainers (their
+    imports are heavy, and importing them from config made a cycle)."""
+    overrides = ["data.source=slake", "judge={backend: hf, model: m}", "arms.grpo.rewards=[{name: cwr, cap: 9}]"]
+    code = (
+        f"import sys; from medrl.config import load_config; load_config(preset='paper-table1', overrides={overrides})"
+        "; print(' '.join(sorted(m for m in sys.modules if m.startswith('medrl.'))))"
+    )
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert "medrl.config" in loaded
+    assert [m for m in loaded if m.split(".")[1] in ("data", "rewards", "judge", "train", "models")] == []
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("data.source=dicom-cloud", "data.source: Input should be 'synthetic', 'pmc-vqa', 'vqa-rad', 'path-vqa'"),
+        (
+            "arms.sft-grpo.rewards=[{name: brevity}]",
+            "unknown reward 'brevity'; choose from: format, accuracy, semantic",
+        ),
+        (
+            "arms.sft-grpo.rewards=[{name: 3}]",
+            "arms.sft-grpo.rewards.0.name: Value error, unknown reward 3; choose from: format",
+        ),
+    ],
+)
+def test_a_name_outside_its_set_is_refused_with_the_set(override, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_config(preset="demo", overrides=[override])
+
+
+def test_the_schema_lists_the_closed_sets():
+    defs = config.StudyConfig.model_json_schema()["$defs"]
+    assert defs["DataConfig"]["properties"]["source"]["enum"] == list(config.DATA_SOURCES)
+    name = defs["RewardSpec"]["properties"]["name"]["anyOf"]
+    assert name[0]["enum"] == list(config.REWARD_NAMES) and name[1]["pattern"] == f"^{config.CUSTOM_REWARD.pattern}$"
+
+
+def _readme_names(header: str, *sections: str) -> set[str]:
+    """The names in the first column of the README's tables headed `header`, under the given headings (`a`, `b`
+    cells give both)."""
+    text = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    names: set[str] = set()
+    for block in re.split(r"\n(?=#{2,3} )", text):
+        if not block.split("\n", 1)[0].lstrip("# ").startswith(sections):
+            continue
+        for table in re.findall(r"(?:^\|.*\n)+", block, re.MULTILINE):
+            first = [row.split("|")[1].strip() for row in table.splitlines()]
+            if first[0] == header:
+                names |= {n for cell in first[2:] for n in re.findall(r"`([^`]+)`", cell) if ":" not in n}
+    return names
+
+
+def test_the_readme_tables_list_each_set():
+    assert _readme_names("source", "Datasets", "Data sources") == set(config.DATA_SOURCES)
+    assert _readme_names("name", "Rewards") == set(config.REWARD_NAMES)
+    assert _readme_names("`backend`", "Judges") == set(config.JUDGE_BACKENDS)

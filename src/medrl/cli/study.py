@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from medrl.cli.common import ConfigFile, MetricsPort, Overrides, Preset, Pushgateway, app, metrics_env
-from medrl.config import dump_config, load_config
+from medrl.config import dump_config, load_config, seed_list
 
 Arms = Annotated[str | None, typer.Option(help="Comma-separated arms to run (and the arms they start from).")]
 Seeds = Annotated[
@@ -103,8 +103,6 @@ def show_config(overrides: Overrides = None, preset: Preset = None, config: Conf
 
 
 def _seed_override(seeds: str | None) -> list[str]:
-    from medrl.config import seed_list
-
     chosen = seed_list(seeds or "")
     return [f"seeds={chosen}"] if chosen is not None else []
 

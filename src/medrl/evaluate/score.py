@@ -146,8 +146,9 @@ def score_predictions(cfg: StudyConfig, records: list[Record], rows: list[dict])
             return build_judge(ev.judge)
         except Exception as err:  # a judge model that cannot load here is a missing model, not a crash
             raise MetricUnavailable(
-                f"evaluate.judge (backend {ev.judge.backend}, model {ev.judge.model}) cannot be loaded here "
-                f"({type(err).__name__}); check evaluate.judge.model or choose another evaluate.judge.backend"
+                f"evaluate.judge (backend {ev.judge.backend}, model {getattr(ev.judge, 'model', None)}) cannot be "
+                f"loaded here ({type(err).__name__}); check evaluate.judge.model or choose another "
+                "evaluate.judge.backend"
             ) from None
 
     metrics["thinking_reward"] = _reasoning_metric(

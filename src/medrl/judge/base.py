@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from medrl.judge.cache import CachedJudge, VerdictCache
 
 if TYPE_CHECKING:
-    from medrl.config import JudgeConfig
+    from medrl.config import EmbeddingJudgeConfig, HFJudgeConfig, JudgeConfig, OpenAIJudgeConfig
 
 
 @runtime_checkable
@@ -56,26 +56,26 @@ class KeywordJudge:
         return [min(10, 1 + len(self.TERMS.findall(self._judged(p)))) for p in prompts]
 
 
-def _openai(cfg: JudgeConfig) -> Judge:
+def _openai(cfg: OpenAIJudgeConfig) -> Judge:
     from medrl.judge.openai import OpenAIJudge  # lazy: a backend's dependencies load only when it is used
 
     return OpenAIJudge(cfg)
 
 
-def _hf(cfg: JudgeConfig) -> Judge:
+def _hf(cfg: HFJudgeConfig) -> Judge:
     from medrl.judge.hf import HFJudge  # lazy: a backend's dependencies load only when it is used
 
     return HFJudge(cfg)
 
 
-def _embedding(cfg: JudgeConfig) -> Judge:
+def _embedding(cfg: EmbeddingJudgeConfig) -> Judge:
     from medrl.judge.embedding import EmbeddingJudge  # lazy: a backend's dependencies load only when it is used
 
     return EmbeddingJudge(cfg)
 
 
-# The builder of each backend of medrl.config.JUDGE_BACKENDS (the names and their required settings live there).
-BACKENDS: dict[str, Callable[[JudgeConfig], Judge]] = {
+# The builder of each backend of medrl.config.JudgeConfig (one settings class per backend there, chosen by `backend`).
+BACKENDS: dict[str, Callable[[Any], Judge]] = {
     "keyword": lambda cfg: KeywordJudge(),
     "openai": _openai,
     "hf": _hf,
@@ -87,4 +87,5 @@ def build_judge(cfg: JudgeConfig) -> Judge:
     """The judge a config names, behind the verdict cache (in memory, and on disk with `cache_dir`)."""
 
     inner = BACKENDS[cfg.backend](cfg)  # JudgeConfig admits only backends of this table
-    return CachedJudge(inner, cfg.backend, cfg.model or "", VerdictCache(cfg.cache_dir))
+    model = getattr(cfg, "model", None) or ""  # the keyword judge has none
+    return CachedJudge(inner, cfg.backend, model, VerdictCache(cfg.cache_dir))

@@ -7,7 +7,7 @@ closeness, not medical correctness.
 
 from __future__ import annotations
 
-from medrl.config import JudgeConfig
+from medrl.config import EmbeddingJudgeConfig
 from medrl.judge.templates import judged_fields
 from medrl.models.causal_lm import pick_device
 
@@ -43,7 +43,7 @@ def embedding_model_path(name: str | None) -> str:
 class EmbeddingJudge:
     proxy = True
 
-    def __init__(self, cfg: JudgeConfig):
+    def __init__(self, cfg: EmbeddingJudgeConfig):
         from sentence_transformers import SentenceTransformer
 
         label = cfg.model or PACKAGED

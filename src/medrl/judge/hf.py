@@ -6,7 +6,7 @@ the ten continuations. No sampling, so the same prompt always gets the same verd
 
 from __future__ import annotations
 
-from medrl.config import JudgeConfig
+from medrl.config import HFJudgeConfig
 from medrl.judge.templates import SCORES, YES_NO
 from medrl.models.causal_lm import load_causal_lm
 
@@ -14,9 +14,7 @@ from medrl.models.causal_lm import load_causal_lm
 class HFJudge:
     proxy = False
 
-    def __init__(self, cfg: JudgeConfig, lm=None):
-        if not cfg.model:
-            raise ValueError("judge.model is required for judge.backend=hf (e.g. microsoft/biogpt or a directory)")
+    def __init__(self, cfg: HFJudgeConfig, lm=None):
         self.name = f"hf:{cfg.model}"
         self.batch_size = cfg.batch_size
         self.lm = lm or load_causal_lm(cfg.model, cfg.device, cfg.trust_remote_code)

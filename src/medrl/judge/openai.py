@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 
-from medrl.config import JudgeConfig
+from medrl.config import OpenAIJudgeConfig
 from medrl.judge.breaker import CircuitBreaker
 from medrl.judge.templates import SCORES, YES_NO, parse_score, parse_yes_no
 from medrl.metrics import judge as prom
@@ -70,9 +70,7 @@ def _names_guidance(response: httpx.Response) -> bool:
 class OpenAIJudge:
     proxy = False
 
-    def __init__(self, cfg: JudgeConfig):
-        if not cfg.url or not cfg.model:
-            raise ValueError("judge.url and judge.model are required for judge.backend=openai")
+    def __init__(self, cfg: OpenAIJudgeConfig):
         base = cfg.url.rstrip("/")
         base = base if base.endswith("/v1") else base + "/v1"
         self.url = base

@@ -15,7 +15,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from medrl.config import load_config
+from medrl.config import DATA_SOURCES, load_config, seed_list
 
 DEFAULT_IMAGE = "ghcr.io/medrl/medrl:0.1.0"  # the training image (Dockerfile target `train`): GPU pods
 DEFAULT_SLIM_IMAGE = "ghcr.io/medrl/medrl-slim:0.1.0"  # target `slim`: the steps that only orchestrate
@@ -51,8 +51,7 @@ STUDY_PARAMETERS = (
         "dataset_source",
         str,
         "",
-        "synthetic | pmc-vqa | vqa-rad | path-vqa | slake | omnimedvqa | jsonl | "
-        "cxr-synthetic | mimic-cxr | ms-cxr | vindr-cxr; empty: the preset's.",
+        f"{' | '.join(DATA_SOURCES)}; empty: the preset's.",
     ),
     Parameter("dataset_uri", str, "", "Where the source dataset lies (data.input); empty: the preset's."),
     Parameter("steps", int, 0, "Optimizer steps of every trained arm; 0: the preset's."),
@@ -184,8 +183,6 @@ def parameter_overrides(
     if mlflow_uri:
         out.append(f"tracking.mlflow_uri={mlflow_uri}")
     if str(seeds).strip():
-        from medrl.config import seed_list
-
         out.append(f"seeds={seed_list(seeds, 'seeds')}")
     if steps < 0:
         raise ValueError(f"steps={steps}: give the optimizer steps of every trained arm, or 0 for the preset's")

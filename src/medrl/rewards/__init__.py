@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
-from collections.abc import Callable
+import numbers
 from typing import TYPE_CHECKING, Any
 
 from medrl.config import ConfigError
@@ -40,9 +40,9 @@ def capped_rewards() -> list[str]:
     return [name for name, func in REWARDS.items() if "cap" in inspect.signature(func).parameters]
 
 
-def custom_reward(path: str) -> Callable[..., list[float | None]]:
+def custom_reward(path: str) -> CustomReward:
     """The reward function `module.path:function` names, imported from an installed module (never from a file path),
-    checked to take TRL's arguments: the completions first, the dataset's columns as keyword arguments."""
+    checked to take TRL's arguments: `completions` (and the other columns) by keyword, and `**kwargs` for the rest."""
     module_name, _, func_name = path.partition(":")
     try:
         module = importlib.import_module(module_name)
@@ -51,17 +51,25 @@ def custom_reward(path: str) -> Callable[..., list[float | None]]:
             f"reward {path}: module {module_name} cannot be imported ({err}); install the package that holds it in "
             "this environment (and in the training image)"
         ) from None
+    except Exception as err:  # the module is there but fails while it loads: its own bug, named, not a traceback
+        raise ConfigError(
+            f"reward {path}: module {module_name} fails on import ({type(err).__name__}: {str(err)[:200]}); fix it"
+        ) from None
     func = getattr(module, func_name, None)
     if not callable(func):
         raise ConfigError(f"reward {path}: module {module_name} has no function {func_name}")
-    params = list(inspect.signature(func).parameters.values())
-    positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
-    if not params or params[0].kind not in positional or params[-1].kind != inspect.Parameter.VAR_KEYWORD:
+    try:
+        params = inspect.signature(func).parameters
+    except (TypeError, ValueError):
+        params = {}  # a builtin without a signature: refused below
+    by_keyword = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    takes = "completions" in params and params["completions"].kind in by_keyword
+    if not takes or not any(p.kind == inspect.Parameter.VAR_KEYWORD for p in params.values()):
         raise ConfigError(
             f"reward {path}: {func_name} must take (completions, **kwargs) and return one float (or None) per "
-            "completion, as TRL's reward functions do"
+            "completion, as TRL's reward functions do (TRL passes completions and the dataset's columns by name)"
         )
-    return func
+    return CustomReward(path, func)
 
 
 class NamedReward:
@@ -73,7 +81,25 @@ class NamedReward:
         self.settings = settings
 
     def __call__(self, completions: list[Any], **kwargs: Any) -> list[float | None]:
-        return self.func(completions, **kwargs, **self.settings)
+        return self.func(completions=completions, **kwargs, **self.settings)
+
+
+class CustomReward(NamedReward):
+    """A user's reward function: what it returns is checked, since TRL would fail on it far from its cause."""
+
+    def __call__(self, completions: list[Any], **kwargs: Any) -> list[float | None]:
+        values = super().__call__(completions, **kwargs)
+        if (
+            not isinstance(values, list | tuple)
+            or len(values) != len(completions)
+            or not all(v is None or isinstance(v, numbers.Real) for v in values)
+        ):
+            got = f"{len(values)} values" if isinstance(values, list | tuple) else type(values).__name__
+            raise ValueError(
+                f"reward {self.__name__} returned {got} for {len(completions)} completions: it must return a list "
+                "of one float (or None) per completion"
+            )
+        return list(values)
 
 
 def reward_functions(specs: list[RewardSpec], judge: JudgeConfig) -> list[Any]:
@@ -84,7 +110,7 @@ def reward_functions(specs: list[RewardSpec], judge: JudgeConfig) -> list[Any]:
         if spec.name == "semantic":
             funcs.append(SemanticReward(build_judge(judge), judge.max_unscorable_fraction, name=spec.name))
         elif ":" in spec.name:
-            funcs.append(NamedReward(spec.name, custom_reward(spec.name)))
+            funcs.append(custom_reward(spec.name))
         elif spec.cap is not None:
             funcs.append(NamedReward(spec.name, REWARDS[spec.name], cap=spec.cap))
         else:
@@ -94,6 +120,7 @@ def reward_functions(specs: list[RewardSpec], judge: JudgeConfig) -> list[Any]:
 
 __all__ = [
     "REWARDS",
+    "CustomReward",
     "NamedReward",
     "SemanticReward",
     "UnscorableError",

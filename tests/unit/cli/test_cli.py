@@ -47,9 +47,11 @@ def test_every_command_has_help_with_an_example(command):
     [
         (["config", "--preset", "nope"], "unknown preset 'nope'"),
         (["config", "--preset", "demo", "arms.sft.learning_rate=fast"], "arms.sft.learning_rate"),
+        (["config", "--preset", "demo", "judge.url=http://j:8000/v1"], "judge.url: not a setting of backend keyword"),
         (["run"], "give --preset NAME or --config FILE"),
         (["run", "--like", "/tmp"], "--like /tmp: not a committed run"),
-        (["prep", "--source", "nowhere", "--out", "/tmp/medrl-never"], "unknown data source 'nowhere'"),
+        (["prep", "--source", "nowhere", "--out", "/tmp/medrl-never"],
+         "--source 'nowhere': Input should be 'synthetic', 'pmc-vqa', 'vqa-rad'"),
         (["prep", "--out", "/tmp/medrl-never", "--train-size", "0"], "--train-size '0': Input should be greater"),
         (["prep", "--out", "/tmp/medrl-never", "--cxr-tasks", "report,ct"], "--cxr-tasks 'ct': Input should be"),
         (["store", "put", "/tmp/medrl-no-such-folder", "/tmp/medrl-never"], "not a folder; give the folder"),

@@ -10,6 +10,7 @@ import zlib
 import numpy as np
 import pytest
 from PIL import Image, ImageFile
+from pydantic import ValidationError
 
 from medrl.config import DataConfig
 from medrl.data import prep as prep_module
@@ -269,9 +270,9 @@ def test_too_many_bad_rows_leave_the_directory_empty(tmp_path, monkeypatch):
     def source(cfg, scratch):
         return scratch, iter([Row(i + 1, _record(image="gone.png", question=f"Q{i}")) for i in range(10)])
 
-    monkeypatch.setitem(prep_module.SOURCES, "fake", source)
+    monkeypatch.setitem(prep_module.SOURCES, "jsonl", source)  # a source of the closed set, reading bad rows
     with pytest.raises(PrepError, match=r"max_bad_fraction=0.01\): image_missing \(10; e.g. row 1, row 2, row 3\)"):
-        prepare(DataConfig(source="fake"), tmp_path / "out")
+        prepare(DataConfig(source="jsonl"), tmp_path / "out")
     assert list((tmp_path / "out").iterdir()) == []
 
 
@@ -401,6 +402,6 @@ def test_prep_help_lists_every_source():
         assert name in out.stdout
 
 
-def test_unknown_source_lists_the_known_ones(tmp_path):
-    with pytest.raises(PrepError, match="synthetic, pmc-vqa, vqa-rad, path-vqa, slake, omnimedvqa, jsonl"):
-        prepare(DataConfig(source="dicom-cloud"), tmp_path)
+def test_unknown_source_lists_the_known_ones():
+    with pytest.raises(ValidationError, match="'synthetic', 'pmc-vqa', 'vqa-rad', 'path-vqa', 'slake', 'omnimedvqa'"):
+        DataConfig(source="dicom-cloud")

@@ -1,7 +1,7 @@
 """The verdict cache: repeated questions never reach the backend, hits and misses are counted exactly, verdicts
 survive on disk without any judged text, and an unscorable reply is asked again."""
 
-from medrl.config import JudgeConfig
+from medrl.config import KeywordJudgeConfig
 from medrl.judge import build_judge, semantic_prompt, thinking_prompt
 from medrl.judge.cache import CachedJudge, VerdictCache, cache_key
 
@@ -116,7 +116,7 @@ def test_disk_cache_survives_a_new_process_and_holds_no_text(tmp_path):
 
 
 def test_build_judge_caches_every_backend(tmp_path):
-    judge = build_judge(JudgeConfig(backend="keyword", cache_dir=str(tmp_path)))
+    judge = build_judge(KeywordJudgeConfig(cache_dir=str(tmp_path)))
     prompts = [semantic_prompt("lesion in the lung"), semantic_prompt("banana")]
     assert judge.yes_no(prompts) == [True, False]
     assert judge.yes_no(prompts) == [True, False]

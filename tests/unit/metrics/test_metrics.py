@@ -13,7 +13,7 @@ from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from medrl import metrics
-from medrl.config import JudgeConfig
+from medrl.config import OpenAIJudgeConfig
 from medrl.judge import openai
 from medrl.metrics import judge as judge_metrics
 from medrl.metrics import pushgateway as push_metrics
@@ -141,7 +141,7 @@ def test_every_outcome_of_the_openai_judge_is_a_metric_label():
     # the scan must see the outcomes the backend really returns, or the check below proves nothing
     assert {"ok", "unparsable", "timeout", "connection_error", "guided_rejected", "breaker_open"} <= produced
     assert produced <= set(judge_metrics.JUDGE_OUTCOMES) - {"other"}
-    judge = openai.OpenAIJudge(JudgeConfig(backend="openai", url="http://127.0.0.1:9", model="m"))
+    judge = openai.OpenAIJudge(OpenAIJudgeConfig(url="http://127.0.0.1:9", model="m"))
     assert set(judge.stats()["outcomes"]) <= set(judge_metrics.JUDGE_OUTCOMES) - {"other"}
     for outcome in produced:
         before = sample("medrl_judge_requests_total", outcome=outcome)

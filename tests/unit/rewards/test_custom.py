@@ -4,14 +4,14 @@ is named with the fix."""
 
 import pytest
 
-from medrl.config import ConfigError, JudgeConfig, RewardSpec
+from medrl.config import ConfigError, KeywordJudgeConfig, RewardSpec
 from medrl.rewards import reward_functions
 
 BREVITY = "tests.support.custom_rewards:brevity"
 
 
 def test_a_custom_reward_is_loaded_by_its_dotted_path_and_named_in_logs():
-    (reward,) = reward_functions([RewardSpec(name=BREVITY)], JudgeConfig())
+    (reward,) = reward_functions([RewardSpec(name=BREVITY)], KeywordJudgeConfig())
     assert reward.__name__ == BREVITY
     assert reward(["short answer", " ".join(["word"] * 25)]) == [1.0, 0.0]
 
@@ -34,9 +34,24 @@ def test_the_config_checks_the_form_without_importing():
         ("tests.support.custom_rewards:missing", "module tests.support.custom_rewards has no function missing"),
         ("tests.support.custom_rewards:NOT_A_FUNCTION", "has no function NOT_A_FUNCTION"),
         ("tests.support.custom_rewards:no_kwargs", r"no_kwargs must take \(completions, \*\*kwargs\)"),
+        ("tests.support.custom_rewards:texts_first", r"texts_first must take \(completions, \*\*kwargs\)"),
         ("os.path:join", r"join must take \(completions, \*\*kwargs\)"),
+        ("builtins:len", r"len must take \(completions, \*\*kwargs\)"),
+        ("tests.support.custom_reward_broken:f", r"fails on import \(RuntimeError: the reward module's own bug\)"),
     ],
 )
 def test_a_custom_reward_that_cannot_be_used_is_named_with_the_fix(name, message):
     with pytest.raises(ConfigError, match=message):
-        reward_functions([RewardSpec(name=name)], JudgeConfig())
+        reward_functions([RewardSpec(name=name)], KeywordJudgeConfig())
+
+
+def test_a_custom_reward_gets_trls_arguments_by_name():
+    (reward,) = reward_functions([RewardSpec(name="tests.support.custom_rewards:in_trl_order")], KeywordJudgeConfig())
+    assert reward(prompts=["a long prompt", "p"], completions=["short", "a longer completion"]) == [0.0, 1.0]
+
+
+@pytest.mark.parametrize(("name", "got"), [("one_value", "1 values for 2 completions"), ("words", "")])
+def test_what_a_custom_reward_returns_is_checked(name, got):
+    (reward,) = reward_functions([RewardSpec(name=f"tests.support.custom_rewards:{name}")], KeywordJudgeConfig())
+    with pytest.raises(ValueError, match=f"{got}.*must return a list of one float \\(or None\\) per completion"):
+        reward(["a", "b"])

@@ -2,7 +2,7 @@
 
 import pytest
 
-from medrl.config import JudgeConfig, RewardSpec
+from medrl.config import KeywordJudgeConfig, RewardSpec
 from medrl.judge import KeywordJudge
 from medrl.judge.templates import SEMANTIC_TEMPLATE, semantic_prompt
 from medrl.rewards import (
@@ -219,7 +219,7 @@ def test_too_many_unscorable_completions_stop_training():
 def test_factory_binds_settings_and_names_each_reward_for_trl():
     specs = [RewardSpec(name=n) for n in ("format", "accuracy", "semantic")]
     specs += [RewardSpec(name="ecr", cap=2), RewardSpec(name="cwr")]
-    funcs = reward_functions(specs, JudgeConfig(backend="keyword"))
+    funcs = reward_functions(specs, KeywordJudgeConfig())
     assert [f.__name__ for f in funcs] == ["format", "accuracy", "semantic", "ecr", "cwr"]
     text = "<think>" + "lung " * 300 + "</think><answer>B</answer>"
     columns = {"answer": ["Lung"], "choices": [CHOICES], "id": ["x"], "trainer_state": None}
@@ -228,8 +228,3 @@ def test_factory_binds_settings_and_names_each_reward_for_trl():
     short = "<think>lung lung</think><answer>B</answer>"
     assert funcs[4](completions=[short], **columns) == [2 / 256]
     assert funcs[3](completions=[short], **columns) == [1.0]
-
-
-def test_unknown_judge_backend_is_named():
-    with pytest.raises(ValueError, match="nope"):
-        reward_functions([RewardSpec(name="semantic")], JudgeConfig(backend="nope"))
