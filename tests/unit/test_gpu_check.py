@@ -10,20 +10,21 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
-from medrl.gpu_check import agreement, build_checkpoint, model_config
+from medrl.gpu_check import agreement, build_checkpoint, main, model_config
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_cpu_machine_exits_with_a_clear_message(tmp_path):
-    env = {**os.environ, "PYTHONPATH": f"{ROOT / 'src'}:{ROOT}", "CUDA_VISIBLE_DEVICES": ""}
-    done = subprocess.run(
-        [sys.executable, "-m", "medrl.gpu_check", "--work", str(tmp_path)], capture_output=True, text=True, env=env
-    )
-    assert done.returncode == 2
-    assert "no GPU is visible here" in done.stderr and "make gpu-check` on a GPU node" in done.stderr
-    assert done.stdout == "" and not any(tmp_path.iterdir())  # refused before building anything
+def test_cpu_machine_exits_with_a_clear_message(tmp_path, monkeypatch, capsys):
+    # In this process (`python -m medrl.gpu_check` is `sys.exit(main())`; the --cpu test below runs that module as a
+    # process): a new interpreter would spend seconds importing torch and TRL to print one line.
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # what CUDA_VISIBLE_DEVICES="" gives
+    assert main(["--work", str(tmp_path)]) == 2
+    done = capsys.readouterr()
+    assert "no GPU is visible here" in done.err and "make gpu-check` on a GPU node" in done.err
+    assert done.out == "" and not any(tmp_path.iterdir())  # refused before building anything
 
 
 @pytest.mark.slow  # about 2 minutes: four processes, each loading torch and TRL
