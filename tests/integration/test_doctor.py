@@ -119,8 +119,9 @@ def test_a_kubeconfig_that_does_not_exist_is_named_not_skipped(tmp_path, monkeyp
     monkeypatch.setenv("KUBECONFIG", str(tmp_path / "missing"))
     out = subprocess.run([sys.executable, "-m", "medrl", "doctor"], capture_output=True, text=True, timeout=120)
     assert out.returncode == 2 and "KUBECONFIG=" in out.stderr and "no such file" in out.stderr, out.stderr
-    local = subprocess.run([sys.executable, "-m", "medrl", "doctor", "--local"], capture_output=True, text=True)
-    assert "[ok ] package torch" in local.stdout
+    # In-process: the session has imported torch, TRL and DeepSpeed already; a new interpreter pays ~10 s for them.
+    local = CliRunner().invoke(app, ["doctor", "--local"])
+    assert local.exit_code != 2 and "[ok ] package torch" in local.output, local.output  # 2: refused
 
 
 DRIVER = f"NVIDIA driver >= {DRIVER_FLOOR} on GPU nodes"

@@ -19,6 +19,7 @@ from safetensors.torch import load_file, save_file
 
 from medrl import store
 from medrl.config import DataConfig, load_config
+from tests.support.cli import medrl_here
 
 pytestmark = pytest.mark.slow
 
@@ -62,11 +63,9 @@ def poisoned(tiny_model, tmp_path_factory) -> Path:
 
 
 def medrl_train(config: Path, data: Path, init: Path, out: Path, *extra: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "medrl", "train", "--config", str(config), "--data", str(data), "--init", str(init),
-         "--out", str(out), *extra],
-        capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
+    # In this process (tests/support/cli.py), as the other training tests: no new interpreter importing torch.
+    args = ["--config", str(config), "--data", str(data), "--init", str(init), "--out", str(out), *extra]
+    return medrl_here("train", *args)
 
 
 def test_a_non_finite_loss_stops_training_and_nothing_is_committed(poisoned, data, tmp_path):

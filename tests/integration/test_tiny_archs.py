@@ -3,10 +3,6 @@ AutoModelForImageTextToText, our `models.load`), see images and generate; `medrl
 a LLaVA comparison arm is evaluated zero-shot like any other."""
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -22,6 +18,7 @@ from medrl.data.prep import prepare
 from medrl.evaluate import evaluate_model
 from medrl.models.load import load_model, load_processor
 from medrl.models.tiny import build_tiny
+from tests.support.cli import medrl_here
 
 # (arch, model_type, class, image side, image tokens per image: Qwen's 2x2 merged patches, CLIP's 4x4 patches)
 ARCHS = [
@@ -53,18 +50,12 @@ def test_tiny_arch_loads_and_generates(tmp_path, arch, model_type, model_class, 
     assert out_ids.shape[0] == 2
 
 
-def _medrl(*args: str) -> subprocess.CompletedProcess:
-    src = str(Path(__file__).resolve().parents[2] / "src")  # this checkout's code, not an installed copy
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [src, os.environ.get("PYTHONPATH")]))}
-    return subprocess.run([sys.executable, "-m", "medrl", *args], capture_output=True, text=True, timeout=300, env=env)
-
-
 def test_tiny_model_cli_builds_qwen3_vl(tmp_path):
     out = tmp_path / "q3"
-    done = _medrl("tiny-model", "--arch", "qwen3-vl", "--out", str(out))
+    done = medrl_here("tiny-model", "--arch", "qwen3-vl", "--out", str(out))
     assert done.returncode == 0, done.stderr[-2000:]
     assert json.loads((out / "config.json").read_text())["model_type"] == "qwen3_vl"
-    bad = _medrl("tiny-model", "--arch", "idefics3", "--out", str(tmp_path / "x"))
+    bad = medrl_here("tiny-model", "--arch", "idefics3", "--out", str(tmp_path / "x"))
     assert bad.returncode != 0 and "qwen3-vl" in bad.stderr and "llava" in bad.stderr
 
 

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import json
 import logging
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -16,6 +14,7 @@ import yaml
 
 from medrl import store, study, tracking
 from medrl.store.layout import RunLayout
+from tests.support.cli import medrl_here
 from tests.support.tiny_runs import MARKERS, QUESTION_MARK, canary_dataset
 
 pytestmark = pytest.mark.slow
@@ -216,8 +215,8 @@ def test_unreachable_server_at_start(tmp_path, caplog):
         )
     assert not store.exists(RunLayout.create(store.normalize(str(tmp_path)), "tiny-tracked", "a").config)
     # `medrl run` says so before any task starts: exit 2, the setting and the fix, no traceback, nothing written.
-    cli = [sys.executable, "-m", "medrl", "run", "--preset", "demo", "--store", str(tmp_path / "cli")]
-    done = subprocess.run([*cli, f"tracking.mlflow_uri={dead}"], capture_output=True, text=True, timeout=300)
+    # In this process (tests/support/cli.py): a new interpreter would import torch only to print the refusal.
+    done = medrl_here("run", "--preset", "demo", "--store", str(tmp_path / "cli"), f"tracking.mlflow_uri={dead}")
     assert done.returncode == 2, done.stderr
     said = f"error: tracking.mlflow_uri {dead}: the MLflow server does not answer (ConnectionRefusedError"
     assert said in done.stderr

@@ -254,9 +254,14 @@ def seaweed(tmp_path_factory):
 
 @pytest.fixture
 def own_seaweed(tmp_path):
-    """A SeaweedFS of this test alone, which it may kill and restart."""
-    with running(Weed(tmp_path / "weed")) as server:
+    """A SeaweedFS of this test alone, which it may kill and restart. Killed at the end: its data goes with the
+    test's folder, and after an outage (SIGSTOP, a restart) weed can take more than stop()'s 10 s to exit."""
+    server = Weed(tmp_path / "weed")
+    try:
+        server.start()
         yield server
+    finally:
+        server.kill()
 
 
 def s3_environment(monkeypatch, server: Weed, tmp_path: Path, retry_seconds: float = 30) -> str:

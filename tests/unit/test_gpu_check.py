@@ -4,48 +4,38 @@ model, a few tokens and steps, through the same parts, processes and JSON); its 
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+import torch
 
-from medrl.gpu_check import agreement, build_checkpoint, model_config
+from medrl.gpu_check import agreement, build_checkpoint, main, model_config
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_cpu_machine_exits_with_a_clear_message(tmp_path):
-    env = {**os.environ, "PYTHONPATH": f"{ROOT / 'src'}:{ROOT}", "CUDA_VISIBLE_DEVICES": ""}
-    done = subprocess.run(
-        [sys.executable, "-m", "medrl.gpu_check", "--work", str(tmp_path)], capture_output=True, text=True, env=env
-    )
-    assert done.returncode == 2
-    assert "no GPU is visible here" in done.stderr and "make gpu-check` on a GPU node" in done.stderr
-    assert done.stdout == "" and not any(tmp_path.iterdir())  # refused before building anything
+def test_cpu_machine_exits_with_a_clear_message(tmp_path, monkeypatch, capsys):
+    # In this process (`python -m medrl.gpu_check` is `sys.exit(main())`; the --cpu test below runs that module as a
+    # process): a new interpreter would spend seconds importing torch and TRL to print one line.
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # what CUDA_VISIBLE_DEVICES="" gives
+    assert main(["--work", str(tmp_path)]) == 2
+    done = capsys.readouterr()
+    assert "no GPU is visible here" in done.err and "make gpu-check` on a GPU node" in done.err
+    assert done.out == "" and not any(tmp_path.iterdir())  # refused before building anything
 
 
-@pytest.mark.slow  # about 2 minutes: four processes, each loading torch and TRL
-def test_the_whole_code_path_runs_on_cpu_and_prints_its_json(tmp_path):
+@pytest.mark.slow  # about a minute: two part processes, each loading torch and TRL
+def test_the_whole_code_path_runs_on_cpu_and_prints_its_json(tmp_path, monkeypatch, capsys):
     import json
 
-    env = {**os.environ, "PYTHONPATH": f"{ROOT / 'src'}:{ROOT}", "CUDA_VISIBLE_DEVICES": ""}
-    cmd = [
-        sys.executable,
-        "-m",
-        "medrl.gpu_check",
-        "--cpu",
-        "--steps",
-        "2",
-        "--questions",
-        "4",
-        "--work",
-        str(tmp_path),
-    ]
-    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
-    assert done.returncode == 0, done.stderr[-3000:]
-    result = json.loads(done.stdout[done.stdout.index("{\n") :])  # after DeepSpeed's accelerator notice
+    # The parts run as `python -m medrl.gpu_check --part ...` processes, as on a GPU; the top level runs in this
+    # process, which has torch and TRL imported already (a third interpreter would spend seconds importing them).
+    monkeypatch.setenv("PYTHONPATH", f"{ROOT / 'src'}:{ROOT}")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert main(["--cpu", "--steps", "2", "--questions", "4", "--work", str(tmp_path)]) == 0
+    stdout = capsys.readouterr().out
+    result = json.loads(stdout[stdout.index("{\n") :])  # the JSON object ends the output
     grpo = result["grpo-hf"]
     assert "failed" not in grpo, grpo.get("stderr_tail")
     assert grpo["steps_timed"] == 1 and grpo["rollout_tokens_per_s"] > 0  # the hf path's (ids, None) is counted

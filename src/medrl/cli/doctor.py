@@ -34,8 +34,10 @@ def doctor(
     Example: medrl doctor --gpus 4 --judge http://medrl-judge.medrl.svc:8000
     """
 
+    # A named kubeconfig that does not exist is refused before the package checks import torch and the rest.
+    cluster = not local and kubeconfig_available(kubeconfig)
     checks = local_checks()
-    if not local and kubeconfig_available(kubeconfig):
+    if cluster:
         given = {"store": store, "prometheus": prometheus, "pushgateway": pushgateway, "judge": judge}
         where = (kubeconfig, context, namespace, kfp_namespace, service_account, gpus)
         checks += cluster_checks(*where, {k: v for k, v in given.items() if v})

@@ -14,6 +14,7 @@ from medrl.cli.data import data_config, prep
 from medrl.config import ConfigError, DataConfig, load_config
 from medrl.errors import MedrlError
 from medrl.study import standalone
+from tests.support.cli import medrl_here
 
 COMMANDS = ["tiny-model", "prep", "train", "evaluate", "report", "run", "demo", "config", "doctor", "pipeline"]
 COMMANDS += ["train-arm", "store", "plan"]
@@ -22,6 +23,8 @@ STORE_COMMANDS = ["store ls", "store get", "store put", "store verify"]
 MAX_LINES = 40  # issue 11: no CLI function is longer than this, signature and options included
 
 
+# A new interpreter for what only a process shows (`python -m medrl --help`, a bug's traceback); the other tests run
+# the command line in this process (tests/support/cli.py), without importing torch again for each command.
 def medrl(*args, cwd=None):
     return subprocess.run([sys.executable, "-m", "medrl", *args], capture_output=True, text=True, timeout=120, cwd=cwd)
 
@@ -37,7 +40,7 @@ def test_help_lists_every_command():
     "command", [c for c in COMMANDS if c not in ("pipeline", "store")] + PIPELINE_COMMANDS + STORE_COMMANDS
 )
 def test_every_command_has_help_with_an_example(command):
-    out = medrl(*command.split(), "--help")
+    out = medrl_here(*command.split(), "--help")
     assert out.returncode == 0, out.stderr
     assert "Example: medrl" in out.stdout
 
@@ -71,7 +74,7 @@ def test_every_command_has_help_with_an_example(command):
     ],
 )  # fmt: skip
 def test_errors_name_the_input_and_exit_2(args, message):
-    out = medrl(*args)
+    out = medrl_here(*args)  # in this process: an exception other than SystemExit (a traceback) fails the case
     assert out.returncode == 2, out.stderr
     assert message in out.stderr
     assert "Traceback" not in out.stderr
@@ -79,7 +82,7 @@ def test_errors_name_the_input_and_exit_2(args, message):
 
 
 def test_a_wrong_choice_is_a_usage_error():
-    out = medrl("tiny-model", "--arch", "nope", "--out", "/tmp/medrl-never")
+    out = medrl_here("tiny-model", "--arch", "nope", "--out", "/tmp/medrl-never")
     assert out.returncode == 2 and "'nope' is not one of 'qwen2-vl'" in out.stderr and "Traceback" not in out.stderr
 
 
@@ -119,13 +122,13 @@ def test_medrls_own_errors_share_one_base():
 
 
 def test_config_prints_resolved_yaml():
-    out = medrl("config", "--preset", "demo", "arms.sft.epochs=3")
+    out = medrl_here("config", "--preset", "demo", "arms.sft.epochs=3")
     assert out.returncode == 0
     assert "epochs: 3" in out.stdout
 
 
 def test_prep_failure_leaves_no_directory(tmp_path):
-    out = medrl("prep", "--source", "nowhere", "--out", str(tmp_path / "data"))
+    out = medrl_here("prep", "--source", "nowhere", "--out", str(tmp_path / "data"))
     assert out.returncode == 2
     assert list(tmp_path.iterdir()) == []
 
@@ -158,7 +161,9 @@ def test_prep_option_text_becomes_the_settings_type():
 
 
 def test_prep_keeps_every_row_with_null_and_writes_the_dataset(tmp_path):
-    out = medrl("prep", "--out", str(tmp_path / "d"), "--train-size", "3", "--test-size", "null", "--image-size", "28")
+    out = medrl_here(
+        "prep", "--out", str(tmp_path / "d"), "--train-size", "3", "--test-size", "null", "--image-size", "28"
+    )
     assert out.returncode == 0, out.stderr
     assert '"train": 3' in out.stdout and '"test": 64' in out.stdout  # synthetic: test_size null draws its 64
     assert (tmp_path / "d" / "COMMITTED").is_file()
@@ -195,10 +200,10 @@ def test_an_arm_trained_alone_starts_from_its_own_model_or_is_refused():
 
 
 def test_plan_prints_each_arm_and_fails_when_one_does_not_fit():
-    fits = medrl("plan", "--preset", "paper-table1")
+    fits = medrl_here("plan", "--preset", "paper-table1")
     assert fits.returncode == 0, fits.stderr
     assert "grpo: " in fits.stdout and "GiB of 80 GiB per GPU (fits" in fits.stdout
-    tight = medrl("plan", "--preset", "paper-table1", "--gpus", "1", "--gpu-memory", "16")
+    tight = medrl_here("plan", "--preset", "paper-table1", "--gpus", "1", "--gpu-memory", "16")
     assert tight.returncode == 1 and "DOES NOT FIT" in tight.stdout
 
 

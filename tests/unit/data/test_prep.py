@@ -17,7 +17,8 @@ from medrl.data import prep as prep_module
 from medrl.data.images import check_image
 from medrl.data.prep import SOURCES, PrepError, Row, check_record, prepare
 from medrl.data.records import Record, read_records
-from tests.support.medvqa_fixtures import image_bytes, pmc_rows, pmc_vqa, run_medrl, slake, write_csv
+from tests.support.cli import medrl_here
+from tests.support.medvqa_fixtures import image_bytes, pmc_rows, pmc_vqa, slake, write_csv
 
 
 def test_synthetic_layout(synthetic_data):
@@ -254,14 +255,14 @@ def test_above_max_bad_fraction_the_cli_fails_naming_reasons_and_writes_nothing(
     src, _, _ = _bad_pmc(tmp_path)
     out = tmp_path / "data"
     run = ["prep", "--source", "pmc-vqa", "--input", str(src), "--out", str(out)]
-    failed = run_medrl(*run)
+    failed = medrl_here(*run)
     assert failed.returncode == 2, failed.stderr
     assert "12 of 46 rows of source 'pmc-vqa' are bad" in failed.stderr
     assert "image_path_outside_root (3; e.g. train.csv row 3, train.csv row 4, train.csv row 5)" in failed.stderr
     assert "--max-bad-fraction" in failed.stderr and "Traceback" not in failed.stderr
     assert not out.exists() and list(tmp_path.glob(".staging-*")) == []
 
-    done = run_medrl(*run, "--max-bad-fraction", "0.3")
+    done = medrl_here(*run, "--max-bad-fraction", "0.3")
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["train"] == 40 - 13 and (out / "COMMITTED").is_file()
 
@@ -280,7 +281,7 @@ def test_a_missing_column_names_the_file_and_the_expected_columns(tmp_path):
     src = pmc_vqa(tmp_path / "PMC-VQA", n_train=4, n_test=2)
     with (src / "train.csv").open("w", newline="") as f:
         csv.writer(f).writerows([["Figure_path", "Question", "Answer_label"], ["a.jpg", "q", "A"]])
-    out = run_medrl("prep", "--source", "pmc-vqa", "--input", str(src), "--out", str(tmp_path / "d"))
+    out = medrl_here("prep", "--source", "pmc-vqa", "--input", str(src), "--out", str(tmp_path / "d"))
     assert out.returncode == 2
     assert f"{src / 'train.csv'}: missing column(s) Choice A, Choice B; expected columns Figure_path" in out.stderr
 
@@ -323,13 +324,13 @@ def test_an_empty_train_split_prepares_for_evaluation_and_training_on_it_is_refu
     shutil.copytree(synthetic_data / "images", src / "images")
     shutil.copyfile(synthetic_data / "test.jsonl", src / "test.jsonl")
     out = tmp_path / "data"
-    prepared = run_medrl("prep", "--source", "jsonl", "--input", str(src), "--out", str(out))
+    prepared = medrl_here("prep", "--source", "jsonl", "--input", str(src), "--out", str(out))
     assert prepared.returncode == 0, prepared.stderr
     assert "the train split is empty (16 rows read: 16 in the test split, 0 quarantined, 0 filtered)" in (
         prepared.stderr + prepared.stdout
     )
     assert json.loads((out / "summary.json").read_text())["train"] == 0
-    trained = run_medrl("train", "--preset", "demo", "--arm", "sft", "--data", str(out), "--init", str(tiny_model),
+    trained = medrl_here("train", "--preset", "demo", "--arm", "sft", "--data", str(out), "--init", str(tiny_model),
                         "--out", str(tmp_path / "model"))  # fmt: skip
     assert trained.returncode == 2, trained.stderr
     assert "the train split has no rows" in trained.stderr and "Traceback" not in trained.stderr
@@ -340,14 +341,14 @@ def test_a_committed_dataset_is_replaced_only_with_replace(tmp_path):
     """issue 30: `medrl prep --out D` onto a committed dataset used to replace it without a word."""
     out = tmp_path / "data"
     args = ["prep", "--out", str(out), "--train-size", "4"]
-    assert run_medrl(*args, "--test-size", "2").returncode == 0
+    assert medrl_here(*args, "--test-size", "2").returncode == 0
     before = (out / "MANIFEST.json").read_bytes()
-    refused = run_medrl(*args, "--test-size", "3")
+    refused = medrl_here(*args, "--test-size", "3")
     assert refused.returncode == 2, refused.stderr
     assert f"error: --out {out}: a dataset is already committed there" in refused.stderr
     assert "pass --replace" in refused.stderr and "Traceback" not in refused.stderr
     assert (out / "MANIFEST.json").read_bytes() == before and len(read_records(out, "test")) == 2
-    replaced = run_medrl(*args, "--test-size", "3", "--replace")
+    replaced = medrl_here(*args, "--test-size", "3", "--replace")
     assert replaced.returncode == 0, replaced.stderr
     assert len(read_records(out, "test")) == 3 and sorted(p.name for p in tmp_path.iterdir()) == ["data"]
 
@@ -396,7 +397,7 @@ def rows_figure(src):
 
 
 def test_prep_help_lists_every_source():
-    out = run_medrl("prep", "--help")
+    out = medrl_here("prep", "--help")
     assert out.returncode == 0
     for name in SOURCES:
         assert name in out.stdout

@@ -3,6 +3,7 @@
 import pytest
 
 from medrl import store
+from tests.support.cli import medrl_here
 
 
 def test_commit_then_read(tmp_path):
@@ -143,16 +144,14 @@ def committed(tmp_path, name: str, files: dict[str, bytes]) -> str:
 
 
 def test_store_get_onto_a_committed_artifact_is_refused_without_replace(tmp_path):
-    from tests.support.medvqa_fixtures import run_medrl
-
     src = committed(tmp_path, "store/new-model", {"w.bin": b"new"})
     committed(tmp_path, "trained-model", {"w.bin": b"GPU-hours"})
     dest = tmp_path / "trained-model"
-    done = run_medrl("store", "get", src, str(dest))
+    done = medrl_here("store", "get", src, str(dest))
     assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
     assert "committed artifact" in done.stderr and "--replace" in done.stderr
     assert (dest / "w.bin").read_bytes() == b"GPU-hours"  # nothing lost
-    done = run_medrl("store", "get", "--replace", src, str(dest))
+    done = medrl_here("store", "get", "--replace", src, str(dest))
     assert done.returncode == 0, done.stderr
     assert (dest / "w.bin").read_bytes() == b"new"
 
@@ -177,8 +176,6 @@ def test_replace_refuses_to_delete_a_nested_committed_artifact(tmp_path):
 
 
 def test_a_missing_manifest_is_listed_and_verified_as_damaged_not_a_crash(tmp_path):
-    from tests.support.medvqa_fixtures import run_medrl
-
     parent = tmp_path / "models"
     for name in ("good", "broken", "other"):
         committed(tmp_path, f"models/{name}", {"w.bin": name.encode()})
@@ -186,10 +183,10 @@ def test_a_missing_manifest_is_listed_and_verified_as_damaged_not_a_crash(tmp_pa
     entries = {e["name"]: e for e in store.ls(store.normalize(str(parent)))}
     assert entries["good"]["kind"] == entries["other"]["kind"] == "committed"
     assert entries["broken"]["kind"] == "damaged" and "MANIFEST.json is missing" in entries["broken"]["error"]
-    ls = run_medrl("store", "ls", str(parent))
+    ls = medrl_here("store", "ls", str(parent))
     assert ls.returncode == 0 and "Traceback" not in ls.stderr, ls.stderr
     assert "good/" in ls.stdout and "other/" in ls.stdout and "DAMAGED" in ls.stdout
-    verify = run_medrl("store", "verify", str(parent / "broken"))
+    verify = medrl_here("store", "verify", str(parent / "broken"))
     assert verify.returncode == 1 and "Traceback" not in verify.stderr and "DAMAGED" in verify.stderr, verify.stderr
 
 
@@ -203,12 +200,10 @@ def test_verify_fails_a_committed_folder_with_a_file_added_after_the_commit(tmp_
 
 
 def test_ls_of_a_missing_path_is_an_error_not_an_empty_listing(tmp_path):
-    from tests.support.medvqa_fixtures import run_medrl
-
-    done = run_medrl("store", "ls", str(tmp_path / "no-such-folder"))
+    done = medrl_here("store", "ls", str(tmp_path / "no-such-folder"))
     assert done.returncode == 2 and "does not exist" in done.stderr and "no-such-folder" in done.stderr, done.stderr
     (tmp_path / "empty").mkdir()
-    assert run_medrl("store", "ls", str(tmp_path / "empty")).returncode == 0  # an empty folder is just empty
+    assert medrl_here("store", "ls", str(tmp_path / "empty")).returncode == 0  # an empty folder is just empty
 
 
 def test_put_refuses_symlinks_that_leave_the_folder(tmp_path):
