@@ -209,21 +209,21 @@ def test_plan_prints_each_arm_and_fails_when_one_does_not_fit():
 
 def test_tiny_model_keeps_a_committed_model_unless_replace(tmp_path):
     out = tmp_path / "tiny"
-    assert medrl("tiny-model", "--out", str(out), "--seed", "1").returncode == 0
+    assert medrl_here("tiny-model", "--out", str(out), "--seed", "1").returncode == 0
     weights = (out / "model.safetensors").read_bytes()
-    again = medrl("tiny-model", "--out", str(out), "--seed", "2")
+    again = medrl_here("tiny-model", "--out", str(out), "--seed", "2")
     assert again.returncode == 2 and "pass --replace" in again.stderr, again.stderr
     assert (out / "model.safetensors").read_bytes() == weights  # nothing lost
-    assert medrl("tiny-model", "--out", str(out), "--seed", "2", "--replace").returncode == 0
+    assert medrl_here("tiny-model", "--out", str(out), "--seed", "2", "--replace").returncode == 0
     assert (out / "model.safetensors").read_bytes() != weights
 
 
 def test_evaluate_keeps_earlier_results_unless_replace(tmp_path):
     (tmp_path / "metrics.json").write_text('{"n": 3}')
-    out = medrl("evaluate", "--preset", "demo", "--model", "/tmp", "--data", ".", "--out", str(tmp_path))
+    out = medrl_here("evaluate", "--preset", "demo", "--model", "/tmp", "--data", ".", "--out", str(tmp_path))
     assert out.returncode == 2 and "metrics.json of an earlier evaluation" in out.stderr and "--replace" in out.stderr
     assert (tmp_path / "metrics.json").read_text() == '{"n": 3}'
     # with --replace the check lets it through to the next one (the model folder), before anything is written
-    out = medrl("evaluate", "--preset", "demo", "--model", "/tmp", "--data", ".", "--out", str(tmp_path), "--replace")
+    out = medrl_here("evaluate", "--preset", "demo", "--model", "/tmp", "--data", ".", "--out", str(tmp_path), "--replace")
     assert out.returncode == 2 and "--model /tmp: is not a model folder" in out.stderr
     assert (tmp_path / "metrics.json").read_text() == '{"n": 3}'
