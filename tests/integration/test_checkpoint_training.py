@@ -13,6 +13,7 @@ import pytest
 from medrl import store, study
 from medrl.store import checkpoints, s3
 from medrl.store.layout import RunLayout
+from medrl.study import arm as arm_steps
 from medrl.train import callbacks
 from medrl.train.run import scratch_work_dir
 from tests.support.servers import s3_environment
@@ -42,9 +43,9 @@ def test_checkpoints_survive_a_store_restart_and_resume_takes_the_newest_committ
         return result
 
     monkeypatch.setattr(callbacks, "commit_checkpoint", commit_through_an_outage)  # the upload callback's commit
-    monkeypatch.setenv(study.KEEP_AFTER_ENV, "2")  # kept after the model is committed, for the re-run below
+    monkeypatch.setenv(arm_steps.KEEP_AFTER_ENV, "2")  # kept after the model is committed, for the re-run below
     with caplog.at_level("INFO"):
-        study.train(run_uri, "grpo")
+        arm_steps.train_in_run(run_uri, "grpo")
     restart.join()
 
     assert committed == [2, 4, 6] and own_seaweed.proc.poll() is None
@@ -65,7 +66,7 @@ def test_checkpoints_survive_a_store_restart_and_resume_takes_the_newest_committ
     store.delete(arm.model)
     caplog.clear()
     with caplog.at_level("INFO"):
-        study.train(run_uri, "grpo")
+        arm_steps.train_in_run(run_uri, "grpo")
     assert any("step-6" in r.getMessage() and "torn" in r.getMessage() for r in caplog.records)
     assert "restored checkpoint step-4" in caplog.text
     summary = json.loads((store.open_dir(arm.model) / "train_summary.json").read_text())

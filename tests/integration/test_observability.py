@@ -21,6 +21,7 @@ from medrl import metrics, store, study
 from medrl.metrics import pushgateway as push_metrics
 from medrl.store import s3
 from medrl.store.layout import RunLayout
+from medrl.study import arm as arm_steps
 from medrl.train import common
 from tests.support.servers import Prometheus, Pushgateway, free_ports, s3_environment, wait_until
 from tests.support.tiny_runs import MARKERS, PATH_MARK, QUESTION_MARK, Capture, canary_dataset, grpo_study
@@ -85,10 +86,10 @@ def observed(tmp_path_factory, seaweed):
                 run = RunLayout(run_uri)
                 store.commit_from(canary_dataset(root / "canary"), run.data)
                 found["train_window"] = [time.time()]
-                study.train(run_uri, "grpo")
+                arm_steps.train_in_run(run_uri, "grpo")
                 found["train_window"].append(time.time())
                 found["exporter"] = get(f"http://127.0.0.1:{port}/metrics")
-                study.evaluate(run_uri, "grpo")
+                arm_steps.evaluate_in_run(run_uri, "grpo")
                 found["groups_after_evaluate"] = json.loads(get(f"{pushgateway.url}/api/v1/metrics"))["data"]
                 found["train_log"] = [json.loads(x) for x in store.read_text(run.arm("grpo").train_log).splitlines()]
                 found["metrics"] = json.loads(store.read_text(run.arm("grpo").metrics))["metrics"]

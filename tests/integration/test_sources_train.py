@@ -7,6 +7,7 @@ import pytest
 
 from medrl import store, study
 from medrl.data.records import read_records
+from medrl.study import arm as arm_steps
 from tests.support.medvqa_fixtures import BUILDERS
 
 pytestmark = pytest.mark.slow
@@ -36,11 +37,11 @@ def test_prepared_source_trains_and_evaluates(source, tiny_model, tmp_path):
     test = read_records(data, "test")
     assert test and all(r.source == source and r.meta["answer_type"] in ("closed", "open") for r in test)
 
-    study.train(run, "sft")
+    arm_steps.train_in_run(run, "sft")
     log = [json.loads(line) for line in store.read_text(study.RunLayout(run).arm("sft").train_log).splitlines()]
     assert max(row["step"] for row in log) == 2
 
-    doc = json.loads(store.read_text(study.evaluate(run, "sft")))
+    doc = json.loads(store.read_text(arm_steps.evaluate_in_run(run, "sft")))
     assert doc["n"] == 4 and doc["metrics"]["accuracy"]["n"] == 4
     predictions = [
         json.loads(line) for line in store.read_text(study.RunLayout(run).arm("sft").predictions).splitlines()

@@ -3,13 +3,14 @@ no model to generate with), completes the thinking reward, and once complete it 
 
 import json
 
-from medrl import store, study
+from medrl import store
 from medrl.config import dump_config, load_config
 from medrl.data.records import Record, write_jsonl
 from medrl.evaluate.run import prediction_row
 from medrl.evaluate.score import score_predictions
 from medrl.models.tiny import build_tokenizer
 from medrl.store.layout import RunLayout
+from medrl.study import arm as arm_steps
 from tests.support.judge_server import JudgeServer
 
 RECORDS = [
@@ -50,7 +51,7 @@ def test_incomplete_thinking_reward_is_finished_on_retry(tmp_path):
 
         server.mode = "ok"
         sent = server.requests
-        assert study.evaluate(run.uri, "zero-shot") == paths.metrics
+        assert arm_steps.evaluate_in_run(run.uri, "zero-shot") == paths.metrics
         doc = json.loads(store.read_text(paths.metrics))
         assert doc["metrics"]["thinking_reward"]["status"] == "ok" and doc["metrics"]["thinking_reward"]["mean"] == 7
         assert doc["n"] == 6 and doc["metrics"]["accuracy"]["mean"] == 1.0
@@ -59,5 +60,5 @@ def test_incomplete_thinking_reward_is_finished_on_retry(tmp_path):
         assert [r["thinking_reward"] for r in stored] == [7] * 6
         assert server.requests == sent + 6
 
-        assert study.evaluate(run.uri, "zero-shot") == paths.metrics  # complete now: nothing is asked
+        assert arm_steps.evaluate_in_run(run.uri, "zero-shot") == paths.metrics  # complete now: nothing is asked
         assert server.requests == sent + 6

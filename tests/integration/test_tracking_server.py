@@ -14,6 +14,7 @@ import yaml
 
 from medrl import store, study, tracking
 from medrl.store.layout import RunLayout
+from medrl.study import arm as arm_steps
 from tests.support.cli import medrl_here
 from tests.support.tiny_runs import MARKERS, QUESTION_MARK, canary_dataset
 
@@ -45,8 +46,8 @@ def run_steps(run_uri: str, root: Path) -> RunLayout:
     run = RunLayout(run_uri)
     store.commit_from(canary_dataset(root / "canary"), run.data)
     for arm in ("base", "grpo"):
-        study.train(run_uri, arm)
-        study.evaluate(run_uri, arm)
+        arm_steps.train_in_run(run_uri, arm)
+        arm_steps.evaluate_in_run(run_uri, arm)
     study.report(run_uri)
     return run
 
@@ -190,8 +191,8 @@ def test_resumed_and_recurring_runs(tracked_study, mlflow_server, monkeypatch):
     uri = f"tracking.mlflow_uri={mlflow_server.uri}"
     assert study.init_run(config_text=STUDY, overrides=[uri], store_uri=str(root / "store"), run_id="week-1") == run.uri
     for arm in ("base", "grpo"):
-        study.train(run.uri, arm)
-        study.evaluate(run.uri, arm)
+        arm_steps.train_in_run(run.uri, arm)
+        arm_steps.evaluate_in_run(run.uri, arm)
     study.report(run.uri)
     after = runs_of(client, tracked_study["experiment"], "week-1")
     assert {k: r.info.run_id for k, r in after.items()} == {k: r.info.run_id for k, r in before.items()}

@@ -1,7 +1,8 @@
 """The training container's entrypoint (`medrl train-arm`): from the operator's environment, start one training
 process per GPU (DeepSpeed ZeRO-2 through `accelerate launch`; CPU ranks through torchrun), or train in place.
 
-Each rank calls `medrl.study.train(run_uri, arm)`, which resumes from the newest committed checkpoint in the store.
+Each rank calls `medrl.study.arm.train_in_run(run_uri, arm)`, which resumes from the newest committed checkpoint in
+the store.
 The exit status is chosen for the operator's restart policy (PyTorchJob `ExitCode`, the TrainJob runtime's pod
 failure policy), which retries only codes >= 128:
 - 1 (FINAL): an error a restart cannot fix (configuration, data, a missing run or arm, a non-finite loss, an import
@@ -42,6 +43,7 @@ from medrl.errors import MedrlError
 from medrl.models.load import ModelError
 from medrl.store import checkpoints
 from medrl.store.layout import LayoutError, RunLayout
+from medrl.study import arm as arm_steps
 from medrl.train.common import NonFiniteError
 from medrl.train.rollout import EngineStartError
 
@@ -240,7 +242,7 @@ def attempt_here(run_uri: str, arm: str) -> tuple[int, str]:
     # As PID 1 of a container a process without a handler ignores SIGTERM; a preemption must end training.
     signal.signal(signal.SIGTERM, _exit_on_signal)
     try:
-        study.train(run_uri, arm)
+        arm_steps.train_in_run(run_uri, arm)
     except final_errors() as err:
         log.error("arm %s stopped on an error a restart cannot fix: %s", arm, err)
         return FINAL, cause_of(err)

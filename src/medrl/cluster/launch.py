@@ -33,7 +33,10 @@ class InProcessLauncher:
     """Trains in the calling process (laptops, CI, the kfp.local pipeline)."""
 
     def submit(self, spec: TrainSpec) -> InProcessHandle:
-        study.train(spec.run_uri, spec.arm)
+        # lazy: torch and TRL load only where the arm trains here; submitting a job to the cluster needs neither
+        from medrl.study.arm import train_in_run
+
+        train_in_run(spec.run_uri, spec.arm)
         return InProcessHandle(name=f"in-process {spec.arm}")
 
 

@@ -10,23 +10,17 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 from collections.abc import Callable
 
 from medrl import provenance, store, tracking
 from medrl.config import MAX_LEVELS, ConfigError, StudyConfig, config_from_text, dump_config, load_config
 from medrl.cost import Meter, total
 from medrl.data.prep import prepare
-from medrl.evaluate import evaluate_model, metrics_complete, rescore
 from medrl.kfp.parameters import STORE_ENV, arm_list, parameter_overrides
 from medrl.metrics import pushgateway as prom
-from medrl.models.tiny import build_tiny
 from medrl.report import ArmResult, build_report, slim_predictions
 from medrl.report.build import scalar_metrics
-from medrl.store import checkpoints
 from medrl.store.layout import RunLayout, new_run_id
-from medrl.train.rollout import check_vllm_models
-from medrl.train.run import rank, scratch_work_dir, train_to_store
 
 log = logging.getLogger("medrl")
 
@@ -46,6 +40,9 @@ def init_run(
         overrides.append(f"store={store_uri}")
     cfg = load_config(preset=preset, text=config_text, overrides=overrides, arms=arms or None).with_seeds()
     cfg.store = store.normalize(cfg.store)
+    # The torch-free steps (init, arms, report) import this package; what needs torch is imported where used.
+    from medrl.train.rollout import check_vllm_models  # lazy: torch, for the vLLM cases only
+
     check_vllm_models(cfg)  # before anything is written
     run = RunLayout.create(cfg.store, cfg.experiment, run_id or new_run_id())
     if store.exists(run.config):
@@ -55,6 +52,8 @@ def init_run(
         return run.uri  # a retried init: the frozen config stands
     cfg = tracking.resolve(cfg, run)  # an unreachable tracking server stops the run here, before any work
     if cfg.model.base.startswith("tiny:"):
+        from medrl.models.tiny import build_tiny  # lazy: transformers and torch, for a tiny base only
+
         if not store.is_committed(run.base_model):
             with store.commit_dir(run.base_model) as out:
                 build_tiny(cfg.model.base[len("tiny:") :], out, seed=cfg.data.seed)
@@ -197,85 +196,6 @@ def init_of(run: RunLayout, cfg: StudyConfig, arm: str) -> str:
     if init.startswith("arm:"):
         return model_of(run, cfg, init[4:])
     return init
-
-
-def train(run_uri: str, arm: str) -> str:
-    """Train one arm; returns the URI of the model it evaluates. Under torchrun every rank calls this: all train,
-    rank 0 commits the model, the log and the checkpoints. A retried step resumes from the newest committed
-    checkpoint in the store."""
-    run, cfg = load_run(run_uri)
-    spec = cfg.arms[arm]
-    if spec.method == "none" or store.is_committed(run.arm(arm).model):
-        if spec.method != "none" and rank() == 0:  # a retry after training: what tracking has not sent yet
-            tracked(cfg, run, f"train-{arm}", lambda t: t.trained(arm, run.arm(arm).model))
-        return model_of(run, cfg, arm)
-    paths = run.arm(arm)
-    live = live_log(cfg, run, arm) if rank() == 0 else None
-    keep_after = keep_checkpoints_after()  # a bad setting fails now, not after training
-    work_dir = scratch_work_dir(paths.model)  # local, and the same folder for every rank of a node
-    upload = checkpoints.Target(paths.checkpoints, spec.save_total_limit)
-    with Meter() as meter:
-        summary = train_to_store(
-            cfg, arm, run.data, paths.model, init_of(run, cfg, arm), work=work_dir, resume=True, upload=upload,
-            callbacks=[live] if live else None,
-        )  # fmt: skip
-    node = checkpoints.Node.from_env()
-    if rank() == 0:
-        record_cost(paths.cost, "train", meter.record)
-        log_file = work_dir / "train_log.jsonl"
-        if log_file.exists():
-            store.put_file(paths.train_log, log_file)
-        # The model is committed: the checkpoints have done their work (a full fine-tune's are tens of GB each).
-        checkpoints.prune_after_commit(paths.checkpoints, keep_after, node.count)
-        shutil.rmtree(work_dir, ignore_errors=True)  # the model, log and checkpoints are in the store now
-        log.info("arm %s trained: %s steps", arm, summary.get("global_step"))
-        if live:
-            live.runs.close()
-        tracked(cfg, run, f"train-{arm}", lambda t: t.trained(arm, paths.model))
-    elif os.environ.get("LOCAL_RANK", "0") == "0":
-        shutil.rmtree(work_dir, ignore_errors=True)  # another node's copy of its checkpoints
-    return paths.model
-
-
-KEEP_AFTER_ENV = "MEDRL_KEEP_CHECKPOINTS_AFTER"
-
-
-def keep_checkpoints_after() -> int:
-    """How many of an arm's store checkpoints stay once its model is committed: MEDRL_KEEP_CHECKPOINTS_AFTER, default
-    0 (the model is the result; a checkpoint only serves to finish the run). Keep some to continue training later."""
-    text = os.environ.get(KEEP_AFTER_ENV, "").strip() or "0"
-    if not text.isdigit():
-        raise ConfigError(f"{KEEP_AFTER_ENV}={text!r}: give how many checkpoints to keep after training (0 or more)")
-    return int(text)
-
-
-def evaluate(run_uri: str, arm: str) -> str:
-    """Evaluate one arm on the test split; returns the URI of its metrics.json."""
-    run, cfg = load_run(run_uri)
-    paths = run.arm(arm)
-    if store.exists(paths.metrics):
-        done = json.loads(store.read_text(paths.metrics))
-        if metrics_complete(done["metrics"]) or not store.exists(paths.predictions):
-            tracked(cfg, run, f"evaluate-{arm}", lambda t: t.evaluated(arm, done["metrics"], model_of(run, cfg, arm)))
-            return paths.metrics
-    with prom.batch_stage("evaluate", run.run_id, arm=arm, judge=True) as pushed, Meter() as meter:
-        if store.exists(paths.metrics):
-            # A metric was cut short (the judge was down): score the stored answers again, without generating.
-            stored = [json.loads(line) for line in store.read_text(paths.predictions).splitlines() if line]
-            rows, metrics = rescore(cfg.for_arm(arm), store.open_dir(run.data), stored)
-        else:
-            rows, metrics = evaluate_model(cfg.for_arm(arm), model_of(run, cfg, arm), store.open_dir(run.data))
-        store.write_text(paths.predictions, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
-        spec = cfg.arms[arm]
-        doc = {"arm": arm, "label": spec.label, "method": spec.method, "n": len(rows), "metrics": metrics}
-        store.write_text(paths.metrics, json.dumps(doc, indent=2) + "\n")
-        pushed.evaluation(metrics, len(rows))
-    cost = record_cost(paths.cost, "evaluate", meter.record)
-    push_arm_cost(run.run_id, arm, cost)
-    tracked(cfg, run, f"evaluate-{arm}", lambda t: t.evaluated(arm, metrics, model_of(run, cfg, arm)))
-    accuracy = (metrics.get("accuracy") or {}).get("mean")
-    log.info("arm %s: %d questions scored, accuracy %s", arm, len(rows), "-" if accuracy is None else f"{accuracy:.3f}")
-    return paths.metrics
 
 
 def record_cost(uri: str, step: str, record: dict) -> dict:

@@ -224,6 +224,8 @@ def test_evaluate_keeps_earlier_results_unless_replace(tmp_path):
     assert out.returncode == 2 and "metrics.json of an earlier evaluation" in out.stderr and "--replace" in out.stderr
     assert (tmp_path / "metrics.json").read_text() == '{"n": 3}'
     # with --replace the check lets it through to the next one (the model folder), before anything is written
-    out = medrl_here("evaluate", "--preset", "demo", "--model", "/tmp", "--data", ".", "--out", str(tmp_path), "--replace")
+    out = medrl_here(
+        "evaluate", "--preset", "demo", "--model", "/tmp", "--data", ".", "--out", str(tmp_path), "--replace"
+    )
     assert out.returncode == 2 and "--model /tmp: is not a model folder" in out.stderr
     assert (tmp_path / "metrics.json").read_text() == '{"n": 3}'

@@ -68,6 +68,7 @@ from medrl import store  # noqa: E402
 from medrl.cluster import entrypoint  # noqa: E402
 from medrl.config import ConfigError, dump_config, load_config  # noqa: E402
 from medrl.store.layout import RunLayout  # noqa: E402
+from medrl.study import arm as arm_steps  # noqa: E402
 
 
 @pytest.fixture
@@ -83,13 +84,12 @@ def run_uri(tmp_path):
 
 
 def _train_raising(monkeypatch, failure):
-    from medrl import study
 
     def train(run_uri, arm):
         if failure:
             raise failure
 
-    monkeypatch.setattr(study, "train", train)
+    monkeypatch.setattr(arm_steps, "train_in_run", train)
 
 
 @pytest.mark.parametrize(
@@ -137,9 +137,8 @@ def test_each_error_a_restart_cannot_fix_exits_1_at_once_without_a_restart_line(
     ],
 )
 def test_a_missing_run_data_or_arm_is_final_before_training(monkeypatch, run_uri, caplog, change, named):
-    from medrl import study
 
-    monkeypatch.setattr(study, "train", lambda *a: pytest.fail("training must not start"))
+    monkeypatch.setattr(arm_steps, "train_in_run", lambda *a: pytest.fail("training must not start"))
     uri, arm = run_uri, "sft-grpo"
     if change == "no run":
         uri = run_uri + "-missing"
@@ -205,7 +204,6 @@ def test_the_budget_default_is_stated_and_a_bad_setting_is_final(monkeypatch, ru
 
 def test_a_newer_committed_checkpoint_starts_a_new_count(monkeypatch, run_uri):
     """Crashes that each get further (a checkpoint committed in between) are retried past the budget."""
-    from medrl import study
 
     arm = RunLayout(run_uri).arm("sft-grpo")
     step = iter(range(10, 100, 10))
@@ -215,7 +213,7 @@ def test_a_newer_committed_checkpoint_starts_a_new_count(monkeypatch, run_uri):
             (out / "model.safetensors").write_bytes(b"x")
         raise RuntimeError("NCCL timeout")
 
-    monkeypatch.setattr(study, "train", train)
+    monkeypatch.setattr(arm_steps, "train_in_run", train)
     env = {entrypoint.BUDGET_ENV: "2"}
     assert [entrypoint.run_node(run_uri, "sft-grpo", env=env) for _ in range(4)] == [134] * 4
     assert [r["checkpoint"] for r in _history(run_uri)] == [10, 20, 30, 40]
@@ -234,7 +232,6 @@ def test_an_attempt_killed_without_a_word_counts_and_a_preemption_does_not(monke
 
 
 def test_a_rank_killed_once_resumes_and_finishes(monkeypatch, run_uri):
-    from medrl import study
 
     calls = []
 
@@ -243,7 +240,7 @@ def test_a_rank_killed_once_resumes_and_finishes(monkeypatch, run_uri):
         if len(calls) == 1:
             raise RuntimeError("rank 1 killed")
 
-    monkeypatch.setattr(study, "train", train)
+    monkeypatch.setattr(arm_steps, "train_in_run", train)
     assert [entrypoint.run_node(run_uri, "sft-grpo", env={}) for _ in range(2)] == [134, 0]
     assert [r["status"] for r in _history(run_uri)] == [134, 0]
 

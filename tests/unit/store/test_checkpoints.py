@@ -7,6 +7,7 @@ import pytest
 
 from medrl import store
 from medrl.store import checkpoints
+from medrl.study import arm as arm_steps
 from medrl.train import callbacks
 
 
@@ -175,15 +176,14 @@ def test_once_the_model_is_committed_only_the_newest_n_checkpoints_stay(tmp_path
 
 
 def test_the_study_setting_for_checkpoints_kept_after_training_is_checked(monkeypatch):
-    from medrl import study
     from medrl.config import ConfigError
 
-    assert study.keep_checkpoints_after() == 0
-    monkeypatch.setenv(study.KEEP_AFTER_ENV, "2")
-    assert study.keep_checkpoints_after() == 2
-    monkeypatch.setenv(study.KEEP_AFTER_ENV, "-1")
+    assert arm_steps.keep_checkpoints_after() == 0
+    monkeypatch.setenv(arm_steps.KEEP_AFTER_ENV, "2")
+    assert arm_steps.keep_checkpoints_after() == 2
+    monkeypatch.setenv(arm_steps.KEEP_AFTER_ENV, "-1")
     with pytest.raises(ConfigError, match="MEDRL_KEEP_CHECKPOINTS_AFTER"):
-        study.keep_checkpoints_after()
+        arm_steps.keep_checkpoints_after()
 
 
 def test_the_upload_snapshot_links_the_files_instead_of_copying_them(tmp_path):
