@@ -11,7 +11,7 @@ from medrl import store
 from medrl.cluster.launch import LaunchError, TrainSpec, cleanup, launch_arm
 from medrl.cluster.pytorchjob import PyTorchJobLauncher
 from medrl.study import init_run, load_run
-from tests.support.standins import KubeStandIn
+from tests.support.standins import kube_for_launcher
 from tests.support.tiny_runs import small_sft_run
 
 FAST = {"poll_seconds": 0.2, "image": "registry.test/medrl:1", "namespace": "medrl"}
@@ -19,13 +19,8 @@ FAST = {"poll_seconds": 0.2, "image": "registry.test/medrl:1", "namespace": "med
 
 @pytest.fixture()
 def kube(tmp_path, monkeypatch):
-    with KubeStandIn(tmp_path / "pod-tmp") as standin:
-        (tmp_path / "pod-tmp").mkdir()
-        monkeypatch.setenv("KUBECONFIG", str(standin.kubeconfig(tmp_path / "kubeconfig")))
-        monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    with kube_for_launcher(tmp_path, monkeypatch) as standin:
         yield standin
-        for job in standin.jobs.values():
-            job.kill()
 
 
 @pytest.fixture(scope="module")

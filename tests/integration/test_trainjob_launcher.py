@@ -16,7 +16,7 @@ from medrl import store
 from medrl.cluster.launch import LaunchError, TrainSpec, cleanup, launch_arm, resolve
 from medrl.cluster.trainjob import TrainJobLauncher, build_runtime
 from medrl.study import init_run, load_run
-from tests.support.standins import KubeStandIn
+from tests.support.standins import kube_for_launcher
 from tests.support.tiny_runs import small_sft_run
 
 FAST = {"poll_seconds": 0.2, "image": "registry.test/medrl:1", "namespace": "medrl"}
@@ -25,15 +25,10 @@ STOCK = yaml.safe_load((Path(__file__).parents[1] / "data" / "trainer-v2.3.0" / 
 
 @pytest.fixture()
 def kube(tmp_path, monkeypatch):
-    with KubeStandIn(tmp_path / "pod-tmp") as standin:
-        (tmp_path / "pod-tmp").mkdir()
+    with kube_for_launcher(tmp_path, monkeypatch) as standin:
         standin.trainer_crd = True
         standin.runtimes[("ClusterTrainingRuntime", "", "torch-distributed")] = STOCK
-        monkeypatch.setenv("KUBECONFIG", str(standin.kubeconfig(tmp_path / "kubeconfig")))
-        monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
         yield standin
-        for job in standin.trainjobs.values():
-            job.kill()
 
 
 @pytest.fixture(scope="module")

@@ -6,6 +6,7 @@ request.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -14,6 +15,7 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, urlparse
@@ -192,15 +194,7 @@ class KubeHandler(_Handler):
             return self._json(
                 200, {"kind": "PyTorchJobList", "items": [j.doc() for (n, _), j in s.jobs.items() if n == ns]}
             )
-        job = s.jobs.get((ns, name))
-        if job is None:
-            return self._json(404, _status(404, f'pytorchjobs.kubeflow.org "{name}" not found'))
-        if method == "DELETE":
-            job.kill()
-            del s.jobs[(ns, name)]
-            s.deleted.append(name)
-            return self._json(200, _status(200, "deleted", "Success"))
-        return self._json(200, job.doc())
+        return self._one_job(method, s.jobs, ns, name, "pytorchjobs.kubeflow.org")
 
     def _trainer(self, method, path, query, body):
         """Kubeflow Trainer v2: discovery, runtimes, TrainJobs; creating one runs its webhook's runtime check."""
@@ -244,13 +238,17 @@ class KubeHandler(_Handler):
             items = [j.doc() for (n, _), j in s.trainjobs.items() if n == ns
                      and selector.items() <= (j.body["metadata"].get("labels") or {}).items()]  # fmt: skip
             return self._json(200, {"kind": "TrainJobList", "apiVersion": TRAINER, "metadata": {}, "items": items})
-        job = s.trainjobs.get((ns, name))
+        return self._one_job(method, s.trainjobs, ns, name, "trainjobs.trainer.kubeflow.org")
+
+    def _one_job(self, method, jobs, ns, name, resource):
+        """GET or DELETE of one PyTorchJob or TrainJob (`jobs`: the state's table of that kind)."""
+        job = jobs.get((ns, name))
         if job is None:
-            return self._json(404, _status(404, f'trainjobs.trainer.kubeflow.org "{name}" not found'))
+            return self._json(404, _status(404, f'{resource} "{name}" not found'))
         if method == "DELETE":
             job.kill()
-            del s.trainjobs[(ns, name)]
-            s.deleted.append(name)
+            del jobs[(ns, name)]
+            self.state.deleted.append(name)
             return self._json(200, _status(200, "deleted", "Success"))
         return self._json(200, job.doc())
 
@@ -322,20 +320,21 @@ class _Job:
         env = {**os.environ, **{e["name"]: e["value"] for e in container.get("env", []) if "value" in e}}
         env |= {"PET_NNODES": str(nnodes), "PET_NPROC_PER_NODE": nproc, "PET_NODE_RANK": "0", "RANK": "0",
                 "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29500", "WORLD_SIZE": str(nnodes * int(nproc))}  # fmt: skip
-        env["HOME"] = env["TMPDIR"] = str(self.standin.scratch)  # the pod's writable /tmp
-        command = list(container["command"])
+        self.conditions.append({"type": "Running", "status": "True", "reason": "PyTorchJobRunning"})
+        self._run(list(container["command"]), env)
+
+    def _run(self, command: list[str], env: dict[str, str]) -> None:
+        """The container's command as a local process (a failure on purpose when the stand-in says so), in the
+        pod's writable /tmp; its output becomes the pod's log, its end the job's conditions (`_ended`)."""
+        env["HOME"] = env["TMPDIR"] = str(self.standin.scratch)
         if self.standin.exit_code is not None:
-            command = [
-                sys.executable,
-                "-c",
-                f"print('training failed on purpose'); raise SystemExit({self.standin.exit_code})",
-            ]
+            command = [sys.executable, "-c",
+                       f"print('training failed on purpose'); raise SystemExit({self.standin.exit_code})"]  # fmt: skip
         elif command[0] == "medrl":
             command = [sys.executable, "-m", "medrl", *command[1:]]
         self.standin.commands.append((command, {k: env[k] for k in env if k.startswith(("PET_", "MEDRL_"))}))
         self.proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         self.started = True
-        self.conditions.append({"type": "Running", "status": "True", "reason": "PyTorchJobRunning"})
         threading.Thread(target=self._follow, daemon=True).start()
 
     def _follow(self) -> None:
@@ -343,11 +342,14 @@ class _Job:
         for line in self.proc.stdout:
             self.log_lines.append(line.rstrip("\n"))
         self.exit_code = self.proc.wait()
+        self._ended()
+        self.finished = True
+
+    def _ended(self) -> None:
         for c in self.conditions:
             c["status"] = "False"
         kind = "Succeeded" if self.exit_code == 0 else "Failed"
         self.conditions.append({"type": kind, "status": "True", "reason": f"PyTorchJob{kind}"})
-        self.finished = True
 
     def kill(self) -> None:
         if self.proc and self.proc.poll() is None:
@@ -391,24 +393,9 @@ class _TrainJob(_Job):
                       "PET_NODE_RANK": "0", "PET_MASTER_ADDR": "127.0.0.1", "PET_MASTER_PORT": "29400"}  # fmt: skip
 
     def start(self) -> None:
-        command = list(self.body["spec"]["trainer"]["command"])
-        env = {**os.environ, **self._env()}
-        env["HOME"] = env["TMPDIR"] = str(self.standin.scratch)  # the pod's writable /tmp
-        if self.standin.exit_code is not None:
-            command = [sys.executable, "-c",
-                       f"print('training failed on purpose'); raise SystemExit({self.standin.exit_code})"]  # fmt: skip
-        elif command[0] == "medrl":
-            command = [sys.executable, "-m", "medrl", *command[1:]]
-        self.standin.commands.append((command, {k: env[k] for k in env if k.startswith(("PET_", "MEDRL_"))}))
-        self.proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        self.started = True
-        threading.Thread(target=self._follow, daemon=True).start()
+        self._run(list(self.body["spec"]["trainer"]["command"]), {**os.environ, **self._env()})
 
-    def _follow(self) -> None:
-        assert self.proc and self.proc.stdout
-        for line in self.proc.stdout:
-            self.log_lines.append(line.rstrip("\n"))
-        self.exit_code = self.proc.wait()
+    def _ended(self) -> None:
         if self.exit_code == 0:
             self.conditions.append({"type": "Complete", "status": "True", "reason": "JobsCompleted",
                                     "message": "jobset completed successfully"})  # fmt: skip
@@ -421,7 +408,6 @@ class _TrainJob(_Job):
             })  # fmt: skip
             self.conditions.append({"type": "Failed", "status": "True", "reason": "FailedJobs",
                                     "message": "jobset failed due to one or more job failures"})  # fmt: skip
-        self.finished = True
 
 
 class KubeStandIn(_Server):
@@ -474,3 +460,16 @@ class KubeStandIn(_Server):
             })
         )  # fmt: skip
         return path
+
+
+@contextlib.contextmanager
+def kube_for_launcher(tmp_path: Path, monkeypatch) -> Iterator[KubeStandIn]:
+    """The stand-in as the launchers' tests use it: this test's kubeconfig points at it, the test is outside a pod,
+    the pods' /tmp is `tmp_path/pod-tmp`; every job's process is killed at the end."""
+    with KubeStandIn(tmp_path / "pod-tmp") as standin:
+        (tmp_path / "pod-tmp").mkdir()
+        monkeypatch.setenv("KUBECONFIG", str(standin.kubeconfig(tmp_path / "kubeconfig")))
+        monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+        yield standin
+        for job in [*standin.jobs.values(), *standin.trainjobs.values()]:
+            job.kill()

@@ -164,6 +164,13 @@ def _vision_token_ids(tokenizer) -> dict[str, int]:
     }
 
 
+def _small_vision(hidden: int, patch_size: int) -> dict:
+    """The vision tower of Qwen2.5-VL and Qwen3-VL at its smallest: two blocks of width 32, merged 2x2 into the
+    language model's width."""
+    return {"depth": 2, "hidden_size": 32, "intermediate_size": 64, "num_heads": 2, "out_hidden_size": hidden,
+            "patch_size": patch_size, "spatial_merge_size": 2, "temporal_patch_size": 2}  # fmt: skip
+
+
 def _qwen_processor(processor_cls, video_processor_cls, tokenizer, image_pixels: int, **image_processor):
     """A Qwen-VL processor that resizes every image to `image_pixels`, so each gives the same small patch grid."""
     from transformers import Qwen2VLImageProcessor
@@ -206,14 +213,7 @@ def _qwen2_5_vl(tokenizer, hidden: int, layers: int, image_pixels: int):
     config = Qwen2_5_VLConfig(
         text_config=_text_config(tokenizer, hidden, layers, mrope(hidden // 4)),
         vision_config={
-            "depth": 2,
-            "hidden_size": 32,
-            "intermediate_size": 64,
-            "num_heads": 2,
-            "out_hidden_size": hidden,
-            "patch_size": 14,
-            "spatial_merge_size": 2,
-            "temporal_patch_size": 2,
+            **_small_vision(hidden, patch_size=14),
             "window_size": 56,  # pixels: a 2x2 window of merged patches
             "fullatt_block_indexes": [1],  # block 0 attends within windows, block 1 over the whole image
         },
@@ -232,14 +232,7 @@ def _qwen3_vl(tokenizer, hidden: int, layers: int, image_pixels: int):
     config = Qwen3VLConfig(
         text_config=text,
         vision_config={
-            "depth": 2,
-            "hidden_size": 32,
-            "intermediate_size": 64,
-            "num_heads": 2,
-            "out_hidden_size": hidden,
-            "patch_size": 16,  # Qwen3-VL's patches are 16 pixels: 32-pixel merged units
-            "spatial_merge_size": 2,
-            "temporal_patch_size": 2,
+            **_small_vision(hidden, patch_size=16),  # Qwen3-VL's patches are 16 pixels: 32-pixel merged units
             "num_position_embeddings": 64,  # a learned 8x8 grid, resampled to each image
             "deepstack_visual_indexes": [0],
         },

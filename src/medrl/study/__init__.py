@@ -11,6 +11,7 @@ import json
 import logging
 import os
 from collections.abc import Callable
+from typing import Any
 
 from medrl import provenance, store, tracking
 from medrl.config import MAX_LEVELS, ConfigError, StudyConfig, config_from_text, dump_config, load_config
@@ -295,17 +296,11 @@ def forget_metrics(run_uri: str) -> int:
     return prom.delete_run(run.run_id, list(cfg.arms))
 
 
-def init_from_parameters(
-    preset: str = "",
-    config: str = "",
-    overrides: list[str] | None = None,
-    store: str = "",
-    run_id: str = "",
-    arms: str = "",
-    **named,
-) -> str:
-    """The pipeline's init step: named parameters become overrides, then `medrl.study.init_run`."""
-    overrides = parameter_overrides(preset, config, overrides, arms, **named)
+def init_from_parameters(store: str = "", run_id: str = "", **params: Any) -> str:
+    """The pipeline's init step (`params`: the other STUDY_PARAMETERS): named parameters become overrides, then
+    `medrl.study.init_run`."""
+    overrides = parameter_overrides(**params)
+    preset, config, arms = params.get("preset", ""), params.get("config", ""), params.get("arms", "")
     if not store and not any(o.startswith("store=") for o in overrides):
         store = os.environ.get(STORE_ENV, "")
     return init_run(

@@ -53,7 +53,7 @@ def test_components_take_the_tables_parameters():
     takes = set(inspect.signature(init_from_parameters).parameters) | set(
         inspect.signature(parameter_overrides).parameters
     )
-    assert takes - {"named"} == {p.name for p in STUDY_PARAMETERS}
+    assert takes - {"named", "params"} == {p.name for p in STUDY_PARAMETERS}
 
 
 def test_train_spec_takes_the_cluster_parameters_with_the_same_defaults():
