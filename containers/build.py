@@ -63,13 +63,21 @@ def engine_env(engine: str) -> dict[str, str]:
 
 
 def find_engine(wanted: str | None = None) -> str:
-    """docker or podman, whichever is installed (docker first); `wanted` names one."""
-    for name in [wanted] if wanted else ["docker", "podman"]:
-        if path := shutil.which(name):
+    """docker or podman, whichever is installed and answers (docker first); `wanted` names one. A docker client
+    without a daemon does not count when podman works."""
+    names = [wanted] if wanted else ["docker", "podman"]
+    installed = [path for name in names if (path := shutil.which(name))]
+    if not installed:
+        if wanted:
+            raise BuildError(f"container engine {wanted!r} not found: install it, or leave ENGINE unset to use any")
+        raise BuildError("neither docker nor podman is installed: install one (Debian: apt-get install podman runc)")
+    reasons = []
+    for path in installed:
+        reason = engine_problem(path)
+        if reason is None:
             return path
-    if wanted:
-        raise BuildError(f"container engine {wanted!r} not found: install it, or leave ENGINE unset to use any")
-    raise BuildError("neither docker nor podman is installed: install one (Debian: apt-get install podman runc)")
+        reasons.append(f"{Path(path).name}: {reason}")
+    raise BuildError(f"no container engine can run here ({'; '.join(reasons)}); podman: see containers/containers.conf")
 
 
 def run(cmd: list[str], timeout: float, what: str, **kw) -> subprocess.CompletedProcess:
@@ -79,13 +87,17 @@ def run(cmd: list[str], timeout: float, what: str, **kw) -> subprocess.Completed
         raise BuildError(f"{what} did not finish within {timeout:.0f} s: {' '.join(cmd[:4])} ...") from err
 
 
-def engine_works(engine: str) -> None:
-    out = run(
-        [engine, "info"], ENGINE_TIMEOUT, f"`{Path(engine).name} info`", env=engine_env(engine), capture_output=True
-    )
-    if out.returncode != 0:
-        err = out.stderr.decode(errors="replace").strip().splitlines()[-1:] or ["no output"]
-        raise BuildError(f"{Path(engine).name} cannot run here ({err[0]}): see containers/containers.conf")
+def engine_problem(engine: str) -> str | None:
+    """Why `engine info` fails (its last line of errors), or None when the engine answers."""
+    try:
+        out = run(
+            [engine, "info"], ENGINE_TIMEOUT, f"`{Path(engine).name} info`", env=engine_env(engine), capture_output=True
+        )
+    except BuildError as err:
+        return str(err)
+    if out.returncode == 0:
+        return None
+    return (out.stderr.decode(errors="replace").strip().splitlines() or ["no output"])[-1]
 
 
 def dockerfile_args(dockerfile: Path = ROOT / "Dockerfile") -> dict[str, str]:
@@ -107,10 +119,7 @@ def base_images(target: str, build_args: dict[str, str]) -> dict[str, str]:
 
 
 def image_present(engine: str, image: str) -> bool:
-    if Path(engine).name == "podman":
-        cmd = [engine, "image", "exists", image]
-    else:
-        cmd = [engine, "image", "inspect", image]
+    cmd = [engine, "image", "exists", image] if Path(engine).name == "podman" else [engine, "image", "inspect", image]
     out = run(cmd, ENGINE_TIMEOUT, "the image query", env=engine_env(engine), capture_output=True)
     return out.returncode == 0
 
@@ -158,7 +167,7 @@ def build(
     for key, value in sorted(args.items()):
         cmd += ["--build-arg", f"{key}={value}"]
     start = time.monotonic()
-    out = run(cmd + [str(ROOT)], BUILD_TIMEOUT, f"building {target}", env=engine_env(engine))
+    out = run([*cmd, str(ROOT)], BUILD_TIMEOUT, f"building {target}", env=engine_env(engine))
     if out.returncode != 0:
         raise BuildError(f"building {target} failed (exit {out.returncode}): the build output above says why")
     return time.monotonic() - start
@@ -317,7 +326,6 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"wheelhouse/{name}: {took}")
             return 0
         engine = find_engine(ns.engine)
-        engine_works(engine)
         if ns.command == "standin-base":
             print(f"{STANDIN}: {'made' if make_standin(engine) else 'present'}")
             return 0

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import ast
 import importlib
-import importlib.util
 import importlib.metadata as md
+import importlib.util
 import os
 import re
 import subprocess
@@ -41,7 +41,14 @@ TRAIN_STACK = {
 # Not part of the CPU variant of the train image (requirements.lock: no vLLM, no flash-attn, no CUDA compiler).
 GPU_ONLY = ("vllm", "flash-attn")
 # The pipeline's components and the image each runs on (pipelines/study.py: evaluate on the train image).
-COMPONENTS = {"start": "slim", "prep": "slim", "train": "slim", "report": "slim", "cleanup": "slim", "evaluate": "train"}
+COMPONENTS = {
+    "start": "slim",
+    "prep": "slim",
+    "train": "slim",
+    "report": "slim",
+    "cleanup": "slim",
+    "evaluate": "train",
+}
 
 
 @dataclass
@@ -83,12 +90,12 @@ def tmp_check(tmp: str = "/tmp") -> Check:
     return ok("/tmp writable", tmp)
 
 
-def writable_outside_tmp(root: str = "/", scratch: tuple[str, ...] = SCRATCH) -> list[str]:
+def writable_outside_tmp(root: str = "/", scratch: tuple[str, ...] = SCRATCH, access=os.access) -> list[str]:
     """Folders outside the scratch ones this user could create files in (a read-only root file system has none)."""
     found = []
     for top, dirs, _ in os.walk(root):
         dirs[:] = [d for d in dirs if not any(_under(os.path.join(top, d), s) for s in scratch)]
-        if not any(_under(top, s) for s in scratch) and os.access(top, os.W_OK):
+        if not any(_under(top, s) for s in scratch) and access(top, os.W_OK):
             found.append(top)
             dirs[:] = []  # one finding per tree
     return found
