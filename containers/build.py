@@ -163,7 +163,8 @@ def build(
     if offline:
         cmd += ["--network", "none"]
     if Path(engine).name == "podman":
-        cmd += ["--layers"]
+        # docker format: the OCI format drops SHELL (bash with pipefail), and podman's RUN would use /bin/sh.
+        cmd += ["--layers", "--format", "docker"]
     for key, value in sorted(args.items()):
         cmd += ["--build-arg", f"{key}={value}"]
     start = time.monotonic()

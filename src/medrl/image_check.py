@@ -31,6 +31,7 @@ LOCK = Path("/opt/medrl/requirements.lock")  # the lock each medrl image was ins
 # The training stack the train image must hold at its lock's versions: distribution name -> import name.
 TRAIN_STACK = {
     "torch": "torch",
+    "torchvision": "torchvision",  # Qwen2-VL's video processor, which its processor cannot be built without
     "transformers": "transformers",
     "trl": "trl",
     "peft": "peft",
@@ -238,6 +239,19 @@ def steps_check(image: str, importer=importlib.import_module) -> list[Check]:
     return checks
 
 
+def tiny_models_check(has_torchvision: bool) -> Check:
+    """The demo's `tiny:` bases are built at init with Qwen2-VL's processor, whose video processor needs
+    torchvision; the slim image leaves torchvision out (its CPU build must match the CPU torch's)."""
+    if has_torchvision:
+        return ok("tiny models", "torchvision present: init can build the demo's tiny: bases")
+    return Check(
+        "tiny models",
+        "n/a",
+        "no torchvision in this image: init cannot build the demo's tiny: bases here; "
+        "run init on the train image (medrl pipeline compile --image TRAIN_IMAGE)",
+    )
+
+
 def vllm_server_check(python: str = sys.executable) -> Check:
     """vLLM's OpenAI server entrypoint gets as far as parsing its arguments."""
     cmd = [python, "-m", "vllm.entrypoints.openai.api_server", "--help"]
@@ -264,6 +278,8 @@ def image_checks(image: str) -> list[Check]:
         pins = read_lock(LOCK.read_text()) if LOCK.is_file() else {}
         checks.append(lock_check(pins, {_norm(d.metadata["Name"]): d.version for d in md.distributions()}))
         checks += steps_check(image)
+        if image == "slim":
+            checks.append(tiny_models_check(importlib.util.find_spec("torchvision") is not None))
         if image.startswith("train"):
             checks += stack_checks(image, pins)
             if image == "train":

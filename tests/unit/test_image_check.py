@@ -71,7 +71,7 @@ def test_cpu_variant_reports_vllm_and_flash_attn_as_not_part_of_it(monkeypatch):
     checks = {c.name: c for c in ic.stack_checks("train-cpu", pins, importer=imported.append)}
     assert checks["vllm"].status == checks["flash-attn"].status == "n/a"
     assert "CPU variant" in checks["vllm"].detail
-    assert all(checks[d].status == "ok" for d in ("torch", "transformers", "trl", "peft", "deepspeed"))
+    assert all(checks[d].status == "ok" for d in ("torch", "torchvision", "transformers", "trl", "peft", "deepspeed"))
     assert "vllm" not in imported and "torch" in imported
     gpu = {c.name: c for c in ic.stack_checks("train", pins, importer=imported.append)}
     assert all(c.status == "ok" for c in gpu.values())  # the GPU image must import both
@@ -120,6 +120,12 @@ def test_compiler_check_compiles_against_python_h(tmp_path, monkeypatch):
     monkeypatch.setattr(ic.sysconfig, "get_paths", lambda: paths)
     missing = ic.compiler_check(str(tmp_path))
     assert missing.status == "FAIL" and "Python.h" in missing.detail
+
+
+def test_tiny_models_are_reported_as_not_buildable_without_torchvision():
+    assert ic.tiny_models_check(True).status == "ok"
+    missing = ic.tiny_models_check(False)
+    assert missing.status == "n/a" and "run init on the train image" in missing.detail
 
 
 def test_vllm_server_check_runs_the_entrypoints_argument_parsing(tmp_path):
