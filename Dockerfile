@@ -27,12 +27,15 @@ ARG CUDA_RUNTIME_IMAGE=nvidia/cuda:${CUDA_VERSION}-cudnn-runtime-${UBUNTU_VERSIO
 ARG PYTHON_IMAGE=python:${PYTHON_VERSION}-slim
 # Non-empty: pip installs from wheelhouse/<image>/ only (--no-index), never from an index.
 ARG WHEELHOUSE=""
+# 0: the train image without flash-attn (a builder that cannot compile it); its self-check reports it as not built.
+ARG FLASH_ATTN=1
 
 # ---------------------------------------------------------------- flash-attn wheel (needs nvcc: devel image)
 FROM ${CUDA_DEVEL_IMAGE} AS flash-attn
 ARG PYTHON_VERSION
 ARG FLASH_ATTN_VERSION=2.8.3.post2
 ARG WHEELHOUSE
+ARG FLASH_ATTN
 # The GPU architectures flash-attn's kernels are compiled for. flash-attn 2.8's setup.py reads
 # FLASH_ATTN_CUDA_ARCHS (its own default "80;90;100;120"), not TORCH_CUDA_ARCH_LIST: 80 = A100 only, each added
 # architecture multiplies build time and image size. H100 nodes as well: --build-arg FLASH_ATTN_CUDA_ARCHS="80;90".
@@ -43,10 +46,13 @@ ARG MAX_JOBS=4
 ARG NVCC_THREADS=2
 ENV DEBIAN_FRONTEND=noninteractive PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
+# The deadsnakes PPA only where the base's own archive lacks this Python (Ubuntu 24.04 has 3.12; Debian 12 has 3.11).
 # hadolint ignore=DL3008
-RUN apt-get update \
- && apt-get install -y --no-install-recommends software-properties-common gpg-agent \
- && add-apt-repository -y ppa:deadsnakes/ppa \
+RUN mkdir -p /wheels && if [ "${FLASH_ATTN}" = 0 ]; then exit 0; fi \
+ && apt-get update \
+ && if ! apt-cache show "python${PYTHON_VERSION}-dev" > /dev/null 2>&1; then \
+      apt-get install -y --no-install-recommends software-properties-common gpg-agent \
+      && add-apt-repository -y ppa:deadsnakes/ppa; fi \
  && apt-get install -y --no-install-recommends "python${PYTHON_VERSION}" "python${PYTHON_VERSION}-venv" \
     "python${PYTHON_VERSION}-dev" git \
  && rm -rf /var/lib/apt/lists/*
@@ -54,12 +60,14 @@ RUN apt-get update \
 COPY requirements-gpu.lock /tmp/requirements-gpu.lock
 # hadolint ignore=DL3013,SC2086
 RUN --mount=type=bind,source=wheelhouse,target=/wheelhouse \
-    "python${PYTHON_VERSION}" -m venv /opt/build \
+    if [ "${FLASH_ATTN}" = 0 ]; then exit 0; fi \
+ && "python${PYTHON_VERSION}" -m venv /opt/build \
  && /opt/build/bin/pip install ${WHEELHOUSE:+--no-index --find-links /wheelhouse/train} \
     -c /tmp/requirements-gpu.lock torch "setuptools>=69" wheel ninja psutil einops \
  && MAX_JOBS="${MAX_JOBS}" NVCC_THREADS="${NVCC_THREADS}" FLASH_ATTN_CUDA_ARCHS="${FLASH_ATTN_CUDA_ARCHS}" \
     FLASH_ATTENTION_FORCE_BUILD=TRUE \
-    /opt/build/bin/pip wheel --no-build-isolation --no-deps -w /wheels "flash-attn==${FLASH_ATTN_VERSION}"
+    /opt/build/bin/pip wheel --no-build-isolation --no-deps ${WHEELHOUSE:+--no-index --find-links /wheelhouse/train} \
+    -w /wheels "flash-attn==${FLASH_ATTN_VERSION}"
 
 # ---------------------------------------------------------------- medrl wheel
 FROM ${PYTHON_IMAGE} AS wheel
@@ -89,10 +97,12 @@ ARG PYTHON_VERSION
 # time a kernel launches, and vLLM (rollouts, evaluation, the judge server) launches one at engine start.
 ENV DEBIAN_FRONTEND=noninteractive PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
+# The deadsnakes PPA only where the base's own archive lacks this Python (Ubuntu 24.04 has 3.12; Debian 12 has 3.11).
 # hadolint ignore=DL3008
 RUN apt-get update \
- && apt-get install -y --no-install-recommends software-properties-common gpg-agent \
- && add-apt-repository -y ppa:deadsnakes/ppa \
+ && if ! apt-cache show "python${PYTHON_VERSION}-dev" > /dev/null 2>&1; then \
+      apt-get install -y --no-install-recommends software-properties-common gpg-agent \
+      && add-apt-repository -y ppa:deadsnakes/ppa; fi \
  && apt-get install -y --no-install-recommends "python${PYTHON_VERSION}" "python${PYTHON_VERSION}-venv" \
     "python${PYTHON_VERSION}-dev" gcc libc6-dev libgl1 libglib2.0-0 \
  && apt-get purge -y software-properties-common gpg-agent && apt-get autoremove -y \
@@ -196,6 +206,7 @@ CMD ["medrl", "--help"]
 FROM cuda-python AS train
 ARG PYTHON_VERSION
 ARG WHEELHOUSE
+ARG FLASH_ATTN
 ENV DS_BUILD_OPS=0
 RUN "python${PYTHON_VERSION}" -m venv /opt/medrl
 ENV VIRTUAL_ENV=/opt/medrl PATH=/opt/medrl/bin:${PATH}
@@ -208,7 +219,9 @@ RUN --mount=type=bind,source=wheelhouse,target=/wheelhouse \
  && pip install --no-deps ${WHEELHOUSE:+--no-index --find-links /wheelhouse/train} -r /tmp/requirements.txt \
  && rm /tmp/requirements.txt
 COPY --from=flash-attn /wheels /tmp/wheels
-RUN pip install --no-deps /tmp/wheels/flash_attn-*.whl && rm -rf /tmp/wheels
+# FLASH_ATTN=0: the image's lock leaves flash-attn out, so its self-check reports it as not built.
+RUN if [ "${FLASH_ATTN}" = 0 ]; then sed -i '/^flash-attn==/d' /opt/medrl/requirements.lock; \
+    else pip install --no-deps /tmp/wheels/flash_attn-*.whl; fi && rm -rf /tmp/wheels
 
 # medrl itself, its pipeline and components inside (medrl.pipelines, medrl.components); compiling checks them.
 COPY --from=wheel /wheels /tmp/wheels
@@ -219,7 +232,7 @@ RUN pip install --no-deps /tmp/wheels/medrl-*.whl && rm -rf /tmp/wheels \
 # hadolint ignore=DL3064
 ENV HOME=/tmp HF_HOME=/tmp/hf XDG_CACHE_HOME=/tmp/cache TRITON_CACHE_DIR=/tmp/triton MPLCONFIGDIR=/tmp/mpl \
     HF_HUB_DISABLE_TELEMETRY=1 VLLM_NO_USAGE_STATS=1 VLLM_CACHE_ROOT=/tmp/vllm TOKENIZERS_PARALLELISM=false \
-    MEDRL_IMAGE=train
+    MEDRL_IMAGE=train MEDRL_FLASH_ATTN=${FLASH_ATTN}
 # Last: GIT_SHA changes with every commit and would otherwise invalidate every layer below it.
 ARG GIT_SHA=unknown
 LABEL org.opencontainers.image.title="medrl" \

@@ -207,16 +207,37 @@ def fill_wheelhouse(name: str, python: str = sys.executable, torch_index: str | 
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
     lock = LOCKS[name]
+    pip = [python, "-m", "pip"]
+    steps = []
     if lock:
         # The locks pin every package, so no dependency resolution: each pin as a wheel, sdists built into wheels.
-        cmd = [python, "-m", "pip", "wheel", "--no-deps", "--wheel-dir", str(partial), "-r", str(ROOT / lock)]
+        # `===` (the exact string): `torch==2.13.0` would also take a local build such as 2.13.0+cpu from find-links.
+        lines = (ROOT / lock).read_text().splitlines()
+        pins = [re.sub(r"^([\w.-]+)==", r"\1===", ln) for ln in lines if not ln.startswith("flash-attn==")]
+        listed = partial / ".requirements.txt"
+        listed.write_text("\n".join(pins) + "\n")
+        cmd = [*pip, "wheel", "--no-deps", "--wheel-dir", str(partial), "-r", str(listed)]
         if name == "slim" and torch_index:
             cmd += ["--extra-index-url", torch_index]
+        steps.append((cmd, None))
+        if name == "train":
+            # flash-attn stays a source archive (the Dockerfile's flash-attn stage compiles it with nvcc), with the
+            # tools that stage installs; reading its metadata imports torch, so no build isolation here.
+            (version,) = [
+                ln.split("==")[1] for ln in (ROOT / lock).read_text().splitlines() if ln.startswith("flash-attn==")
+            ]
+            fetch = [*pip, "download", "--no-deps", "--dest", str(partial)]
+            sdist = [*fetch, "--no-binary", ":all:", "--no-build-isolation", f"flash-attn=={version}"]
+            steps.append((sdist, {**os.environ, "FLASH_ATTENTION_SKIP_CUDA_BUILD": "TRUE"}))
+            steps.append(([*fetch, "-c", str(ROOT / lock), "setuptools", "wheel", "ninja", "psutil", "einops"], None))
     else:
-        cmd = [python, "-m", "pip", "wheel", "--wheel-dir", str(partial), judge_requirement()]
-    result = run(cmd, BUILD_TIMEOUT, f"the {name} wheelhouse")
-    if result.returncode != 0:
-        raise BuildError(f"the {name} wheelhouse failed (pip exit {result.returncode}): pip's output above says why")
+        steps.append(([*pip, "wheel", "--wheel-dir", str(partial), judge_requirement()], None))
+    for cmd, env in steps:
+        result = run(cmd, BUILD_TIMEOUT, f"the {name} wheelhouse", env=env)
+        if result.returncode != 0:
+            raise BuildError(
+                f"the {name} wheelhouse failed (pip exit {result.returncode}): pip's output above says why"
+            )
     (partial / ".complete").write_text(lock_digest(name) + "\n")
     shutil.rmtree(out, ignore_errors=True)
     partial.rename(out)

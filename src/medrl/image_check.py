@@ -154,13 +154,18 @@ def lock_check(pins: dict[str, str], installed: dict[str, str]) -> Check:
     return ok("lock", f"{len(pins)} packages at the versions of {LOCK}")
 
 
-def stack_checks(image: str, pins: dict[str, str], importer=importlib.import_module) -> list[Check]:
+def stack_checks(
+    image: str, pins: dict[str, str], importer=importlib.import_module, flash_attn_built: bool = True
+) -> list[Check]:
     """The training stack imports at the lock's versions; on the CPU variant vLLM and flash-attn are reported as not
-    part of it."""
+    part of it, and flash-attn as not built where the train image was built without it (FLASH_ATTN=0)."""
     checks = []
     for dist, module in TRAIN_STACK.items():
         if image == "train-cpu" and dist in GPU_ONLY:
             checks.append(Check(dist, "n/a", "not part of the CPU variant (requirements.lock; GPU image only)"))
+            continue
+        if dist == "flash-attn" and not flash_attn_built:
+            checks.append(Check(dist, "n/a", "not built in this image (--build-arg FLASH_ATTN=0)"))
             continue
         if dist not in pins:
             checks.append(fail(dist, "not in the image's lock"))
@@ -281,7 +286,7 @@ def image_checks(image: str) -> list[Check]:
         if image == "slim":
             checks.append(tiny_models_check(importlib.util.find_spec("torchvision") is not None))
         if image.startswith("train"):
-            checks += stack_checks(image, pins)
+            checks += stack_checks(image, pins, flash_attn_built=os.environ.get("MEDRL_FLASH_ATTN") != "0")
             if image == "train":
                 checks.append(compiler_check())
             else:

@@ -75,6 +75,9 @@ def test_cpu_variant_reports_vllm_and_flash_attn_as_not_part_of_it(monkeypatch):
     assert "vllm" not in imported and "torch" in imported
     gpu = {c.name: c for c in ic.stack_checks("train", pins, importer=imported.append)}
     assert all(c.status == "ok" for c in gpu.values())  # the GPU image must import both
+    unbuilt = {c.name: c for c in ic.stack_checks("train", pins, importer=imported.append, flash_attn_built=False)}
+    assert unbuilt["flash-attn"].status == "n/a" and "FLASH_ATTN=0" in unbuilt["flash-attn"].detail
+    assert unbuilt["vllm"].status == "ok"
 
 
 def test_stack_fails_on_a_missing_import_a_version_off_the_lock_or_a_pin_missing():
