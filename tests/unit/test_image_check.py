@@ -136,7 +136,23 @@ def test_vllm_server_check_runs_the_entrypoints_argument_parsing(tmp_path):
     fake.write_text('#!/bin/sh\n[ "$2" = vllm.entrypoints.openai.api_server ] && echo "usage: --model MODEL"\n')
     fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
     assert ic.vllm_server_check(str(fake)).status == "ok"
-    assert ic.vllm_server_check(sys.executable).status == "FAIL"  # no vLLM in this venv
+    assert ic.vllm_server_check(sys.executable, gpu=False).status == "FAIL"  # no vLLM in this venv
+
+
+def test_vllm_server_check_without_a_gpu_says_how_far_it_got(tmp_path):
+    """vLLM 0.33 needs a GPU to build its parser: that one failure, on a machine without a GPU, is n/a."""
+    fake = tmp_path / "python"
+    fake.write_text(
+        "#!/bin/sh\necho '  File \"cli_args.py\", line 475, in make_arg_parser' >&2\n"
+        "echo 'RuntimeError: Failed to infer device type, please set ...' >&2\nexit 1\n"
+    )
+    fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
+    assert ic.vllm_server_check(str(fake), gpu=False).status == "n/a"
+    assert ic.vllm_server_check(str(fake), gpu=True).status == "FAIL"  # on a GPU node it must parse
+    other = tmp_path / "other"
+    other.write_text("#!/bin/sh\necho 'ModuleNotFoundError: No module named vllm' >&2\nexit 1\n")
+    other.chmod(other.stat().st_mode | stat.S_IEXEC)
+    assert ic.vllm_server_check(str(other), gpu=False).status == "FAIL"
 
 
 def test_image_checks_refuse_an_image_that_declares_another(monkeypatch):
