@@ -7,13 +7,14 @@ export HF_HUB_OFFLINE := 1
 export HF_HUB_DISABLE_TELEMETRY := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install system-packages demo test test-fast bench lint compile clean lock
+.PHONY: install system-packages demo test test-fast bench lint compile clean lock images wheelhouse standin-base
 
 install: $(STAMP)
 
-# The integration tests start real Prometheus, Pushgateway and headless Chromium (Debian packages). As root
-# with apt-get they are installed here; otherwise one line says what to run.
-SYSTEM_PACKAGES := prometheus prometheus-pushgateway chromium
+# The integration tests start real Prometheus, Pushgateway and headless Chromium, and build and run the images with
+# podman (as root: runc, CNI plugins and iptables for build networking, debootstrap for the stand-in base image).
+# As root with apt-get they are installed here; otherwise one line says what to run.
+SYSTEM_PACKAGES := prometheus prometheus-pushgateway chromium podman runc containernetworking-plugins iptables debootstrap
 system-packages:
 	@missing=$$(for p in $(SYSTEM_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || printf "%s " $$p; done); \
 	if [ -z "$$missing" ]; then exit 0; fi; \
@@ -45,8 +46,8 @@ bench: install
 	$(PY) -m pytest tests/benchmarks -s -p no:cacheprovider
 
 lint: install
-	$(VENV)/bin/ruff check src components pipelines tests
-	$(VENV)/bin/ruff format --check src components pipelines tests
+	$(VENV)/bin/ruff check src components pipelines tests containers
+	$(VENV)/bin/ruff format --check src components pipelines tests containers
 	$(VENV)/bin/mypy src/medrl/config.py src/medrl/store src/medrl/metrics src/medrl/cluster src/medrl/kfp src/medrl/study
 	$(VENV)/bin/yamllint -s k8s
 
@@ -73,6 +74,29 @@ lock: install
 
 clean:
 	rm -rf medrl-runs .pytest_cache
+
+# Container images: docker or podman, whichever is installed (ENGINE=podman picks one). The bases default to the
+# upstream images; set PYTHON_IMAGE, CUDA_RUNTIME_IMAGE, CUDA_DEVEL_IMAGE to a mirror's (or the stand-in's), e.g.
+#   make standin-base && make images TARGETS=slim,train-cpu PYTHON_IMAGE=localhost/medrl-standin-python:3.11
+# WHEELHOUSE=1: pip installs only from wheelhouse/ (`make wheelhouse` first), no index. Podman reads its settings from
+# containers/containers.conf (runc, cgroupfs, ulimits within the host's).
+export CONTAINERS_CONF ?= $(CURDIR)/containers/containers.conf
+TARGETS ?= slim,train,judge
+IMAGE_BASES := PYTHON_IMAGE CUDA_RUNTIME_IMAGE CUDA_DEVEL_IMAGE
+images:
+	$(PYTHON) containers/build.py images --targets $(TARGETS) $(if $(ENGINE),--engine $(ENGINE)) \
+	  $(if $(WHEELHOUSE),--wheelhouse) $(foreach a,$(IMAGE_BASES),$(if $($(a)),--arg $(a)=$($(a)))) \
+	  --arg GIT_SHA=$$(git rev-parse HEAD 2>/dev/null || echo unknown)
+
+# Every locked wheel, once, into wheelhouse/<image>/ (sdists such as DeepSpeed built into wheels here); needs PyPI.
+# Skipped per image while its lock is unchanged. WHEELHOUSE_IMAGES=slim,train-cpu for the CPU images only.
+WHEELHOUSE_IMAGES ?= slim,train-cpu,train,judge
+wheelhouse: install
+	$(PY) containers/build.py wheelhouse --images $(WHEELHOUSE_IMAGES)
+
+# A stand-in for python:3.11-slim made from Debian packages (debootstrap), for machines that cannot pull it.
+standin-base:
+	$(PYTHON) containers/build.py standin-base $(if $(ENGINE),--engine $(ENGINE))
 
 # The GPU image's environment (torch, transformers, TRL, vLLM, DeepSpeed, flash-attn together), resolved by uv
 # against PyPI without installing: needs the network, not a GPU. python -m medrl.gpu_check measures it on a GPU.

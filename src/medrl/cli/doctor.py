@@ -6,6 +6,7 @@ from typing import Annotated
 
 import typer
 
+from medrl import image_check
 from medrl.cli.common import app
 from medrl.doctor import cluster_checks, kubeconfig_available, local_checks
 
@@ -27,12 +28,21 @@ def doctor(
     prometheus: Annotated[str | None, typer.Option("--prometheus", help="Prometheus address.")] = None,
     pushgateway: Annotated[str | None, typer.Option("--pushgateway", help="Pushgateway address.")] = None,
     judge: Annotated[str | None, typer.Option("--judge", help="Judge server address.")] = None,
+    image: Annotated[
+        str | None,
+        typer.Option("--image", help="Inside an image: its self-check (slim, train, train-cpu; judge: see README)."),
+    ] = None,
 ) -> None:
     """Check what a run needs, each failure with its fix: with a kubeconfig the cluster (PyTorchJob CRD, RBAC,
     store, Prometheus, Pushgateway, judge, GPUs), else this machine (packages, accelerator, pipeline files).
 
     Example: medrl doctor --gpus 4 --judge http://medrl-judge.medrl.svc:8000
+
+    Inside one of medrl's images, `medrl doctor --image slim|train|train-cpu` checks that image instead: what its
+    steps import (at its lock's versions), UID 1000, nothing writable outside /tmp.
     """
+    if image is not None:
+        raise typer.Exit(_check_image(image))
 
     # A named kubeconfig that does not exist is refused before the package checks import torch and the rest.
     cluster = not local and kubeconfig_available(kubeconfig)
@@ -44,6 +54,14 @@ def doctor(
     elif not local:
         typer.echo("no kubeconfig: checking this machine only (give --kubeconfig to check a cluster)")
     raise typer.Exit(_print_checks(checks))
+
+
+def _check_image(image: str) -> int:
+    """The self-check of the image this runs in; 2 for an image name medrl does not build."""
+    if image not in image_check.IMAGES:
+        typer.echo(f"error: --image {image!r}: one of {', '.join(image_check.IMAGES)}", err=True)
+        return 2
+    return image_check.report(image_check.image_checks(image), typer.echo)
 
 
 def _print_checks(checks: list) -> int:

@@ -238,7 +238,7 @@ def test_slim_has_no_cuda_base_no_flash_attn_no_vllm(stages):
     assert not any(c.cmd == "COPY" and "--from=flash-attn" in c.flags for c in slim)
     runs = text(slim, "RUN")
     assert "vllm" not in runs and "flash" not in runs and "requirements-gpu.lock" not in runs
-    assert "-r /tmp/requirements-slim.lock" in runs and '--extra-index-url "${TORCH_CPU_INDEX}"' in runs
+    assert "-r /opt/medrl/requirements.lock" in runs and '--extra-index-url "${TORCH_CPU_INDEX}"' in runs
     assert args(slim)["TORCH_CPU_INDEX"] == "https://download.pytorch.org/whl/cpu"
 
 
@@ -253,19 +253,21 @@ def test_slim_lock_is_the_full_lock_without_the_cuda_stack_and_torch_on_cpu():
     assert set(slim) <= set(full)
     differ = {n: (v, full[n]) for n, v in slim.items() if n != "torch" and full[n] != v}
     assert not differ, f"the slim lock departs from requirements.lock beyond torch: {differ}; run `make lock`"
+    for core in ("transformers", "peft", "kfp", "kubernetes", "boto3", "pillow", "matplotlib"):
+        assert slim.get(core) == full.get(core), core  # medrl's core stays, at the same versions
 
 
 def test_train_installs_the_gpu_lock_and_flash_attn_built_against_its_torch(stages):
     train = stage(stages, "train")
     runs = text(train, "RUN")
-    assert "COPY requirements-gpu.lock /tmp/requirements-gpu.lock" in "\n".join(
+    assert "COPY requirements-gpu.lock /opt/medrl/requirements.lock" in "\n".join(
         f"{c.cmd} {' '.join(c.value)}" for c in train
     )
-    assert "pip install --no-deps -r /tmp/requirements.txt" in runs and "grep -v '^flash-attn=='" in runs
+    assert "pip install --no-deps" in runs and "-r /tmp/requirements.txt" in runs and "grep -v '^flash-attn=='" in runs
     assert "/opt/vllm" not in runs  # vLLM is in the training environment itself (GRPO rollouts)
     assert {"vllm", "trl", "deepspeed", "torch", "flash-attn"} <= set(read_lock(ROOT / GPU_LOCK))
     build = stage(stages, "flash-attn")
-    assert "pip install -c /tmp/requirements-gpu.lock torch" in text(build, "RUN")
+    assert "-c /tmp/requirements-gpu.lock torch" in text(build, "RUN")
     # flash-attn 2.8's setup.py reads FLASH_ATTN_CUDA_ARCHS (default: four architectures, hours of build), not
     # TORCH_CUDA_ARCH_LIST. A100 by default; H100 sites add 90 with --build-arg.
     assert args(build)["FLASH_ATTN_CUDA_ARCHS"] == "80"
@@ -278,12 +280,15 @@ def test_train_installs_the_gpu_lock_and_flash_attn_built_against_its_torch(stag
 def test_judge_is_vllm_alone(stages):
     judge = stage(stages, "judge")
     runs = text(judge, "RUN")
-    assert '/opt/vllm/bin/pip install "vllm==${VLLM_VERSION}"' in runs
+    assert (
+        '/opt/vllm/bin/pip install ${WHEELHOUSE:+--no-index --find-links /wheelhouse/judge} "vllm==${VLLM_VERSION}"'
+        in runs
+    )
     assert not any(c.cmd == "COPY" for c in judge)  # no medrl, no lock: only vLLM and its own torch
     assert args(judge)["VLLM_VERSION"] == pin("judge", "vllm")
 
 
-@pytest.mark.parametrize("target", ["slim", "train", "judge"])
+@pytest.mark.parametrize("target", ["slim", "train-cpu", "train", "judge"])
 def test_non_root_user_and_git_sha_label(stages, target):
     image = stage(stages, target)
     users = [c.value[0] for c in image if c.cmd == "USER"]
@@ -298,8 +303,9 @@ def test_non_root_user_and_git_sha_label(stages, target):
 @pytest.mark.parametrize(
     ("target", "lock_copy", "lock_flag"),
     [
-        ("slim", "requirements-slim.lock /tmp/requirements-slim.lock", "-r /tmp/requirements-slim.lock"),
-        ("train", "requirements-gpu.lock /tmp/requirements-gpu.lock", "-r /tmp/requirements.txt"),
+        ("slim", "requirements-slim.lock /opt/medrl/requirements.lock", "-r /opt/medrl/requirements.lock"),
+        ("train-cpu", "requirements.lock /opt/medrl/requirements.lock", "-r /opt/medrl/requirements.lock"),
+        ("train", "requirements-gpu.lock /opt/medrl/requirements.lock", "-r /tmp/requirements.txt"),
     ],
 )
 def test_locked_dependencies_install_before_the_source_is_copied(stages, target, lock_copy, lock_flag):
@@ -313,14 +319,14 @@ def test_locked_dependencies_install_before_the_source_is_copied(stages, target,
     assert "--no-deps" in lines[installed][1] and "--no-deps" in lines[medrl_install][1]
 
 
-@pytest.mark.parametrize("target", ["slim", "train"])
+@pytest.mark.parametrize("target", ["slim", "train-cpu", "train"])
 def test_the_image_installs_medrls_wheel_not_a_checkout(stages, target):
     wheel = stage(stages, "wheel")
     copied = {" ".join(c.value) for c in wheel if c.cmd == "COPY"}
     for folder in ("src", "components", "pipelines"):  # the wheel ships components/ and pipelines/ inside medrl
         assert f"{folder} {folder}" in copied
     assert "pyproject.toml setup.py README.md ./" in copied
-    assert any(c.cmd == "RUN" and "pip wheel --no-deps -w /wheels ." in c.value[0] for c in wheel)
+    assert any(c.cmd == "RUN" and "pip wheel --no-build-isolation --no-deps -w /wheels ." in c.value[0] for c in wheel)
     image = stage(stages, target)
     assert not any(c.cmd == "COPY" and c.value[0] in ("src", "components", "pipelines") for c in image)
     env = " ".join(" ".join(c.value) for c in image if c.cmd == "ENV")
@@ -328,6 +334,30 @@ def test_the_image_installs_medrls_wheel_not_a_checkout(stages, target):
     install = next(c.value[0] for c in image if c.cmd == "RUN" and "/tmp/wheels/medrl-" in c.value[0])
     # The build fails unless the installed package compiles the pipeline on its own.
     assert "pip install --no-deps /tmp/wheels/medrl-*.whl" in install and "medrl pipeline compile --out" in install
+
+
+def test_train_cpu_is_the_train_layout_on_the_cpu_lock(stages):
+    """What the tests build here: the train image's layout on requirements.lock, no CUDA base, vLLM or flash-attn."""
+    cpu = stage(stages, "train-cpu")
+    assert base(cpu) == "python:3.11-slim"
+    runs = text(cpu, "RUN")
+    assert "vllm" not in runs and "flash" not in runs and "requirements-gpu.lock" not in runs
+    assert not any(c.cmd == "COPY" and "--from=flash-attn" in c.flags for c in cpu)
+    assert "MEDRL_IMAGE=train-cpu" in text(cpu, "ENV") or "MEDRL_IMAGE train-cpu" in text(cpu, "ENV")
+
+
+def test_every_index_install_can_come_from_the_wheelhouse_alone(stages):
+    """WHEELHOUSE=1: each pip install that would reach an index takes --no-index and its image's wheelhouse, which
+    the step bind-mounts (no layer keeps the wheels); installs of the wheel stage's own output need neither."""
+    for s in stages:
+        for c in s:
+            if c.cmd != "RUN" or "pip install" not in c.value[0]:
+                continue
+            if "pip install --no-deps /tmp/wheels/" in c.value[0]:
+                continue
+            assert "${WHEELHOUSE:+--no-index --find-links /wheelhouse/" in c.value[0], c.value[0]
+            assert "--mount=type=bind,source=wheelhouse,target=/wheelhouse" in c.flags, c.value[0]
+    assert (ROOT / "wheelhouse" / "README.md").is_file()  # the mount's source exists in every checkout
 
 
 def test_gpu_packages_match_pyproject(stages):
