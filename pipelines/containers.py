@@ -143,8 +143,8 @@ def local_image(client: docker.DockerClient, image: str, flag: str) -> str:
         if name in tags:
             return name
     raise ContainerSetupError(
-        f"--runner container: image {image} is not among this engine's images; build it with `make images`, or "
-        f"name one that is with {flag} (podman images / docker images lists them)"
+        f"--runner container: image {image} is not among this engine's images; build it with `make images` and "
+        f"give the tag it prints with {flag} (`podman images` or `docker images` lists the images there)"
     )
 
 

@@ -68,7 +68,8 @@ def test_an_image_is_found_under_the_name_podman_gives_it():
     assert containers.local_image(client, "medrl-slim:0.1.0", "--image") == "localhost/medrl-slim:0.1.0"
     assert containers.local_image(client, "ghcr.io/medrl/medrl:0.1.0", "--train-image") == "ghcr.io/medrl/medrl:0.1.0"
     with pytest.raises(
-        containers.ContainerSetupError, match=r"image medrl-train-cpu is not .* `make images`.* --train-image"
+        containers.ContainerSetupError,
+        match=r"image medrl-train-cpu is not .* `make images` and give the tag .* with --train-image",
     ):
         containers.local_image(client, "medrl-train-cpu", "--train-image")  # :latest, which is not there
 
