@@ -29,10 +29,19 @@ def command(store: str, root: Path, *extra: str) -> list[str]:
     ]  # fmt: skip
 
 
+def answers(predictions: str) -> dict[str, str]:
+    """predictions.jsonl's text -> {question id: completion}."""
+    return {row["id"]: row["completion"] for row in map(json.loads, predictions.splitlines())}
+
+
 @dataclass
 class ReducedRun:
     out: subprocess.CompletedProcess
     run: Path  # the run folder (file store)
+
+    def completions(self) -> dict[str, dict[str, str]]:
+        """Each arm's generated text per test question."""
+        return {arm: answers((self.run / "arms" / arm / "predictions.jsonl").read_text()) for arm in ARMS}
 
     def accuracy(self) -> dict[str, float]:
         return {
