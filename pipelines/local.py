@@ -8,6 +8,7 @@ import json
 import logging
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import kfp
@@ -42,28 +43,32 @@ def run_local(
     logs: Path | None = None,
     tasks: int = 0,
     verbose: bool = False,
-    runner: local.SubprocessRunner | local.DockerRunner | None = None,
+    runner: Callable[[Path], local.DockerRunner] | None = None,
     images: tuple[str, str] = (DEFAULT_SLIM_IMAGE, DEFAULT_IMAGE),
 ):
-    """Run the study pipeline on this machine through kfp.local: `runner` its SubprocessRunner (the default: each
-    step a subprocess of this Python environment) or a DockerRunner (each step in its image: `images`, the slim and
-    the training image; see `medrl.pipelines.containers`).
+    """Run the study pipeline on this machine through kfp.local: with its SubprocessRunner (the default: each step a
+    subprocess of this Python environment), or with the DockerRunner `runner` makes for the pipeline root (each step
+    in its image: `images`, the slim and the training image; see `medrl.pipelines.containers`).
 
     Arms run one at a time: on a laptop, parallel training only competes for the same cores. No task retries: a
     step that fails here fails again the same way (retries are for lost pods in the cluster). With `logs`, what
     the tasks print, and what kfp.local logs and warns itself, goes to one file per task there and the console
     shows one line per task (`verbose`: both)."""
     pipeline_root.mkdir(parents=True, exist_ok=True)
-    runner = runner or local.SubprocessRunner(use_venv=False)
-    local.init(runner=runner, pipeline_root=str(pipeline_root), raise_on_error=True)
     pipeline = build(*images, parallelism=1, retries=False, train_in_step=True)
-    if logs is None:
+
+    def start():
+        kfp_runner = runner(pipeline_root) if runner else local.SubprocessRunner(use_venv=False)
+        local.init(runner=kfp_runner, pipeline_root=str(pipeline_root), raise_on_error=True)
         pipeline(**params)
+
+    if logs is None:
+        start()
         return
     console = TaskConsole(logs, sys.stdout, tasks, verbose)
     try:
         with contextlib.redirect_stdout(console), library_to_log(KFP_PACKAGE, console):
-            pipeline(**params)
+            start()  # the DockerRunner, made here, logs its own settings: they go to the log too
     except RuntimeError:
         if not console.failed:
             raise
@@ -155,9 +160,7 @@ def run_study(
         logs = root / "logs"
         try:
             with run.lease():  # a second `medrl run` with the same run id stops instead of writing into this one
-                root.mkdir(parents=True, exist_ok=True)
-                runner_in = kfp_runner(root) if kfp_runner else None
-                run_local(params, root, logs, local_tasks(len(cfg.arms)), verbose, runner_in, (image, train_image))
+                run_local(params, root, logs, local_tasks(len(cfg.arms)), verbose, kfp_runner, (image, train_image))
         finally:
             for path in sorted(logs.glob("*.log")) if logs.is_dir() else []:
                 store.put_file(store.join(run.uri, "logs", path.name), path)

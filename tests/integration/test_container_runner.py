@@ -33,9 +33,11 @@ def train_cpu_image(monkeypatch_module) -> str:
         pytest.fail(f"{err} (as root, `make system-packages` installs podman, runc and debootstrap)")
     monkeypatch_module.setenv("CONTAINERS_CONF", build.engine_env(engine)["CONTAINERS_CONF"])
     monkeypatch_module.delenv("DOCKER_HOST", raising=False)  # medrl starts podman's service for the run
+    started = time.monotonic()
     build.make_standin(engine)
     build.fill_wheelhouse("train-cpu", torch_index=None)
     build.build(engine, "train-cpu", TRAIN_CPU, {"PYTHON_IMAGE": build.STANDIN}, wheelhouse=True, offline=True)
+    print(f"train-cpu image ready in {time.monotonic() - started:.0f} s")
     return TRAIN_CPU
 
 
@@ -72,11 +74,14 @@ def test_the_reduced_demo_in_containers_matches_the_subprocess_runner(
     tasks = [line for line in out.stdout.splitlines() if re.match(TASK_LINE, line)]
     assert len(tasks) == local_tasks(len(ARMS)) and all(" success " in t for t in tasks), out.stdout
     assert "expression selector" not in out.stdout + out.stderr
+    assert len(out.stderr.splitlines()) <= 2, out.stderr  # the run's start and where its steps run, nothing of kfp's
     # The steps ran in the image, as UID 1000 with nothing of this machine but kfp.local's pipeline root.
     init_log = store.read_text(f"{run}/logs/init-run.log")
     assert f"Found image '{train_cpu_image}'" in init_log
-    print(f"container runner: {took:.0f} s, accuracy {accuracy}, {len(out.stdout.splitlines())} stdout lines")
-    print(f"subprocess runner: accuracy {reduced_demo.accuracy()}, {len(reduced_demo.out.stdout.splitlines())} lines")
+    print(f"container runner: {took:.0f} s, accuracy {accuracy}, console {len(out.stdout.splitlines())} + "
+          f"{len(out.stderr.splitlines())} lines")  # fmt: skip
+    print(f"subprocess runner: accuracy {reduced_demo.accuracy()}, console {len(reduced_demo.out.stdout.splitlines())}"
+          f" + {len(reduced_demo.out.stderr.splitlines())} lines")  # fmt: skip
     print("completions:", {arm: sorted(set(c.values()))[:3] for arm, c in completions.items()})
 
 
