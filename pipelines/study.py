@@ -79,12 +79,16 @@ def build(
     parallelism: int = 0,
     eval_shm_size: str = EVAL_SHM_SIZE,
     retries: bool = True,
+    train_in_step: bool = False,
 ):
     """The pipeline function: the orchestrating steps on `image`, evaluate on `train_image` (also the training
     pods' default image); `parallelism` caps concurrent arms per level (0: no cap); `retries` off for kfp.local,
-    where a failed step would only fail again. Its parameters are `medrl.kfp.parameters.PARAMETERS`."""
-    stages = (cleanup, init_run, arms_at_level, prep, report, train)
+    where a failed step would only fail again; `train_in_step` for kfp.local too, where the train step trains in
+    process and so runs on `train_image` (in the cluster it only submits and follows a job: `image`). Its
+    parameters are `medrl.kfp.parameters.PARAMETERS`."""
+    stages = (cleanup, init_run, arms_at_level, prep, report)
     c = SimpleNamespace(**{stage.python_func.__name__: on_image(stage, image) for stage in stages})
+    c.train = on_image(train, train_image if train_in_step else image)
     c.evaluate = on_image(evaluate, train_image)
 
     def retried(task, policy=RETRY):

@@ -4,14 +4,19 @@ warnings, the trainers' per-step records) goes to one log file per task instead,
 console too.
 
 kfp.local brackets each task's output with "Executing task 'NAME'" and "Task 'NAME' finished with status S",
-its outputs and a horizontal rule; the arm is read from the task's output URI (`.../arms/<arm>/...`).
+its outputs and a horizontal rule; the arm is read from the task's output URI (`.../arms/<arm>/...`). What
+kfp.local itself logs (on the root logger) and warns outside those brackets goes to the log too (`library_to_log`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
+import logging
 import re
 import time
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TextIO
 
@@ -108,3 +113,46 @@ class TaskConsole(io.TextIOBase):
 
     def elapsed(self) -> float:
         return time.monotonic() - self.started
+
+
+class FromFolder(logging.Filter):
+    """Keeps the records logged by code under `folder` (`inside`), or all the others."""
+
+    def __init__(self, folder: str, inside: bool):
+        super().__init__()
+        self.folder, self.inside = folder, inside
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.pathname.startswith(self.folder) == self.inside
+
+
+@contextlib.contextmanager
+def library_to_log(folder: Path, stream: TextIO) -> Iterator[None]:
+    """Log records and warnings raised by code under `folder` (kfp's package: its loop items' "Applying expression
+    selector" INFO lines, logged on the root logger, and its warnings about settings a local runner ignores) are
+    written to `stream` (a TaskConsole: the run's logs/) instead of the console; everything else is left alone."""
+    where = str(folder)
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+    handler.addFilter(FromFolder(where, inside=True))
+    root = logging.getLogger()
+    others = [(h, FromFolder(where, inside=False)) for h in root.handlers]
+    for h, f in others:
+        h.addFilter(f)
+    root.addHandler(handler)
+    shown = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if str(filename).startswith(where):
+            stream.write(warnings.formatwarning(message, category, filename, lineno, line))
+        else:
+            shown(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = show
+    try:
+        yield
+    finally:
+        warnings.showwarning = shown
+        root.removeHandler(handler)
+        for h, f in others:
+            h.removeFilter(f)

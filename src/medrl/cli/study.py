@@ -9,6 +9,7 @@ import typer
 
 from medrl.cli.common import ConfigFile, MetricsPort, Overrides, Preset, Pushgateway, app, metrics_env
 from medrl.config import dump_config, load_config, seed_list
+from medrl.kfp.parameters import DEFAULT_IMAGE, DEFAULT_SLIM_IMAGE
 
 Arms = Annotated[str | None, typer.Option(help="Comma-separated arms to run (and the arms they start from).")]
 Seeds = Annotated[
@@ -32,6 +33,15 @@ def report(run: Annotated[str, typer.Option(help="The run folder: <store>/<exper
 Verbose = Annotated[
     bool, typer.Option("--verbose", "-v", help="Also print every task's output (kfp, warnings, training steps).")
 ]
+Runner = Annotated[
+    str,
+    typer.Option(
+        help="subprocess: every step in this Python environment; container: every step in its image (Docker or "
+        "Podman; UID 1000, read-only root file system, an s3:// store), as in the cluster."
+    ),
+]
+Image = Annotated[str, typer.Option(help="--runner container: the image of the steps that only orchestrate.")]
+TrainImage = Annotated[str, typer.Option(help="--runner container: the image that trains and evaluates.")]
 
 
 @app.command()
@@ -53,18 +63,25 @@ def run(
             help="Repeat a committed run: its config and seeds; warns about each version or data that differs."
         ),
     ] = None,
+    runner: Runner = "subprocess",
+    image: Image = DEFAULT_SLIM_IMAGE,
+    train_image: TrainImage = DEFAULT_IMAGE,
 ) -> None:
     """Run a whole study (every arm, then the report) through the Kubeflow pipeline, locally: one line per task,
     then Table 1; each task's output is in <run>/logs/.
 
     Example: medrl run --preset demo --arms sft,sft-grpo train.seed=1
     Example: medrl run --like ./medrl-runs/demo/20261121-120000-ab12
+    Example: medrl run --preset demo --runner container --store s3://medrl/runs --train-image medrl-train-cpu:0.1.0
     """
     from medrl.pipelines.local import run_study  # lazy, for medrl --help: the kfp SDK
 
     metrics_env(metrics_port, pushgateway)
     overrides = [*(overrides or []), *_seed_override(seeds)]
-    results = run_study(preset, config, overrides, _arm_list(arms), store, run_id, pipeline_root, verbose, like)
+    results = run_study(
+        preset, config, overrides, _arm_list(arms), store, run_id, pipeline_root, verbose, like, runner, image,
+        train_image,
+    )  # fmt: skip
     _print_results(*results)
 
 
