@@ -28,10 +28,7 @@ def doctor(
     prometheus: Annotated[str | None, typer.Option("--prometheus", help="Prometheus address.")] = None,
     pushgateway: Annotated[str | None, typer.Option("--pushgateway", help="Pushgateway address.")] = None,
     judge: Annotated[str | None, typer.Option("--judge", help="Judge server address.")] = None,
-    image: Annotated[
-        str | None,
-        typer.Option("--image", help="Inside an image: its self-check (slim, train, train-cpu; judge: see README)."),
-    ] = None,
+    image: Annotated[str | None, typer.Option("--image", help="This image's self-check: slim, train, ...")] = None,
 ) -> None:
     """Check what a run needs, each failure with its fix: with a kubeconfig the cluster (PyTorchJob CRD, RBAC,
     store, Prometheus, Pushgateway, judge, GPUs), else this machine (packages, accelerator, pipeline files).
