@@ -8,7 +8,10 @@ The result is an ordinary Hugging Face directory: AutoProcessor and AutoModelFor
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
+
+from medrl.models.load import ModelError
 
 QWEN_SPECIAL_TOKENS = [
     "<|endoftext|>",
@@ -292,6 +295,13 @@ def build_tiny(
     `out`."""
     if arch not in ARCHS:
         raise ValueError(f"--arch {arch}: no tiny builder for it; choose one of: {', '.join(ARCHS)}")
+    if arch.startswith("qwen") and importlib.util.find_spec("torchvision") is None:
+        # The slim image has PyTorch's CPU build and no torchvision (none matches it where the image is built).
+        raise ModelError(
+            f"tiny:{arch}: a Qwen-VL processor needs torchvision, which this environment lacks (the slim image has "
+            "none); build the tiny model where training runs (the train image: compile the pipeline with --image "
+            "set to it, or pass medrl run --image the train image), or give model.base a stored model"
+        )
     import torch
 
     parts, default_pixels = ARCHS[arch]
