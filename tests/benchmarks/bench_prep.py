@@ -1,5 +1,8 @@
 """Prep speed and memory: PMC-VQA-style CSVs with one real JPEG per row, prepared in a fresh process whose
-whole process tree (main + image workers) is sampled for resident memory. 10K and 50K rows side by side."""
+whole process tree (main + image workers) is sampled for resident memory. 10K and 50K rows side by side.
+
+The rows share 64 pictures, so the leak check (on by default) would quarantine every test row as a copy of a
+training image: it is off here, and bench_leak.py measures it at the paper's scale."""
 
 from __future__ import annotations
 
@@ -23,7 +26,7 @@ from pathlib import Path
 from medrl.config import DataConfig
 from medrl.data.prep import prepare
 start = time.perf_counter()
-cfg = DataConfig(source="pmc-vqa", input=sys.argv[1], train_size=None, test_size=None)
+cfg = DataConfig(source="pmc-vqa", input=sys.argv[1], train_size=None, test_size=None, leak_check="off")
 summary = prepare(cfg, Path(sys.argv[2]), workers=int(sys.argv[3]) or None)
 print(json.dumps({"seconds": time.perf_counter() - start, "summary": summary}))
 """
