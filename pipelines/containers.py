@@ -2,8 +2,8 @@
 DockerRunner, over Docker or Podman, as the cluster runs it: UID 1000, a read-only root file system with a tmpfs /tmp,
 artifacts in an S3 store. What it needs (an engine, an s3:// store, the images) is checked before any step runs.
 
-kfp.local bind-mounts one folder into every container: its pipeline root (a fresh temporary folder unless
---pipeline-root names one), where each step writes its executor output (the small JSON of its return values) for
+kfp.local bind-mounts one folder into every container: its pipeline root (`steps/` inside a fresh temporary folder,
+or inside --pipeline-root), where each step writes its executor output (the small JSON of its return values) for
 kfp.local to read back. Nothing of the checkout or of the store is mounted: the steps read and write artifacts in
 the S3 store, whose endpoint they reach over this machine's network (host networking: a store on loopback works).
 """

@@ -58,8 +58,14 @@ def run_local(
     pipeline = build(*images, parallelism=1, retries=False, train_in_step=True)
 
     def start():
-        kfp_runner = runner(pipeline_root) if runner else local.SubprocessRunner(use_venv=False)
-        local.init(runner=kfp_runner, pipeline_root=str(pipeline_root), raise_on_error=True)
+        kfp_root, kfp_runner = pipeline_root, local.SubprocessRunner(use_venv=False)
+        if runner:
+            # A folder of the run's own, opened to the steps' UID by the runner: the user's --pipeline-root keeps
+            # its mode.
+            kfp_root = pipeline_root / "steps"
+            kfp_root.mkdir(exist_ok=True)
+            kfp_runner = runner(kfp_root)
+        local.init(runner=kfp_runner, pipeline_root=str(kfp_root), raise_on_error=True)
         pipeline(**params)
 
     if logs is None:

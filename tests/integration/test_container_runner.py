@@ -55,6 +55,7 @@ def test_the_reduced_demo_in_containers_matches_the_subprocess_runner(
     out = subprocess.run(
         command(f"{s3_bucket}/runs", tmp_path / "kfp", *images), capture_output=True, text=True, timeout=1800
     )
+    assert (tmp_path / "kfp").stat().st_mode & 0o777 != 0o777  # only the run's own steps/ folder is opened to all
     took = time.monotonic() - started
     assert out.returncode == 0, out.stderr[-3000:] + out.stdout[-3000:]
     run = f"{s3_bucket}/runs/demo/test-run"
@@ -77,14 +78,13 @@ def test_the_reduced_demo_in_containers_matches_the_subprocess_runner(
     # medrl's own lines only (where the steps run, the run's start, a bucket made): nothing of kfp.local's.
     assert all(line.startswith("medrl: ") for line in out.stderr.splitlines()), out.stderr
     assert "PipInstallManager" not in out.stderr and len(out.stderr.splitlines()) <= 3, out.stderr
-    # The steps ran in the image, as UID 1000 with nothing of this machine but kfp.local's pipeline root.
+    # The steps ran in the image (the runner's UID 1000, read-only root and tmpfs /tmp: tests/unit/pipelines).
     init_log = store.read_text(f"{run}/logs/init-run.log")
     assert f"Found image '{train_cpu_image}'" in init_log
     print(f"container runner: {took:.0f} s, accuracy {accuracy}, console {len(out.stdout.splitlines())} + "
           f"{len(out.stderr.splitlines())} lines")  # fmt: skip
     print(f"subprocess runner: accuracy {reduced_demo.accuracy()}, console {len(reduced_demo.out.stdout.splitlines())}"
           f" + {len(reduced_demo.out.stderr.splitlines())} lines")  # fmt: skip
-    print("completions:", {arm: sorted(set(c.values()))[:3] for arm, c in completions.items()})
 
 
 def test_an_image_not_built_stops_before_any_step(train_cpu_image, s3_bucket, tmp_path):
