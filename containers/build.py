@@ -179,6 +179,11 @@ def needed_wheelhouses(target: str) -> list[str]:
     return sorted({"slim", target})
 
 
+def fill_wheelhouses(target: str, torch_index: str | None = TORCH_CPU_INDEX) -> list[str]:
+    """Every wheelhouse a `--wheelhouse` build of TARGET reads (its own and the slim one); returns those downloaded."""
+    return [name for name in needed_wheelhouses(target) if fill_wheelhouse(name, torch_index=torch_index)]
+
+
 def lock_digest(name: str) -> str:
     lock = LOCKS[name]
     text = (ROOT / lock).read_text() if lock else judge_requirement()
@@ -339,9 +344,11 @@ def main(argv: list[str] | None = None) -> int:
     ns = parser.parse_args(argv)
     try:
         if ns.command == "wheelhouse":
-            for name in ns.images.split(","):
+            names = ns.images.split(",")
+            for name in names:
                 if name not in LOCKS:
                     raise BuildError(f"unknown image {name!r}: one of {', '.join(LOCKS)}")
+            for name in sorted({needed for image in names for needed in needed_wheelhouses(image)}):
                 start = time.monotonic()
                 did = fill_wheelhouse(name, torch_index=ns.torch_cpu_index or None)
                 took = f"{time.monotonic() - start:.0f} s" if did else "already complete"

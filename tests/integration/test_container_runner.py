@@ -35,7 +35,7 @@ def train_cpu_image(monkeypatch_module) -> str:
     monkeypatch_module.delenv("DOCKER_HOST", raising=False)  # medrl starts podman's service for the run
     started = time.monotonic()
     build.make_standin(engine)
-    build.fill_wheelhouse("train-cpu", torch_index=None)
+    build.fill_wheelhouses("train-cpu", torch_index=None)  # its own and the slim one
     build.build(engine, "train-cpu", TRAIN_CPU, {"PYTHON_IMAGE": build.STANDIN}, wheelhouse=True, offline=True)
     print(f"train-cpu image ready in {time.monotonic() - started:.0f} s")
     return TRAIN_CPU

@@ -33,7 +33,7 @@ def images(engine) -> dict[str, str]:
     build.make_standin(engine)
     for name in TARGETS:
         # torch's CPU build comes from pip's configured find-links here (PyTorch's index is out of reach).
-        build.fill_wheelhouse(name, torch_index=None)
+        build.fill_wheelhouses(name, torch_index=None)
     tags = {}
     for target in TARGETS:
         tags[target] = TAG.format(target=target)

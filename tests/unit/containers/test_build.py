@@ -119,6 +119,30 @@ def test_offline_build_refuses_an_incomplete_wheelhouse(tmp_path, monkeypatch, b
         build.build(str(engine), "slim", "x:1", {}, wheelhouse=True, offline=True)
 
 
+def test_filling_a_targets_wheelhouses_readies_its_offline_build(tmp_path, monkeypatch, bin_dir, capsys):
+    """train-cpu's build reads the slim wheelhouse too (its wheel stage's build backend): both are filled, by the
+    test fixtures' call and by `make wheelhouse WHEELHOUSE_IMAGES=train-cpu` alike."""
+    monkeypatch.setattr(build, "WHEELHOUSE", tmp_path)
+    filled = []
+
+    def fill(name, python=None, torch_index=None):  # a stand-in for the download: writes the stamp alone
+        filled.append(name)
+        (tmp_path / name).mkdir()
+        (tmp_path / name / ".complete").write_text(build.lock_digest(name))
+        return True
+
+    monkeypatch.setattr(build, "fill_wheelhouse", fill)
+    assert build.fill_wheelhouses("train-cpu", torch_index=None) == ["slim", "train-cpu"]
+    monkeypatch.setattr(build, "ensure_bases", lambda *a, **kw: None)
+    monkeypatch.setattr(build, "run", lambda *a, **kw: subprocess.CompletedProcess(a, 0))
+    build.build("podman", "train-cpu", "x:1", {}, wheelhouse=True, offline=True)  # no "not complete" error
+    shutil.rmtree(tmp_path / "slim")
+    shutil.rmtree(tmp_path / "train-cpu")
+    filled.clear()
+    assert build.main(["wheelhouse", "--images", "train-cpu", "--torch-cpu-index", ""]) == 0
+    assert filled == ["slim", "train-cpu"], capsys.readouterr()
+
+
 def test_offline_needs_the_wheelhouse_and_targets_are_checked(bin_dir, capsys):
     fake_engine(bin_dir, "podman", "exit 0\n")
     assert build.main(["images", "--engine", "podman", "--offline"]) == 2
