@@ -10,10 +10,11 @@ import os
 import shutil
 
 from medrl import store
-from medrl.config import ConfigError
+from medrl.config import ConfigError, StudyConfig
 from medrl.cost import Meter
 from medrl.evaluate import evaluate_model, metrics_complete, rescore
 from medrl.metrics import pushgateway as prom
+from medrl.rewards import custom_reward
 from medrl.store import checkpoints
 from medrl.study import init_of, live_log, load_run, model_of, push_arm_cost, record_cost, tracked
 from medrl.train.run import rank, scratch_work_dir, train_to_store
@@ -31,6 +32,7 @@ def train_in_run(run_uri: str, arm: str) -> str:
         if spec.method != "none" and rank() == 0:  # a retry after training: what tracking has not sent yet
             tracked(cfg, run, f"train-{arm}", lambda t: t.trained(arm, run.arm(arm).model))
         return model_of(run, cfg, arm)
+    check_custom_rewards(cfg)
     paths = run.arm(arm)
     live = live_log(cfg, run, arm) if rank() == 0 else None
     keep_after = keep_checkpoints_after()  # a bad setting fails now, not after training
@@ -57,6 +59,19 @@ def train_in_run(run_uri: str, arm: str) -> str:
     elif os.environ.get("LOCAL_RANK", "0") == "0":
         shutil.rmtree(work_dir, ignore_errors=True)  # another node's copy of its checkpoints
     return paths.model
+
+
+def check_custom_rewards(cfg: StudyConfig) -> None:
+    """Imports and checks the user's own reward functions of every arm of the study, in the training image, before
+    any arm trains: one that cannot be used stops the study's first training step (the SFT an RL arm starts from, say),
+    not the arm that uses it hours later."""
+    for name, spec in cfg.arms.items():
+        for reward in getattr(spec, "rewards", []):
+            if ":" in reward.name:
+                try:
+                    custom_reward(reward.name)
+                except ConfigError as err:
+                    raise ConfigError(f"arm {name}: {err}") from None
 
 
 KEEP_AFTER_ENV = "MEDRL_KEEP_CHECKPOINTS_AFTER"

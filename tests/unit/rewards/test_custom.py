@@ -4,8 +4,10 @@ is named with the fix."""
 
 import pytest
 
+from medrl import store, study
 from medrl.config import ConfigError, KeywordJudgeConfig, RewardSpec
 from medrl.rewards import reward_functions
+from medrl.study import arm as arm_steps
 
 BREVITY = "tests.support.custom_rewards:brevity"
 
@@ -55,3 +57,18 @@ def test_what_a_custom_reward_returns_is_checked(name, got):
     (reward,) = reward_functions([RewardSpec(name=f"tests.support.custom_rewards:{name}")], KeywordJudgeConfig())
     with pytest.raises(ValueError, match=f"{got}.*must return a list of one float \\(or None\\) per completion"):
         reward(["a", "b"])
+
+
+def test_a_bad_custom_reward_stops_the_studys_first_training_step(tmp_path, tiny_model):
+    """The GRPO arm's reward cannot be imported: the SFT it starts from fails at once, naming the arm and the fix,
+    before an hour of SFT, and commits nothing."""
+    bad = "tests.support.custom_reward_broken:f"
+    run = study.init_run(
+        preset="demo",
+        overrides=[f"model.base={tiny_model}", f'arms.sft-grpo.rewards=[{{name: format}}, {{name: "{bad}"}}]'],
+        store_uri=str(tmp_path / "store"),
+        arms=["sft", "sft-grpo"],
+    )
+    with pytest.raises(ConfigError, match=r"arm sft-grpo: reward tests\.support\.custom_reward_broken:f: .*fix it"):
+        arm_steps.train_in_run(run, "sft")
+    assert not store.exists(study.RunLayout(run).arm("sft").model)
