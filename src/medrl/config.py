@@ -898,4 +898,14 @@ def dump_config(cfg: StudyConfig) -> str:
 
 
 def config_from_text(text: str) -> StudyConfig:
-    return build_config(yaml_mapping(text, "stored run config"))
+    """A run's frozen config.yaml. One frozen before the judge's settings were split by backend (it holds the
+    settings of every backend) loads too: those of other backends, which its backend never read, are left out."""
+    raw = yaml_mapping(text, "stored run config")
+    evaluate = raw.get("evaluate")
+    for block in (raw.get("judge"), evaluate.get("judge") if isinstance(evaluate, dict) else None):
+        if isinstance(block, dict) and block.get("backend", "keyword") in JUDGE_CONFIGS:
+            own = JUDGE_CONFIGS[block.get("backend", "keyword")].model_fields
+            judge_settings = {key for cls in JUDGE_CONFIGS.values() for key in cls.model_fields}
+            for key in [k for k in block if k in judge_settings and k not in own]:
+                del block[key]
+    return build_config(raw)

@@ -2,10 +2,12 @@
 with another configuration is refused, naming each differing setting with the run's value and the new one; the
 same configuration resumes."""
 
+from pathlib import Path
+
 import pytest
 
 from medrl import store, study
-from medrl.config import ConfigError
+from medrl.config import ConfigError, config_from_text, load_config
 from medrl.pipelines import local
 from medrl.store.layout import RunLayout
 
@@ -43,3 +45,28 @@ def test_a_resume_with_another_configuration_is_refused_naming_each_change(tmp_p
 
     with pytest.raises(ConfigError, match=r"changed: data.seed: 0 -> 3\. A run keeps"):  # the pipeline's own path
         study.init_run(preset="demo", overrides=["data.seed=3"], store_uri=str(tmp_path), run_id="c1")
+
+
+FROZEN_BEFORE_THE_JUDGE_SPLIT = Path(__file__).resolve().parents[2] / "data" / "frozen-b31397f"
+
+
+OPENAI = ["judge.backend=openai", "judge.url=http://judge:8000/v1", "judge.model=BioMistral-7B", "judge.concurrency=4"]
+
+
+@pytest.mark.parametrize(("name", "overrides"), [("demo.yaml", []), ("demo-openai.yaml", OPENAI)])
+def test_a_run_frozen_before_the_judge_split_still_loads_and_resumes(tmp_path, name, overrides):
+    """A run started by medrl at b31397f froze every judge backend's settings: its steps (resume, report) load it,
+    keeping its backend's settings, and the same configuration given again resumes it."""
+    text = (FROZEN_BEFORE_THE_JUDGE_SPLIT / name).read_text()
+    run = RunLayout.create(str(tmp_path), "demo", "old")
+    store.write_text(run.config, text)
+    _, cfg = study.load_run(run.uri)
+    assert cfg.judge.backend == ("openai" if overrides else "keyword")
+    if overrides:
+        assert (cfg.judge.url, cfg.judge.model, cfg.judge.concurrency) == ("http://judge:8000/v1", "BioMistral-7B", 4)
+    study.check_same_config(
+        run, load_config(preset="demo", overrides=[*overrides, "store=/runs"]).with_seeds()
+    )  # resumes
+    with pytest.raises(ConfigError, match=r"judge\.no_such_setting"):  # what no judge ever had is still refused
+        config_from_text(text.replace("\njudge:\n", "\njudge:\n  no_such_setting: 1\n", 1))
+    assert store.read_text(run.config) == text  # the frozen file itself is never rewritten
