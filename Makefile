@@ -82,9 +82,12 @@ clean:
 # containers/containers.conf (runc, cgroupfs, ulimits within the host's).
 export CONTAINERS_CONF ?= $(CURDIR)/containers/containers.conf
 TARGETS ?= slim,train,judge
+# Tags: $(REGISTRY)/medrl:0.1.0 (train), $(REGISTRY)/medrl-<target>:0.1.0. The default is where the pipeline and
+# `medrl run --runner container` look by default; a site's registry: REGISTRY=registry.hospital.internal/medrl.
+REGISTRY ?= ghcr.io/medrl
 IMAGE_BASES := PYTHON_IMAGE CUDA_RUNTIME_IMAGE CUDA_DEVEL_IMAGE
 images:
-	$(PYTHON) containers/build.py images --targets $(TARGETS) $(if $(ENGINE),--engine $(ENGINE)) \
+	$(PYTHON) containers/build.py images --targets $(TARGETS) --registry $(REGISTRY) $(if $(ENGINE),--engine $(ENGINE)) \
 	  $(if $(WHEELHOUSE),--wheelhouse) $(foreach a,$(IMAGE_BASES),$(if $($(a)),--arg $(a)=$($(a)))) \
 	  --arg GIT_SHA=$$(git rev-parse HEAD 2>/dev/null || echo unknown)
 

@@ -46,6 +46,7 @@ LOCKS = {
     "judge": None,
 }
 TORCH_CPU_INDEX = "https://download.pytorch.org/whl/cpu"
+REGISTRY = "ghcr.io/medrl"  # where medrl.kfp.parameters.DEFAULT_IMAGE and DEFAULT_SLIM_IMAGE live
 ENGINE_TIMEOUT = 120  # an engine query (info, image exists, pull)
 BUILD_TIMEOUT = 3 * 3600
 CHECK_TIMEOUT = 900
@@ -172,6 +173,12 @@ def build(
     if out.returncode != 0:
         raise BuildError(f"building {target} failed (exit {out.returncode}): the build output above says why")
     return time.monotonic() - start
+
+
+def image_tag(registry: str, target: str) -> str:
+    """The tag `make images` gives a target: with the default registry, the very names the pipeline and `medrl run
+    --runner container` use by default (medrl.kfp.parameters), so a built image is found without --image."""
+    return f"{registry}/medrl:0.1.0" if target == "train" else f"{registry}/medrl-{target}:0.1.0"
 
 
 def needed_wheelhouses(target: str) -> list[str]:
@@ -328,7 +335,11 @@ def main(argv: list[str] | None = None) -> int:
     images = sub.add_parser("images", help="build the images")
     images.add_argument("--engine", default=os.environ.get("ENGINE") or None)
     images.add_argument("--targets", default="slim,train,judge")
-    images.add_argument("--tag-prefix", default="medrl", help="tags: PREFIX-TARGET:0.1.0 (medrl-slim:0.1.0, ...)")
+    images.add_argument(
+        "--registry",
+        default=REGISTRY,
+        help=f"tags: REGISTRY/medrl:0.1.0 (train), REGISTRY/medrl-TARGET:0.1.0; default {REGISTRY}, the pipeline's",
+    )
     images.add_argument("--wheelhouse", action="store_true", help="install from wheelhouse/ only (pip --no-index)")
     images.add_argument("--offline", action="store_true", help="no network inside the build (needs --wheelhouse)")
     images.add_argument("--arg", action="append", default=[], help="a build argument, KEY=VALUE")
@@ -373,7 +384,7 @@ def main(argv: list[str] | None = None) -> int:
         for target in targets:  # every base checked before anything is built
             ensure_bases(engine, target, build_args, pull=not ns.offline)
         for target in targets:
-            tag = f"{ns.tag_prefix}-{target}:0.1.0" if target != "train" else f"{ns.tag_prefix}:0.1.0"
+            tag = image_tag(ns.registry, target)
             took = build(engine, target, tag, build_args, ns.wheelhouse, ns.offline)
             print(f"{tag}: built in {took:.0f} s, {image_size(engine, tag) / 1e9:.2f} GB")
     except BuildError as err:

@@ -73,7 +73,7 @@ def test_the_self_check_fails_as_root_on_a_writable_root(engine, images):
 def test_a_missing_base_image_stops_the_build_naming_it_and_its_argument(engine):
     base = "localhost/medrl-test-no-such-base:0"
     script = str(build.ROOT / "containers" / "build.py")
-    args = ["--targets", "slim", "--tag-prefix", "localhost/medrl-test-never", "--arg", f"PYTHON_IMAGE={base}"]
+    args = ["--targets", "slim", "--registry", "localhost/medrl-test-never", "--arg", f"PYTHON_IMAGE={base}"]
     out = subprocess.run(
         [sys.executable, script, "images", "--engine", "podman", *args],
         capture_output=True,

@@ -72,7 +72,7 @@ def run(
 
     Example: medrl run --preset demo --arms sft,sft-grpo train.seed=1
     Example: medrl run --like ./medrl-runs/demo/20261121-120000-ab12
-    Example: medrl run --preset demo --runner container --store s3://medrl/runs --train-image medrl-train-cpu:0.1.0
+    Example: medrl run --config study.yaml --runner container --store s3://medrl/runs  (the images of `make images`)
     """
     from medrl.pipelines.local import run_study  # lazy, for medrl --help: the kfp SDK
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from containers import build
+from medrl.kfp.parameters import DEFAULT_IMAGE, DEFAULT_SLIM_IMAGE
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -160,3 +161,14 @@ def test_self_check_runs_as_the_pods_do():
     judge = build.self_check_command("podman", "judge", "medrl-judge:0.1.0")
     assert judge[-4] == "/opt/vllm/bin/python" and judge[-3] == "-c" and judge[-1] == "judge"
     assert "def image_checks" in judge[-2]  # the check's own source: the judge image has no medrl
+
+
+def test_make_images_tags_what_the_pipeline_runs_by_default():
+    assert build.image_tag(build.REGISTRY, "train") == DEFAULT_IMAGE
+    assert build.image_tag(build.REGISTRY, "slim") == DEFAULT_SLIM_IMAGE
+    assert (
+        build.image_tag("registry.hospital.internal/medrl", "judge")
+        == "registry.hospital.internal/medrl/medrl-judge:0.1.0"
+    )
+    make = subprocess.run(["make", "-n", "images"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    assert f"--registry {build.REGISTRY} " in make
