@@ -220,7 +220,7 @@ def fill_wheelhouse(name: str, python: str = sys.executable, torch_index: str | 
     partial.mkdir(parents=True)
     lock = LOCKS[name]
     pip = [python, "-m", "pip"]
-    steps = []
+    steps: list[tuple[list[str], dict[str, str] | None]] = []  # (command, environment)
     if lock:
         # The locks pin every package, so no dependency resolution: each pin as a wheel, sdists built into wheels.
         # `===` (the exact string): `torch==2.13.0` would also take a local build such as 2.13.0+cpu from find-links.
@@ -281,7 +281,8 @@ def make_standin(engine: str, tag: str = STANDIN, mirror: str = DEBIAN_MIRROR) -
                 [engine, "import", "-", tag], 900, "the image import", stdin=tar.stdout, env=engine_env(engine)
             )
         finally:
-            tar.stdout.close()
+            if tar.stdout:
+                tar.stdout.close()
             tar.wait(timeout=60)
         if imported.returncode != 0 or tar.returncode != 0:
             raise BuildError(f"importing the stand-in base as {tag} failed")
@@ -362,8 +363,8 @@ def main(argv: list[str] | None = None) -> int:
             for name in sorted({needed for image in names for needed in needed_wheelhouses(image)}):
                 start = time.monotonic()
                 did = fill_wheelhouse(name, torch_index=ns.torch_cpu_index or None)
-                took = f"{time.monotonic() - start:.0f} s" if did else "already complete"
-                print(f"wheelhouse/{name}: {took}")
+                done = f"{time.monotonic() - start:.0f} s" if did else "already complete"
+                print(f"wheelhouse/{name}: {done}")
             return 0
         engine = find_engine(ns.engine)
         if ns.command == "standin-base":

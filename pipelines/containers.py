@@ -55,8 +55,8 @@ def check_store(uri: str) -> None:
 
 def step_environment(env: dict[str, str] | None = None) -> dict[str, str]:
     """The variables the steps' containers get from `env` (default: this process's environment)."""
-    env = os.environ if env is None else env
-    return {k: v for k, v in env.items() if (k.startswith(PASSED_PREFIXES) or k in PASSED) and k not in HOST_PATHS}
+    source = os.environ if env is None else env
+    return {k: v for k, v in source.items() if (k.startswith(PASSED_PREFIXES) or k in PASSED) and k not in HOST_PATHS}
 
 
 def connect(url: str) -> docker.DockerClient | None:
@@ -120,6 +120,10 @@ def engine() -> Iterator[docker.DockerClient]:
             folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="medrl-podman-")))
             url = stack.enter_context(podman_service(folder))
             client = connect(url)
+            if client is None:
+                raise ContainerSetupError(
+                    f"--runner container: podman's service at {url} does not answer; {ENGINE_HINT}"
+                )
         else:
             raise ContainerSetupError(
                 "--runner container: no container engine here (neither DOCKER_HOST, nor Docker's socket "

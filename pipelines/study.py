@@ -128,6 +128,6 @@ def build(
                 evaluations.append(scored)
             retried(_in_cluster(c.report(run_uri=run.output).after(*evaluations), p.store_secret, "2", "8Gi"))
 
-    study.__signature__ = signature(train_image)
+    study.__signature__ = signature(train_image)  # type: ignore[attr-defined]  # what dsl.pipeline reads
     study.__doc__ = docstring(DESCRIPTION)
     return dsl.pipeline(name="medrl-study", description=DESCRIPTION)(study)

@@ -127,7 +127,7 @@ class FromFolder(logging.Filter):
 
 
 @contextlib.contextmanager
-def library_to_log(folder: Path, stream: TextIO) -> Iterator[None]:
+def library_to_log(folder: Path, stream: io.TextIOBase | TextIO) -> Iterator[None]:
     """Log records and warnings raised by code under `folder` (kfp's package: its loop items' "Applying expression
     selector" INFO lines, logged on the root logger, and its warnings about settings a local runner ignores) are
     written to `stream` (a TaskConsole: the run's logs/) instead of the console; everything else is left alone."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import numbers
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from medrl.config import ConfigError
@@ -19,7 +20,7 @@ from medrl.rewards.semantic import SemanticReward, UnscorableError, semantic_rew
 if TYPE_CHECKING:
     from medrl.config import JudgeConfig, RewardSpec
 
-REWARDS = {
+REWARDS: dict[str, Callable[..., Sequence[float | None]]] = {
     "format": format_reward,
     "accuracy": accuracy_reward,
     "semantic": semantic_reward,
@@ -58,6 +59,7 @@ def custom_reward(path: str) -> CustomReward:
     func = getattr(module, func_name, None)
     if not callable(func):
         raise ConfigError(f"reward {path}: module {module_name} has no function {func_name}")
+    params: Mapping[str, inspect.Parameter]
     try:
         params = inspect.signature(func).parameters
     except (TypeError, ValueError):
