@@ -24,6 +24,8 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
+from medrl.data.images import HIGH_BIT_MODES, window_8bit
+
 THUMB = 32  # side of the grey thumbnail both the hash and the grey-level check use
 THUMB_BYTES = THUMB * THUMB
 WORK = 64  # side of the frame the trims are cut from (trims fall between pixels: the box weights are fractional)
@@ -109,7 +111,10 @@ def fingerprint(data: bytes, trims: bool = True) -> Fingerprint:
         with Image.open(io.BytesIO(data)) as im:
             im.load()
             pixels = hashlib.blake2b(repr((im.mode, im.size)).encode() + im.tobytes(), digest_size=16).digest()
-            frame = im.convert("L").resize((WORK, WORK), Image.Resampling.BOX)
+            # convert("L") clips a 16-bit scan to white, and distinct white frames would all be "copies": window it as
+            # prep does (images.to_8bit) before the prepared image is written
+            grey = window_8bit(im) if im.mode in HIGH_BIT_MODES else im.convert("L")
+            frame = grey.resize((WORK, WORK), Image.Resampling.BOX)
     n = len(TRIMS) if trims else 1
     greys = _ROWS[:n] @ np.asarray(frame, dtype=np.float64) @ _COLS[:n]
     thumbs = np.clip(np.rint(greys), 0, 255).astype(np.uint8).tobytes()

@@ -6,11 +6,13 @@ import io
 import json
 import random
 
+import numpy as np
 import pytest
 from PIL import Image
 
 from medrl.config import DataConfig
 from medrl.data import leakage
+from medrl.data.images import window_8bit
 from medrl.data.prep import prepare
 from medrl.data.synthetic import draw_scan
 
@@ -158,3 +160,26 @@ def test_prep_leak_modes(tmp_path, train_scans):
 
 def test_a_bare_yaml_off_turns_the_check_off():
     assert DataConfig.model_validate({"leak_check": False}).leak_check == "off"  # YAML reads `off` as false
+
+
+def sixteen_bit(im: Image.Image) -> Image.Image:
+    """A scan as a 12-bit CT stores it: 16-bit grey values 1000..4060, every one above 8 bits."""
+    return Image.fromarray(np.asarray(im.convert("L")).astype(np.uint16) * 12 + 1000)
+
+
+def test_16_bit_scans_are_compared_as_prep_windows_them(train_scans):
+    # convert("L") clipped every such scan to a white frame: all 80 distinct test scans were "leaks" (observed 80)
+    train = prints([encoded(sixteen_bit(im)) for im in train_scans], trims=True)
+    test = prints([encoded(sixteen_bit(im)) for im in scans(80, seed=2)], trims=False)
+    found = leakage.find_leaks(train, test, distance=8)
+    # the same verdicts as for the 8-bit pictures prep writes (window_8bit stretches each scan's own range, which
+    # brings one look-alike pair within the grey tolerance: observed [39])
+    windowed = [encoded(window_8bit(sixteen_bit(im))) for im in train_scans]
+    expected = leakage.find_leaks(
+        prints(windowed, trims=True),
+        prints([encoded(window_8bit(sixteen_bit(im))) for im in scans(80, seed=2)], trims=False),
+        distance=8,
+    )
+    assert found == expected and len(found) <= 2
+    copy = sixteen_bit(train_scans[7]).resize((200, 200), Image.Resampling.BILINEAR)
+    assert leakage.find_leaks(train, prints([encoded(copy)], trims=False), distance=8) == [0]
