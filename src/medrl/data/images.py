@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
 from medrl.errors import MedrlError
 
@@ -204,12 +204,15 @@ def _depth_error(mode: str, what: str) -> ImageDepthError:
 
 
 def open_rgb(path: Path | str, what: str = "an image of the dataset") -> Image.Image:
-    """The image at `path` decoded as RGB, for a model; ImageDepthError for a high-bit-depth image, which
-    convert("RGB") would clip. `what` names the image in the error (never its path: it may carry patient data)."""
+    """The image at `path` decoded as RGB and turned upright by its EXIF orientation, for a model; ImageDepthError
+    for a high-bit-depth image, which convert("RGB") would clip. `what` names the image in the error (never its
+    path: it may carry patient data)."""
     with Image.open(path) as im:
         if im.mode in HIGH_BIT_MODES:
             raise _depth_error(im.mode, what)
-        return im.convert("RGB")
+        # Upright by its EXIF orientation, as training sees it: datasets' Image feature turns it so, and a photo
+        # that trained upright must not be evaluated on its side
+        return ImageOps.exif_transpose(im).convert("RGB")
 
 
 def require_8bit(paths: Iterable[Path | str], what: str) -> None:

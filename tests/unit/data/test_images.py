@@ -136,3 +136,24 @@ def test_a_1x1_image_is_quarantined_at_prep_with_its_reason(tmp_path):
     jsonl_dataset(src, {"dot.png": "train", "ok0.png": "train", "ok1.png": "train", "ok2.png": "test"})
     summary = prepare(DataConfig(source="jsonl", input=str(src / "data.jsonl"), max_bad_fraction=0.5), tmp_path / "o")
     assert summary["reasons"] == {"image_too_small": 1} and summary["train"] == 2
+
+
+def test_evaluation_sees_an_exif_rotated_photo_as_training_does(tmp_path):
+    """A JPEG stored sideways with an EXIF orientation (a phone photo of a slide or a film): training decodes it
+    through datasets' Image feature, which turns it upright; evaluation read it on its side."""
+    data = tmp_path / "data"
+    (data / "images").mkdir(parents=True)
+    pixels = np.zeros((40, 90, 3), np.uint8)
+    pixels[:, :30] = 255  # a bright band on the left of the stored frame
+    photo = Image.fromarray(pixels)
+    exif = photo.getexif()
+    exif[0x0112] = 6  # "rotate 90 degrees clockwise to display"
+    photo.save(data / "images" / "photo.jpg", exif=exif, quality=95)
+    rec = {"id": "r", "image": "images/photo.jpg", "question": "Which side?", "choices": ["left", "right"]}
+    rec |= {"answer": "left", "answer_label": "A"}
+    for split in ("train", "test"):
+        (data / f"{split}.jsonl").write_text(json.dumps({**rec, "split": split}) + "\n")
+    trained = np.asarray(vision_dataset(load_config(preset="demo"), data, "train")[0]["image"].convert("RGB"))
+    evaluated = np.asarray(_image(data, "images/photo.jpg"))
+    assert trained.shape == (90, 40, 3)  # upright: the band is now on top
+    assert evaluated.shape == trained.shape and np.abs(evaluated.astype(int) - trained).max() <= 1
