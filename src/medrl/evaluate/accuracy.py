@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 
 from medrl.data.records import LETTERS, Record
-from medrl.rewards.parse import LETTER_RE, answer_text, is_correct, normalize
+from medrl.rewards.parse import LETTER_RE, answer_text, is_correct, normalize, option_index
 
 
 def answer_type(record: Record) -> str:
@@ -22,8 +22,7 @@ def answer_type(record: Record) -> str:
 def reference_index(record: Record) -> int | None:
     if record.answer_label and record.answer_label in LETTERS[: len(record.choices)]:
         return LETTERS.index(record.answer_label)
-    hits = [i for i, c in enumerate(record.choices) if normalize(c) == normalize(record.answer)]
-    return hits[0] if len(hits) == 1 else None
+    return option_index(record.answer, record.choices)
 
 
 def _contains(haystack: str, needle: str) -> bool:

@@ -47,40 +47,57 @@ def normalize(text: str) -> str:
     return " ".join(text.lower().translate(_PUNCT).split())
 
 
+def option_index(text: str, choices: list[str]) -> int | None:
+    """Index of the one option `text` is: compared without case and spacing, then (only when that finds none)
+    without punctuation too, so `HER2+` and `HER2-` stay two options while `Lung.` is `lung`.
+
+    >>> option_index("HER2-", ["HER2+", "HER2-"]), option_index("lung.", ["liver", "Lung"])
+    (1, 1)
+    >>> option_index("her2", ["HER2+", "HER2-"]) is None
+    True
+    """
+    for key in (_fold, normalize):
+        wanted = key(text)
+        hits = [i for i, c in enumerate(choices) if key(c) == wanted]
+        if hits:
+            return hits[0] if len(hits) == 1 else None
+    return None
+
+
+def _fold(text: str) -> str:
+    return " ".join(text.casefold().split())
+
+
 def chosen_option(answer: str, choices: list[str]) -> int | None:
     """Index of the option an answer names (by letter or by text), None if it names none or several.
 
     >>> chosen_option("(B)", ["liver", "lung"]), chosen_option("Lung.", ["liver", "lung"])
     (1, 1)
-    >>> chosen_option("A, B", ["liver", "lung"]) is None
-    True
+    >>> chosen_option("A, B", ["liver", "lung"]) is None, chosen_option("E. coli", ["S. aureus", "E. coli"])
+    (True, 1)
     """
     answer = answer.strip()
     if not answer or not choices:
         return None
-    normalized = [normalize(c) for c in choices]
     m = LETTER_RE.match(answer)
     if m:
         index = LETTERS.index(m.group(1))
-        if index >= len(choices):
-            return None
-        rest = normalize(m.group(2) or "")
-        if rest and rest != normalized[index]:
-            return None  # "B: <text of another option>" is ambiguous, so wrong
-        return index
-    text = normalize(answer)
-    matches = [i for i, c in enumerate(normalized) if c == text]
-    return matches[0] if len(matches) == 1 else None
+        rest = (m.group(2) or "").strip()
+        if index < len(choices) and (not rest or option_index(rest, choices) == index):
+            return index
+        # Not a letter with its own option's text: an option whose text starts like a letter ("E. coli",
+        # "C. difficile"), or a letter with another option's text ("B: <text of A>"), which matches no option
+    return option_index(answer, choices)
 
 
 def is_correct(text: str, answer: str, choices: list[str] | None) -> bool:
-    """Whether a completion's last <answer> is the reference: option match for closed, normalized for open."""
+    """Whether a completion's last <answer> is the reference: the same option for closed, normalized for open."""
     given = answer_text(text)
     if given is None:
         return False
     if choices:
         index = chosen_option(given, choices)
-        return index is not None and normalize(choices[index]) == normalize(answer)
+        return index is not None and index == option_index(answer, choices)
     return bool(given) and normalize(given) == normalize(answer)
 
 

@@ -10,6 +10,8 @@ from medrl.evaluate.stats import bootstrap_ci, mcnemar, summarize
 CLOSED = Record(id="c", question="Where?", choices=["upper left", "upper right", "lower left"], answer="upper right",
                 answer_label="B")  # fmt: skip
 OPEN = Record(id="o", question="Which organ?", answer="left lung")
+SIGNED = Record(id="s", question="Receptor status?", choices=["HER2+", "HER2-"], answer="HER2+", answer_label="A")
+GERMS = Record(id="g", question="Which organism?", choices=["E. coli", "S. aureus"], answer="E. coli", answer_label="A")
 
 
 @pytest.mark.parametrize(
@@ -27,6 +29,9 @@ OPEN = Record(id="o", question="Which organ?", answer="left lung")
         (CLOSED, "B: upper left", False, False, False),
         (CLOSED, "D", False, False, False),
         (CLOSED, "", False, False, False),
+        (SIGNED, "B", False, False, False),  # the other option: counted right once signs were stripped
+        (SIGNED, "HER2+", True, False, True),
+        (GERMS, "E. coli", True, False, True),  # the option's text, not a letter E
         (OPEN, "left lung", True, True, True),
         (OPEN, "Left lung.", True, True, True),
         (OPEN, "a mass in the left lung", False, False, True),

@@ -228,3 +228,24 @@ def test_factory_binds_settings_and_names_each_reward_for_trl():
     short = "<think>lung lung</think><answer>B</answer>"
     assert funcs[4](completions=[short], **columns) == [2 / 256]
     assert funcs[3](completions=[short], **columns) == [1.0]
+
+
+# Options whose text starts like a letter prefix, and options told apart only by a sign: each row was scored
+# wrong (or, for HER2, right) by the reward before; lenient accuracy already read them correctly.
+OPTION_TEXT_CASES = [
+    (["E. coli", "S. aureus", "K. pneumoniae"], "E. coli", "<answer>E. coli</answer>", 1.0),  # E: no such option
+    (["C. difficile", "B. fragilis", "E. coli"], "C. difficile", "<answer>C. difficile</answer>", 1.0),  # C is E. coli
+    (["C. difficile", "B. fragilis", "E. coli"], "C. difficile", "<answer>A. C. difficile</answer>", 1.0),
+    (["C. difficile", "B. fragilis", "E. coli"], "C. difficile", "<answer>C</answer>", 0.0),
+    (["HER2+", "HER2-"], "HER2+", "<answer>B</answer>", 0.0),  # was 1.0: "her2" == "her2" once signs were gone
+    (["HER2+", "HER2-"], "HER2+", "<answer>HER2-</answer>", 0.0),
+    (["HER2+", "HER2-"], "HER2+", "<answer>HER2+</answer>", 1.0),  # was 0.0: "ambiguous"
+    (["HER2+", "HER2-"], "HER2+", "<answer>B: HER2+</answer>", 0.0),  # letter and text disagree
+    (["HER2+", "HER2-"], "HER2+", "<answer>A: HER2+</answer>", 1.0),
+    (["HER2+", "HER2-"], "HER2+", "<answer>her2</answer>", 0.0),  # names neither
+]
+
+
+@pytest.mark.parametrize(("choices", "reference", "text", "expected"), OPTION_TEXT_CASES)
+def test_option_texts_that_look_like_letters_or_differ_by_a_sign(choices, reference, text, expected):
+    assert accuracy_reward([text], answer=[reference], choices=[choices]) == [expected]
