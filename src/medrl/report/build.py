@@ -51,7 +51,8 @@ DEFINITIONS = [
 SEEDS_NOTE = (
     "Trained arms ran once per seed ({n} seeds: {seeds}), each evaluated on the same test questions: their cells "
     "are the mean over seeds (± the spread over seeds: the sample std of the per-seed means), accuracy included. "
-    "Untrained arms were evaluated once: their cells keep the std over questions."
+    "Untrained arms were evaluated once: their cells keep the std over questions. A cell over fewer seeds (an arm "
+    "that failed or was not evaluated in a seed) says over how many."
 )
 POOLED_NOTE = (
     "With several seeds, each accuracy test pools the paired evidence of every seed: the exact "
@@ -75,14 +76,27 @@ def slim_predictions(jsonl: str) -> list[dict]:
     return rows
 
 
-def table1_rows(arms: list[ArmResult], spread: bool = False) -> tuple[list[str], list[list[str]]]:
-    """`spread`: arms pooled over seeds, every cell mean (± spread over seeds), accuracy too."""
+def table1_rows(arms: list[ArmResult], spread: bool = False, seeds: int = 0) -> tuple[list[str], list[list[str]]]:
+    """`spread`: arms pooled over seeds, every cell mean (± spread over seeds), accuracy too; a cell pooled over
+    fewer than the study's `seeds` (a seed's arm failed or was not evaluated) says over how many."""
     header = ["Model", "Fine-tuning data", *(title for _, title, _, _ in COLUMNS)]
     rows = [
-        [arm.label, data_scale(arm), *(cell(arm.metrics.get(k), s, std or spread) for k, _, s, std in COLUMNS)]
+        [
+            arm.label,
+            data_scale(arm),
+            *(_seeded_cell(arm.metrics.get(k), s, std or spread, seeds) for k, _, s, std in COLUMNS),
+        ]
         for arm in arms
     ]
     return header, rows
+
+
+def _seeded_cell(metric: dict | None, scale: float, show_std: bool, seeds: int) -> str:
+    text = cell(metric, scale, show_std)
+    pooled = (metric or {}).get("seeds")
+    if seeds and pooled is not None and 0 < pooled < seeds and (metric or {}).get("mean") is not None:
+        text += f" ({pooled} of {seeds} seeds)"
+    return text
 
 
 def table1(arms: list[ArmResult], specs: dict | None = None) -> str:
@@ -91,7 +105,7 @@ def table1(arms: list[ArmResult], specs: dict | None = None) -> str:
     seeded: dict = {}
     if specs:
         arms, _, seeded = pool(arms, specs)
-    header, rows = table1_rows(arms, spread=bool(seeded))
+    header, rows = table1_rows(arms, spread=bool(seeded), seeds=len(seeded))
     return to_markdown([("table", header, rows)]).rstrip("\n")
 
 
@@ -235,7 +249,7 @@ def build_report(
             baseline = re.sub(r"-seed\d+$", "", baseline)
     base = _pick_baseline(arms, baseline)
 
-    header, rows = table1_rows(arms, spread=bool(seeded))
+    header, rows = table1_rows(arms, spread=bool(seeded), seeds=len(seeded))
     blocks += [("h2", "Table 1"), ("table", header, rows, "table1"), ("list", DEFINITIONS)]
     if seeded:
         blocks.append(("p", SEEDS_NOTE.format(n=len(seeded), seeds=", ".join(map(str, seeded)))))

@@ -85,3 +85,16 @@ def test_a_pooled_claim_most_seeds_do_not_reproduce_is_not_called_reproduced(tmp
     assert grpo_vs_sft["seeds"] == {"reproduced": 1, "of": 3}
     assert grpo_vs_sft["verdict"] == "not reproduced in most seeds"
     assert "| not reproduced in most seeds (reproduced in 1 of 3 seeds) |" in text
+
+
+def test_a_cell_pooled_over_fewer_seeds_than_the_study_says_so(tmp_path):
+    """Seed 2's GRPO arm failed (it would have scored 25%): the row is the mean of seeds 0 and 1, under a note
+    that speaks of 3 seeds; the cell must not read as a 3-seed mean."""
+    cfg, arms = _study()
+    arms = [a for a in arms if a.name != "sft-grpo-seed2"]
+    text = build_report("Study", arms, tmp_path, specs=cfg.arms).read_text()
+    table = text[text.index("## Table 1") : text.index("## Findings")]
+    assert "| SFT -> GRPO | 256 | 75.00 (± 0.00) (2 of 3 seeds) |" in table
+    assert "| SFT (full) | 256 | 25.00 (± 0.00) |" in table  # every seed there: no count
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["arms"]["sft-grpo"]["metrics"]["accuracy"]["seeds"] == 2
