@@ -154,7 +154,8 @@ def check_paths(task: tuple[str, tuple[str, ...], tuple[str, ...], int]) -> str 
 
 def window_8bit(im: Image.Image) -> Image.Image:
     """A high-bit-depth grayscale image as 8-bit (mode L), windowed as a radiology viewer does without a stored
-    window: the full range of its pixel values, min to max, spread linearly over 0..255 (a flat image is black).
+    window: the full range of its pixel values, min to max, spread linearly over 0..255 (a flat image is black), and
+    inverted for a WhiteIsZero TIFF, so that what the file calls white is white.
 
     >>> np.asarray(window_8bit(Image.fromarray(np.array([[1000, 3000, 5000]], dtype=np.uint16)))).tolist()
     [[0, 128, 255]]
@@ -165,7 +166,16 @@ def window_8bit(im: Image.Image) -> Image.Image:
         return Image.new("L", im.size)
     lo, hi = float(arr[finite].min()), float(arr[finite].max())
     scaled = (np.where(finite, arr, lo) - lo) / (hi - lo) if hi > lo else np.zeros_like(arr)
+    if _min_is_white(im):
+        scaled = 1.0 - scaled
     return Image.fromarray(np.round(scaled * 255.0).astype(np.uint8), mode="L")
+
+
+def _min_is_white(im: Image.Image) -> bool:
+    """A TIFF whose photometric interpretation is WhiteIsZero (0): high values are dark, as in DICOM's MONOCHROME1.
+    Pillow inverts such 8-bit files as it decodes them, but hands 16-bit and float ones over as stored."""
+    tags = getattr(im, "tag_v2", None)
+    return tags is not None and tags.get(262) == 0
 
 
 def to_8bit(src: Path, dst: Path, move: bool = False) -> bool:

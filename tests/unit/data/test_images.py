@@ -157,3 +157,33 @@ def test_evaluation_sees_an_exif_rotated_photo_as_training_does(tmp_path):
     evaluated = np.asarray(_image(data, "images/photo.jpg"))
     assert trained.shape == (90, 40, 3)  # upright: the band is now on top
     assert evaluated.shape == trained.shape and np.abs(evaluated.astype(int) - trained).max() <= 1
+
+
+def _white_is_zero(path, arr: np.ndarray) -> None:
+    """Save `arr` as a TIFF whose photometric interpretation is WhiteIsZero (0: the smallest value is white)."""
+    Image.fromarray(arr).save(path)
+    data = bytearray(path.read_bytes())
+    ifd = int.from_bytes(data[4:8], "little")
+    for i in range(int.from_bytes(data[ifd : ifd + 2], "little")):
+        entry = ifd + 2 + 12 * i
+        if int.from_bytes(data[entry : entry + 2], "little") == 262:
+            data[entry + 8 : entry + 10] = (0).to_bytes(2, "little")
+    path.write_bytes(data)
+
+
+def test_a_16_bit_white_is_zero_tiff_keeps_its_white_where_the_file_says(tmp_path):
+    """Pillow inverts an 8-bit WhiteIsZero TIFF as it decodes it but hands a 16-bit one over as stored: windowed
+    as stored, the prepared scan was a negative (bone black)."""
+    src = tmp_path / "src"
+    src.mkdir()
+    ramp = np.tile(np.arange(64, dtype=np.uint16) * 1000, (64, 1))  # 0 (white in this file) on the left
+    _white_is_zero(src / "scan.tif", ramp)
+    _white_is_zero(src / "scan8.tif", (ramp // 257).astype(np.uint8))
+    with Image.open(src / "scan8.tif") as im:
+        assert np.asarray(im)[0, 0] > np.asarray(im)[0, -1]  # Pillow's own reading of the 8-bit file: white left
+    jsonl_dataset(src, {"scan.tif": "train", "scan8.tif": "test"})
+    out = tmp_path / "out"
+    prepare(DataConfig(source="jsonl", input=str(src / "data.jsonl"), image_formats=["TIFF"], leak_check="off"), out)
+    [rec] = read_records(out, "train")
+    seen = np.asarray(open_rgb(out / rec.image))[..., 0]
+    assert seen[0, 0] == 255 and seen[0, -1] == 0
