@@ -52,11 +52,11 @@ def vision_dataset(cfg: StudyConfig, data_dir: Path, split: str = "train", compl
     from datasets import Dataset, Image
 
     rows: list[dict[str, Any]] = []
-    for rec in read_records(data_dir, split):
+    for number, rec in enumerate(read_records(data_dir, split), start=1):
         row = {
             "id": rec.id,
             "prompt": prompt_messages(rec, cfg.prompt),
-            "image": str(Path(data_dir) / rec.images[0]) if rec.images else None,
+            "image": training_image(rec.images, data_dir, f"row {number} of the {split} split"),
             "answer": rec.answer,
             "choices": rec.choices,
             "answer_label": rec.answer_label or "",
@@ -71,6 +71,18 @@ def vision_dataset(cfg: StudyConfig, data_dir: Path, split: str = "train", compl
     # Decoded lazily by TRL's collator, whose convert("RGB") would clip a 16-bit scan to white: refuse one now.
     require_8bit((r["image"] for r in rows if r["image"]), f"the {split} split")
     return Dataset.from_list(rows).cast_column("image", Image())
+
+
+def training_image(images: list[str], data_dir: Path, where: str) -> str | None:
+    """The one image of a training row, or None. Training feeds a model one image per question, evaluation every image
+    of the record: a question with several would be trained on its first alone, so it is refused."""
+    if len(images) > 1:
+        raise ConfigError(
+            f"{where} has {len(images)} images; training takes one image per question (evaluation would show the "
+            "model all of them). Give each image its own question, or keep the one that matters, and run medrl prep "
+            "again"
+        )
+    return str(Path(data_dir) / images[0]) if images else None
 
 
 def check_train_rows(arm: str, spec: Training, rows: int, data_dir: Path) -> None:

@@ -14,7 +14,7 @@ from medrl.data.images import require_8bit
 from medrl.data.prompt import prompt_messages
 from medrl.data.records import read_records
 from medrl.models.load import load_model
-from medrl.train.common import Recipe
+from medrl.train.common import Recipe, training_image
 from medrl.train.pairs import preference_pairs
 
 log = logging.getLogger("medrl")
@@ -41,7 +41,7 @@ def preference_dataset(cfg: StudyConfig, arm: str, data_dir: Path):
         rows.append(
             {
                 "prompt": prompt_messages(rec, cfg.prompt),
-                "image": str(Path(data_dir) / rec.images[0]) if rec.images else None,
+                "image": training_image(rec.images, data_dir, f"row {pair['record'] + 1} of the train split"),
                 "chosen": [{"role": "assistant", "content": pair["chosen"]}],
                 "rejected": [{"role": "assistant", "content": pair["rejected"]}],
             }

@@ -10,7 +10,10 @@ import pytest
 from medrl.config import ConfigError, DpoConfig, load_config
 from medrl.data.records import Record
 from medrl.store.checkpoints import commit_local, is_complete, latest_checkpoint
+from medrl.train.common import vision_dataset
+from medrl.train.dpo import preference_dataset
 from medrl.train.pairs import answer_index, preference_pairs
+from tests.support.medvqa_fixtures import image_bytes
 
 # ---------------------------------------------------------------------------------------------- config
 
@@ -324,3 +327,28 @@ def test_a_vllm_engine_that_cannot_start_is_a_final_error_naming_the_cause(
     with pytest.raises(EngineStartError, match=r"arms\.sft-grpo: the colocated vLLM engine did not start \(ValueError: "
                        r"Free memory.*vllm_gpu_memory_utilization.*rollout=hf"):  # fmt: skip
         train.train_arm(cfg, "sft-grpo", synthetic_data, str(tiny_model), tmp_path / "out", tmp_path / "work")
+
+
+# ---------------------------------------------------------------------------------------------- images
+
+
+def test_a_question_with_several_images_is_refused_for_training_not_cut_to_its_first(tmp_path):
+    """The record format allows a list of images and evaluation shows the model all of them; training fed only
+    the first, so a model was tested on pictures it never trained with."""
+    (tmp_path / "images").mkdir()
+    for i in range(3):
+        (tmp_path / "images" / f"{i}.png").write_bytes(image_bytes(i, "PNG"))
+    base = {"question": "Which side?", "choices": ["left", "right"], "answer": "left", "answer_label": "A"}
+    rows = [
+        {**base, "id": "one", "image": "images/0.png"},
+        {**base, "id": "two", "image": ["images/1.png", "images/2.png"]},
+    ]
+    (tmp_path / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (tmp_path / "test.jsonl").write_text("")
+    cfg = load_config(preset="demo", overrides=["arms.sft.method=dpo"])
+    with pytest.raises(ConfigError, match=r"row 2 of the train split has 2 images; training takes one image"):
+        vision_dataset(cfg, tmp_path, "train")
+    with pytest.raises(ConfigError, match=r"row 2 of the train split has 2 images"):
+        preference_dataset(cfg, "sft", tmp_path)
+    (tmp_path / "train.jsonl").write_text(json.dumps(rows[0]) + "\n")
+    assert vision_dataset(cfg, tmp_path, "train")[0]["image"].size == (64, 48)  # one image: as before
