@@ -14,6 +14,9 @@ class ArmResult:
     metrics: dict
     train_log: list[dict] = field(default_factory=list)
     predictions: list[dict] = field(default_factory=list)  # slim rows: id, correct, think_tokens, metric values
+    # An untrained arm of a study run over several seeds: its one evaluation, repeated under every seed's tag so that
+    # each seed's trained arms pair with it (medrl.report.seeds.pool)
+    repeated: bool = False
 
 
 def cell(metric: dict | None, scale: float, show_std: bool) -> str:

@@ -24,6 +24,24 @@ def wilcoxon(a: list[float], b: list[float]) -> float | None:
     return None if math.isnan(p) else p
 
 
+def _one_copy(pairs: list[tuple[dict, dict]]) -> list[tuple[dict, dict]]:
+    """Two arms each evaluated once, their rows repeated under every seed's tag (`seed<k>:<id>`): each question
+    once. Counted once per seed, the same discordant pairs would pass for independent evidence.
+
+    >>> rows = [({"id": f"seed{s}:q{i}"}, {"id": f"seed{s}:q{i}"}) for s in (0, 1, 2) for i in (1, 2)]
+    >>> [x["id"] for x, _ in _one_copy(rows)]
+    ['seed0:q1', 'seed0:q2']
+    """
+    seen: set[str] = set()
+    out = []
+    for x, y in pairs:
+        question = str(y["id"]).split(":", 1)[-1]
+        if question not in seen:
+            seen.add(question)
+            out.append((x, y))
+    return out
+
+
 def _mean(metrics: dict, key: str) -> float | None:
     m = metrics.get(key) or {}
     return m.get("mean") if m.get("status", "ok") in ("ok", "incomplete") else None
@@ -37,6 +55,8 @@ def compare(baseline, arm) -> dict:
         out["deltas"][key] = None if a is None or b is None else b - a
     base = {r["id"]: r for r in baseline.predictions}
     pairs = [(base[r["id"]], r) for r in arm.predictions if r["id"] in base]
+    if getattr(baseline, "repeated", False) and getattr(arm, "repeated", False):
+        pairs = _one_copy(pairs)
     if not pairs:
         return out
     out["paired_questions"] = len(pairs)

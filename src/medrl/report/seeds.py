@@ -93,7 +93,9 @@ def pool(arms: list[ArmResult], specs: dict[str, Any]) -> tuple[list[ArmResult],
         if not first.seed_of:
             metrics = done[0].metrics  # evaluated once: its own spread over questions
         predictions = [row for seed, arm in sorted(seed_of.items()) for row in _tagged(arm.predictions, seed)]
-        pooled.append(replace(done[0], name=group, metrics=metrics, predictions=predictions))
+        pooled.append(
+            replace(done[0], name=group, metrics=metrics, predictions=predictions, repeated=not first.seed_of)
+        )
     return pooled, pooled_specs, per_seed
 
 

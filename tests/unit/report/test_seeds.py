@@ -98,3 +98,23 @@ def test_a_cell_pooled_over_fewer_seeds_than_the_study_says_so(tmp_path):
     assert "| SFT (full) | 256 | 25.00 (± 0.00) |" in table  # every seed there: no count
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["arms"]["sft-grpo"]["metrics"]["accuracy"]["seeds"] == 2
+
+
+def test_two_untrained_arms_are_paired_once_however_many_seeds(tmp_path):
+    """paper-table1 compares LLaVA and Llama-Vision (evaluated once) with the zero-shot baseline (evaluated once);
+    with 3 seeds each shared evaluation was paired 3 times: b/c 0/15, p < 0.001 "significant", from the 0/5
+    (p 0.062) of one evaluation each."""
+    cfg = load_config(
+        preset="demo", overrides=["seeds=[0, 1, 2]", "arms.other={method: none, label: Other VLM}"]
+    ).with_seeds()
+    arms = [_arm("zero-shot", "Base", "none", set(range(5))), _arm("other", "Other VLM", "none", set(range(10)))]
+    for seed in (0, 1, 2):
+        arms.append(_arm(f"sft-seed{seed}", "SFT (full)", "sft", set(range(10))))
+    build_report("Study", arms, tmp_path, baseline="zero-shot", specs=cfg.arms)
+    comparisons = {c["arm"]: c for c in json.loads((tmp_path / "summary.json").read_text())["comparisons"]}
+    other = comparisons["other"]
+    assert other["paired_questions"] == N
+    assert (other["tests"]["accuracy"]["b"], other["tests"]["accuracy"]["c"]) == (0, 5)
+    assert round(other["tests"]["accuracy"]["p_value"], 4) == 0.0625
+    # a trained arm still pairs each seed with the shared evaluation (the pooled test of the module docstring)
+    assert comparisons["sft"]["paired_questions"] == 3 * N
