@@ -11,6 +11,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from medrl.errors import MedrlError
+
 LETTERS = "ABCDEFGHIJ"
 SPLIT_FILES = {"train": "train.jsonl", "test": "test.jsonl"}
 
@@ -63,11 +65,26 @@ def iter_jsonl(path: Path) -> Iterator[dict[str, Any]]:
                 yield json.loads(line)
 
 
+class DatasetError(MedrlError, ValueError):
+    """A prepared dataset that breaks the record contract; the message says to prepare it again."""
+
+
 def read_records(dataset_dir: Path, split: str) -> list[Record]:
+    """The records of one split. Ids must be unique within it: predictions, rescoring and the paired tests of the
+    report join rows by id, and two questions under one id would silently take each other's answers."""
     path = Path(dataset_dir) / SPLIT_FILES[split]
     if not path.is_file():
         raise FileNotFoundError(f"{path} is missing: {dataset_dir} is not a prepared dataset (run `medrl prep`)")
-    return [Record.model_validate(row) for row in iter_jsonl(path)]
+    records = [Record.model_validate(row) for row in iter_jsonl(path)]
+    first: dict[str, int] = {}
+    for number, rec in enumerate(records, start=1):
+        if rec.id in first:
+            raise DatasetError(
+                f"{path}: records {first[rec.id]} and {number} have the same id; ids must be unique (medrl prep "
+                "quarantines a repeated id as duplicate_id): prepare the dataset again with `medrl prep`"
+            )
+        first[rec.id] = number
+    return records
 
 
 def write_json(path: Path, data: Any) -> None:
