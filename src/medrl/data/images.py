@@ -214,15 +214,21 @@ def _depth_error(mode: str, what: str) -> ImageDepthError:
 
 
 def open_rgb(path: Path | str, what: str = "an image of the dataset") -> Image.Image:
-    """The image at `path` decoded as RGB and turned upright by its EXIF orientation, for a model; ImageDepthError
-    for a high-bit-depth image, which convert("RGB") would clip. `what` names the image in the error (never its
-    path: it may carry patient data)."""
+    """The image at `path` decoded as RGB (transparency on white), upright by its EXIF orientation, for a model;
+    ImageDepthError for a high-bit-depth image, which convert("RGB") would clip. `what` names the image in the
+    error (never its path: it may carry patient data)."""
     with Image.open(path) as im:
         if im.mode in HIGH_BIT_MODES:
             raise _depth_error(im.mode, what)
         # Upright by its EXIF orientation, as training sees it: datasets' Image feature turns it so, and a photo
         # that trained upright must not be evaluated on its side
-        return ImageOps.exif_transpose(im).convert("RGB")
+        upright = ImageOps.exif_transpose(im)
+        if "A" in im.getbands() or "transparency" in im.info:
+            # Transparent parts on white, as transformers' image processors put the images training hands them;
+            # convert("RGB") would show what lies under them (often black: black labels on a black figure)
+            rgba = upright.convert("RGBA")
+            return Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba).convert("RGB")
+        return upright.convert("RGB")
 
 
 def require_8bit(paths: Iterable[Path | str], what: str) -> None:

@@ -6,6 +6,7 @@ import json
 import numpy as np
 import pytest
 from PIL import Image
+from transformers.image_transforms import convert_to_rgb
 
 from medrl.config import DataConfig, load_config
 from medrl.data.images import MIN_IMAGE_SIDE, ImageDepthError, check_image, open_rgb, window_8bit
@@ -187,3 +188,36 @@ def test_a_16_bit_white_is_zero_tiff_keeps_its_white_where_the_file_says(tmp_pat
     [rec] = read_records(out, "train")
     seen = np.asarray(open_rgb(out / rec.image))[..., 0]
     assert seen[0, 0] == 255 and seen[0, -1] == 0
+
+
+def _transparent_figure(mode: str) -> Image.Image:
+    """A figure as a paper's PNG holds it: a transparent background (black beneath) and opaque black lettering."""
+    rgba = np.zeros((40, 60, 4), np.uint8)
+    rgba[10:30, 10:50, 3] = 255  # the lettering: opaque black; the rest transparent black
+    im = Image.fromarray(rgba, "RGBA")
+    if mode == "LA":
+        return im.convert("LA")
+    if mode == "P":
+        p = Image.fromarray(np.where(rgba[..., 3] > 0, 1, 0).astype(np.uint8), "P")
+        p.putpalette([0, 0, 0, 0, 0, 0])
+        p.info["transparency"] = 0
+        return p
+    return im
+
+
+@pytest.mark.parametrize("mode", ["RGBA", "LA", "P"])
+def test_evaluation_puts_transparency_on_white_as_training_does(tmp_path, mode):
+    """Training hands the decoded image to the processor, which composites transparency onto white; evaluation's
+    convert("RGB") showed the black beneath it, so the lettering vanished into a black figure."""
+    data = tmp_path / "data"
+    (data / "images").mkdir(parents=True)
+    _transparent_figure(mode).save(data / "images" / "fig.png")
+    rec = {"id": "r", "image": "images/fig.png", "question": "What is shown?", "choices": ["a", "b"]}
+    rec |= {"answer": "a", "answer_label": "A"}
+    for split in ("train", "test"):
+        (data / f"{split}.jsonl").write_text(json.dumps({**rec, "split": split}) + "\n")
+    decoded = vision_dataset(load_config(preset="demo"), data, "train")[0]["image"]
+    trained = convert_to_rgb(decoded, return_numpy=True)  # what the processor makes of it
+    evaluated = np.asarray(_image(data, "images/fig.png"))
+    assert trained[0, 0].tolist() == [255, 255, 255]  # the background, on white
+    assert np.array_equal(evaluated, trained)
