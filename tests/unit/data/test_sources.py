@@ -234,3 +234,13 @@ def test_a_source_committed_to_the_store_is_read_from_there(tmp_path, monkeypatc
     assert (one["train"], one["test"]) == (0, 6)
     with pytest.raises(PrepError, match="medrl store put"):
         prep("pmc-vqa", f"file://{tmp_path}/store/datasets/nothing", tmp_path / "none")
+
+
+def test_a_jsonl_file_with_a_byte_order_mark_keeps_its_first_record(tmp_path):
+    """A file saved with a UTF-8 byte-order mark: its first line failed to parse and the row was quarantined as
+    record_invalid, quietly under data.max_bad_fraction."""
+    src = records_jsonl(tmp_path / "mine")
+    train = src / "train.jsonl"
+    train.write_bytes(b"\xef\xbb\xbf" + train.read_bytes())
+    summary = prep("jsonl", src, tmp_path / "out", max_bad_fraction=0.1)
+    assert summary["reasons"] == {} and (summary["train"], summary["test"]) == (12, 6)

@@ -32,7 +32,8 @@ def read(cfg: DataConfig, scratch: Path) -> tuple[Path, Iterator[Row]]:
     def rows() -> Iterator[Row]:
         for file in files:
             try:
-                f = file.open(encoding="utf-8", errors="surrogateescape")
+                # utf-8-sig: a byte-order mark (a file saved by Windows Notepad) would make the first record invalid
+                f = file.open(encoding="utf-8-sig", errors="surrogateescape")
             except OSError as err:
                 raise PrepError(f"{file}: cannot read it ({err.strerror}); expected one record per line") from None
             with f:
