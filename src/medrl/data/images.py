@@ -116,6 +116,10 @@ def _check_bytes(data: bytes, formats: tuple[str, ...], max_pixels: int) -> str 
         return "image_unreadable"
     if fmt not in formats:
         return "image_format_not_allowed"
+    if fmt == "PNG" and head[24:25] == b"\x10" and head[25:26] in (b"\x02", b"\x04", b"\x06"):
+        # 16-bit RGB, grey+alpha or RGBA: Pillow keeps each sample's high byte alone, so a 12-bit scan stored in
+        # 16 bits (values 0..4095) decodes almost black. 16-bit grey is windowed; these are refused.
+        return "image_16bit_colour"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         try:

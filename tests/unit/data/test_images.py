@@ -2,6 +2,8 @@
 their structure kept; readers refuse what prep did not convert; images too small for the model quarantined."""
 
 import json
+import struct
+import zlib
 
 import numpy as np
 import pytest
@@ -221,3 +223,29 @@ def test_evaluation_puts_transparency_on_white_as_training_does(tmp_path, mode):
     evaluated = np.asarray(_image(data, "images/fig.png"))
     assert trained[0, 0].tolist() == [255, 255, 255]  # the background, on white
     assert np.array_equal(evaluated, trained)
+
+
+def png_16bit(path, samples: np.ndarray, colour_type: int) -> None:
+    """A 16-bit PNG written byte by byte (Pillow writes 16-bit greyscale only)."""
+    height, width = samples.shape[:2]
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    rows = b"".join(b"\x00" + samples[y].astype(">u2").tobytes() for y in range(height))
+    header = struct.pack(">IIBBBBB", width, height, 16, colour_type, 0, 0, 0)
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b"")
+    )
+
+
+@pytest.mark.parametrize(("colour_type", "channels"), [(2, 3), (4, 2), (6, 4)])
+def test_a_16_bit_colour_png_is_quarantined_not_read_almost_black(tmp_path, colour_type, channels):
+    """12-bit data in a 16-bit RGB, grey+alpha or RGBA PNG: Pillow would keep the high byte, 0..15 of 255."""
+    samples = np.full((64, 64, channels), 4095, dtype=np.uint16)
+    png_16bit(tmp_path / "x.png", samples, colour_type)
+    with Image.open(tmp_path / "x.png") as im:
+        assert np.asarray(im.convert("RGB")).max() <= 16  # what reading it would have given
+    assert check_image(tmp_path, "x.png") == "image_16bit_colour"
+    png_16bit(tmp_path / "grey.png", samples[..., 0], 0)  # 16-bit grey: windowed, as before
+    assert check_image(tmp_path, "grey.png") is None
