@@ -244,3 +244,24 @@ def test_a_jsonl_file_with_a_byte_order_mark_keeps_its_first_record(tmp_path):
     train.write_bytes(b"\xef\xbb\xbf" + train.read_bytes())
     summary = prep("jsonl", src, tmp_path / "out", max_bad_fraction=0.1)
     assert summary["reasons"] == {} and (summary["train"], summary["test"]) == (12, 6)
+
+
+def test_jsonl_options_that_carry_their_own_letters_lose_them_and_answer_types_are_read_in_any_case(tmp_path):
+    """`choices: ["A: Liver", "B: Lung"]` made the prompt read `A: A: Liver`; `answer_type: CLOSED` (SLAKE's own
+    spelling) was left out of the closed/open counts. An option whose text only starts like another letter stays."""
+    src = records_jsonl(tmp_path / "mine")
+    for split in ("train", "test"):
+        path = src / f"{split}.jsonl"
+        rows = [json.loads(line) for line in path.read_text().splitlines()]
+        for row in rows:
+            if "choices" in row:
+                row["choices"] = ["A: Liver", "(B) Lung"] if row["id"].endswith("1") else ["E. coli", "Lung"]
+                row["answer"] = row["choices"][1]
+                row["meta"] = {"answer_type": "CLOSED"}
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    summary = prep("jsonl", src, tmp_path / "out")
+    assert summary["reasons"] == {}
+    closed = [r for r in read_records(tmp_path / "out", "train") if r.choices]
+    assert {tuple(r.choices) for r in closed} == {("Liver", "Lung"), ("E. coli", "Lung")}
+    assert all(r.answer == "Lung" and r.answer_label == "B" and r.meta["answer_type"] == "closed" for r in closed)
+    assert summary["answer_types"]["train"] == {"closed": 6, "open": 6}

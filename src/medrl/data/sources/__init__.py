@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,6 +62,18 @@ def text(value: Any) -> str:
     if isinstance(value, bytes):
         value = value.decode("utf-8", errors="surrogateescape")
     return str(value).strip(" \t\r\n\xa0\u200a\u200b")
+
+
+OPTION_PREFIX = re.compile(r"^\(?([A-Za-z])\s*[:.)]\s*(.*)$", re.DOTALL)
+
+
+def option_text(cell: str, letter: str) -> str:
+    """`A:Diffuse uptake`, `A. x`, `(A) x`, ` A : x ` -> the text, for the option at letter A; a prefix of another
+    letter is text (`E. coli` at option B)."""
+    m = OPTION_PREFIX.match(cell)
+    if m and m.group(1).upper() == letter:
+        return text(m.group(2))
+    return cell
 
 
 def fold(value: str) -> str:

@@ -13,8 +13,8 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from medrl.config import DataConfig
-from medrl.data.records import Record
-from medrl.data.sources import PrepError, Row, held_out, input_path, split_of_name
+from medrl.data.records import LETTERS, Record
+from medrl.data.sources import PrepError, Row, held_out, input_path, option_text, split_of_name
 
 NAME = "jsonl"
 
@@ -56,7 +56,22 @@ def _row(line: str, number: int, file: Path, cfg: DataConfig) -> Row:
         record = Record.model_validate(data)
     except (ValueError, ValidationError):
         return Row(number, reason="record_invalid", file=file.name)
-    record.meta.setdefault("answer_type", "closed" if record.choices else "open")
+    own_letters(record)
+    kind = str(record.meta.get("answer_type") or "").strip().lower()  # SLAKE's own files say CLOSED / OPEN
+    record.meta["answer_type"] = kind if kind in ("closed", "open") else ("closed" if record.choices else "open")
     if not record.source:
         record.source = NAME
     return Row(number, record, file=file.name)
+
+
+def own_letters(record: Record) -> None:
+    """Options that each carry their own letter (`A: liver`, `B: spleen`) lose it, in the answer too: the prompt
+    letters the options itself, and would read `A: A: liver`. Left alone unless every option carries its own."""
+    if not 2 <= len(record.choices) <= len(LETTERS):
+        return  # refused as choices_invalid by the record checks
+    bare = [option_text(c, letter) for c, letter in zip(record.choices, LETTERS, strict=False)]
+    if any(b == c for b, c in zip(bare, record.choices, strict=True)):
+        return
+    if record.answer in record.choices:
+        record.answer = bare[record.choices.index(record.answer)]
+    record.choices = bare

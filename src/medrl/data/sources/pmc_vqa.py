@@ -13,7 +13,7 @@ from pathlib import Path
 from medrl.config import DataConfig
 from medrl.data.images import confined
 from medrl.data.records import LETTERS, Record
-from medrl.data.sources import PrepError, Row, fold, input_path, split_of_name, text
+from medrl.data.sources import PrepError, Row, fold, input_path, option_text, split_of_name, text
 
 NAME = "pmc-vqa"
 EXPECTED = "Figure_path, Question, Answer (or Anwser), Choice A, Choice B, Choice C, Choice D, Answer_label"
@@ -22,7 +22,6 @@ LAYOUTS = (("train_2.csv", "test_2.csv"), ("train.csv", "test.csv"))
 # Where the image archives unpack to, relative to the CSV files.
 IMAGE_DIRS = ("images", "images/images", "figures", "images_2", "images_2/figures", "images_2/images", ".")
 PROBE_ROWS = 50
-PREFIX_RE = re.compile(r"^\(?([A-Za-z])\s*[:.)]\s*(.*)$", re.DOTALL)
 
 
 def _key(header: str) -> str:
@@ -103,14 +102,6 @@ def _image_dir(path: Path, cols: dict[str, str]) -> str:
     return best
 
 
-def _option(cell: str, letter: str) -> str:
-    """`A:Diffuse uptake`, `A. x`, `(A) x`, ` A : x ` -> the text; a prefix of another letter is text."""
-    m = PREFIX_RE.match(cell)
-    if m and m.group(1).upper() == letter:
-        return text(m.group(2))
-    return cell
-
-
 def parse_row(row: dict, cols: dict[str, str], number: int, split: str, stem: str, image_dir: str) -> Row:
     """One CSV row as a record, or the reason it cannot be one."""
     if None in row or any(row.get(c) is None for c in cols.values()):
@@ -118,7 +109,7 @@ def parse_row(row: dict, cols: dict[str, str], number: int, split: str, stem: st
     figure = text(row[cols["figurepath"]])
     if not figure:
         return Row(number, reason="image_missing")
-    options = [_option(text(row.get(cols.get(f"choice{c.lower()}", ""), "")), c) for c in "ABCD"]
+    options = [option_text(text(row.get(cols.get(f"choice{c.lower()}", ""), "")), c) for c in "ABCD"]
     while options and not options[-1]:
         options.pop()  # rows with three options leave Choice D empty
     if len(options) < 2 or any(not o for o in options) or len({fold(o) for o in options}) != len(options):
@@ -158,7 +149,7 @@ def _match(answer: str, options: list[str]) -> int | None:
     """Index of the option an answer names by text (or as `B:text`), None when none or several do."""
     if not answer:
         return None
-    for candidate in (answer, _option(answer, answer[:1].upper())):
+    for candidate in (answer, option_text(answer, answer[:1].upper())):
         hits = [i for i, o in enumerate(options) if fold(o) == fold(candidate)]
         if len(hits) == 1:
             return hits[0]
