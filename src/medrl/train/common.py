@@ -8,6 +8,8 @@ import json
 import logging
 import math
 import os
+import socket
+from collections.abc import MutableMapping
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -130,6 +132,27 @@ def trainer_args(arm: Training, work_dir: Path, per_device_batch_size: int) -> d
     if arm.deepspeed:
         args["deepspeed"] = str(deepspeed_file(arm.deepspeed))
     return args
+
+
+def one_rank_env(environ: MutableMapping[str, str] | None = None) -> None:
+    """Make a process that no launcher started (no LOCAL_RANK) the one rank of a world of one, for DeepSpeed.
+
+    deepspeed.initialize reads torchrun's five variables and, when one is missing, falls back to MPI discovery, which
+    fails on the absent mpi4py (deepspeed/comm/comm.py, init_distributed): a single-GPU PyTorchJob (its operator sets
+    RANK, WORLD_SIZE and MASTER_* but not LOCAL_RANK), a single-GPU TrainJob (PET_* only) and `medrl train` without
+    torchrun. A WORLD_SIZE above 1 without LOCAL_RANK means ranks were started without a launcher: refused."""
+    environ = os.environ if environ is None else environ
+    if "LOCAL_RANK" in environ:
+        return
+    if environ.get("WORLD_SIZE", "1") != "1":
+        raise ConfigError(
+            f"WORLD_SIZE={environ['WORLD_SIZE']} but no LOCAL_RANK: start the ranks with torchrun or accelerate "
+            "launch (or medrl train-arm, which does), or run one process without WORLD_SIZE"
+        )
+    with socket.socket() as s:  # a free port for the world of one's rendezvous
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
 
 
 def config_file(name: str) -> Path:

@@ -324,3 +324,21 @@ def test_a_vllm_engine_that_cannot_start_is_a_final_error_naming_the_cause(
     with pytest.raises(EngineStartError, match=r"arms\.sft-grpo: the colocated vLLM engine did not start \(ValueError: "
                        r"Free memory.*vllm_gpu_memory_utilization.*rollout=hf"):  # fmt: skip
         train.train_arm(cfg, "sft-grpo", synthetic_data, str(tiny_model), tmp_path / "out", tmp_path / "work")
+
+
+def test_one_process_without_a_launcher_becomes_a_world_of_one():
+    """DeepSpeed needs torchrun's five variables (else MPI discovery, and mpi4py is not installed); a single-GPU
+    PyTorchJob's operator sets four of them, not LOCAL_RANK."""
+    from medrl.train.common import one_rank_env
+
+    env = {"RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "x-master-0", "MASTER_PORT": "23456"}
+    one_rank_env(env)
+    assert {k: env[k] for k in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR")} == {
+        "RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1"
+    }  # fmt: skip
+    assert 0 < int(env["MASTER_PORT"]) < 65536
+    launched = {"RANK": "3", "LOCAL_RANK": "1", "WORLD_SIZE": "4", "MASTER_ADDR": "m", "MASTER_PORT": "1"}
+    one_rank_env(launched)  # a rank torchrun started: left as it is
+    assert launched == {"RANK": "3", "LOCAL_RANK": "1", "WORLD_SIZE": "4", "MASTER_ADDR": "m", "MASTER_PORT": "1"}
+    with pytest.raises(ConfigError, match="WORLD_SIZE=4 but no LOCAL_RANK"):
+        one_rank_env({"WORLD_SIZE": "4"})
