@@ -170,6 +170,18 @@ def deepspeed_file(setting: str) -> Path:
     path = Path(setting).expanduser()
     if not path.is_file():
         raise ConfigError(f"deepspeed={setting}: no such file; give zero2 or the path of a DeepSpeed JSON config")
+    try:
+        zero = json.loads(path.read_text(encoding="utf-8")).get("zero_optimization") or {}
+    except (OSError, ValueError, AttributeError) as err:
+        raise ConfigError(f"deepspeed={setting}: not a DeepSpeed JSON config ({err})") from None
+    # Under ZeRO-3 without this setting, transformers' save_model writes an empty state dict and removes it, leaving
+    # only DeepSpeed's own shards (Trainer.save_model, "stage3_gather_16bit_weights_on_model_save=false"): the arm
+    # would train to the end and then have no model to commit.
+    if str(zero.get("stage")) == "3" and zero.get("stage3_gather_16bit_weights_on_model_save") is not True:
+        raise ConfigError(
+            f"deepspeed={setting}: a ZeRO-3 config needs zero_optimization.stage3_gather_16bit_weights_on_model_save: "
+            "true, or the trained model cannot be saved as whole weights; set it, or use zero2"
+        )
     return path
 
 

@@ -166,6 +166,26 @@ def test_zero2_config_ships_and_is_valid(tmp_path):
         deepspeed_file(str(tmp_path / "nope.json"))
 
 
+def test_a_zero3_config_that_cannot_save_whole_weights_is_refused_before_training(tmp_path):
+    """Without stage3_gather_16bit_weights_on_model_save, accelerate's plugin (read here from the same file) has
+    zero3_save_16bit_model off and Trainer.save_model leaves no weights file: the arm would fail only at its commit."""
+    from accelerate.utils import DeepSpeedPlugin
+
+    from medrl.train.common import deepspeed_file
+
+    zero3 = {"zero_optimization": {"stage": 3}, "train_micro_batch_size_per_gpu": 1, "bf16": {"enabled": True}}
+    bad = tmp_path / "zero3.json"
+    bad.write_text(json.dumps(zero3))
+    assert not DeepSpeedPlugin(hf_ds_config=str(bad)).zero3_save_16bit_model
+    with pytest.raises(ConfigError, match="stage3_gather_16bit_weights_on_model_save: true"):
+        deepspeed_file(str(bad))
+    zero3["zero_optimization"]["stage3_gather_16bit_weights_on_model_save"] = True
+    good = tmp_path / "zero3-gather.json"
+    good.write_text(json.dumps(zero3))
+    assert DeepSpeedPlugin(hf_ds_config=str(good)).zero3_save_16bit_model
+    assert deepspeed_file(str(good)) == good
+
+
 def test_accelerate_config_ships_and_loads():
     from accelerate.commands.config.config_args import load_config_from_file
 
