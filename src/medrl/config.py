@@ -597,6 +597,14 @@ class StudyConfig(Strict):
                 raise ValueError(f"arms.{name}: arm names are lowercase letters, digits, '-' and '_'")
             if not arm.label:
                 arm.label = name
+            attn = arm.attn_implementation or self.model.attn_implementation or ""
+            if attn.startswith("flash_attention") and self.model.dtype == "float32":
+                # transformers loads it with a warning; flash-attn then refuses float32 at the first forward outside
+                # autocast (the hf evaluation engine), after the arm has trained.
+                raise ValueError(
+                    f"arms.{name}: attn_implementation {attn} needs model.dtype bfloat16 or float16 (float32 now); "
+                    "set model.dtype=bfloat16, or attn_implementation sdpa"
+                )
             if arm.init.startswith("arm:"):
                 parent = arm.init[4:]
                 if parent not in self.arms:

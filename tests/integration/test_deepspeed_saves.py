@@ -6,6 +6,7 @@ dict, which for LoRA still wraps the PeftModel: every key was written as `base_m
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -75,3 +76,23 @@ def test_a_deepspeed_run_saves_a_model_that_reloads_whole(method, tiny_model, da
         # The merged adapters: the language model's attention moved and nothing else did.
         assert all(".language_model." in k and k.split(".")[-2] in LORA_TARGETS for k in changed), sorted(changed)
         assert len(changed) == 4 * 2  # four projections in each of the tiny model's two layers
+
+
+def test_a_deepspeed_arm_trains_in_one_process_without_a_launcher(tiny_model, data, tmp_path):
+    """A single-GPU PyTorchJob trains in its pod's own process (no torchrun): the operator sets RANK, WORLD_SIZE and
+    MASTER_* but not LOCAL_RANK, and DeepSpeed then went looking for MPI (deepspeed/comm/comm.py init_distributed)
+    and stopped on the missing mpi4py. The same for `medrl train` without torchrun and a single-GPU TrainJob."""
+    config = tmp_path / "study.yaml"
+    config.write_text(ARM.format(method="sft", bf16="false"))
+    out = tmp_path / "model"
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE")}
+    env |= {"RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "localhost", "MASTER_PORT": "23456"}  # the operator's
+    run = subprocess.run(
+        [
+            sys.executable, "-m", "tests.support.varied_reward_run", "train", "--config", str(config), "--data",
+            str(data), "--init", str(tiny_model), "--out", str(out),
+        ],
+        capture_output=True, text=True, timeout=900, env=env,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert json.loads((out / "train_summary.json").read_text())["global_step"] == 2

@@ -65,6 +65,13 @@ def test_override_values_are_yaml():
         # issue 30: transformers reads max_steps below 1 as unset and trains an epoch instead
         ("arms.sft.max_steps=0", r"arms.sft.max_steps: .*give 1 or more optimizer steps, or -1 to run `epochs`"),
         ("train.max_steps=-5", r"train.max_steps: .*give 1 or more optimizer steps, or -1 to run `epochs`"),
+        # flash-attn refuses float32 tensors, which transformers hands it outside autocast (the hf evaluation engine)
+        (
+            "model.attn_implementation=flash_attention_2",
+            r"arms\.\S+: attn_implementation flash_attention_2 needs "
+            r"model\.dtype bfloat16 or float16 \(float32 now\)",
+        ),
+        ("arms.sft.attn_implementation=flash_attention_2", r"arms\.sft: attn_implementation flash_attention_2 needs"),
     ],
 )
 def test_bad_settings_name_the_setting(override, message):

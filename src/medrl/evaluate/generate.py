@@ -49,6 +49,12 @@ def cuda_available() -> bool:
     return torch.cuda.is_available()
 
 
+def generation_device() -> str:
+    """Where the hf engine generates: the GPU when there is one. from_pretrained loads onto the CPU, and a model left
+    there generates on the CPU of a GPU node (days for the 7K-question split, and flash-attention refuses CPU)."""
+    return "cuda" if cuda_available() else "cpu"
+
+
 def resolve_engine(
     name: str,
     setting: str = "evaluate.engine",
@@ -231,5 +237,5 @@ def generate_with(
     architecture = model_architecture(model_ref, model_cfg.trust_remote_code) if engine != "hf" else None
     if resolve_engine(engine, architecture=architecture) == "vllm":
         return generate_vllm(local_dir(model_ref), processor, records, data_dir, instruction, max_new_tokens, model_cfg)
-    model = load_model(model_ref, model_cfg)
+    model = load_model(model_ref, model_cfg).to(generation_device())
     return generate(model, processor, records, data_dir, instruction, max_new_tokens, batch_size)

@@ -49,6 +49,8 @@ def train_arm(
     common.check_train_rows(arm, spec, len(recipe.dataset), data_dir)  # before a model is loaded
     processor = load_processor(init_ref, cfg.model)
     model = load_model(init_ref, cfg.model)
+    if spec.deepspeed:
+        common.one_rank_env()  # before the arguments: they set up the distributed state DeepSpeed starts from
     args = recipe.config(**common.trainer_args(spec, work_dir, recipe.per_device_batch_size), **recipe.config_kwargs)
     try:
         # With use_vllm, TRL starts the colocated vLLM engine inside the trainer's constructor.

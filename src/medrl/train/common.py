@@ -8,6 +8,8 @@ import json
 import logging
 import math
 import os
+import socket
+from collections.abc import MutableMapping
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -144,6 +146,27 @@ def trainer_args(arm: Training, work_dir: Path, per_device_batch_size: int) -> d
     return args
 
 
+def one_rank_env(environ: MutableMapping[str, str] | None = None) -> None:
+    """Make a process that no launcher started (no LOCAL_RANK) the one rank of a world of one, for DeepSpeed.
+
+    deepspeed.initialize reads torchrun's five variables and, when one is missing, falls back to MPI discovery, which
+    fails on the absent mpi4py (deepspeed/comm/comm.py, init_distributed): a single-GPU PyTorchJob (its operator sets
+    RANK, WORLD_SIZE and MASTER_* but not LOCAL_RANK), a single-GPU TrainJob (PET_* only) and `medrl train` without
+    torchrun. A WORLD_SIZE above 1 without LOCAL_RANK means ranks were started without a launcher: refused."""
+    environ = os.environ if environ is None else environ
+    if "LOCAL_RANK" in environ:
+        return
+    if environ.get("WORLD_SIZE", "1") != "1":
+        raise ConfigError(
+            f"WORLD_SIZE={environ['WORLD_SIZE']} but no LOCAL_RANK: start the ranks with torchrun or accelerate "
+            "launch (or medrl train-arm, which does), or run one process without WORLD_SIZE"
+        )
+    with socket.socket() as s:  # a free port for the world of one's rendezvous
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+
+
 def config_file(name: str) -> Path:
     """A launcher config shipped in the package: zero2.json (DeepSpeed), accelerate-zero2.yaml (accelerate)."""
     path = Path(str(resources.files("medrl.train") / "configs" / name))
@@ -159,6 +182,18 @@ def deepspeed_file(setting: str) -> Path:
     path = Path(setting).expanduser()
     if not path.is_file():
         raise ConfigError(f"deepspeed={setting}: no such file; give zero2 or the path of a DeepSpeed JSON config")
+    try:
+        zero = json.loads(path.read_text(encoding="utf-8")).get("zero_optimization") or {}
+    except (OSError, ValueError, AttributeError) as err:
+        raise ConfigError(f"deepspeed={setting}: not a DeepSpeed JSON config ({err})") from None
+    # Under ZeRO-3 without this setting, transformers' save_model writes an empty state dict and removes it, leaving
+    # only DeepSpeed's own shards (Trainer.save_model, "stage3_gather_16bit_weights_on_model_save=false"): the arm
+    # would train to the end and then have no model to commit.
+    if str(zero.get("stage")) == "3" and zero.get("stage3_gather_16bit_weights_on_model_save") is not True:
+        raise ConfigError(
+            f"deepspeed={setting}: a ZeRO-3 config needs zero_optimization.stage3_gather_16bit_weights_on_model_save: "
+            "true, or the trained model cannot be saved as whole weights; set it, or use zero2"
+        )
     return path
 
 

@@ -101,10 +101,12 @@ def resolve_rollout(
     """hf or vllm for `train.rollout=name`, or a ConfigError naming the setting and the fix before any model is
     loaded. As evaluate.engine, and a vLLM outside TRL's range counts as absent for auto and is refused for vllm; a
     model `architecture` vLLM would read differently from training (EXPANDED_PROMPTS) gets hf from auto and is
-    refused for vllm."""
+    refused for vllm; an unknown one (None) gets hf from auto."""
     if name == "vllm":
         refuse_vllm_for(architecture)
-    if name == "auto" and architecture in EXPANDED_PROMPTS:
+    if name == "auto" and (architecture is None or architecture in EXPANDED_PROMPTS):
+        # None: config.json could not be read (e.g. the store did not answer once), yet the model may load a moment
+        # later; vLLM could then be rolling out a Qwen2-VL with every image expanded twice, so auto takes hf.
         return "hf"
     vllm = vllm_version() if vllm == "" else vllm
     supported = trl_vllm_range()

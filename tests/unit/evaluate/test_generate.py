@@ -66,6 +66,21 @@ def test_hf_engine_through_generate_with_gives_generate_s_answers(tiny, tiny_mod
     assert routed == direct and len(direct) == len(records)
 
 
+def test_the_hf_engine_generates_on_the_gpu_when_there_is_one(tiny, tiny_model, synthetic_data, monkeypatch):
+    """from_pretrained loads onto the CPU: the hf engine (the paper's Llama-3.2-Vision row, which vLLM 0.30 cannot
+    load) generated on the CPU of a GPU node. Stand-in for the GPU: torch's `meta` device, a device that is not the
+    CPU and exists here; generation itself is left out (nothing computes on meta)."""
+    import medrl.evaluate.generate as gen
+
+    processor, records = tiny
+    assert gen.generation_device() == "cpu"  # this machine
+    monkeypatch.setattr(gen, "generation_device", lambda: "meta")
+    seen = []
+    monkeypatch.setattr(gen, "generate", lambda model, *args: seen.append(model) or iter(()))
+    generate_with("hf", str(tiny_model), ModelConfig(), processor, records, synthetic_data, "Think.", 6, 2)
+    assert {p.device.type for p in seen[0].parameters()} == {"meta"}
+
+
 def test_vllm_prompts_are_the_hf_prompt_text_with_the_decoded_image(tiny, synthetic_data):
     processor, records = tiny
     prompts = vllm_prompts(processor, records, synthetic_data, "Think.")

@@ -39,7 +39,21 @@ def test_vllm_setting_is_trl_colocate_mode_with_the_paper_defaults(tmp_path):
     }
     args = grpo_config(tmp_path, **kwargs)  # every name is a GRPOConfig field, and it keeps the value
     assert {k: getattr(args, k) for k in kwargs} == kwargs
-    assert grpo_rollout_kwargs(RolloutSettings("auto"), **PAPER, cuda=True, vllm="0.30.0") == kwargs
+    # auto: vLLM for an architecture TRL's vLLM path reads as training does (not Qwen2-VL under TRL 1.16)
+    auto = grpo_rollout_kwargs(
+        RolloutSettings("auto"), **PAPER, cuda=True, vllm="0.30.0", architecture="Gemma3ForCausalLM"
+    )
+    assert auto == kwargs
+
+
+def test_auto_rolls_out_with_hf_when_the_architecture_is_unknown():
+    """model_architecture gives None when config.json cannot be read (a store that did not answer once), and the model
+    may still load afterwards: auto must not then pick vLLM, which would roll out a Qwen2-VL with every image expanded
+    twice (train/rollout.py's docstring)."""
+    # stand-in: a CUDA machine with the GPU lock's vLLM 0.30.0
+    assert grpo_rollout_kwargs(RolloutSettings("auto"), **PAPER, cuda=True, vllm="0.30.0", architecture=None) == {
+        "use_vllm": False
+    }
 
 
 def test_every_setting_reaches_its_grpo_field(tmp_path):

@@ -169,6 +169,26 @@ def test_zero2_config_ships_and_is_valid(tmp_path):
         deepspeed_file(str(tmp_path / "nope.json"))
 
 
+def test_a_zero3_config_that_cannot_save_whole_weights_is_refused_before_training(tmp_path):
+    """Without stage3_gather_16bit_weights_on_model_save, accelerate's plugin (read here from the same file) has
+    zero3_save_16bit_model off and Trainer.save_model leaves no weights file: the arm would fail only at its commit."""
+    from accelerate.utils import DeepSpeedPlugin
+
+    from medrl.train.common import deepspeed_file
+
+    zero3 = {"zero_optimization": {"stage": 3}, "train_micro_batch_size_per_gpu": 1, "bf16": {"enabled": True}}
+    bad = tmp_path / "zero3.json"
+    bad.write_text(json.dumps(zero3))
+    assert not DeepSpeedPlugin(hf_ds_config=str(bad)).zero3_save_16bit_model
+    with pytest.raises(ConfigError, match="stage3_gather_16bit_weights_on_model_save: true"):
+        deepspeed_file(str(bad))
+    zero3["zero_optimization"]["stage3_gather_16bit_weights_on_model_save"] = True
+    good = tmp_path / "zero3-gather.json"
+    good.write_text(json.dumps(zero3))
+    assert DeepSpeedPlugin(hf_ds_config=str(good)).zero3_save_16bit_model
+    assert deepspeed_file(str(good)) == good
+
+
 def test_accelerate_config_ships_and_loads():
     from accelerate.commands.config.config_args import load_config_from_file
 
@@ -352,3 +372,21 @@ def test_a_question_with_several_images_is_refused_for_training_not_cut_to_its_f
         preference_dataset(cfg, "sft", tmp_path)
     (tmp_path / "train.jsonl").write_text(json.dumps(rows[0]) + "\n")
     assert vision_dataset(cfg, tmp_path, "train")[0]["image"].size == (64, 48)  # one image: as before
+
+
+def test_one_process_without_a_launcher_becomes_a_world_of_one():
+    """DeepSpeed needs torchrun's five variables (else MPI discovery, and mpi4py is not installed); a single-GPU
+    PyTorchJob's operator sets four of them, not LOCAL_RANK."""
+    from medrl.train.common import one_rank_env
+
+    env = {"RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "x-master-0", "MASTER_PORT": "23456"}
+    one_rank_env(env)
+    assert {k: env[k] for k in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR")} == {
+        "RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1"
+    }  # fmt: skip
+    assert 0 < int(env["MASTER_PORT"]) < 65536
+    launched = {"RANK": "3", "LOCAL_RANK": "1", "WORLD_SIZE": "4", "MASTER_ADDR": "m", "MASTER_PORT": "1"}
+    one_rank_env(launched)  # a rank torchrun started: left as it is
+    assert launched == {"RANK": "3", "LOCAL_RANK": "1", "WORLD_SIZE": "4", "MASTER_ADDR": "m", "MASTER_PORT": "1"}
+    with pytest.raises(ConfigError, match="WORLD_SIZE=4 but no LOCAL_RANK"):
+        one_rank_env({"WORLD_SIZE": "4"})
