@@ -108,8 +108,9 @@ def source(cfg: DataConfig, staging: Path) -> tuple[Path, Iterator[Row]]:
                 yield Row(number, reason=err.reason)
                 continue
             for name, found in sorted(classes.items()):
-                boxes = [normalize_box(*b, width, height) for b in fuse_boxes(found)]
-                if any(b is None for b in boxes):
+                normalized = [normalize_box(*b, width, height) for b in fuse_boxes(found)]
+                boxes = [b for b in normalized if b is not None]
+                if len(boxes) < len(normalized):
                     yield Row(number, reason="box_invalid")
                     continue
                 slug = "-".join(name.lower().replace("/", " ").split())
