@@ -17,7 +17,7 @@ import shutil
 import tempfile
 from array import array
 from collections import Counter, deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Set
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
@@ -229,7 +229,7 @@ class Spill:
         self.keys.append(int.from_bytes(digest, "big"))
         self.file.write(line)
 
-    def selected(self, size: int | None, left_out: set[int] = frozenset()) -> Iterator[dict[str, Any]]:  # type: ignore[assignment]
+    def selected(self, size: int | None, left_out: Set[int] = frozenset()) -> Iterator[dict[str, Any]]:
         """The first `size` records in key order: a seeded shuffle that is the same for any input order,
         and a larger size keeps every record of a smaller one. Written in that order, so
         `evaluate.limit` takes a random sample rather than the first rows of the source."""
