@@ -48,8 +48,7 @@ bench: install
 lint: install
 	$(VENV)/bin/ruff check src components pipelines tests containers
 	$(VENV)/bin/ruff format --check src components pipelines tests containers
-	$(VENV)/bin/mypy src/medrl/config.py src/medrl/store src/medrl/metrics src/medrl/cluster src/medrl/kfp src/medrl/study \
-	  src/medrl/tracking src/medrl/rewards src/medrl/console.py pipelines containers/build.py
+	$(VENV)/bin/mypy src components pipelines containers/build.py
 	$(VENV)/bin/yamllint -s k8s
 
 compile: install

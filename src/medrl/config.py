@@ -471,6 +471,9 @@ JUDGE_CONFIGS: dict[str, type[JudgeBase]] = {
 JUDGE_BACKENDS: tuple[str, ...] = tuple(JUDGE_CONFIGS)
 
 
+ReportScorer = Literal["bertscore", "ratescore", "radcliq", "green"]  # model-based report scores (evaluate.cxr)
+
+
 class EvalConfig(Strict):
     engine: Literal["auto", "hf", "vllm"] = Field(
         "auto",
@@ -498,7 +501,7 @@ class EvalConfig(Strict):
     metric_device: str = Field("auto", description="auto | cpu | cuda | cuda:N for the metric models.")
     bootstrap_samples: int = Field(2000, ge=100, description="Resamples of the accuracy's 95% interval.")
     seed: int = Field(0, description="Seed of the bootstrap.")
-    report_scorers: dict[Literal["bertscore", "ratescore", "radcliq", "green"], str] = Field(
+    report_scorers: dict[ReportScorer, str] = Field(
         default_factory=dict, description="Model-based report scores -> local weights; unset ones are skipped."
     )
 

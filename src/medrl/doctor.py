@@ -408,7 +408,9 @@ def _driver_check(core) -> Check:
         return Check(
             name, False, f"cannot list nodes: {str(err)[:120]}", "run doctor with a kubeconfig that may list nodes"
         )
-    new, old, unknown = [], [], []
+    new: list[str] = []
+    old: list[str] = []
+    unknown: list[str] = []
     for node in nodes:
         ready = any(c.type == "Ready" and c.status == "True" for c in (node.status.conditions or []))
         if not ready or int((node.status.allocatable or {}).get("nvidia.com/gpu", "0")) < 1:

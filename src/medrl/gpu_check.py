@@ -94,7 +94,8 @@ def build_checkpoint(out: Path, config=None) -> Path:
     tiny = build_tiny("qwen2-vl", out.parent / "tiny-processor")
     config = model_config(config)
     torch.manual_seed(0)
-    model = Qwen2VLForConditionalGeneration(config).to(torch.bfloat16)
+    # transformers wraps `to` with functools.wraps, whose stub binds no self
+    model = Qwen2VLForConditionalGeneration(config).to(torch.bfloat16)  # type: ignore[arg-type]
     text = config.get_text_config()
     model.generation_config.eos_token_id = text.eos_token_id
     model.generation_config.pad_token_id = text.pad_token_id
@@ -178,28 +179,30 @@ def run_grpo(work: Path, rollout: str, steps: int, shape: Shape = GPU) -> dict[s
             RolloutSettings(rollout), shape.completion_tokens, shape.max_pixels, architecture=ARCHITECTURE
         ),
     )
-    trainer = GRPOTrainer(
+    rollouts = {"seconds": 0.0, "tokens": 0}
+
+    class TimedGRPOTrainer(GRPOTrainer):
+        """TRL's GRPOTrainer, its rollouts timed past the warm-up step."""
+
+        def _generate_single_turn(self, *a, **k):
+            _sync()
+            start = time.perf_counter()
+            out = super()._generate_single_turn(*a, **k)
+            _sync()
+            if self.state.global_step >= 1:  # past the warm-up step
+                rollouts["seconds"] += time.perf_counter() - start
+                # (completion_ids, logprobs); the logprobs are None on the hf path
+                rollouts["tokens"] += sum(len(ids) for ids in out[0])
+            return out
+
+    trainer = TimedGRPOTrainer(
         model=load_model(model_dir, _model_cfg(shape)),
-        reward_funcs=[format_reward],
+        # TRL types a reward's result list[float | None]; a list is invariant, so one that is never None is refused
+        reward_funcs=[format_reward],  # type: ignore[list-item]
         args=args,
         train_dataset=vision_dataset(cfg, work / "data", "train"),
         processing_class=load_processor(model_dir, _model_cfg(shape)),
     )
-    rollouts = {"seconds": 0.0, "tokens": 0}
-    generate_turn = trainer._generate_single_turn
-
-    def timed(*a, **k):
-        _sync()
-        start = time.perf_counter()
-        out = generate_turn(*a, **k)
-        _sync()
-        if trainer.state.global_step >= 1:  # past the warm-up step
-            rollouts["seconds"] += time.perf_counter() - start
-            # (completion_ids, logprobs); the logprobs are None on the hf path
-            rollouts["tokens"] += sum(len(ids) for ids in out[0])
-        return out
-
-    trainer._generate_single_turn = timed
     ends: list[float] = []
 
     class StepClock(TrainerCallback):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import inspect
 import json
 from pathlib import Path
-from typing import Annotated, Literal, get_origin
+from typing import Annotated, get_origin
 
 import typer
 from pydantic import ValidationError
@@ -14,9 +14,7 @@ from rich.markup import escape
 from medrl import store
 from medrl.cli.common import app
 from medrl.config import ConfigError, DataConfig
-from medrl.models.tiny import ARCHS, build_tiny
-
-TinyArch = Literal[tuple(ARCHS)]  # parsed as a choice: a wrong --arch is a usage error
+from medrl.models.tiny import TinyArch, build_tiny
 
 
 @app.command("tiny-model")
@@ -69,6 +67,7 @@ def data_option(name: str) -> inspect.Parameter:
     field = DataConfig.model_fields[name]
     default = field.get_default(call_default_factory=True)
     flag = "--" + name.replace("_", "-")
+    kind: type[bool | str]
     if field.annotation is bool:
         kind, option = bool, typer.Option(f"{flag}/--no-{flag[2:]}")
     else:
@@ -101,5 +100,7 @@ def data_config(settings: dict[str, str | bool]) -> DataConfig:
 
 # prep's options beyond --out and --workers are DataConfig's fields, so a new data setting is an option at once.
 _own = [p for p in inspect.signature(prep, eval_str=True).parameters.values() if p.kind != p.VAR_KEYWORD]
-prep.__signature__ = inspect.Signature([*_own, *(data_option(name) for name in DataConfig.model_fields)])
+prep.__signature__ = inspect.Signature(  # type: ignore[attr-defined]  # typeshed's functions lack it; inspect reads it
+    [*_own, *(data_option(name) for name in DataConfig.model_fields)]
+)
 app.command()(prep)

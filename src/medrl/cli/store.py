@@ -100,7 +100,7 @@ def store_verify(
     typer.echo(f"ok: {summary['files']} files, {_size(summary['bytes'])} match {uri}/MANIFEST.json")
 
 
-def _size(n: int) -> str:
+def _size(n: float) -> str:
     for unit in ("B", "KiB", "MiB", "GiB"):
         if n < 1024 or unit == "GiB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"

@@ -124,7 +124,11 @@ def fingerprint(data: bytes, trims: bool = True) -> Fingerprint:
 def _smooth(a: np.ndarray) -> np.ndarray:
     """3x3 box blur (edges repeated): a sub-pixel misalignment of sharp edges then costs little."""
     padded = np.pad(a, 1, mode="edge")
-    return sum(padded[dy : dy + a.shape[0], dx : dx + a.shape[1]] for dy in range(3) for dx in range(3)) / 9
+    # Started at zeros of a's dtype, not at 0: the same sums, typed as an array
+    total = sum(
+        (padded[dy : dy + a.shape[0], dx : dx + a.shape[1]] for dy in range(3) for dx in range(3)), np.zeros_like(a)
+    )
+    return total / 9
 
 
 def grey_difference(a: np.ndarray, b: np.ndarray) -> float:
@@ -201,7 +205,8 @@ def find_leaks(train: Prints, test: Prints, distance: int, same_question: bool =
     check_distance(distance)
     train.file.flush()
     test.file.flush()
-    image_row = np.repeat(np.arange(len(train), dtype=np.int64), np.diff(np.frombuffer(train.images, np.int64)))
+    first_images = np.frombuffer(train.images, np.int64)  # apart: read inside diff, numpy's stubs infer timedelta64
+    image_row = np.repeat(np.arange(len(train), dtype=np.int64), np.diff(first_images))
     frame_image = np.repeat(
         np.arange(len(train.frames), dtype=np.int64),
         np.diff(np.append(np.frombuffer(train.frames, np.int64), len(train.hashes))),

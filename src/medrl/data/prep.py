@@ -17,7 +17,7 @@ import shutil
 import tempfile
 from array import array
 from collections import Counter, deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Set
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
@@ -51,13 +51,14 @@ def _synthetic(cfg: DataConfig, scratch: Path) -> tuple[Path, Iterator[Row]]:
     n_test = cfg.test_size or 64
 
     def rows() -> Iterator[Row]:
+        low, high = cfg.lesion_brightness  # two, as DataConfig checks
         recs = synthetic.generate(
             n_train + n_test,
             scratch,
             cfg.seed,
             cfg.image_size,
             task=cfg.synthetic_task,
-            brightness=tuple(cfg.lesion_brightness),
+            brightness=(low, high),
         )
         for i, rec in enumerate(recs):
             rec.split = "train" if i < n_train else "test"
@@ -228,7 +229,7 @@ class Spill:
         self.keys.append(int.from_bytes(digest, "big"))
         self.file.write(line)
 
-    def selected(self, size: int | None, left_out: set[int] = frozenset()) -> Iterator[dict[str, Any]]:  # type: ignore[assignment]
+    def selected(self, size: int | None, left_out: Set[int] = frozenset()) -> Iterator[dict[str, Any]]:
         """The first `size` records in key order: a seeded shuffle that is the same for any input order,
         and a larger size keeps every record of a smaller one. Written in that order, so
         `evaluate.limit` takes a random sample rather than the first rows of the source."""
@@ -439,20 +440,20 @@ def _prepare(cfg: DataConfig, out: Path, scratch: Path, formats: tuple[str, ...]
             "--max-bad-fraction to prepare the good rows and quarantine the rest."
         )
 
-    counts = (
+    read = (
         f"{tally.rows} rows read: {len(spills['test'].keys)} in the test split, {bad} quarantined, "
         f"{tally.outcomes['filtered']} filtered"
     )
     if not spills["train"].keys and not spills["test"].keys:
         raise PrepError(
-            f"source '{cfg.source}' at {cfg.input}: both splits are empty ({counts}); check the records' split "
+            f"source '{cfg.source}' at {cfg.input}: both splits are empty ({read}); check the records' split "
             "in --input, and the quarantine reasons"
         )
     if not spills["train"].keys:
         # An evaluation-only dataset (MS-CXR, say, is a test set) is a real use; training on it is refused by name
         # before a model loads (train.common.check_train_rows), not deep inside TRL.
         log.warning("source '%s': the train split is empty (%s): this dataset can be evaluated, not trained on",
-                    cfg.source, counts)  # fmt: skip
+                    cfg.source, read)  # fmt: skip
     owned = root.resolve().is_relative_to(scratch.resolve())
     sizes = {"train": cfg.train_size, "test": cfg.test_size}
     counts: dict[str, int] = {}

@@ -41,7 +41,7 @@ def strict_correct(completion: str, record: Record) -> bool:
         return False
     if record.choices:
         m = LETTER_RE.match(given.strip())
-        return bool(m) and not (m.group(2) or "").strip() and LETTERS.index(m.group(1)) == reference_index(record)
+        return m is not None and not (m.group(2) or "").strip() and LETTERS.index(m.group(1)) == reference_index(record)
     return bool(given.strip()) and normalize(given) == normalize(record.answer)
 
 

@@ -6,14 +6,16 @@ report scores (BERTScore) when their weights are configured, listed as skipped o
 from __future__ import annotations
 
 import statistics
+from collections.abc import Mapping
 from typing import Any
 
+from medrl.config import ReportScorer
 from medrl.data.records import Record
 from medrl.rewards.grounding import Box, box_f1, iou, parse_boxes, reference_boxes
 from medrl.rewards.parse import final_text
 from medrl.rewards.report_quality import OBSERVATIONS, extract_labels, label_f1, positive_set, rouge_l
 
-MODEL_SCORERS = ("bertscore", "ratescore", "radcliq", "green")
+MODEL_SCORERS: tuple[ReportScorer, ...] = ("bertscore", "ratescore", "radcliq", "green")
 
 
 def average_precision(predicted: list[Box | None], reference: list[Box], threshold: float = 0.5) -> float:
@@ -106,7 +108,7 @@ def bertscore_f1(generated: list[str], reference: list[str], model_dir: str) -> 
     return out
 
 
-def model_scores(generated: list[str], reference: list[str], scorers: dict[str, str]) -> tuple[dict, dict]:
+def model_scores(generated: list[str], reference: list[str], scorers: Mapping[ReportScorer, str]) -> tuple[dict, dict]:
     """Model-based report scores for the configured scorers; (per-report values, {scorer: why skipped})."""
     values: dict[str, list[float]] = {}
     skipped: dict[str, str] = {}
@@ -121,14 +123,16 @@ def model_scores(generated: list[str], reference: list[str], scorers: dict[str, 
     return values, skipped
 
 
-def score_tasks(records: list[Record], rows: list[dict], metrics: dict, scorers: dict[str, str] | None = None) -> dict:
+def score_tasks(
+    records: list[Record], rows: list[dict], metrics: dict, scorers: Mapping[ReportScorer, str] | None = None
+) -> dict:
     """Add report and grounding scores to the prediction rows and metrics of an evaluation (whose VQA metrics
     were computed over the VQA questions only). Returns `metrics` unchanged for a VQA-only set."""
     if all(rec.task == "vqa" for rec in records):
         return metrics
     metrics = dict(metrics)
     reports: list[tuple[str, str, dict]] = []
-    groundings: list[tuple[list, list, dict]] = []
+    groundings: list[tuple[list[Box | None], list[Box], dict]] = []
     for rec, row in zip(records, rows, strict=True):
         row["task"] = rec.task
         if rec.task == "vqa":
@@ -156,9 +160,9 @@ def score_tasks(records: list[Record], rows: list[dict], metrics: dict, scorers:
             metrics[name] = _summary(scores)
         metrics["skipped_scorers"] = skipped
     if groundings:
-        for predicted, reference, row in groundings:
-            row["box_f1"] = box_f1(predicted, reference)
-            row["ap50"] = average_precision(predicted, reference)
+        for predicted, expected, row in groundings:
+            row["box_f1"] = box_f1(predicted, expected)
+            row["ap50"] = average_precision(predicted, expected)
         metrics["box_f1"] = _summary([row["box_f1"] for _, _, row in groundings])
         metrics["map50"] = _scalar(statistics.fmean(row["ap50"] for _, _, row in groundings), len(groundings))
     return metrics

@@ -11,6 +11,7 @@ from __future__ import annotations
 import gc
 import logging
 from collections.abc import Callable
+from typing import TypeVar
 
 from medrl.config import StudyConfig
 from medrl.data.prompt import question_text
@@ -53,13 +54,16 @@ def _accuracy(rows: list[dict], field: str, cfg: StudyConfig, rule: str) -> dict
     return {**summarize(values), "ci95": ci, "status": "ok", "rule": rule}
 
 
+Scorer = TypeVar("Scorer")
+
+
 def _reasoning_metric(
     key: str,
     rows: list[dict],
     have: list[int],
-    load: Callable[[], object],
-    run: Callable[[object, list[int]], list],
-    source: Callable[[object], dict],
+    load: Callable[[], Scorer],
+    run: Callable[[Scorer, list[int]], list],
+    source: Callable[[Scorer], dict],
 ) -> dict:
     """Load a scorer, score the answers that have reasoning, write per-row values; a missing model is reported."""
     try:
@@ -111,12 +115,12 @@ def score_predictions(cfg: StudyConfig, records: list[Record], rows: list[dict])
     reasoning = [think_text(r["completion"]) for r in rows]
     have = [i for i, text in enumerate(reasoning) if text]
 
-    if ev.similarity_model:
+    if similarity_model := ev.similarity_model:
         metrics["similarity"] = _reasoning_metric(
             "similarity",
             rows,
             have,
-            lambda: SimilarityScorer(ev.similarity_model, ev.similarity_kind, ev.metric_device, ev.metric_batch_size),
+            lambda: SimilarityScorer(similarity_model, ev.similarity_kind, ev.metric_device, ev.metric_batch_size),
             lambda s, idx: s.score([(reasoning[i], records[i].answer) for i in idx]),
             lambda s: {"model": s.name, "kind": s.kind, "proxy": s.proxy, "paper_model": SIM_PAPER},
         )
@@ -125,13 +129,13 @@ def score_predictions(cfg: StudyConfig, records: list[Record], rows: list[dict])
             f"evaluate.similarity_model is not set (the paper: {SIM_PAPER})", paper_model=SIM_PAPER
         )
 
-    if ev.perplexity_model:
+    if perplexity_model := ev.perplexity_model:
         metrics["perplexity"] = _reasoning_metric(
             "perplexity",
             rows,
             have,
             lambda: PerplexityScorer(
-                ev.perplexity_model, ev.metric_device, ev.metric_batch_size, ev.perplexity_max_tokens
+                perplexity_model, ev.metric_device, ev.metric_batch_size, ev.perplexity_max_tokens
             ),
             lambda s, idx: s.score([reasoning[i] for i in idx]),
             lambda s: {"model": s.name, "proxy": s.proxy, "paper_model": PPL_PAPER},

@@ -3,13 +3,16 @@
 
 from __future__ import annotations
 
+from medrl.judge.base import Judge
 from medrl.judge.templates import thinking_prompt
 
 PAPER_MODEL = "mistralai/Mistral-7B-Instruct"
 CHUNK = 256  # prompts per judge call: progress in the log, bounded memory
 
 
-def thinking_rewards(judge, questions: list[str], references: list[str], reasonings: list[str]) -> list[int | None]:
+def thinking_rewards(
+    judge: Judge, questions: list[str], references: list[str], reasonings: list[str]
+) -> list[int | None]:
     prompts = [thinking_prompt(q, r, t) for q, r, t in zip(questions, references, reasonings, strict=True)]
     scores: list[int | None] = []
     for start in range(0, len(prompts), CHUNK):

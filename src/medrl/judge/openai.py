@@ -143,7 +143,8 @@ class OpenAIJudge:
                 len(prompts),
             )
             replies = [("internal_error", None)] * len(prompts)
-        values, batch = [], Counter()
+        values: list[bool | int | None] = []  # Yes/No verdicts or 1..10 scores; None: unscorable
+        batch: Counter[str] = Counter()
         for outcome, reply in replies:
             value = parse(reply) if outcome == "ok" else None
             if outcome == "ok" and value is None:

@@ -89,7 +89,7 @@ def load_causal_lm(ref: str, device: str = "auto", trust_remote_code: bool = Fal
     tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
     dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
     model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, trust_remote_code=trust_remote_code)
-    model.to(device).eval()
+    model.to(device).eval()  # type: ignore[arg-type]  # transformers wraps `to` with functools.wraps, whose stub binds no self
     limit = getattr(model.config, "max_position_embeddings", None) or getattr(model.config, "n_positions", None)
     return CausalLM(model, tokenizer, device, int(limit or 1024))
 

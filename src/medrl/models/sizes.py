@@ -7,11 +7,21 @@ check can build a model of the real size from its configuration alone (random we
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TypedDict
 
 from medrl.models.load import local_dir
 
+
+class PublishedConfig(TypedDict):
+    """The keywords of a model's configuration class, as its config.json gives them."""
+
+    text_config: dict[str, object]
+    vision_config: dict[str, object]
+    tie_word_embeddings: bool
+
+
 # Qwen/Qwen2-VL-2B-Instruct (and Qwen2-VL-2B, the same geometry): the study's base model.
-QWEN2_VL_2B = {
+QWEN2_VL_2B: PublishedConfig = {
     "text_config": {
         "hidden_size": 1536,
         "intermediate_size": 8960,
@@ -27,7 +37,7 @@ QWEN2_VL_2B = {
     "tie_word_embeddings": True,
 }
 
-KNOWN = {"Qwen/Qwen2-VL-2B-Instruct": QWEN2_VL_2B, "Qwen/Qwen2-VL-2B": QWEN2_VL_2B}
+KNOWN: dict[str, PublishedConfig] = {"Qwen/Qwen2-VL-2B-Instruct": QWEN2_VL_2B, "Qwen/Qwen2-VL-2B": QWEN2_VL_2B}
 
 
 @dataclass(frozen=True)
@@ -77,8 +87,9 @@ def geometry(config) -> Geometry:
     text = config.get_text_config()
     head = getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads
     seen = getattr(config, "vision_config", None)
-    vision_layers = getattr(seen, "depth", None) or getattr(seen, "num_hidden_layers", 0)
-    vision_width = getattr(seen, "embed_dim", None) or getattr(seen, "hidden_size", 0)
+    # An absent name reads 0 (not None): as falsy, and of the fallback's type
+    vision_layers = getattr(seen, "depth", 0) or getattr(seen, "num_hidden_layers", 0)
+    vision_width = getattr(seen, "embed_dim", 0) or getattr(seen, "hidden_size", 0)
     kv_width = (getattr(text, "num_key_value_heads", None) or text.num_attention_heads) * head
     return Geometry(
         total, vision, text.hidden_size, text.intermediate_size, kv_width, text.num_hidden_layers, text.vocab_size,

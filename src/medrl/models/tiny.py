@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
+from typing import Literal, TypedDict
 
 from medrl.models.load import ModelError
 
@@ -157,7 +158,16 @@ def _text_config(tokenizer, hidden: int, layers: int, sections: list[int]) -> di
     }
 
 
-def _vision_token_ids(tokenizer) -> dict[str, int]:
+class VisionTokenIds(TypedDict):
+    """The special tokens a Qwen-VL config names by id (keywords of its constructor)."""
+
+    image_token_id: int
+    video_token_id: int
+    vision_start_token_id: int
+    vision_end_token_id: int
+
+
+def _vision_token_ids(tokenizer) -> VisionTokenIds:
     ids = _special_ids(tokenizer)
     return {
         "image_token_id": ids["<|image_pad|>"],
@@ -263,7 +273,7 @@ def _llava(tokenizer, hidden: int, layers: int, image_pixels: int):
             "patch_size": 14,
         },
         text_config={"model_type": "llama", **text},
-        image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
+        image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
         vision_feature_layer=-1,
         vision_feature_select_strategy="default",
     )
@@ -278,6 +288,9 @@ def _llava(tokenizer, hidden: int, layers: int, image_pixels: int):
     return LlavaForConditionalGeneration, config, processor
 
 
+# The names of ARCHS, spelled out for the CLI's --arch: a choice, so a wrong one is a usage error (a test keeps the
+# two equal)
+TinyArch = Literal["qwen2-vl", "qwen2.5-vl", "qwen3-vl", "llava"]
 # arch -> (parts builder, image pixels giving a 2x2 grid of merged patches: 56x56 for 14-pixel patches, 64x64
 # for Qwen3-VL's 16-pixel ones)
 ARCHS = {

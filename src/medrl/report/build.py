@@ -62,7 +62,7 @@ POOLED_NOTE = (
     "a pooled result that at most half of the seeds reproduce reads 'not reproduced in most seeds'."
 )
 
-SLIM_FIELDS = ("id", "correct", "correct_strict", "correct_lenient", "answer_type", "think_tokens")
+SLIM_FIELDS: tuple[str, ...] = ("id", "correct", "correct_strict", "correct_lenient", "answer_type", "think_tokens")
 SLIM_FIELDS += ("similarity", "perplexity", "thinking_reward")
 
 
@@ -193,12 +193,12 @@ def provenance_rows(arms: list[ArmResult]) -> tuple[list[str], list[list[str]], 
     header = ["Metric", "The paper's model", "This run", "Status by arm"]
     rows, notes = [], []
     for key, title, paper in PROVENANCE:
-        found = [(arm, arm.metrics.get(key)) for arm in arms if arm.metrics.get(key)]
+        found = [(arm, metric) for arm in arms if (metric := arm.metrics.get(key))]
         if not found:
             rows.append([title, paper, "not measured", "-"])
             continue
         sources = sorted({_source(m) for _, m in found})
-        statuses = {}
+        statuses: dict[str, list[str]] = {}
         for arm, m in found:
             statuses.setdefault(m.get("status", "ok"), []).append(arm.label)
             note = f"{title}: {m['reason']}" if m.get("reason") else None

@@ -21,6 +21,7 @@ import shutil
 import threading
 import uuid
 from pathlib import Path
+from typing import TypeVar
 
 from transformers import TrainerCallback
 
@@ -74,7 +75,10 @@ class CheckpointError(store.StoreError):
     """A checkpoint could not be uploaded, or the nodes of a run disagree on the one they resumed from."""
 
 
-def _gather(value):
+T = TypeVar("T")
+
+
+def _gather(value: T) -> list[T]:
     """Every rank's `value`, in rank order ([value] when not distributed). A collective: every rank must call it."""
     import torch.distributed as dist
 

@@ -18,7 +18,7 @@ from typing import Any
 from transformers import TrainerCallback
 
 from medrl import metrics
-from medrl.config import ConfigError, StudyConfig, Training
+from medrl.config import ConfigError, GrpoArm, StudyConfig, Training
 from medrl.data.images import require_8bit
 from medrl.data.prompt import prompt_messages, target_completion
 from medrl.data.records import read_records
@@ -104,7 +104,7 @@ def check_train_rows(arm: str, spec: Training, rows: int, data_dir: Path) -> Non
         f"arms.{arm}: a step takes per_device_batch_size {spec.per_device_batch_size} x grad_accum {spec.grad_accum} "
         f"x {world} process(es) = {step} examples, but the train split has {rows}"
     )
-    if spec.method in ("grpo", "dr_grpo"):
+    if isinstance(spec, GrpoArm):  # grpo and dr_grpo
         raise ConfigError(
             f"{numbers}: GRPO would run no step (its sampler drops an incomplete batch); lower per_device_batch_size "
             "or grad_accum, or prepare more training rows"

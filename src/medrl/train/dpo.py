@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
-from medrl.config import ConfigError, StudyConfig
+from medrl.config import ConfigError, DpoArm, StudyConfig
 from medrl.data.images import require_8bit
 from medrl.data.prompt import prompt_messages
 from medrl.data.records import read_records
@@ -26,6 +27,7 @@ def preference_dataset(cfg: StudyConfig, arm: str, data_dir: Path):
 
     records = read_records(data_dir, "train")
     spec = cfg.arms[arm]
+    assert isinstance(spec, DpoArm), "train_arm picks this recipe by method"
     pairs, counts = preference_pairs(records, spec.dpo, seed=spec.seed)
     skipped = {reason: n for reason, n in counts.items() if reason != "pairs"}
     if skipped:
@@ -35,7 +37,7 @@ def preference_dataset(cfg: StudyConfig, arm: str, data_dir: Path):
             f"arms.{arm}.method=dpo: no preference pairs in {data_dir} (records without one: {skipped}); DPO needs "
             "multiple-choice records whose answer is one of their choices"
         )
-    rows = []
+    rows: list[dict[str, Any]] = []  # a dataset row: prompt turns, image path, chosen and rejected turns
     for pair in pairs:
         rec = records[pair["record"]]
         rows.append(
@@ -55,6 +57,7 @@ def recipe(cfg: StudyConfig, arm: str, data_dir: Path, init_ref: str) -> Recipe:
     from trl import DPOConfig, DPOTrainer
 
     spec = cfg.arms[arm]
+    assert isinstance(spec, DpoArm), "train_arm picks this recipe by method"
     return Recipe(
         DPOConfig,
         DPOTrainer,

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from medrl.config import StudyConfig
+from medrl.config import GrpoArm, StudyConfig
 from medrl.evaluate.generate import model_architecture
 from medrl.models.sizes import config_of, geometry
 from medrl.rewards import reward_functions
@@ -38,7 +38,7 @@ class NoSampleText(logging.Filter):
 logging.getLogger("trl.trainer.grpo_trainer").addFilter(NoSampleText())
 
 
-def derived_vllm_utilization(spec, init_ref: str, max_pixels: int) -> float:
+def derived_vllm_utilization(spec: GrpoArm, init_ref: str, max_pixels: int) -> float:
     """vLLM's default share of this GPU: what the arm's rollouts need over the card's memory (train/memory.py)."""
     import torch
 
@@ -51,6 +51,7 @@ def recipe(cfg: StudyConfig, arm: str, data_dir: Path, init_ref: str) -> Recipe:
     from trl import GRPOConfig, GRPOTrainer
 
     spec = cfg.arms[arm]
+    assert isinstance(spec, GrpoArm), "train_arm picks this recipe by method"
     rollout = RolloutSettings(
         spec.rollout,
         spec.vllm_gpu_memory_utilization,

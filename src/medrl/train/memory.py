@@ -25,6 +25,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from medrl.config import ArmConfig, GrpoArm, LoraArm, StudyConfig
 from medrl.models.sizes import Geometry, config_of, geometry
 from medrl.train.rollout import EXPANDED_PROMPTS, prompt_tokens
 
@@ -76,7 +77,7 @@ def kv_bytes_per_token(geo: Geometry) -> int:
     return 2 * geo.layers * geo.kv_width * 2
 
 
-def vllm_need(spec, geo: Geometry, max_pixels: int) -> float:
+def vllm_need(spec: GrpoArm, geo: Geometry, max_pixels: int) -> float:
     """Bytes a colocated vLLM engine needs for one rank's rollouts of GRPO arm `spec` (see the module docstring)."""
     sequences = spec.per_device_batch_size * spec.num_generations
     tokens = (spec.vllm_max_prompt_tokens or prompt_tokens(max_pixels)) + spec.max_completion_length
@@ -92,7 +93,7 @@ def vllm_utilization(need: float, gpu_bytes: float) -> float:
     return min(1.0, round(math.ceil(need / gpu_bytes / VLLM_STEP - 1e-9) * VLLM_STEP, 2))
 
 
-def lora_parameters(geo: Geometry, spec) -> int:
+def lora_parameters(geo: Geometry, spec: LoraArm) -> int:
     """Adapter parameters: r x (in + out) for each adapted projection of each layer."""
     h, kv, mlp, r = geo.hidden_size, geo.kv_width, geo.intermediate_size, spec.lora.r
     shapes = {"q_proj": (h, h), "k_proj": (h, kv), "v_proj": (h, kv), "o_proj": (h, h)}
@@ -156,7 +157,7 @@ def estimate(
     return MemoryPlan(arm, parts, gpu_gib * GIB, vllm=share * gpu_gib * GIB, vllm_need=need, notes=notes)
 
 
-def start_model(cfg, name: str) -> str:
+def start_model(cfg: StudyConfig, name: str) -> str:
     """The model whose geometry an arm trains: the one its chain of `init: arm:<name>` starts from."""
     spec = cfg.arms[name]
     while spec.init.startswith("arm:"):
@@ -164,7 +165,7 @@ def start_model(cfg, name: str) -> str:
     return (spec.model or cfg.model.base) if spec.init == "base" else spec.init
 
 
-def plan_study(cfg, gpus: int, gpu_gib: float) -> list[MemoryPlan | str]:
+def plan_study(cfg: StudyConfig, gpus: int, gpu_gib: float) -> list[MemoryPlan | str]:
     """Every trained arm's plan; an arm whose model geometry cannot be read here gets a line saying why."""
 
     geometries: dict[str, Geometry] = {}
@@ -183,7 +184,7 @@ def plan_study(cfg, gpus: int, gpu_gib: float) -> list[MemoryPlan | str]:
     return plans
 
 
-def rolls_out_with_vllm(spec, config) -> bool:
+def rolls_out_with_vllm(spec: ArmConfig, config) -> bool:
     """Whether a GRPO arm takes a colocated vLLM engine on a GPU node with the GPU image: rollout vllm, or auto for
     a model vLLM reads as training does (medrl.train.rollout)."""
     if getattr(spec, "rollout", "hf") == "hf" or spec.method not in ("grpo", "dr_grpo"):

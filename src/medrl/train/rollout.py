@@ -31,7 +31,7 @@ from typing import Any
 from packaging.requirements import Requirement
 from packaging.version import Version
 
-from medrl.config import ConfigError
+from medrl.config import ConfigError, StudyConfig
 from medrl.errors import MedrlError
 from medrl.evaluate.generate import (
     cuda_available,
@@ -155,7 +155,7 @@ def grpo_rollout_kwargs(
     }
 
 
-def check_vllm_models(cfg) -> None:
+def check_vllm_models(cfg: StudyConfig) -> None:
     """Refuse, at configuration (the run's init), a study that asks vLLM for a model it cannot serve correctly:
     `evaluate.engine: vllm` with a model the pinned vLLM does not have, `rollout: vllm` for a GRPO arm whose prompts
     vLLM would read differently from training (this module's docstring). Models whose config.json cannot be read

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from medrl.config import StudyConfig
+from medrl.config import LoraArm, SftArm, StudyConfig
 from medrl.train.common import Recipe, vision_dataset
 
 # Module paths of the two towers in Hugging Face's VLM classes (Qwen2-VL, Qwen2.5-VL, Qwen3-VL).
@@ -20,7 +20,9 @@ VISION = r"(.*\.)?visual\.blocks\..*"
 def lora_config(cfg: StudyConfig, arm: str):
     from peft import LoraConfig
 
-    lora = cfg.arms[arm].lora
+    spec = cfg.arms[arm]
+    assert isinstance(spec, LoraArm), "sft.recipe asks for adapters of a lora arm only"
+    lora = spec.lora
     # A regex, so that a name like `proj` cannot match a module of the other tower by accident.
     targets = [rf"{LANGUAGE}\.({'|'.join(lora.target_modules)})"]
     if not lora.freeze_vision:
@@ -38,6 +40,7 @@ def recipe(cfg: StudyConfig, arm: str, data_dir: Path, init_ref: str) -> Recipe:
     from trl import SFTConfig, SFTTrainer
 
     spec = cfg.arms[arm]
+    assert isinstance(spec, SftArm | LoraArm), "train_arm picks this recipe by method"
     return Recipe(
         SFTConfig,
         SFTTrainer,

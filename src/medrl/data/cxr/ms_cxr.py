@@ -61,7 +61,7 @@ def source(cfg: DataConfig, staging: Path) -> tuple[Path, Iterator[Row]]:
                 yield Row(number, reason="phrase_empty")
                 continue
             try:
-                boxes = [
+                normalized = [
                     normalize_box(
                         float(r["x"]),
                         float(r["y"]),
@@ -75,7 +75,8 @@ def source(cfg: DataConfig, staging: Path) -> tuple[Path, Iterator[Row]]:
             except ValueError:
                 yield Row(number, reason="box_not_numeric")
                 continue
-            if any(b is None for b in boxes):
+            boxes = [b for b in normalized if b is not None]
+            if len(boxes) < len(normalized):
                 yield Row(number, reason="box_invalid")
                 continue
             rel = group[0].get("path", "")

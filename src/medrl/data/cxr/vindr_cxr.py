@@ -34,7 +34,8 @@ def fuse_boxes(marks: list[tuple[str, Box]], threshold: float = FUSE_IOU) -> lis
     clusters: list[list[tuple[str, Box]]] = []
 
     def mean(cluster: list[tuple[str, Box]]) -> Box:
-        return tuple(sum(b[k] for _, b in cluster) / len(cluster) for k in range(4))  # type: ignore[return-value]
+        x1, y1, x2, y2 = (sum(b[k] for _, b in cluster) / len(cluster) for k in range(4))
+        return x1, y1, x2, y2
 
     for rad, box in sorted(marks):
         scored = [(iou(mean(c), box), i) for i, c in enumerate(clusters) if rad not in {r for r, _ in c}]
@@ -82,11 +83,11 @@ def source(cfg: DataConfig, staging: Path) -> tuple[Path, Iterator[Row]]:
             if name.lower() == NO_FINDING:
                 continue
             try:
-                box = tuple(float(row[c]) for c in ("x_min", "y_min", "x_max", "y_max"))
+                x1, y1, x2, y2 = (float(row[c]) for c in ("x_min", "y_min", "x_max", "y_max"))
             except ValueError:
                 bad[key] = "box_not_numeric"
                 continue
-            classes[name].append((row.get("rad_id") or "consensus", box))  # type: ignore[arg-type]
+            classes[name].append((row.get("rad_id") or "consensus", (x1, y1, x2, y2)))
 
     def rows() -> Iterator[Row]:
         number = 0
@@ -108,8 +109,9 @@ def source(cfg: DataConfig, staging: Path) -> tuple[Path, Iterator[Row]]:
                 yield Row(number, reason=err.reason)
                 continue
             for name, found in sorted(classes.items()):
-                boxes = [normalize_box(*b, width, height) for b in fuse_boxes(found)]
-                if any(b is None for b in boxes):
+                normalized = [normalize_box(*b, width, height) for b in fuse_boxes(found)]
+                boxes = [b for b in normalized if b is not None]
+                if len(boxes) < len(normalized):
                     yield Row(number, reason="box_invalid")
                     continue
                 slug = "-".join(name.lower().replace("/", " ").split())
