@@ -58,8 +58,9 @@ POOLED_NOTE = (
     "With several seeds, each accuracy test pools the paired evidence of every seed: the exact "
     "Cochran-Mantel-Haenszel test over (seed, question) strata, which for matched pairs is McNemar's test on the "
     "discordant pairs summed over seeds (Mantel & Haenszel 1959; Agresti, Categorical Data Analysis, 2013, sec. "
-    "11.1); b/c are those sums. 'reproduced in k of n seeds' counts the seeds whose own arms reproduce the claim; "
-    "a pooled result that at most half of the seeds reproduce reads 'not reproduced in most seeds'."
+    "11.1); b/c are those sums. 'reproduced in k of n seeds' counts the seeds whose own arms reproduce the claim, "
+    "out of the n seeds in which both arms finished (a seed where one failed is named, not counted); a pooled "
+    "result that at most half of those seeds reproduce reads 'not reproduced in most seeds'."
 )
 
 SLIM_FIELDS: tuple[str, ...] = ("id", "correct", "correct_strict", "correct_lenient", "answer_type", "think_tokens")

@@ -227,6 +227,23 @@ def _effect_text(entry: dict, labels: dict[str, str]) -> str:
     return "; ".join(parts)
 
 
+def _seeds_text(agreed: dict | None) -> str:
+    """' (reproduced in 2 of 2 seeds; seed 2 did not finish)': the count is over the seeds whose arms finished.
+
+    >>> _seeds_text({"reproduced": 2, "of": 3, "failed": []}), _seeds_text(None)
+    (' (reproduced in 2 of 3 seeds)', '')
+    >>> _seeds_text({"reproduced": 1, "of": 1, "failed": [1, 2]})
+    ' (reproduced in 1 of 1 seeds; seeds 1, 2 did not finish)'
+    """
+    if not agreed:
+        return ""
+    text = f" (reproduced in {agreed['reproduced']} of {agreed['of']} seeds"
+    failed = agreed.get("failed") or []
+    if failed:
+        text += f"; seed{'s' if len(failed) > 1 else ''} {', '.join(map(str, failed))} did not finish"
+    return text + ")"
+
+
 def findings_rows(entries: list[dict], labels: dict[str, str]) -> tuple[list[str], list[list[str]]]:
     header = ["Claim of the paper", "The paper (Table 1, accuracy %)", "Arms in this run", "This run's effect",
               "Verdict"]  # fmt: skip
@@ -238,10 +255,7 @@ def findings_rows(entries: list[dict], labels: dict[str, str]) -> tuple[list[str
         else:
             arms, effect = "-", e.get("why", "-")
         agreed = e.get("seeds") if "arm" in e else None  # a claim the study cannot test has no seeds to agree
-        verdict_text = e["verdict"] + (
-            f" (reproduced in {agreed['reproduced']} of {agreed['of']} seeds)" if agreed else ""
-        )
-        rows.append([e["statement"], e["paper"], arms, effect, verdict_text])
+        rows.append([e["statement"], e["paper"], arms, effect, e["verdict"] + _seeds_text(agreed)])
     return header, rows
 
 

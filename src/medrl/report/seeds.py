@@ -19,7 +19,7 @@ from dataclasses import replace
 from typing import Any
 
 from medrl.report.arm import ArmResult
-from medrl.report.findings import MINORITY_OF_SEEDS, REPRODUCED
+from medrl.report.findings import MINORITY_OF_SEEDS, NOT_MEASURED, REPRODUCED
 
 _STATUS_ORDER = ("unavailable", "unscored", "incomplete", "ok")
 
@@ -100,10 +100,20 @@ def pool(arms: list[ArmResult], specs: dict[str, Any]) -> tuple[list[ArmResult],
 
 
 def agreement(pooled_findings: list[dict], per_seed: dict[int, list[dict]]) -> None:
-    """Add to each pooled finding in how many seeds the claim is reproduced on that seed's own arms."""
+    """Add to each pooled finding in how many seeds the claim is reproduced on that seed's own arms, out of the
+    seeds whose arms both finished: a seed where one of the two failed (or was not evaluated, or the claim could not
+    be measured) is named under `failed`, not counted as a seed that did not reproduce it."""
     for entry in pooled_findings:
-        verdicts = [next(e["verdict"] for e in found if e["claim"] == entry["claim"]) for found in per_seed.values()]
-        agreed = sum(v == REPRODUCED for v in verdicts)
-        entry["seeds"] = {"reproduced": agreed, "of": len(verdicts)}
-        if entry["verdict"] == REPRODUCED and 2 * agreed <= len(verdicts):
+        agreed, finished, failed = 0, 0, []
+        for seed, found in per_seed.items():
+            own = next(e for e in found if e["claim"] == entry["claim"])
+            # with an arm missing, that seed's roles may match other arms: only the pooled pair counts
+            same_arms = "arm" in entry and (own.get("arm"), own.get("than")) == (entry["arm"], entry["than"])
+            if not same_arms or own["verdict"] == NOT_MEASURED:
+                failed.append(seed)
+                continue
+            finished += 1
+            agreed += own["verdict"] == REPRODUCED
+        entry["seeds"] = {"reproduced": agreed, "of": finished, "failed": failed}
+        if entry["verdict"] == REPRODUCED and 2 * agreed <= finished:
             entry["verdict"] = MINORITY_OF_SEEDS

@@ -58,7 +58,7 @@ def test_findings_pool_the_seeds_and_count_the_seeds_that_agree(tmp_path):
     assert (grpo_vs_sft["arm"], grpo_vs_sft["than"]) == ("sft-grpo", "sft")
     # pooled over the seeds' (seed, question) pairs: 20 + 20 + 0 questions only GRPO answers right, none only SFT
     assert grpo_vs_sft["mcnemar"] == {"b": 0, "c": 40, "n": 3 * N}
-    assert grpo_vs_sft["verdict"] == "reproduced" and grpo_vs_sft["seeds"] == {"reproduced": 2, "of": 3}
+    assert grpo_vs_sft["verdict"] == "reproduced" and grpo_vs_sft["seeds"] == {"reproduced": 2, "of": 3, "failed": []}
     assert "reproduced (reproduced in 2 of 3 seeds)" in text
     assert "Cochran-Mantel-Haenszel" in text
 
@@ -82,7 +82,7 @@ def test_a_pooled_claim_most_seeds_do_not_reproduce_is_not_called_reproduced(tmp
     found = {f["claim"]: f for f in json.loads((tmp_path / "summary.json").read_text())["findings"]}
     grpo_vs_sft = found["grpo_vs_sft"]
     assert grpo_vs_sft["mcnemar"] == {"b": 0, "c": 20, "n": 3 * N}
-    assert grpo_vs_sft["seeds"] == {"reproduced": 1, "of": 3}
+    assert grpo_vs_sft["seeds"] == {"reproduced": 1, "of": 3, "failed": []}
     assert grpo_vs_sft["verdict"] == "not reproduced in most seeds"
     assert "| not reproduced in most seeds (reproduced in 1 of 3 seeds) |" in text
 
@@ -118,3 +118,27 @@ def test_two_untrained_arms_are_paired_once_however_many_seeds(tmp_path):
     assert round(other["tests"]["accuracy"]["p_value"], 4) == 0.0625
     # a trained arm still pairs each seed with the shared evaluation (the pooled test of the module docstring)
     assert comparisons["sft"]["paired_questions"] == 3 * N
+
+
+def test_seed_agreement_counts_only_the_seeds_that_finished_and_names_the_failed_ones(tmp_path):
+    """Seeds 1 and 2 of SFT -> GRPO failed; seed 0 reproduces the claim. The agreement is 1 of the 1 seed that
+    finished, not "1 of 3" (which read as two seeds that did not reproduce it and turned the verdict into "not
+    reproduced in most seeds")."""
+    cfg, arms = _study()
+    arms = [a for a in arms if a.name not in ("sft-grpo-seed1", "sft-grpo-seed2")]
+    text = build_report("Study", arms, tmp_path, specs=cfg.arms).read_text()
+    found = {f["claim"]: f for f in json.loads((tmp_path / "summary.json").read_text())["findings"]}
+    grpo_vs_sft = found["grpo_vs_sft"]
+    assert grpo_vs_sft["seeds"] == {"reproduced": 1, "of": 1, "failed": [1, 2]}
+    assert grpo_vs_sft["verdict"] == "reproduced"
+    assert "| reproduced (reproduced in 1 of 1 seeds; seeds 1, 2 did not finish) |" in text
+
+
+def test_a_failed_seed_is_not_counted_against_the_claim(tmp_path):
+    """Seed 2 of SFT -> GRPO failed, seeds 0 and 1 reproduce: 2 of 2, seed 2 named."""
+    cfg, arms = _study()
+    arms = [a for a in arms if a.name != "sft-grpo-seed2"]
+    text = build_report("Study", arms, tmp_path, specs=cfg.arms).read_text()
+    found = {f["claim"]: f for f in json.loads((tmp_path / "summary.json").read_text())["findings"]}
+    assert found["grpo_vs_sft"]["seeds"] == {"reproduced": 2, "of": 2, "failed": [2]}
+    assert "| reproduced (reproduced in 2 of 2 seeds; seed 2 did not finish) |" in text
