@@ -17,6 +17,9 @@ class ArmResult:
     # An untrained arm of a study run over several seeds: its one evaluation, repeated under every seed's tag so that
     # each seed's trained arms pair with it (medrl.report.seeds.pool)
     repeated: bool = False
+    # A trained arm pooled over seeds: each seed's train_log (seed -> rows); its train_log is then empty, since no
+    # one seed's log is the arm's (medrl.report.figures draws a line per seed)
+    seed_logs: dict[int, list[dict]] = field(default_factory=dict)
 
 
 def cell(metric: dict | None, scale: float, show_std: bool) -> str:

@@ -304,6 +304,8 @@ def build_report(
     drawn = [("figure", path, caption) for ok, path, caption in training if ok]
     if drawn:
         blocks += [("h2", "Training"), *drawn]
+        if seeded:
+            blocks.append(("p", "An arm trained once per seed has a line per seed: its colour, a line style each."))
     by_length = figures.accuracy_vs_length(arms, fig_dir / "accuracy_vs_length.png")
     if by_length:
         blocks += [

@@ -37,24 +37,49 @@ def _save(fig, path: Path) -> None:
     fig.savefig(path)
 
 
+_SEED_STYLES = ("-", "--", ":", "-.")
+
+
+def training_lines(arms, key: str) -> list[tuple[str, str, str, list[float], list[float]]]:
+    """(label, colour, line style, steps, values) of each line a training figure draws for `key`: one per arm, and
+    for an arm pooled over seeds one per seed, in the arm's colour, a line style per seed. Each seed's own curve
+    rather than a mean with a band: seeds may log different steps (one stopped early), and a band over three runs
+    would look more certain than it is.
+
+    >>> from medrl.report.arm import ArmResult
+    >>> one = ArmResult("a", "A", "grpo", 8, {}, [{"step": 1, "kl": 0.5}])
+    >>> two = ArmResult("b", "B", "grpo", 8, {}, seed_logs={0: [{"step": 1, "kl": 0.1}], 1: [{"step": 1, "kl": 0.2}]})
+    >>> [(label, colour, style, values) for label, colour, style, _, values in training_lines([one, two], "kl")]
+    [('A', 'C0', '-', [0.5]), ('B (seed 0)', 'C1', '-', [0.1]), ('B (seed 1)', 'C1', '--', [0.2])]
+    """
+    lines = []
+    for i, arm in enumerate(arms):
+        color = f"C{i % 10}"  # an arm keeps its colour in every figure
+        runs = [(f"{arm.label} (seed {seed})", log) for seed, log in arm.seed_logs.items()]
+        runs = runs or [(arm.label, arm.train_log)]
+        for j, (label, log) in enumerate(runs):
+            steps, values = _series(log, key)
+            if steps:
+                lines.append((label, color, _SEED_STYLES[j % len(_SEED_STYLES)], steps, values))
+    return lines
+
+
 def curve(arms, key: str, ylabel: str, title: str, path: Path) -> bool:
-    """One line per arm of a logged training value against the step (a moving mean when the log is long)."""
+    """One line per arm (per seed of an arm run over several) of a logged training value against the step (a
+    moving mean when the log is long)."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6, 3.5), dpi=110)
-    drawn = False
-    for i, arm in enumerate(arms):
-        steps, values = _series(arm.train_log, key)
-        if not steps:
-            continue
-        color = f"C{i % 10}"  # an arm keeps its colour in every figure
+    lines = training_lines(arms, key)
+    for label, color, style, steps, values in lines:
         window = max(1, len(values) // 50)
         if window > 1:
-            ax.plot(steps, values, alpha=0.25, linewidth=0.8, color=color)
-            ax.plot(steps, _smooth(values, window), label=f"{arm.label} (mean of {window})", linewidth=1.5, color=color)
+            ax.plot(steps, values, alpha=0.25, linewidth=0.8, color=color, linestyle=style)
+            smooth = _smooth(values, window)
+            ax.plot(steps, smooth, label=f"{label} (mean of {window})", linewidth=1.5, color=color, linestyle=style)
         else:
             marker = "o" if len(steps) < 30 else None
-            ax.plot(steps, values, label=arm.label, linewidth=1.5, marker=marker, color=color)
-        drawn = True
+            ax.plot(steps, values, label=label, linewidth=1.5, marker=marker, color=color, linestyle=style)
+    drawn = bool(lines)
     if drawn:
         ax.set(xlabel="step", ylabel=ylabel, title=title)
         ax.grid(alpha=0.3)
@@ -65,12 +90,13 @@ def curve(arms, key: str, ylabel: str, title: str, path: Path) -> bool:
 
 
 def rewards_by_function(arms, path: Path) -> bool:
-    """A panel per reward function (TRL's rewards/<name>/mean), a line per arm."""
+    """A panel per reward function (TRL's rewards/<name>/mean), a line per arm (per seed of an arm run over several)."""
     names = sorted(
         {
             k.split("/")[1]
             for arm in arms
-            for r in arm.train_log
+            for log in (arm.train_log, *arm.seed_logs.values())
+            for r in log
             for k in r
             if k.startswith("rewards/") and k.endswith("/mean")
         }
@@ -80,11 +106,9 @@ def rewards_by_function(arms, path: Path) -> bool:
     plt = _plt()
     fig, axes = plt.subplots(1, len(names), figsize=(3.2 * len(names) + 1, 3.2), dpi=110, squeeze=False)
     for ax, name in zip(axes[0], names, strict=True):
-        for i, arm in enumerate(arms):
-            steps, values = _series(arm.train_log, f"rewards/{name}/mean")
-            if steps:
-                smooth = _smooth(values, max(1, len(values) // 50))
-                ax.plot(steps, smooth, label=arm.label, linewidth=1.3, color=f"C{i % 10}")
+        for label, color, style, steps, values in training_lines(arms, f"rewards/{name}/mean"):
+            smooth = _smooth(values, max(1, len(values) // 50))
+            ax.plot(steps, smooth, label=label, linewidth=1.3, color=color, linestyle=style)
         ax.set(title=name, xlabel="step")
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("mean reward")

@@ -93,8 +93,17 @@ def pool(arms: list[ArmResult], specs: dict[str, Any]) -> tuple[list[ArmResult],
         if not first.seed_of:
             metrics = done[0].metrics  # evaluated once: its own spread over questions
         predictions = [row for seed, arm in sorted(seed_of.items()) for row in _tagged(arm.predictions, seed)]
+        logs = {seed: arm.train_log for seed, arm in sorted(seed_of.items())} if first.seed_of else {}
         pooled.append(
-            replace(done[0], name=group, metrics=metrics, predictions=predictions, repeated=not first.seed_of)
+            replace(
+                done[0],
+                name=group,
+                metrics=metrics,
+                predictions=predictions,
+                repeated=not first.seed_of,
+                train_log=[] if first.seed_of else done[0].train_log,
+                seed_logs=logs,
+            )
         )
     return pooled, pooled_specs, per_seed
 

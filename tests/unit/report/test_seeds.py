@@ -7,6 +7,8 @@ import json
 
 from medrl.config import load_config
 from medrl.report import ArmResult, build_report
+from medrl.report.figures import training_lines
+from medrl.report.seeds import pool
 
 N = 40
 
@@ -142,3 +144,19 @@ def test_a_failed_seed_is_not_counted_against_the_claim(tmp_path):
     found = {f["claim"]: f for f in json.loads((tmp_path / "summary.json").read_text())["findings"]}
     assert found["grpo_vs_sft"]["seeds"] == {"reproduced": 2, "of": 2, "failed": [2]}
     assert "| reproduced (reproduced in 2 of 2 seeds; seed 2 did not finish) |" in text
+
+
+def test_training_curves_of_an_arm_run_over_seeds_draw_every_seed(tmp_path):
+    """The pooled arm carried seed 0's training log only: its reward curve showed one seed as the arm's."""
+    cfg, arms = _study()
+    for arm in arms:
+        if arm.name.startswith("sft-grpo-seed"):
+            seed = int(arm.name[-1])
+            arm.train_log = [{"step": s, "reward": seed + s / 10} for s in range(1, 4)]
+    pooled, _, _ = pool(arms, cfg.arms)
+    grpo = next(a for a in pooled if a.name == "sft-grpo")
+    lines = [(label, values) for label, _, _, _, values in training_lines([grpo], "reward")]
+    assert lines == [(f"SFT -> GRPO (seed {k})", [k + 0.1, k + 0.2, k + 0.3]) for k in (0, 1, 2)]
+    assert len({style for _, _, style, _, _ in training_lines([grpo], "reward")}) == 3
+    text = build_report("Study", arms, tmp_path, specs=cfg.arms).read_text()
+    assert "figures/reward_curve.png" in text and "a line per seed" in text
