@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 
 from medrl.data.records import LETTERS, Record
-from medrl.rewards.parse import LETTER_RE, answer_text, is_correct, normalize, option_index
+from medrl.rewards.parse import LETTER_RE, given_answer, is_correct, normalize, option_index
 
 
 def answer_type(record: Record) -> str:
@@ -30,13 +30,14 @@ def _contains(haystack: str, needle: str) -> bool:
 
 
 def strict_correct(completion: str, record: Record) -> bool:
-    """Closed: the answer is the reference's letter alone ("B", "(B)", "B."); open: the same text, normalized.
+    """Closed: the answer is the reference's letter alone ("B", "(B)", "B.", "**B**"); open: the same text,
+    normalized. The answer is read by the reward's rule (medrl.rewards.parse.given_answer).
 
     >>> r = Record(id="1", question="q", choices=["liver", "lung"], answer="lung", answer_label="B")
     >>> [strict_correct(f"<answer>{a}</answer>", r) for a in ["B", "(B)", "lung", "B: lung", "A"]]
     [True, True, False, False, False]
     """
-    given = answer_text(completion)
+    given = given_answer(completion)
     if given is None:
         return False
     if record.choices:
@@ -56,7 +57,7 @@ def lenient_correct(completion: str, record: Record) -> bool:
     """
     if is_correct(completion, record.answer, record.choices):
         return True
-    given = answer_text(completion)
+    given = given_answer(completion)
     if given is None:
         return False
     text = normalize(given)

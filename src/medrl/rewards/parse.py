@@ -1,9 +1,15 @@
-"""Reading completions: the text of a TRL completion, the <think> and last <answer> parts, option matching."""
+"""Reading completions: the text of a TRL completion, the <think> and last <answer> parts, option matching.
+
+One rule for the accuracy reward and the evaluation's accuracy: an answer and the options are compared after NFKC
+(full-width `Ｂ` is `B`) with invisible format characters (zero-width space, joiners, BOM, soft hyphen) dropped, and
+markdown emphasis around the whole answer (`**B**`, `_lung_`) is not part of it.
+"""
 
 from __future__ import annotations
 
 import re
 import string
+import unicodedata
 from typing import Any
 
 from medrl.data.records import LETTERS
@@ -12,6 +18,7 @@ ANSWER_RE = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
 THINK_RE = re.compile(r"<think>(.*?)</think>", re.DOTALL)
 LETTER_RE = re.compile(r"^\(?([A-J])\)?\s*(?:[:.)]\s*(.*))?$", re.DOTALL)
 _PUNCT = str.maketrans({c: " " for c in string.punctuation})
+EMPHASIS_RE = re.compile(r"^(\*{1,3}|_{1,3})(.+?)\1$", re.DOTALL)
 
 
 def completion_text(completion: Any) -> str:
@@ -32,6 +39,36 @@ def answer_text(text: str) -> str | None:
     return found[-1].strip() if found else None
 
 
+def plain(text: str) -> str:
+    """NFKC, without format characters (category Cf: zero-width space and joiners, BOM, soft hyphen), which show
+    nothing yet made `B\u200b` a different string from `B`.
+
+    >>> plain("\uff08\uff22\uff09\u200b"), plain("cm\u00b2")
+    ('(B)', 'cm2')
+    """
+    text = unicodedata.normalize("NFKC", text)
+    return "".join(c for c in text if unicodedata.category(c) != "Cf")
+
+
+def given_answer(text: str) -> str | None:
+    """The last <answer> as the accuracy rule reads it: `plain`, stripped, without markdown emphasis around the
+    whole of it; None when there is none. Case is kept: a lowercase `b` stays text, not the letter B.
+
+    >>> given_answer("<answer>**B**\u200b</answer>"), given_answer("<answer>**_b_**</answer>")
+    ('B', 'b')
+    >>> given_answer("<answer>**B** or **A**</answer>"), given_answer("no tag") is None
+    ('**B** or **A**', True)
+    """
+    given = answer_text(text)
+    if given is None:
+        return None
+    given = plain(given).strip()
+    # `**B** or **A**` opens and closes twice: only a marker that does not recur inside wraps the whole answer
+    while (m := EMPHASIS_RE.match(given)) and m.group(1) not in m.group(2):
+        given = m.group(2).strip()
+    return given
+
+
 def think_text(text: str) -> str:
     """The reasoning inside the first <think>...</think>, or '' when absent."""
     found = THINK_RE.search(text)
@@ -44,7 +81,7 @@ def normalize(text: str) -> str:
     >>> normalize("  Upper-Left. ")
     'upper left'
     """
-    return " ".join(text.lower().translate(_PUNCT).split())
+    return " ".join(plain(text).lower().translate(_PUNCT).split())
 
 
 def option_index(text: str, choices: list[str]) -> int | None:
@@ -65,7 +102,7 @@ def option_index(text: str, choices: list[str]) -> int | None:
 
 
 def _fold(text: str) -> str:
-    return " ".join(text.casefold().split())
+    return " ".join(plain(text).casefold().split())
 
 
 def chosen_option(answer: str, choices: list[str]) -> int | None:
@@ -91,8 +128,9 @@ def chosen_option(answer: str, choices: list[str]) -> int | None:
 
 
 def is_correct(text: str, answer: str, choices: list[str] | None) -> bool:
-    """Whether a completion's last <answer> is the reference: the same option for closed, normalized for open."""
-    given = answer_text(text)
+    """Whether a completion's last <answer> (`given_answer`) is the reference: the same option for closed,
+    normalized for open."""
+    given = given_answer(text)
     if given is None:
         return False
     if choices:

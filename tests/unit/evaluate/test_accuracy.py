@@ -29,6 +29,13 @@ GERMS = Record(id="g", question="Which organism?", choices=["E. coli", "S. aureu
         (CLOSED, "B: upper left", False, False, False),
         (CLOSED, "D", False, False, False),
         (CLOSED, "", False, False, False),
+        (CLOSED, "**B**", True, True, True),  # the reward's rule (medrl.rewards.parse): bold is not content
+        (CLOSED, "\uff22", True, True, True),  # full-width B
+        (CLOSED, "B\u200b", True, True, True),  # a trailing zero-width space
+        (CLOSED, "**upper right**", True, False, True),
+        (CLOSED, "**b**", False, False, False),  # a lowercase letter is text
+        (OPEN, "**Left lung**", True, True, True),
+        (OPEN, "left\u200b lung\uff0e", True, True, True),
         (SIGNED, "B", False, False, False),  # the other option: counted right once signs were stripped
         (SIGNED, "HER2+", True, False, True),
         (GERMS, "E. coli", True, False, True),  # the option's text, not a letter E

@@ -56,6 +56,19 @@ ACCURACY_CASES = [
     ("<answer>B</answer><answer>A</answer>", 0.0),
     ("<answer>A</answer>", 0.0),
     ("<answer>b</answer>", 0.0),  # a lowercase letter is text, and no option is "b"
+    ("<answer>**B**</answer>", 1.0),  # markdown bold, as models often write it
+    ("<answer>*B*</answer>", 1.0),
+    ("<answer>__(B)__</answer>", 1.0),
+    ("<answer>**B: Lung**</answer>", 1.0),
+    ("<answer>***Lung***</answer>", 1.0),
+    ("<answer>\uff22</answer>", 1.0),  # full-width B
+    ("<answer>\uff08\uff22\uff09</answer>", 1.0),  # full-width (B)
+    ("<answer>B\u200b</answer>", 1.0),  # a trailing zero-width space
+    ("<answer>\ufeffL\u200dung</answer>", 1.0),  # invisible characters inside the text
+    ("<answer>**b**</answer>", 0.0),  # bold does not make a lowercase letter a letter answer
+    ("<answer>\uff42</answer>", 0.0),  # nor does full width
+    ("<answer>**A**</answer>", 0.0),
+    ("<answer>**B** or **A**</answer>", 0.0),  # emphasis inside the answer is not stripped
     ("<answer>B: Liver</answer>", 0.0),  # letter and text disagree
     ("<answer>A, B</answer>", 0.0),  # several letters
     ("<answer>A and B</answer>", 0.0),
@@ -91,6 +104,15 @@ def test_rewards_keep_batch_order_and_length():
     texts = ["<think>x</think><answer>A</answer>", "<answer>B</answer>", "nothing"]
     assert accuracy_reward(texts, answer=["Liver", "Lung", "Lung"], choices=[CHOICES] * 3) == [1.0, 1.0, 0.0]
     assert format_reward(texts) == [1.0, 0.0, 0.0]
+
+
+def test_an_option_with_a_compatibility_character_matches_its_own_text_and_its_nfkc_form():
+    """NFKC applies to the options too: "cm²" in an option is "cm2" once the answer is normalised, so the option's
+    own text must still match it."""
+    choices = ["2 cm\u00b2", "4 cm\u00b2"]
+    for given in ("2 cm\u00b2", "2 cm2", "**2 cm\u00b2**"):
+        assert accuracy_reward([f"<answer>{given}</answer>"], answer=[choices[0]], choices=[choices]) == [1.0]
+    assert accuracy_reward(["<answer>4 cm2</answer>"], answer=[choices[0]], choices=[choices]) == [0.0]
 
 
 def test_duplicate_option_texts_are_ambiguous():
