@@ -452,3 +452,82 @@ def test_a_csv_without_the_expected_columns_is_named(tmp_path):
     missing = r"MS_CXR_Local_Alignment_v1\.0\.0\.csv: columns w, h, image_width, image_height are missing"
     with pytest.raises(PrepError, match=missing):
         prepare(DataConfig(source="ms-cxr", input=str(csv_path)), tmp_path / "out")
+
+
+# ------------------------------------------------------------------------------------------------ malformed rows
+# A row with more cells than its header (an unquoted comma in a value) shifts every cell after the comma. The chest
+# X-ray sources build one record from several rows, so the record such a row belongs to is quarantined whole
+# (row_malformed, as the VQA sources quarantine such a row): kept, it would miss a box or carry another value.
+
+
+def test_vindr_quarantines_the_image_of_a_row_with_more_cells_than_the_header(tmp_path):
+    root = tmp_path / "vindr"
+    vindr_fixture(root)
+    path = root / "annotations" / "annotations_train.csv"
+    text = path.read_text().replace("img1,R9,Nodule/Mass,150", "img1,R9,Nodule/Mass,left,150")
+    path.write_text(text)
+    out = tmp_path / "prepared"
+    summary = prepare(
+        DataConfig(source="vindr-cxr", input=str(root), train_size=None, test_size=None, max_bad_fraction=0.5), out
+    )
+    assert summary["reasons"] == {"not_dicom": 1, "row_malformed": 1}
+    assert {r.id for r in read_records(out, "train")} == {"vindr-img3-aortic-enlargement"}  # img1's records left out
+    assert "Nodule" not in (out / "quarantine.jsonl").read_text()
+
+
+@pytest.mark.parametrize("name", ["split", "metadata", "chexpert"])
+def test_mimic_quarantines_the_study_of_a_malformed_split_metadata_or_label_row(tmp_path, name):
+    """Study 50000001 (train) has one row with a cell too many in one of its three CSV files."""
+    root = tmp_path / "mimic-cxr-jpg"
+    mimic_fixture(root)
+    path = root / f"mimic-cxr-2.0.0-{name}.csv.gz"
+    lines = gzip.decompress(path.read_bytes()).decode().splitlines()
+    row = next(i for i, line in enumerate(lines) if "50000001" in line)
+    lines[row] += ",1.0"
+    path.write_bytes(gzip.compress("\n".join(lines).encode()))
+    out = tmp_path / "prepared"
+    cfg = DataConfig(source="mimic-cxr", input=str(root), train_size=None, test_size=None, max_bad_fraction=0.8)
+    summary = prepare(cfg, out)
+    assert summary["reasons"] == {"report_missing": 1, "report_sections_missing": 1, "row_malformed": 1}
+    assert read_records(out, "train") == [] and len(read_records(out, "test")) == 1
+
+
+def test_ms_cxr_quarantines_every_phrase_of_the_image_of_a_malformed_row(tmp_path):
+    """The comma in "left, lower lobe" cuts the phrase: which phrase the box belongs to is unknown."""
+    mimic = tmp_path / "mimic-cxr-jpg"
+    mimic_fixture(mimic)
+    ms = tmp_path / "ms-cxr"
+    rows = [
+        ["d-pa", "Pneumonia", "left lower lobe consolidation", 10, 20, 30, 10, 64, 48],
+        ["d-pa", "Pneumonia", "left", "lower lobe consolidation", 40, 0, 16, 24, 64, 48],
+        ["d-ap", "Pneumothorax", "small right apical pneumothorax", 0, 0, 32, 24, 64, 48],
+    ]
+    write_csv(ms / "MS_CXR_Local_Alignment_v1.0.0.csv", MS_HEADER, rows)
+    out = tmp_path / "prepared"
+    cfg = DataConfig(source="ms-cxr", input=str(ms), images=str(mimic), train_size=None, test_size=None,
+                     max_bad_fraction=0.8)  # fmt: skip
+    summary = prepare(cfg, out)
+    assert summary["reasons"] == {"row_malformed": 2}  # the two phrase groups of d-pa
+    records = [r for split in ("train", "test") for r in read_records(out, split)]
+    assert [r.meta["phrase"] for r in records] == ["small right apical pneumothorax"]
+
+
+def test_ms_cxr_quarantines_a_phrase_whose_image_has_a_malformed_metadata_row(tmp_path):
+    mimic = tmp_path / "mimic-cxr-jpg"
+    mimic_fixture(mimic)
+    path = mimic / "mimic-cxr-2.0.0-metadata.csv.gz"
+    lines = gzip.decompress(path.read_bytes()).decode().splitlines()
+    lines = [line + ",AP" if line.startswith("d-pa,") else line for line in lines]
+    path.write_bytes(gzip.compress("\n".join(lines).encode()))
+    ms = tmp_path / "ms-cxr"
+    rows = [
+        ["d-pa", "Pneumonia", "left lower lobe consolidation", 10, 20, 30, 10, 64, 48],
+        ["d-ap", "Pneumothorax", "small right apical pneumothorax", 0, 0, 32, 24, 64, 48],
+    ]
+    write_csv(ms / "MS_CXR_Local_Alignment_v1.0.0.csv", MS_HEADER, rows)
+    out = tmp_path / "prepared"
+    cfg = DataConfig(source="ms-cxr", input=str(ms), images=str(mimic), train_size=None, test_size=None,
+                     max_bad_fraction=0.8)  # fmt: skip
+    assert prepare(cfg, out)["reasons"] == {"row_malformed": 1}
+    records = [r for split in ("train", "test") for r in read_records(out, split)]
+    assert [r.meta["phrase"] for r in records] == ["small right apical pneumothorax"]

@@ -37,14 +37,23 @@ def cxr_input(cfg: DataConfig, source: str, task: str, what: str) -> Path:
     return Path(cfg.input)
 
 
-def read_csv(path: Path, columns: list[str] | tuple[str, ...] = ()) -> Iterator[dict[str, str]]:
+class CsvRow(dict[str, str]):
+    """A CSV row by column name. `malformed`: it had more cells than the header, so an unquoted comma shifted
+    the cells after it and its values cannot be trusted; the source quarantines the record it belongs to."""
+
+    malformed: bool = False
+
+
+def read_csv(path: Path, columns: list[str] | tuple[str, ...] = ()) -> Iterator[CsvRow]:
     """Rows of a CSV file (gzip when the name ends in .gz), keys and values stripped; an error naming the file
     when its first row lacks one of `columns`."""
     raw = path.read_bytes()
     if path.name.endswith(".gz"):
         raw = gzip.decompress(raw)
     for i, raw_row in enumerate(csv.DictReader(io.StringIO(raw.decode("utf-8-sig")))):
-        row = {(k or "").strip(): (v or "").strip() for k, v in raw_row.items()}
+        extra = raw_row.pop(None, None)  # DictReader's list of the cells past the header's
+        row = CsvRow({(k or "").strip(): (v or "").strip() for k, v in raw_row.items()})
+        row.malformed = extra is not None
         if i == 0 and (missing := [c for c in columns if c not in row]):
             raise PrepError(f"{path.name}: columns {', '.join(missing)} are missing; is it the right file?")
         yield row

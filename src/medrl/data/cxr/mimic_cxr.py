@@ -68,28 +68,42 @@ def source(cfg: DataConfig, staging: Path) -> tuple[Path, Iterator[Row]]:
     split_path = find_file(root, [SPLIT_CSV], SOURCE)
     studies: dict[tuple[str, str], dict] = {}
     images: dict[tuple[str, str], list[str]] = defaultdict(list)
+    malformed: set[tuple[str, str]] = set()  # studies with a row of more cells than its file's header
     for row in read_csv(split_path, ["dicom_id", "study_id", "subject_id", "split"]):
         key = (row["subject_id"], row["study_id"])
         studies.setdefault(key, {"split": "test" if row["split"] == "test" else "train"})
+        if row.malformed:
+            malformed.add(key)
+            continue
         images[key].append(row["dicom_id"])
     views: dict[str, str] = {}
     try:
         metadata = find_file(root, [METADATA_CSV], SOURCE)
     except PrepError:
         metadata = None  # optional: without it the first image of a study is taken
-    if metadata:
-        views = {r["dicom_id"]: r.get("ViewPosition", "") for r in read_csv(metadata)}
+    for r in read_csv(metadata) if metadata else []:
+        if r.malformed:
+            malformed.add((r.get("subject_id", ""), r.get("study_id", "")))
+        else:
+            views[r["dicom_id"]] = r.get("ViewPosition", "")
     labels: dict[tuple[str, str], dict[str, int]] = {}
     try:
-        labels = {
-            (r["subject_id"], r["study_id"]): _labels(r) for r in read_csv(find_file(root, [CHEXPERT_CSV], SOURCE))
-        }
+        chexpert = find_file(root, [CHEXPERT_CSV], SOURCE)
     except PrepError:
-        labels = {}
+        chexpert = None
+    for r in read_csv(chexpert) if chexpert else []:
+        key = (r.get("subject_id", ""), r.get("study_id", ""))
+        if r.malformed:
+            malformed.add(key)  # its labels may be another observation's
+        else:
+            labels[key] = _labels(r)
 
     def rows() -> Iterator[Row]:
         for number, (key, info) in enumerate(sorted(studies.items()), 1):
             subject, study = key
+            if key in malformed:
+                yield Row(number, reason="row_malformed")
+                continue
             if not (subject.isdigit() and study.isdigit()):
                 yield Row(number, reason="bad_ids")
                 continue

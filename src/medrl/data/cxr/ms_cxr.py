@@ -32,15 +32,16 @@ def annotation_file(path: Path) -> Path:
     return found[-1]  # the newest version
 
 
-def image_index(images_root: Path) -> dict[str, str]:
-    """dicom_id -> image path relative to the MIMIC-CXR-JPG root."""
+def image_index(images_root: Path) -> dict[str, str | None]:
+    """dicom_id -> image path relative to the MIMIC-CXR-JPG root; None for an image whose metadata row had more
+    cells than the header (its path cannot be trusted)."""
     try:
         metadata = find_file(images_root, [METADATA_CSV], SOURCE)
     except PrepError:
         metadata = None
     if metadata:
         return {
-            r["dicom_id"]: f"{study_dir(r['subject_id'], r['study_id'])}/{r['dicom_id']}.jpg"
+            r["dicom_id"]: None if r.malformed else f"{study_dir(r['subject_id'], r['study_id'])}/{r['dicom_id']}.jpg"
             for r in read_csv(metadata)
         }
     return {p.stem: p.relative_to(images_root).as_posix() for p in (images_root / "files").rglob("*.jpg")}
@@ -50,13 +51,19 @@ def source(cfg: DataConfig, staging: Path) -> tuple[Path, Iterator[Row]]:
     csv_path = annotation_file(cxr_input(cfg, SOURCE, "grounding", "the MS-CXR folder or its CSV"))
     images_root = Path(cfg.images) if cfg.images else csv_path.parent
     groups: dict[tuple[str, str], list[dict[str, str]]] = defaultdict(list)
+    malformed: set[str] = set()  # images with a row of more cells than the header
     for row in read_csv(csv_path, COLUMNS):
         groups[(row["dicom_id"], row["label_text"])].append(row)
-    index: dict[str, str] | None = None
+        if row.malformed:
+            malformed.add(row["dicom_id"])  # a comma in its phrase cut it: which phrase the box is of is unknown
+    index: dict[str, str | None] | None = None
 
     def rows() -> Iterator[Row]:
         nonlocal index
         for number, ((dicom_id, phrase), group) in enumerate(groups.items(), 1):
+            if dicom_id in malformed:
+                yield Row(number, reason="row_malformed")
+                continue
             if not phrase:
                 yield Row(number, reason="phrase_empty")
                 continue
@@ -83,7 +90,10 @@ def source(cfg: DataConfig, staging: Path) -> tuple[Path, Iterator[Row]]:
             if not rel:
                 if index is None:
                     index = image_index(images_root)
-                rel = index.get(dicom_id, "")
+                if dicom_id in index and index[dicom_id] is None:
+                    yield Row(number, reason="row_malformed")
+                    continue
+                rel = index.get(dicom_id) or ""
             if not rel:
                 yield Row(number, reason="image_not_found")
                 continue

@@ -79,6 +79,9 @@ def source(cfg: DataConfig, staging: Path) -> tuple[Path, Iterator[Row]]:
         for row in read_csv(path, COLUMNS):
             key = (split, row["image_id"])
             classes = marks.setdefault(key, defaultdict(list))  # an image is registered even without a box
+            if row.malformed:
+                bad[key] = "row_malformed"  # without this row's box the image's findings are incomplete
+                continue
             name = row["class_name"]
             if name.lower() == NO_FINDING:
                 continue
