@@ -2,7 +2,8 @@
 
 One rule for the accuracy reward and the evaluation's accuracy: an answer and the options are compared after NFKC
 (full-width `Ｂ` is `B`) with invisible format characters (zero-width space, joiners, BOM, soft hyphen) dropped, and
-markdown emphasis around the whole answer (`**B**`, `_lung_`) is not part of it.
+markdown emphasis around the whole answer (`**B**`, `_lung_`) or its leading letter (`**B**: lung`) is not part of
+it.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ THINK_RE = re.compile(r"<think>(.*?)</think>", re.DOTALL)
 LETTER_RE = re.compile(r"^\(?([A-J])\)?\s*(?:[:.)]\s*(.*))?$", re.DOTALL)
 _PUNCT = str.maketrans({c: " " for c in string.punctuation})
 EMPHASIS_RE = re.compile(r"^(\*{1,3}|_{1,3})(.+?)\1$", re.DOTALL)
+LEAD_EMPHASIS_RE = re.compile(r"^(\*{1,3}|_{1,3})(\(?[A-J]\)?[:.)]?)\1(?=[\s:.)]|$)")  # `**B**: lung`
 
 
 def completion_text(completion: Any) -> str:
@@ -52,12 +54,15 @@ def plain(text: str) -> str:
 
 def given_answer(text: str) -> str | None:
     """The last <answer> as the accuracy rule reads it: `plain`, stripped, without markdown emphasis around the
-    whole of it; None when there is none. Case is kept: a lowercase `b` stays text, not the letter B.
+    whole of it or around its leading option letter; None when there is none. Case is kept: a lowercase `b`
+    stays text, not the letter B.
 
     >>> given_answer("<answer>**B**\u200b</answer>"), given_answer("<answer>**_b_**</answer>")
     ('B', 'b')
+    >>> given_answer("<answer>**B.** Lung</answer>"), given_answer("<answer>**b**: lung</answer>")
+    ('B. Lung', '**b**: lung')
     >>> given_answer("<answer>**B** or **A**</answer>"), given_answer("no tag") is None
-    ('**B** or **A**', True)
+    ('B or **A**', True)
     """
     given = answer_text(text)
     if given is None:
@@ -66,7 +71,7 @@ def given_answer(text: str) -> str | None:
     # `**B** or **A**` opens and closes twice: only a marker that does not recur inside wraps the whole answer
     while (m := EMPHASIS_RE.match(given)) and m.group(1) not in m.group(2):
         given = m.group(2).strip()
-    return given
+    return LEAD_EMPHASIS_RE.sub(r"\2", given, count=1)
 
 
 def think_text(text: str) -> str:

@@ -69,6 +69,9 @@ ACCURACY_CASES = [
     ("<answer>\uff42</answer>", 0.0),  # nor does full width
     ("<answer>**A**</answer>", 0.0),
     ("<answer>**B** or **A**</answer>", 0.0),  # emphasis inside the answer is not stripped
+    ("<answer>**B**: Lung</answer>", 1.0),  # ... except around the leading letter
+    ("<answer>**B.** Lung</answer>", 1.0),
+    ("<answer>**B**: Liver</answer>", 0.0),  # the letter's text must still be its option's
     ("<answer>B: Liver</answer>", 0.0),  # letter and text disagree
     ("<answer>A, B</answer>", 0.0),  # several letters
     ("<answer>A and B</answer>", 0.0),
