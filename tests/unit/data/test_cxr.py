@@ -475,15 +475,17 @@ def test_vindr_quarantines_the_image_of_a_row_with_more_cells_than_the_header(tm
     assert "Nodule" not in (out / "quarantine.jsonl").read_text()
 
 
+@pytest.mark.parametrize("cells", ["one too many", "the last missing"])
 @pytest.mark.parametrize("name", ["split", "metadata", "chexpert"])
-def test_mimic_quarantines_the_study_of_a_malformed_split_metadata_or_label_row(tmp_path, name):
-    """Study 50000001 (train) has one row with a cell too many in one of its three CSV files."""
+def test_mimic_quarantines_the_study_of_a_malformed_split_metadata_or_label_row(tmp_path, name, cells):
+    """Study 50000001 (train) has one row with a cell too many, or its last cell missing (the split row's is the
+    split: read as empty, the study would have gone to train unnoticed), in one of its three CSV files."""
     root = tmp_path / "mimic-cxr-jpg"
     mimic_fixture(root)
     path = root / f"mimic-cxr-2.0.0-{name}.csv.gz"
     lines = gzip.decompress(path.read_bytes()).decode().splitlines()
     row = next(i for i, line in enumerate(lines) if "50000001" in line)
-    lines[row] += ",1.0"
+    lines[row] = lines[row] + ",1.0" if cells == "one too many" else lines[row].rsplit(",", 1)[0]
     path.write_bytes(gzip.compress("\n".join(lines).encode()))
     out = tmp_path / "prepared"
     cfg = DataConfig(source="mimic-cxr", input=str(root), train_size=None, test_size=None, max_bad_fraction=0.8)

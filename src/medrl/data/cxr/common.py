@@ -46,14 +46,15 @@ class CsvRow(dict[str, str]):
 
 def read_csv(path: Path, columns: list[str] | tuple[str, ...] = ()) -> Iterator[CsvRow]:
     """Rows of a CSV file (gzip when the name ends in .gz), keys and values stripped; an error naming the file
-    when its first row lacks one of `columns`."""
+    when its first row lacks one of `columns`. A row with more or fewer cells than the header is `malformed`."""
     raw = path.read_bytes()
     if path.name.endswith(".gz"):
         raw = gzip.decompress(raw)
     for i, raw_row in enumerate(csv.DictReader(io.StringIO(raw.decode("utf-8-sig")))):
         extra = raw_row.pop(None, None)  # DictReader's list of the cells past the header's
+        short = any(v is None for v in raw_row.values())  # DictReader's None for the cells a row lacks
         row = CsvRow({(k or "").strip(): (v or "").strip() for k, v in raw_row.items()})
-        row.malformed = extra is not None
+        row.malformed = extra is not None or short
         if i == 0 and (missing := [c for c in columns if c not in row]):
             raise PrepError(f"{path.name}: columns {', '.join(missing)} are missing; is it the right file?")
         yield row
