@@ -64,12 +64,13 @@ def truncation(rows: list[dict]) -> dict:
     >>> m = truncation([{"truncated": True}, {"truncated": False}, {}])
     >>> m["mean"], m["count"], m["n"], m["missing"], m["status"]
     (0.5, 1, 2, 1, 'ok')
-    >>> truncation([{}, {"truncated": None}])["status"]
-    'unavailable'
+    >>> {k: v for k, v in truncation([{}, {"truncated": None}]).items() if k in ("mean", "n", "missing", "status")}
+    {'mean': None, 'n': 0, 'missing': 2, 'status': 'unavailable'}
     """
     flags = [r.get("truncated") for r in rows]
     if all(f is None for f in flags):
-        return unavailable(f"{UNRECORDED}; evaluate the arm again to measure it", source=TRUNCATED_SOURCE)
+        reason = f"{UNRECORDED}; evaluate the arm again to measure it"
+        return unavailable(reason, missing=len(rows), source=TRUNCATED_SOURCE)
     result = {
         **summarize([None if f is None else float(f) for f in flags]),
         "count": sum(1 for f in flags if f),
@@ -77,7 +78,7 @@ def truncation(rows: list[dict]) -> dict:
         "source": TRUNCATED_SOURCE,
     }
     if result["missing"]:
-        result["reason"] = f"{result['missing']} of {len(rows)} answers are {UNRECORDED}"
+        result["reason"] = f"{result['missing']} of {len(rows)} answers have no record of it ({UNRECORDED})"
     return result
 
 

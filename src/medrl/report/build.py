@@ -195,6 +195,8 @@ def truncated_cell(metrics: dict) -> str:
     '50.00 (1 of 2; 6 unknown)'
     >>> truncated_cell({"accuracy": {"mean": 0.5}}), truncated_cell({"truncated": {"status": "unavailable"}})
     ('unknown', 'unknown')
+    >>> truncated_cell({"truncated": {"mean": 0.25, "n": 256, "seeds": 2, "status": "ok"}})  # pooled over seeds
+    '25.00 (n = 256)'
     >>> truncated_cell({})
     '-'
     """
