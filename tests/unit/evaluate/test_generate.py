@@ -4,7 +4,12 @@ prompts each engine is given. The GPU and vLLM are absent here: where a test nee
 
 from __future__ import annotations
 
+import ast
+import dataclasses
+import os
+import re
 import sys
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
@@ -151,6 +156,24 @@ class RequestOutput:
     prompt_logprobs: None
     outputs: list[CompletionOutput]
     finished: bool
+
+
+def test_the_stand_ins_have_vllm_s_own_fields():
+    """Against the GPU lock's vLLM wheel (MEDRL_VLLM_WHEEL): CompletionOutput's fields in order, RequestOutput's
+    first constructor arguments, and "length" among the finish reasons."""
+    wheel = os.environ.get("MEDRL_VLLM_WHEEL")
+    if not wheel:
+        pytest.skip("no vLLM wheel here: set MEDRL_VLLM_WHEEL to read vLLM's vllm/outputs.py")
+    with zipfile.ZipFile(wheel) as whl:
+        tree = ast.parse(whl.read("vllm/outputs.py").decode())
+        reasons = whl.read("vllm/v1/engine/__init__.py").decode()
+    classes = {node.name: node for node in tree.body if isinstance(node, ast.ClassDef)}
+    fields = [n.target.id for n in classes["CompletionOutput"].body if isinstance(n, ast.AnnAssign)]
+    ours = [f.name for f in dataclasses.fields(CompletionOutput)]
+    assert fields[:5] == ours[:5] and set(ours) <= set(fields)
+    init = next(n for n in classes["RequestOutput"].body if isinstance(n, ast.FunctionDef) and n.name == "__init__")
+    assert [a.arg for a in init.args.args[1:7]] == [f.name for f in dataclasses.fields(RequestOutput)]
+    assert re.search(r'FINISH_REASON_STRINGS = \([^)]*"length"', reasons)
 
 
 def _request(text: str, tokens: int, finish_reason: str, stop_reason=None) -> RequestOutput:
