@@ -242,7 +242,7 @@ def run_eval(work: Path, engine: str, questions: int, shape: Shape = GPU) -> dic
         load_s = time.perf_counter() - start
         answers = [first, *stream]
     seconds = time.perf_counter() - start - load_s
-    (work / f"answers-{engine}.json").write_text(json.dumps(answers))
+    (work / f"answers-{engine}.json").write_text(json.dumps([a.text for a in answers]))
     return {
         "engine": engine,
         "questions": len(answers),

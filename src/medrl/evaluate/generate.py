@@ -5,8 +5,9 @@
 
 Both see the same prompt text (the processor's chat template with the images' placeholders), decode greedily up to
 the same number of new tokens, stop at the model's end-of-sequence tokens and keep the repetition penalty of the
-model's generation config, and drop special tokens from the text. `evaluate.engine=auto` takes vllm where a GPU
-and vLLM are present.
+model's generation config, and drop special tokens from the text. Each answer says whether it was cut at the limit
+(`truncated`), read from what the engine generated (hf: no EOS token among the new tokens; vllm: finish_reason
+"length"), never from the decoded text. `evaluate.engine=auto` takes vllm where a GPU and vLLM are present.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import importlib.metadata as md
 import logging
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from PIL import Image
 
@@ -33,6 +34,14 @@ ENGINES = ("auto", "hf", "vllm")
 Engine = Literal["hf", "vllm"]
 # Prompts handed to vLLM per call: it batches them itself; the chunk bounds how many decoded images are in memory.
 VLLM_CHUNK = 512
+
+
+class Completion(NamedTuple):
+    """One generated answer: its text (special tokens dropped), and whether generation stopped because it reached
+    the token limit (`evaluate.max_new_tokens`) rather than at an end-of-sequence token."""
+
+    text: str
+    truncated: bool
 
 
 def vllm_version() -> str | None:
@@ -135,14 +144,40 @@ def chat_text(processor, rec: Record, instruction: str, images: list[Image.Image
     )
 
 
+def eos_ids(generation_config) -> list[int]:
+    """The end-of-sequence token ids `generate` stops at: the generation config's eos_token_id, an id or a list.
+
+    >>> from types import SimpleNamespace as Config
+    >>> eos_ids(Config(eos_token_id=[2, 7])), eos_ids(Config(eos_token_id=2)), eos_ids(Config(eos_token_id=None))
+    ([2, 7], [2], [])
+    """
+    eos = getattr(generation_config, "eos_token_id", None)
+    if eos is None:
+        return []
+    return [int(eos)] if isinstance(eos, int) else [int(t) for t in eos]
+
+
+def cut_at_limit(new_tokens, eos: list[int]) -> list[bool]:
+    """Per row of generated token ids (prompt removed): True when no end-of-sequence token is among them, so the row
+    ran to max_new_tokens. A row that ended while others went on is padded after its EOS (the EOS is still there);
+    one whose EOS is the last token allowed ended, it was not cut. Without EOS ids every row runs to the limit."""
+    import torch
+
+    if not eos:
+        return [True] * new_tokens.shape[0]
+    ended = torch.isin(new_tokens, torch.tensor(eos, device=new_tokens.device)).any(dim=1)
+    return (~ended).tolist()
+
+
 def generate(
     model, processor, records: list[Record], data_dir: Path, instruction: str, max_new_tokens: int, batch_size: int
-) -> Iterator[str]:
+) -> Iterator[Completion]:
     """Yield one completion per record, in order, generated `batch_size` prompts at a time."""
     import torch
 
     model.eval()
     tokenizer = processor.tokenizer
+    eos = eos_ids(model.generation_config)  # what generate stops at, since no eos_token_id is passed to it
     for start in range(0, len(records), batch_size):
         batch = records[start : start + batch_size]
         texts, images = [], []
@@ -159,7 +194,8 @@ def generate(
                 pad_token_id=tokenizer.pad_token_id,
             )
         new = out[:, inputs["input_ids"].shape[1] :]
-        yield from tokenizer.batch_decode(new, skip_special_tokens=True)
+        answers = tokenizer.batch_decode(new, skip_special_tokens=True)
+        yield from map(Completion, answers, cut_at_limit(new, eos))
 
 
 def vllm_prompts(processor, records: list[Record], data_dir: Path, instruction: str) -> list[dict]:
@@ -174,6 +210,13 @@ def vllm_prompts(processor, records: list[Record], data_dir: Path, instruction: 
     return prompts
 
 
+def vllm_completion(output) -> Completion:
+    """The answer in a vLLM RequestOutput (its first CompletionOutput). vLLM 0.30 sets finish_reason "length" when
+    max_tokens (or the model's context) ran out, "stop" at an EOS token or stop string."""
+    first = output.outputs[0]
+    return Completion(first.text, first.finish_reason == "length")
+
+
 def generate_vllm(
     model_dir: str,
     processor,
@@ -184,7 +227,7 @@ def generate_vllm(
     model_cfg: ModelConfig,
     gpu_memory_utilization: float = 0.85,
     seed: int = 0,
-) -> Iterator[str]:
+) -> Iterator[Completion]:
     """Yield one completion per record, in order, from vLLM's offline engine loading the checkpoint in `model_dir`.
     The engine is shut down when the last completion has been yielded (the metric models need the GPU next)."""
     import gc
@@ -214,7 +257,7 @@ def generate_vllm(
         for start in range(0, len(records), VLLM_CHUNK):
             chunk = vllm_prompts(processor, records[start : start + VLLM_CHUNK], data_dir, instruction)
             for out in llm.generate(chunk, params, use_tqdm=False):
-                yield out.outputs[0].text
+                yield vllm_completion(out)
     finally:
         del llm
         gc.collect()
@@ -230,7 +273,7 @@ def generate_with(
     instruction: str,
     max_new_tokens: int,
     batch_size: int,
-) -> Iterator[str]:
+) -> Iterator[Completion]:
     """Completions for `records` by the engine `engine` (auto | hf | vllm: `evaluate.engine`). The engine is
     resolved before any model is loaded; the model is let go when the last completion has been yielded."""
 

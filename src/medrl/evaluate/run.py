@@ -27,11 +27,14 @@ def test_records(cfg: StudyConfig, data_dir: Path) -> list[Record]:
     return records[: cfg.evaluate.limit] if cfg.evaluate.limit else records
 
 
-def prediction_row(rec: Record, text: str, tokenizer) -> dict:
+def prediction_row(rec: Record, text: str, tokenizer, truncated: bool | None = None) -> dict:
+    """One question's row of predictions.jsonl. `truncated`: generation stopped at evaluate.max_new_tokens, not at
+    an end-of-sequence token; None where that is not known (an answer that did not come from generation)."""
     think = think_text(text)
     return {
         "id": rec.id,
         "completion": text,
+        "truncated": truncated,
         "answer": answer_text(text),
         "reference": rec.answer,
         **judge_answer(text, rec),
@@ -48,7 +51,10 @@ def evaluate_model(cfg: StudyConfig, model_ref: str, data_dir: Path) -> tuple[li
         cfg.evaluate.engine, model_ref, cfg.model, processor, records, data_dir, cfg.prompt,
         cfg.evaluate.max_new_tokens, cfg.evaluate.batch_size,
     )  # fmt: skip
-    rows = [prediction_row(rec, text, processor.tokenizer) for rec, text in zip(records, completions, strict=True)]
+    rows = [
+        prediction_row(rec, answer.text, processor.tokenizer, answer.truncated)
+        for rec, answer in zip(records, completions, strict=True)
+    ]
     gc.collect()  # the generating model is let go; on a GPU the metric models that come next need the memory
     return rows, score(cfg, records, rows)
 

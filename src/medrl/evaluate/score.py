@@ -1,5 +1,6 @@
 """Score an arm's predictions: accuracy (the reward's rule, strict, lenient; closed and open apart), similarity,
-perplexity, thinking reward and thinking length, each as mean (± std) with how it was measured.
+perplexity, thinking reward and thinking length, each as mean (± std) with how it was measured; and the share of
+answers cut at the token limit.
 
 A metric whose model is not here is `unavailable` with the reason, never a guess; one the judge could not
 finish is `incomplete` with its counts; one it scored for no answer at all is `unscored`, with no number and the
@@ -31,6 +32,8 @@ log = logging.getLogger("medrl")
 ACCURACY_RULE = "final <answer> names the reference option by letter or exact text (open: same text)"
 STRICT_RULE = "closed: the reference letter alone; open: the same text"
 LENIENT_RULE = "also counts an answer whose text names the reference option and no other"
+TRUNCATED_SOURCE = "generation stopped at evaluate.max_new_tokens, not at an end-of-sequence token (engine's record)"
+UNRECORDED = "predictions from an older medrl, which did not record whether an answer was cut at the token limit"
 
 
 def _free() -> None:
@@ -52,6 +55,31 @@ def _accuracy(rows: list[dict], field: str, cfg: StudyConfig, rule: str) -> dict
     values = [float(r[field]) for r in rows]
     ci = bootstrap_ci(values, cfg.evaluate.bootstrap_samples, cfg.evaluate.seed)
     return {**summarize(values), "ci95": ci, "status": "ok", "rule": rule}
+
+
+def truncation(rows: list[dict]) -> dict:
+    """Share of answers whose generation was cut at the token limit (`count` of `n`). A row without the field (or
+    None) is unknown: left out and counted in `missing`, never taken as not cut; none known is `unavailable`.
+
+    >>> m = truncation([{"truncated": True}, {"truncated": False}, {}])
+    >>> m["mean"], m["count"], m["n"], m["missing"], m["status"]
+    (0.5, 1, 2, 1, 'ok')
+    >>> {k: v for k, v in truncation([{}, {"truncated": None}]).items() if k in ("mean", "n", "missing", "status")}
+    {'mean': None, 'n': 0, 'missing': 2, 'status': 'unavailable'}
+    """
+    flags = [r.get("truncated") for r in rows]
+    if all(f is None for f in flags):
+        reason = f"{UNRECORDED}; evaluate the arm again to measure it"
+        return unavailable(reason, missing=len(rows), source=TRUNCATED_SOURCE)
+    result = {
+        **summarize([None if f is None else float(f) for f in flags]),
+        "count": sum(1 for f in flags if f),
+        "status": "ok",
+        "source": TRUNCATED_SOURCE,
+    }
+    if result["missing"]:
+        result["reason"] = f"{result['missing']} of {len(rows)} answers have no record of it ({UNRECORDED})"
+    return result
 
 
 Scorer = TypeVar("Scorer")
@@ -111,6 +139,7 @@ def score_predictions(cfg: StudyConfig, records: list[Record], rows: list[dict])
         "status": "ok",
         "source": "tokens inside <think>, by the evaluated model's tokenizer",
     }
+    metrics["truncated"] = truncation(rows)
 
     reasoning = [think_text(r["completion"]) for r in rows]
     have = [i for i, text in enumerate(reasoning) if text]

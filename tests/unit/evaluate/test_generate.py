@@ -4,15 +4,33 @@ prompts each engine is given. The GPU and vLLM are absent here: where a test nee
 
 from __future__ import annotations
 
+import ast
+import dataclasses
+import os
+import re
+import sys
+import zipfile
+from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from PIL import Image
 
 from medrl.config import ConfigError, ModelConfig
 from medrl.data.records import read_records
-from medrl.evaluate.generate import chat_text, generate, generate_with, resolve_engine, vllm_prompts, vllm_version
+from medrl.evaluate.generate import (
+    chat_text,
+    generate,
+    generate_vllm,
+    generate_with,
+    resolve_engine,
+    vllm_completion,
+    vllm_prompts,
+    vllm_version,
+)
 from medrl.models.load import load_model, load_processor
+from tests.support.truncation import plan_cutoff
 
 
 def test_this_cpu_machine_resolves_auto_to_hf_and_refuses_vllm():
@@ -94,3 +112,105 @@ def test_vllm_prompts_are_the_hf_prompt_text_with_the_decoded_image(tiny, synthe
         # one unexpanded placeholder per image: vLLM expands it to the image's patch count itself
         assert prompt["prompt"].count("<|image_pad|>") == 1
         assert prompt["prompt"].rstrip().endswith("<|im_start|>assistant")
+
+
+def test_hf_engine_flags_the_answers_cut_at_the_token_limit(tiny, tiny_model, synthetic_data):
+    """One left-padded batch (prompts of different lengths): answers that end early and are padded while the
+    others go on, one whose EOS is its last allowed token, and ones cut at the limit; the EOS ids are a list."""
+    processor, records = tiny
+    model = load_model(str(tiny_model), ModelConfig())
+    cut = plan_cutoff(model, processor, records, synthetic_data, "Think.")
+    assert len(set(cut.prompt_lengths)) > 1  # the batch is padded
+    model.generation_config.eos_token_id = cut.eos
+    answers = list(generate(model, processor, records, synthetic_data, "Think.", cut.limit, len(records)))
+    assert [a.truncated for a in answers] == cut.truncated  # observed: [False, False, True, False]
+    assert [a.text for a in answers] == cut.texts
+
+
+def test_hf_engine_without_an_eos_token_cuts_every_answer(tiny, tiny_model, synthetic_data):
+    processor, records = tiny
+    model = load_model(str(tiny_model), ModelConfig())
+    model.generation_config.eos_token_id = None  # nothing to stop at: every answer runs to the limit
+    answers = list(generate(model, processor, records, synthetic_data, "Think.", 3, 2))
+    assert [a.truncated for a in answers] == [True] * len(records)
+
+
+# Stand-ins for vLLM 0.30's output classes (no vLLM on CPU), with the fields and names of its vllm/outputs.py:
+# CompletionOutput is a dataclass; RequestOutput's constructor takes these, in this order.
+@dataclass
+class CompletionOutput:
+    index: int
+    text: str
+    token_ids: list[int]
+    cumulative_logprob: float | None
+    logprobs: None
+    finish_reason: str | None = None
+    stop_reason: int | str | None = None
+
+
+@dataclass
+class RequestOutput:
+    request_id: str
+    prompt: str | None
+    prompt_token_ids: list[int] | None
+    prompt_logprobs: None
+    outputs: list[CompletionOutput]
+    finished: bool
+
+
+def test_the_stand_ins_have_vllm_s_own_fields():
+    """Against the GPU lock's vLLM wheel (MEDRL_VLLM_WHEEL): CompletionOutput's fields in order, RequestOutput's
+    first constructor arguments, and "length" among the finish reasons."""
+    wheel = os.environ.get("MEDRL_VLLM_WHEEL")
+    if not wheel:
+        pytest.skip("no vLLM wheel here: set MEDRL_VLLM_WHEEL to read vLLM's vllm/outputs.py")
+    with zipfile.ZipFile(wheel) as whl:
+        tree = ast.parse(whl.read("vllm/outputs.py").decode())
+        reasons = whl.read("vllm/v1/engine/__init__.py").decode()
+    classes = {node.name: node for node in tree.body if isinstance(node, ast.ClassDef)}
+    fields = [n.target.id for n in classes["CompletionOutput"].body if isinstance(n, ast.AnnAssign)]
+    ours = [f.name for f in dataclasses.fields(CompletionOutput)]
+    assert fields[:5] == ours[:5] and set(ours) <= set(fields)
+    init = next(n for n in classes["RequestOutput"].body if isinstance(n, ast.FunctionDef) and n.name == "__init__")
+    assert [a.arg for a in init.args.args[1:7]] == [f.name for f in dataclasses.fields(RequestOutput)]
+    assert re.search(r'FINISH_REASON_STRINGS = \([^)]*"length"', reasons)
+
+
+def _request(text: str, tokens: int, finish_reason: str, stop_reason=None) -> RequestOutput:
+    done = CompletionOutput(0, text, list(range(tokens)), None, None, finish_reason, stop_reason)
+    return RequestOutput("0", "prompt", [1, 2], None, [done], True)
+
+
+def test_vllm_answer_is_cut_when_its_finish_reason_is_length():
+    assert vllm_completion(_request("<think>a b", 8, "length")) == ("<think>a b", True)
+    # an EOS as the last allowed token: as many tokens as the limit, but it ended
+    assert vllm_completion(_request("<answer>A</answer>", 8, "stop")) == ("<answer>A</answer>", False)
+    assert vllm_completion(_request("<answer>B</answer>", 3, "stop", "</answer>")).truncated is False
+
+
+def test_vllm_engine_passes_the_limit_and_yields_each_answer_s_flag(tiny, synthetic_data, monkeypatch):
+    """generate_vllm against a stand-in `vllm` module (no vLLM on CPU): LLM and SamplingParams take what the engine
+    is given; its answers come back as RequestOutputs with vLLM's field names."""
+    processor, records = tiny
+    seen: dict = {}
+
+    class SamplingParams:
+        def __init__(self, **kwargs):
+            self.__dict__.update(kwargs)
+
+    class LLM:
+        def __init__(self, **kwargs):
+            seen["llm"] = kwargs
+
+        def get_default_sampling_params(self):
+            return SamplingParams(repetition_penalty=1.05)
+
+        def generate(self, prompts, params, use_tqdm=True):
+            seen["params"] = params
+            reasons = ["length" if i % 2 else "stop" for i in range(len(prompts))]
+            return [_request(f"answer {i}", 5, r) for i, r in enumerate(reasons)]
+
+    monkeypatch.setitem(sys.modules, "vllm", SimpleNamespace(LLM=LLM, SamplingParams=SamplingParams))
+    answers = list(generate_vllm("model", processor, records, synthetic_data, "Think.", 700, ModelConfig()))
+    assert seen["params"].max_tokens == 700
+    assert answers == [(f"answer {i}", bool(i % 2)) for i in range(len(records))]

@@ -37,6 +37,23 @@ def test_table1_marks_missing_models_incomplete_judges_and_proxies():
     assert lines[3] == "| GRPO | 2,048 | 62.50 | 0.40 (± 0.11) † | n/a | 7.00 (± 1.00) *† | 39.50 (± 11.50) |"
 
 
+def test_accuracy_in_detail_shows_the_share_cut_at_the_token_limit(tmp_path):
+    arms = _arms()
+    cut = {"mean": 0.03125, "std": 0.17, "n": 128, "missing": 0, "count": 4, "status": "ok", "source": "engine"}
+    arms[1].metrics["truncated"] = cut  # the baseline's metrics are from an older medrl: no such metric
+    text = build_report("Study", arms, tmp_path).read_text()
+    table = text.split("## Accuracy in detail")[1].split("##")[0]
+    lines = table.strip().splitlines()
+    assert lines[0].endswith("| Closed / open questions | Cut at the token limit (%) |")
+    assert lines[2].startswith("| Qwen2-VL-2B-Instruct |") and lines[2].endswith("| unknown |")
+    assert lines[3].startswith("| GRPO |") and lines[3].endswith("| 3.12 (4 of 128) |")
+    assert "the length rewards (ECR, CWR) push answers toward the limit" in table
+    assert "it is not 0" in table  # says what `unknown` means
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["arms"]["grpo"]["metrics"]["truncated"] == {k: v for k, v in cut.items() if k != "source"}
+    assert "truncated" not in summary["arms"]["base"]["metrics"]
+
+
 def test_report_with_reward_curve(tmp_path):
     path = build_report("Study", _arms(), tmp_path)
     text = path.read_text()
