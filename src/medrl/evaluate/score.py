@@ -29,7 +29,10 @@ from medrl.rewards.parse import think_text
 
 log = logging.getLogger("medrl")
 
-ACCURACY_RULE = "final <answer> names the reference option by letter or exact text (open: same text)"
+ACCURACY_RULE = (
+    "final <answer> (NFKC, invisible characters and markdown emphasis dropped) names the reference option by letter "
+    "or exact text (open: same text)"
+)
 STRICT_RULE = "closed: the reference letter alone; open: the same text"
 LENIENT_RULE = "also counts an answer whose text names the reference option and no other"
 TRUNCATED_SOURCE = "generation stopped at evaluate.max_new_tokens, not at an end-of-sequence token (engine's record)"
