@@ -48,7 +48,7 @@ STORE_CONFIG_KEYS = {
     )
 }
 EVAL_SHM_SIZE = "16Gi"  # /dev/shm of the evaluate pods
-UID = 1000  # the image's non-root user
+UID = 1000  # the images' non-root user (their USER), which the local container runner runs the steps as
 DESCRIPTION = "Fine-tune and evaluate every arm of a medrl study."
 # Retries (kfp set_retry; on Kubeflow, Argo's retryStrategy) for tasks that are safe to run again: init keeps a
 # frozen config, prep and report skip what is committed, cleanup and arms_at_level only read or delete. The
@@ -62,13 +62,15 @@ TRAIN_RETRY = {"num_retries": 3, "backoff_duration": "60s", "backoff_factor": 2.
 
 
 def _in_cluster(task, store_secret, cpu: str = "2", memory: str = "8Gi"):
-    """Settings every task gets on Kubernetes: store credentials and endpoint as env, non-root, bounded."""
+    """Settings every task gets on Kubernetes: store credentials and endpoint as env, bounded. Non-root comes from
+    the images (USER 1000), not from kfp-kubernetes' set_security_context: Kubeflow Pipelines before 2.16 does not
+    know that setting and refuses to start any run of a pipeline that carries it (tests/unit/pipelines/
+    test_study.py)."""
     k8s.use_secret_as_env(
         task, store_secret, {"accesskey": "AWS_ACCESS_KEY_ID", "secretkey": "AWS_SECRET_ACCESS_KEY"}, optional=True
     )
     k8s.use_config_map_as_env(task, STORE_CONFIG, STORE_CONFIG_KEYS, optional=True)
     k8s.use_secret_as_env(task, tracking.CREDENTIALS_SECRET, tracking.CREDENTIALS_KEYS, optional=True)
-    k8s.set_security_context(task, run_as_user=UID, run_as_group=UID, run_as_non_root=True)
     task.set_cpu_request(cpu).set_cpu_limit(cpu).set_memory_request(memory).set_memory_limit(memory)
     return task.set_caching_options(False)
 
