@@ -106,6 +106,16 @@ def test_runs_lists_newest_first(kfp_api, capsys):
     assert lines[0].split()[:3] == ["RUN", "ID", "STATE"] and lines[1].endswith("run paper-table1")
 
 
+def test_runs_of_a_profile_namespace_are_listed_in_it(kfp_api):
+    """Multi-user Kubeflow lists runs only within a namespace: without --experiment, --namespace must reach it."""
+    kfp_api.multi_user = True
+    client.submit(kfp_api.url, PACKAGE, {"preset": "demo"}, experiment="medrl", run_name="run demo", namespace="alice")
+    rows = client.runs(kfp_api.url, namespace="alice")
+    assert [r["name"] for r in rows] == ["run demo"]
+    (listing,) = [r for r in kfp_api.requests if r["method"] == "GET" and r["path"] == "/apis/v2beta1/runs"]
+    assert listing["query"]["namespace"] == ["alice"]
+
+
 @pytest.mark.parametrize(
     ("cron", "message"),
     [
