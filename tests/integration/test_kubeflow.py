@@ -82,6 +82,10 @@ def test_bad_schedule_input_exits_2_naming_the_option_and_sends_nothing(kfp_api,
     out = medrl("pipeline", "schedule", "--host", kfp_api.url, "--cron", "0 0 2 * * 0", "--max-concurrency", "11",
                 home=tmp_path)  # fmt: skip
     assert out.returncode == 2 and "--max-concurrency 11: must be within 1-10" in out.stderr
+    # A fixed run id would make every scheduled run resume the first one's folder: nothing new after week one.
+    out = medrl("pipeline", "schedule", "--host", kfp_api.url, "--cron", "@weekly", "--param", "run_id=weekly",
+                home=tmp_path)  # fmt: skip
+    assert out.returncode == 2 and "--param run_id=weekly: every scheduled run would resume" in out.stderr
     out = medrl("pipeline", "submit", "--host", kfp_api.url, "--param", "gpus=4", home=tmp_path)
     assert out.returncode == 2 and "--param gpus: the pipeline has no such parameter" in out.stderr
     assert "Traceback" not in out.stderr and kfp_api.requests == []
