@@ -16,6 +16,7 @@ from kfp import dsl
 from kfp import kubernetes as k8s
 
 from medrl import tracking
+from medrl.cluster.spec import JUDGE_KEY, JUDGE_KEY_SECRET
 from medrl.components import on_image
 from medrl.components.cleanup import cleanup
 from medrl.components.evaluate import evaluate
@@ -120,6 +121,8 @@ def build(
                     # each time; a judge outage is scored again on resubmit from the stored answers.
                     scored = c.evaluate(run_uri=item.run_uri, arm=item.arm).after(trained)
                     _in_cluster(scored, p.store_secret, cpu="8", memory="64Gi")
+                    # The thinking score's judge, where it asks for an API key.
+                    k8s.use_secret_as_env(scored, JUDGE_KEY_SECRET, JUDGE_KEY, optional=True)
                     scored.set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(p.eval_gpus)
                     # kfp 2.17 does not carry a channel used only in a resource limit into the loop's inputs.
                     scored.register_pipeline_channels([p.eval_gpus])

@@ -113,7 +113,7 @@ def test_base_and_overlays_render(overlay, with_minio):
 
 def test_core_kinds_validate_against_the_kubernetes_schema(overlay, with_minio):
     templates = [yaml.safe_load((K8S / "base" / f"{name}.template.yaml").read_text()) for name in ("store-secret",
-                 "mlflow-secret")]  # fmt: skip
+                 "mlflow-secret", "judge-key-secret")]  # fmt: skip
     docs = overlay + by_kind(with_minio, "StatefulSet") + templates
     checked = 0
     for doc in docs:
