@@ -56,9 +56,10 @@ DESCRIPTION = "Fine-tune and evaluate every arm of a medrl study."
 # backend stops retrying once backoff_max_duration has passed since the first attempt started (kfp's default is
 # one hour), so each bound exceeds how long its task may run.
 RETRY = {"num_retries": 2, "backoff_duration": "30s", "backoff_factor": 2.0, "backoff_max_duration": "12h"}
-# The train task only submits and follows its job, and a retried one follows the job already there, so a lost
-# launcher pod costs nothing; the exit handler waits, since its group is not done while a retry is pending. Its
-# bound exceeds the longest a job is followed (7 days).
+# The train task only submits and follows its job, and a retried one follows the job already there, so a failed or
+# evicted launcher pod costs nothing; the exit handler waits, since its group is not done while a retry is pending.
+# A deleted one (kubectl drain) is not retried: KFP (2.15-2.17) sets no Argo retryPolicy, and Argo's default,
+# OnFailure, leaves a deleted pod's error alone. Its bound exceeds the longest a job is followed (7 days).
 TRAIN_RETRY = {"num_retries": 3, "backoff_duration": "60s", "backoff_factor": 2.0, "backoff_max_duration": "8d"}
 
 
