@@ -22,6 +22,7 @@ def train(
     tolerations: list,
     store_secret: str,
     attempts_without_progress: int,
+    training_runtime: str,
 ) -> str:
     """Returns the URI of the model the arm evaluates. Every input after `launcher` is a TrainSpec field."""
     cluster = dict(locals())  # first, while the locals are exactly the inputs

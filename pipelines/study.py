@@ -16,6 +16,7 @@ from kfp import dsl
 from kfp import kubernetes as k8s
 
 from medrl import tracking
+from medrl.cluster.spec import JUDGE_KEY, JUDGE_KEY_SECRET
 from medrl.components import on_image
 from medrl.components.cleanup import cleanup
 from medrl.components.evaluate import evaluate
@@ -48,27 +49,30 @@ STORE_CONFIG_KEYS = {
     )
 }
 EVAL_SHM_SIZE = "16Gi"  # /dev/shm of the evaluate pods
-UID = 1000  # the image's non-root user
+UID = 1000  # the images' non-root user (their USER), which the local container runner runs the steps as
 DESCRIPTION = "Fine-tune and evaluate every arm of a medrl study."
 # Retries (kfp set_retry; on Kubeflow, Argo's retryStrategy) for tasks that are safe to run again: init keeps a
 # frozen config, prep and report skip what is committed, cleanup and arms_at_level only read or delete. The
 # backend stops retrying once backoff_max_duration has passed since the first attempt started (kfp's default is
 # one hour), so each bound exceeds how long its task may run.
 RETRY = {"num_retries": 2, "backoff_duration": "30s", "backoff_factor": 2.0, "backoff_max_duration": "12h"}
-# The train task only submits and follows its job, and a retried one follows the job already there, so a lost
-# launcher pod costs nothing; the exit handler waits, since its group is not done while a retry is pending. Its
-# bound exceeds the longest a job is followed (7 days).
+# The train task only submits and follows its job, and a retried one follows the job already there, so a failed or
+# evicted launcher pod costs nothing; the exit handler waits, since its group is not done while a retry is pending.
+# A deleted one (kubectl drain) is not retried: KFP (2.15-2.17) sets no Argo retryPolicy, and Argo's default,
+# OnFailure, leaves a deleted pod's error alone. Its bound exceeds the longest a job is followed (7 days).
 TRAIN_RETRY = {"num_retries": 3, "backoff_duration": "60s", "backoff_factor": 2.0, "backoff_max_duration": "8d"}
 
 
 def _in_cluster(task, store_secret, cpu: str = "2", memory: str = "8Gi"):
-    """Settings every task gets on Kubernetes: store credentials and endpoint as env, non-root, bounded."""
+    """Settings every task gets on Kubernetes: store credentials and endpoint as env, bounded. Non-root comes from
+    the images (USER 1000), not from kfp-kubernetes' set_security_context: Kubeflow Pipelines before 2.16 does not
+    know that setting and refuses to start any run of a pipeline that carries it (tests/unit/pipelines/
+    test_study.py)."""
     k8s.use_secret_as_env(
         task, store_secret, {"accesskey": "AWS_ACCESS_KEY_ID", "secretkey": "AWS_SECRET_ACCESS_KEY"}, optional=True
     )
     k8s.use_config_map_as_env(task, STORE_CONFIG, STORE_CONFIG_KEYS, optional=True)
     k8s.use_secret_as_env(task, tracking.CREDENTIALS_SECRET, tracking.CREDENTIALS_KEYS, optional=True)
-    k8s.set_security_context(task, run_as_user=UID, run_as_group=UID, run_as_non_root=True)
     task.set_cpu_request(cpu).set_cpu_limit(cpu).set_memory_request(memory).set_memory_limit(memory)
     return task.set_caching_options(False)
 
@@ -118,6 +122,8 @@ def build(
                     # each time; a judge outage is scored again on resubmit from the stored answers.
                     scored = c.evaluate(run_uri=item.run_uri, arm=item.arm).after(trained)
                     _in_cluster(scored, p.store_secret, cpu="8", memory="64Gi")
+                    # The thinking score's judge, where it asks for an API key.
+                    k8s.use_secret_as_env(scored, JUDGE_KEY_SECRET, JUDGE_KEY, optional=True)
                     scored.set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(p.eval_gpus)
                     # kfp 2.17 does not carry a channel used only in a resource limit into the loop's inputs.
                     scored.register_pipeline_channels([p.eval_gpus])

@@ -82,6 +82,10 @@ def test_bad_schedule_input_exits_2_naming_the_option_and_sends_nothing(kfp_api,
     out = medrl("pipeline", "schedule", "--host", kfp_api.url, "--cron", "0 0 2 * * 0", "--max-concurrency", "11",
                 home=tmp_path)  # fmt: skip
     assert out.returncode == 2 and "--max-concurrency 11: must be within 1-10" in out.stderr
+    # A fixed run id would make every scheduled run resume the first one's folder: nothing new after week one.
+    out = medrl("pipeline", "schedule", "--host", kfp_api.url, "--cron", "@weekly", "--param", "run_id=weekly",
+                home=tmp_path)  # fmt: skip
+    assert out.returncode == 2 and "--param run_id=weekly: every scheduled run would resume" in out.stderr
     out = medrl("pipeline", "submit", "--host", kfp_api.url, "--param", "gpus=4", home=tmp_path)
     assert out.returncode == 2 and "--param gpus: the pipeline has no such parameter" in out.stderr
     assert "Traceback" not in out.stderr and kfp_api.requests == []
@@ -104,6 +108,16 @@ def test_runs_lists_newest_first(kfp_api, capsys):
     assert out.exit_code == 0, out.output
     lines = out.output.splitlines()
     assert lines[0].split()[:3] == ["RUN", "ID", "STATE"] and lines[1].endswith("run paper-table1")
+
+
+def test_runs_of_a_profile_namespace_are_listed_in_it(kfp_api):
+    """Multi-user Kubeflow lists runs only within a namespace: without --experiment, --namespace must reach it."""
+    kfp_api.multi_user = True
+    client.submit(kfp_api.url, PACKAGE, {"preset": "demo"}, experiment="medrl", run_name="run demo", namespace="alice")
+    rows = client.runs(kfp_api.url, namespace="alice")
+    assert [r["name"] for r in rows] == ["run demo"]
+    (listing,) = [r for r in kfp_api.requests if r["method"] == "GET" and r["path"] == "/apis/v2beta1/runs"]
+    assert listing["query"]["namespace"] == ["alice"]
 
 
 @pytest.mark.parametrize(

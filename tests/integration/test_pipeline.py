@@ -158,11 +158,18 @@ def test_compiled_pipeline_carries_the_cluster_settings(tmp_path):
         secret = cfg["secretAsEnv"][0]
         assert secret["secretNameParameter"]["componentInputParameter"].endswith("store_secret"), name
         assert {e["envVar"] for e in secret["keyToEnv"]} == {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
-        assert cfg["securityContext"]["runAsNonRoot"] is True
+        assert "securityContext" not in cfg  # KFP < 2.16 refuses it (tests/unit/pipelines/test_study.py)
     evaluate = executors["exec-evaluate"]
     assert evaluate["nodeSelector"]["nodeSelectorJson"] == {"componentInputParameter": "pipelinechannel--node_selector"}
     assert evaluate["tolerations"][0]["tolerationJson"] == {"componentInputParameter": "pipelinechannel--tolerations"}
     assert evaluate["emptyDirMounts"][0]["mountPath"] == "/dev/shm"
+    # the thinking score's judge key, where the judge asks for one (only evaluate calls the judge)
+    keyed = {
+        name for name, cfg in executors.items() for s in cfg["secretAsEnv"] if s.get("secretName") == "medrl-judge-key"
+    }
+    assert keyed == {"exec-evaluate", *(f"exec-evaluate-{i}" for i in range(2, MAX_LEVELS + 1))}
+    (key,) = [s for s in evaluate["secretAsEnv"] if s.get("secretName") == "medrl-judge-key"]
+    assert key["keyToEnv"] == [{"envVar": "MEDRL_JUDGE_API_KEY", "secretKey": "api-key"}] and key["optional"] is True
     gpu = spec["deploymentSpec"]["executors"]["exec-evaluate"]["container"]["resources"]["accelerator"]
     assert gpu["resourceType"] == "nvidia.com/gpu" and "eval_gpus" in gpu["resourceCount"]
     # The channel reaches the loop that holds evaluate (kfp 2.17 would drop it otherwise).

@@ -103,6 +103,10 @@ class KfpHandler(_Handler):
             s.runs.append(run)
             return self._json(200, run)
         if path == "/apis/v2beta1/runs" and method == "GET":
+            if s.multi_user and "experiment_id" not in query and not query.get("namespace", [""])[0]:
+                # Multi-user Kubeflow authorises a listing by its namespace; none given, the empty one is refused.
+                return self._json(403, {"error": "Failed to list runs due to authorization error. Check if you have "
+                                        "permission to access namespace "})  # fmt: skip
             runs = s.runs
             if "experiment_id" in query:
                 runs = [r for r in runs if r.get("experiment_id") == query["experiment_id"][0]]
@@ -122,6 +126,7 @@ class KfpStandIn(_Server):
         self.experiments: list[dict] = []
         self.runs: list[dict] = []
         self.recurring: list[dict] = []
+        self.multi_user = False  # True: listing runs needs an experiment or a namespace, as in multi-user Kubeflow
 
 
 # ------------------------------------------------------------------------------------------ Kubernetes

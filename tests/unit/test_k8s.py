@@ -113,7 +113,7 @@ def test_base_and_overlays_render(overlay, with_minio):
 
 def test_core_kinds_validate_against_the_kubernetes_schema(overlay, with_minio):
     templates = [yaml.safe_load((K8S / "base" / f"{name}.template.yaml").read_text()) for name in ("store-secret",
-                 "mlflow-secret")]  # fmt: skip
+                 "mlflow-secret", "judge-key-secret")]  # fmt: skip
     docs = overlay + by_kind(with_minio, "StatefulSet") + templates
     checked = 0
     for doc in docs:
@@ -190,6 +190,68 @@ def test_network_policies_deny_by_default_and_allow_what_a_study_needs(overlay):
     assert {"judge", "pushgateway", "store"} <= reached
     scrape = policies["prometheus-scrape"]["ingress"][0]
     assert scrape["from"][0]["namespaceSelector"]["matchLabels"] == {"kubernetes.io/metadata.name": "monitoring"}
+
+
+def selects(selector: dict, labels: dict) -> bool:
+    """A Kubernetes label selector (matchLabels, matchExpressions) against a set of labels."""
+    if any(labels.get(k) != v for k, v in (selector.get("matchLabels") or {}).items()):
+        return False
+    for e in selector.get("matchExpressions") or []:
+        have, op, values = e["key"] in labels, e["operator"], e.get("values") or []
+        ok = {"In": have and labels[e["key"]] in values, "NotIn": not have or labels[e["key"]] not in values,
+              "Exists": have, "DoesNotExist": not have}[op]  # fmt: skip
+        if not ok:
+            return False
+    return True
+
+
+def admitted(policies: list[dict], namespaces: dict[str, dict], src: tuple, dst: tuple, port: int) -> bool:
+    """Whether NetworkPolicies let a pod `src` = (namespace, labels) open TCP `port` on pod `dst`: both its
+    egress and the other's ingress, each open unless a policy selects the pod for that direction."""
+
+    def peer_matches(peer: dict, policy_ns: str, pod: tuple) -> bool:
+        if "ipBlock" in peer:
+            return False
+        ns_ok = selects(peer["namespaceSelector"], namespaces[pod[0]]) if "namespaceSelector" in peer else (
+            pod[0] == policy_ns)  # fmt: skip
+        return ns_ok and selects(peer.get("podSelector") or {}, pod[1])
+
+    def side(pod: tuple, other: tuple, direction: str, key: str, peers: str) -> bool:
+        ns = pod[0]
+        mine = [p for p in policies if p["metadata"]["namespace"] == ns and selects(p["spec"]["podSelector"], pod[1])
+                and direction in p["spec"].get("policyTypes", ["Ingress"])]  # fmt: skip
+        if not mine:
+            return True
+        return any(
+            (not rule.get(peers) or any(peer_matches(x, p["metadata"]["namespace"], other) for x in rule[peers]))
+            and (not rule.get("ports") or any(q.get("port") == port for q in rule["ports"]))
+            for p in mine
+            for rule in p["spec"].get(key) or []
+        )
+
+    return side(src, dst, "Egress", "egress", "to") and side(dst, src, "Ingress", "ingress", "from")
+
+
+def test_training_pods_reach_kubeflows_seaweedfs(overlay):
+    """README offers Kubeflow's SeaweedFS (KFP >= 2.15) as the store; KFP's own NetworkPolicy around it (vendored
+    from 2.15.0) admits profile namespaces only, so medrl adds one for its training pods."""
+    kfp_policy = yaml.safe_load(
+        (ROOT / "tests" / "data" / "kfp-backend-2.15.0" / "seaweedfs-networkpolicy.yaml").read_text()
+    )
+    kfp_policy["metadata"]["namespace"] = "kubeflow"  # set by its kustomization
+    policies = [*by_kind(overlay, "NetworkPolicy"), kfp_policy]
+    namespaces = {"medrl": {**find(overlay, "Namespace", "medrl", None)["metadata"]["labels"],
+                            "kubernetes.io/metadata.name": "medrl"},
+                  "kubeflow": {"kubernetes.io/metadata.name": "kubeflow"},
+                  "other": {"kubernetes.io/metadata.name": "other"}}  # fmt: skip
+    job = to_dict(build_pytorchjob(TrainSpec(run_uri="s3://b/r", arm="grpo", pipeline_run="abc")))
+    training = ("medrl", job["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["metadata"]["labels"])
+    seaweedfs = ("kubeflow", {"app": "seaweedfs", "application-crd-id": "kubeflow-pipelines"})
+    assert admitted(policies, namespaces, training, seaweedfs, 8333)
+    # only training pods, only S3: the judge, another namespace, SeaweedFS's IAM port stay out
+    assert not admitted(policies, namespaces, ("medrl", {"app.kubernetes.io/component": "judge"}), seaweedfs, 8333)
+    assert not admitted(policies, namespaces, ("other", training[1]), seaweedfs, 8333)
+    assert not admitted(policies, namespaces, training, seaweedfs, 8111)
 
 
 def test_podmonitor_selects_training_pods_on_their_metrics_port(overlay):

@@ -15,6 +15,8 @@ from typing import Any
 
 from medrl.cluster.spec import (
     ARM_LABEL,
+    JUDGE_KEY,
+    JUDGE_KEY_SECRET,
     PIPELINE_RUN_LABEL,
     TRAINING_LABELS,
     LaunchError,
@@ -72,6 +74,9 @@ def _container(spec: TrainSpec):
         env.append(k.V1EnvVar(name=var, value_from=k.V1EnvVarSource(secret_key_ref=ref)))
     for key, var in CREDENTIALS_KEYS.items():  # MLflow's, for the arm's tracking (rank 0)
         ref = k.V1SecretKeySelector(name=CREDENTIALS_SECRET, key=key, optional=True)
+        env.append(k.V1EnvVar(name=var, value_from=k.V1EnvVarSource(secret_key_ref=ref)))
+    for key, var in JUDGE_KEY.items():  # the semantic reward's judge, where it asks for a key
+        ref = k.V1SecretKeySelector(name=JUDGE_KEY_SECRET, key=key, optional=True)
         env.append(k.V1EnvVar(name=var, value_from=k.V1EnvVarSource(secret_key_ref=ref)))
     return k.V1Container(
         name=CONTAINER,

@@ -18,6 +18,10 @@ TRAINING_LABELS = {"app.kubernetes.io/name": "medrl", "app.kubernetes.io/compone
 ARM_LABEL = "medrl.io/arm"
 PIPELINE_RUN_LABEL = "medrl.io/pipeline-run"
 METRICS_PORT = 9400  # the PodMonitor in k8s/base scrapes the container port named `metrics`
+# The judge's API key, for a judge server that asks for one (k8s/base/judge-key-secret.template.yaml): the optional
+# Secret's key as the variable the openai judge reads by default (config: judge.api_key_env).
+JUDGE_KEY_SECRET = "medrl-judge-key"
+JUDGE_KEY = {"api-key": "MEDRL_JUDGE_API_KEY"}
 
 
 class LaunchError(MedrlError, RuntimeError):

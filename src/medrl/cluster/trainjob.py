@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from medrl.cluster.pytorchjob import NCCL_ENV, UID, _snake, label_value, pod_labels
-from medrl.cluster.spec import PIPELINE_RUN_LABEL, LaunchError, TrainSpec
+from medrl.cluster.spec import JUDGE_KEY, JUDGE_KEY_SECRET, PIPELINE_RUN_LABEL, LaunchError, TrainSpec
 from medrl.tracking import CREDENTIALS_KEYS, CREDENTIALS_SECRET
 
 log = logging.getLogger("medrl")
@@ -120,6 +120,9 @@ def _trainer(spec: TrainSpec) -> dict[str, Any]:
                                                                  "optional": True}}})  # fmt: skip
     for key, var in CREDENTIALS_KEYS.items():  # MLflow's, for the arm's tracking (rank 0)
         env.append({"name": var, "valueFrom": {"secretKeyRef": {"name": CREDENTIALS_SECRET, "key": key,
+                                                                 "optional": True}}})  # fmt: skip
+    for key, var in JUDGE_KEY.items():  # the semantic reward's judge, where it asks for a key
+        env.append({"name": var, "valueFrom": {"secretKeyRef": {"name": JUDGE_KEY_SECRET, "key": key,
                                                                  "optional": True}}})  # fmt: skip
     for key in STORE_SETTINGS:
         env.append({"name": key, "valueFrom": {"configMapKeyRef": {"name": spec.store_config, "key": key,

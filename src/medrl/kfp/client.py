@@ -221,6 +221,11 @@ def schedule(
 ) -> dict[str, str]:
     """Create a recurring run on a cron schedule; returns its id."""
     cron = validate_cron(cron)
+    if args.get("run_id"):
+        raise KubeflowError(
+            f"--param run_id={args['run_id']}: every scheduled run would resume that one run folder and find it done "
+            "(nothing trains after the first); leave run_id out: each scheduled run gets a new time-based id"
+        )
     if not 1 <= max_concurrency <= MAX_CONCURRENCY:
         raise KubeflowError(f"--max-concurrency {max_concurrency}: must be within 1-{MAX_CONCURRENCY}")
     name = name or f"medrl {args.get('preset') or 'study'} ({cron})"

@@ -105,6 +105,13 @@ CLUSTER_PARAMETERS = (
         "Failed attempts of a training job in a row without a newer committed checkpoint before its node gives up "
         "(exit 1, causes listed).",
     ),
+    Parameter(
+        "training_runtime",
+        str,
+        "torch-distributed",
+        "TrainJob only: the (Cluster)TrainingRuntime it references; medrl-torch-distributed (k8s/components/trainer) "
+        "adds the metrics port Prometheus scrapes and a restart budget.",
+    ),
 )
 PARAMETERS = (*STUDY_PARAMETERS, *CLUSTER_PARAMETERS, Parameter("eval_gpus", int, 0, "GPUs of each evaluation pod."))
 

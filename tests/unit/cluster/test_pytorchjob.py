@@ -19,6 +19,7 @@ from kubeflow.training.utils.utils import FakeResponse
 
 from medrl.cluster.launch import TrainSpec, resolve
 from medrl.cluster.pytorchjob import admission_errors, build_pytorchjob, label_value, to_dict
+from medrl.config import OpenAIJudgeConfig
 from tests.support.crd import DATA, crd_validator, schema_errors
 
 PYTORCHJOB = crd_validator(DATA / "training-operator-v1.9.4" / "kubeflow.org_pytorchjobs.yaml.gz", "v1")
@@ -52,6 +53,10 @@ def test_job_shape_for_one_and_several_nodes(nodes, gpus):
         }  # fmt: skip
         assert env["MLFLOW_TRACKING_TOKEN"]["valueFrom"]["secretKeyRef"] == {
             "name": "medrl-mlflow", "key": "token", "optional": True
+        }  # fmt: skip
+        # the semantic reward's judge key, under the name the openai judge reads by default
+        assert env[OpenAIJudgeConfig.model_fields["api_key_env"].default]["valueFrom"]["secretKeyRef"] == {
+            "name": "medrl-judge-key", "key": "api-key", "optional": True
         }  # fmt: skip
         shm = next(v for v in rspec["template"]["spec"]["volumes"] if v["name"] == "dshm")
         assert shm["emptyDir"] == {"medium": "Memory", "sizeLimit": "16Gi"}

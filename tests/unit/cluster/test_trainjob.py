@@ -79,6 +79,8 @@ def test_job_carries_what_the_pytorchjob_path_gives_a_training_pod(nodes, gpus):
         "name": "medrl-store", "key": "secretkey", "optional": True}  # fmt: skip
     assert env["MLFLOW_TRACKING_PASSWORD"]["valueFrom"]["secretKeyRef"] == {
         "name": "medrl-mlflow", "key": "password", "optional": True}  # fmt: skip
+    assert env["MEDRL_JUDGE_API_KEY"]["valueFrom"]["secretKeyRef"] == {
+        "name": "medrl-judge-key", "key": "api-key", "optional": True}  # fmt: skip
     assert env["AWS_ENDPOINT_URL_S3"]["valueFrom"]["configMapKeyRef"]["name"] == "medrl-store"
     (patch,) = doc["spec"]["runtimePatches"]
     assert patch["manager"] == "medrl.io/launcher"

@@ -69,6 +69,14 @@ def test_train_spec_takes_the_cluster_parameters_with_the_same_defaults():
     # a setting a user changes in the Kubeflow UI reaches the pods: the restart budget as their environment
     patient = TrainSpec.from_params("file:///runs/r", "sft", {**settings, "attempts_without_progress": 5})
     assert patient.restart_env() == {"MEDRL_ATTEMPTS_WITHOUT_PROGRESS": "5"}
+    # k8s/components/trainer's runtime is chosen by a pipeline parameter (without it every pipeline TrainJob
+    # referenced Trainer's stock runtime: no metrics port, no restart budget)
+    assert client.arguments(packaged_pipeline(), ["training_runtime=medrl-torch-distributed"]) == {
+        "training_runtime": "medrl-torch-distributed"
+    }
+    assert TrainSpec.from_params(
+        "file:///runs/r", "sft", {**settings, "training_runtime": "medrl-torch-distributed"}
+    ) == (TrainSpec("file:///runs/r", "sft", training_runtime="medrl-torch-distributed"))
 
 
 @pytest.mark.parametrize("param", PARAMETERS, ids=lambda p: p.name)
