@@ -355,3 +355,25 @@ def test_ls_of_a_missing_bucket_or_prefix_is_an_error(s3_bucket, tmp_path):
         assert done.returncode == 2 and "does not exist" in done.stderr and uri in done.stderr, done.stderr
         assert "Traceback" not in done.stderr
     assert run_medrl("store", "ls", f"{s3_bucket}").returncode == 0
+
+
+def test_a_file_the_store_keeps_under_another_name_is_never_committed(s3_bucket, tmp_path):
+    """SeaweedFS acknowledges the upload of `back\\slash.txt` and keeps it as `back/slash.txt`: a commit that trusted
+    the acknowledgements reported success for an artifact every reader then found damaged (its file missing)."""
+    src = tmp_path / "dataset"
+    fill(src, {"train.jsonl": b"{}\n", "images/scan\\1.png": b"png"})
+    uri = f"{s3_bucket}/exp/odd"
+    with pytest.raises(store.StoreError, match="1 of 2 uploaded file") as err:
+        store.put_artifact(src, uri)
+    assert "scan" not in str(err.value)  # file names stay out of messages
+    assert not store.is_committed(uri)
+    bucket, key = s3.split(uri)
+    left = store.backend(uri)._objects(bucket, key + "/", True)
+    assert [o.object_name for o in left if not o.object_name.endswith("/")] == []  # its uploads were removed
+    # a replacement of a committed artifact is checked the same way, and the committed version stays
+    good = tmp_path / "good"
+    fill(good, {"train.jsonl": b"{}\n"})
+    store.put_artifact(good, uri)
+    with pytest.raises(store.StoreError, match="not in the store under their own names"):
+        store.put_artifact(src, uri, replace=True)
+    assert store.verify(uri) == {"files": 1, "bytes": 3}

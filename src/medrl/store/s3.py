@@ -582,9 +582,19 @@ class S3Backend:
         ]
         try:
             entries = dict(zip((rel for rel, _ in files), self._parallel(jobs), strict=True))
+            # Every upload was acknowledged, yet a store may keep an object under another name: SeaweedFS turns
+            # '\\' in a key into '/'. Committed, such a file would be missing to every reader.
+            listed = {o.object_name for o in self._objects(bucket, f"{key}/{version}", True)}
+            lost = sum(f"{key}/{version}{rel}" not in listed for rel in entries)
+            if lost:
+                raise StoreError(
+                    f"{uri}: {lost} of {len(entries)} uploaded file(s) are not in the store under their own names "
+                    "(the store renamed or dropped them; SeaweedFS turns a '\\' in a file name into a folder). "
+                    "Rename such files and commit again"
+                )
             if not version:  # a first commit: what a torn earlier attempt left beside these files goes
                 wanted = {f"{key}/{rel}" for rel in entries} | {f"{key}/{MANIFEST}"}
-                stale = [o.object_name for o in self._objects(bucket, key + "/", True) if o.object_name not in wanted]
+                stale = [name for name in listed if name not in wanted]
                 self._remove_many(bucket, stale, f"removal of stale files of {uri}")
                 self._remove_folders(bucket, key, stale, include_root=False)
             data = manifest_bytes({"version": 1, "files": entries})
