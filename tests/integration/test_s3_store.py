@@ -377,3 +377,22 @@ def test_a_file_the_store_keeps_under_another_name_is_never_committed(s3_bucket,
     with pytest.raises(store.StoreError, match="not in the store under their own names"):
         store.put_artifact(src, uri, replace=True)
     assert store.verify(uri) == {"files": 1, "bytes": 3}
+
+
+def test_a_damaged_copy_in_the_local_cache_is_downloaded_again(s3_bucket, tmp_path, caplog):
+    """The store holds the artifact whole; a byte flipped in the local cache's copy (a disk fault, a user's edit) is
+    not the artifact's damage: reading it fetched again, where it used to fail telling the user to re-run the stage
+    that wrote it."""
+    uri = f"{s3_bucket}/model"
+    payload = os.urandom(5000)
+    with store.commit_dir(uri) as staging:
+        fill(staging, {"model.safetensors": payload})
+    cached = store.open_dir(uri) / "model.safetensors"
+    flipped = bytearray(payload)
+    flipped[10] ^= 0x01
+    cached.write_bytes(bytes(flipped))
+    with caplog.at_level("WARNING", logger="medrl.store"):
+        again = store.open_dir(uri)
+    assert (again / "model.safetensors").read_bytes() == payload
+    assert "local cache" in caplog.text and "model.safetensors" not in caplog.text
+    assert store.verified(uri) == again

@@ -750,8 +750,14 @@ class S3Backend:
         digest, _ = self.committed_version(uri)
         local = cache_root() / "s3" / bucket / f"{key}@{digest[:16]}"
         if (local / COMMITTED).is_file():
-            verify_dir(local, uri, cache=not verify)  # the cached copy may have changed since it was downloaded
-            return local
+            try:
+                verify_dir(local, uri, cache=not verify)  # the cached copy may have changed since it was downloaded
+                return local
+            except IntegrityError:
+                # The store's copy is the artifact: a damaged local copy is fetched again (and checked on the way),
+                # never reported as a damaged artifact whose stage would have to run again.
+                log.warning("%s: its copy in the local cache (%s) is damaged; downloading it again", uri, cache_root())
+                return self.download(uri, local, scratch=True)
         return self.download(uri, local, replace=False)
 
     @staticmethod
