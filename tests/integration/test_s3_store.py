@@ -396,3 +396,18 @@ def test_a_damaged_copy_in_the_local_cache_is_downloaded_again(s3_bucket, tmp_pa
     assert (again / "model.safetensors").read_bytes() == payload
     assert "local cache" in caplog.text and "model.safetensors" not in caplog.text
     assert store.verified(uri) == again
+
+
+def test_one_file_of_a_replaced_artifact_is_read_from_its_committed_version(s3_bucket, seaweed, tmp_path):
+    uri = f"{s3_bucket}/model"
+    for text in (b"first\n", b"second\n"):
+        src = tmp_path / text.decode().strip()
+        fill(src, {"train_log.jsonl": text, "w.bin": os.urandom(100)})
+        store.put_artifact(src, uri, replace=True)
+    assert store.member(uri, "train_log.jsonl") == b"second\n"  # under .v-<id>/, where the marker points
+    assert store.member(uri, "absent") is None
+    bucket, key = s3.split(uri)
+    version = store.backend(uri).committed_version(uri)[1]
+    seaweed.client().put_object(bucket, f"{key}/{version}train_log.jsonl", io.BytesIO(b"third\n"), 6)
+    with pytest.raises(store.IntegrityError):
+        store.member(uri, "train_log.jsonl")

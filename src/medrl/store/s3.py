@@ -46,6 +46,7 @@ from medrl.store import (
     StoreError,
     cache_root,
     check_output,
+    checked_member,
     damaged,
     extra_files,
     local_files,
@@ -694,6 +695,16 @@ class S3Backend:
     @as_operation
     def manifest(self, uri: str) -> dict:
         return self._manifest(uri)[3]
+
+    @as_operation
+    def member(self, uri: str, rel: str) -> bytes | None:
+        _, version, _, doc = self._manifest(uri)
+        meta = doc["files"].get(rel)
+        if meta is None:
+            return None
+        bucket, key = split(uri)
+        data = self._get(bucket, f"{key}/{version}{rel}", f"read of a file of {uri}")
+        return checked_member(uri, rel, data or b"", meta)
 
     def _fetch_all(self, uri: str, version: str, files: dict, into: Path | None) -> None:
         bucket, key = split(uri)
