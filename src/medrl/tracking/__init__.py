@@ -55,7 +55,8 @@ BACKOFF_S = 2.0
 CLIENT_ENV = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "20"}
 # Free text and site data paths stay out of params: instructions may quote data, paths may name patients.
 UNLOGGED_SETTINGS = {"prompt", "input", "images", "cache_dir"}
-METRIC_NAME = re.compile(r"[A-Za-z0-9_./ -]{1,250}")
+# MLflow's alphabet for metric names (':' off Windows): TRL names a user's reward `rewards/module:function/mean`.
+METRIC_NAME = re.compile(r"[A-Za-z0-9_./ :-]{1,250}")
 BATCH = 500  # metrics per log_batch call (MLflow accepts up to 1000)
 
 
