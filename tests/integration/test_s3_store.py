@@ -411,3 +411,18 @@ def test_one_file_of_a_replaced_artifact_is_read_from_its_committed_version(s3_b
     seaweed.client().put_object(bucket, f"{key}/{version}train_log.jsonl", io.BytesIO(b"third\n"), 6)
     with pytest.raises(store.IntegrityError):
         store.member(uri, "train_log.jsonl")
+
+
+def test_a_file_gone_before_its_upload_fails_without_naming_it(s3_bucket, tmp_path, monkeypatch):
+    """A file deleted after the folder was listed (another process tidying it): the commit fails as a StoreError
+    naming the artifact, and the file's path (a patient's image) stays out of the message."""
+    src = tmp_path / "dataset"
+    fill(src, {"train.jsonl": b"{}\n", "images/patient-42.png": b"png"})
+    listed = s3.local_files(src)
+    (src / "images" / "patient-42.png").unlink()
+    monkeypatch.setattr(s3, "local_files", lambda root: listed)  # the listing taken before the file went
+    uri = f"{s3_bucket}/gone"
+    with pytest.raises(store.StoreError) as err:
+        store.put_artifact(src, uri)
+    assert uri in str(err.value) and "patient-42" not in str(err.value)
+    assert not store.is_committed(uri)

@@ -493,19 +493,20 @@ class S3Backend:
     # ------------------------------------------------------------------------------------------ files
 
     def _upload_file(self, bucket: str, key: str, path: Path, what: str) -> dict:
-        size = path.stat().st_size
-
-        def run() -> str:
+        def run() -> tuple[int, str]:
+            # Opened inside the retried call: a file gone since the folder was listed fails as a StoreError that
+            # names the artifact, not as an OSError naming the file (a patient's image, say).
             with path.open("rb") as f:
+                size = os.fstat(f.fileno()).st_size
                 reader = HashingReader(f)
                 self.client.put_object(bucket, key, cast(BinaryIO, reader), size, part_size=self.settings.part_size)
             if reader.size != size:
                 raise StoreError(f"{what}: the local file changed while it was uploaded; commit again")
-            return reader.sha.hexdigest()
+            return size, reader.sha.hexdigest()
 
         # Before a retry, the torn multipart upload is aborted in one try: a store that is down would only
         # spend the budget twice.
-        digest = self.call(run, what, before_retry=lambda: self._best_effort(lambda: self._abort(bucket, key)))
+        size, digest = self.call(run, what, before_retry=lambda: self._best_effort(lambda: self._abort(bucket, key)))
         return {"size": size, "sha256": digest}
 
     def _download_file(self, bucket: str, key: str, dest: Path | None, what: str) -> tuple[int, str]:
