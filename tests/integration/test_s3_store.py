@@ -3,6 +3,7 @@ byte, a server killed mid-upload, a server restarted mid-commit, and the `medrl 
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import json
@@ -11,6 +12,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -426,3 +428,24 @@ def test_a_file_gone_before_its_upload_fails_without_naming_it(s3_bucket, tmp_pa
         store.put_artifact(src, uri)
     assert uri in str(err.value) and "patient-42" not in str(err.value)
     assert not store.is_committed(uri)
+
+
+def test_a_download_that_cannot_write_names_the_cause_not_the_file(s3_bucket, tmp_path, monkeypatch):
+    """A disk that fills while an artifact comes down: the error says why, and the folder it was making (patient
+    folders, as MIMIC-CXR's `files/p10/p10000032/...`) stays out of it. A full disk is simulated (stand-in): the
+    folder's creation fails as it would, with ENOSPC and the path."""
+    uri = f"{s3_bucket}/scans"
+    with store.commit_dir(uri) as staging:
+        fill(staging, {"files/p10/p10000032/s1/view.jpg": b"jpg"})
+    mkdir = Path.mkdir
+
+    def full_disk(self, *args, **kwargs):
+        if "p10000032" in str(self):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(self))
+        return mkdir(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "mkdir", full_disk)
+    with pytest.raises(store.StoreError) as err:
+        store.download(uri, tmp_path / "dest")
+    assert "No space left on device" in str(err.value) and "p10000032" not in str(err.value)
+    assert not (tmp_path / "dest").exists()

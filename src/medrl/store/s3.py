@@ -160,6 +160,8 @@ def describe(exc: BaseException) -> str:
         return f"HTTP {exc._code} with a non-S3 reply"
     if isinstance(exc, urllib3.exceptions.MaxRetryError) and exc.reason is not None:
         return type(exc.reason).__name__
+    if isinstance(exc, OSError) and exc.strerror:  # 'No space left on device', without the file's name
+        return f"{type(exc).__name__} ({exc.strerror})"
     return type(exc).__name__
 
 
@@ -514,6 +516,8 @@ class S3Backend:
 
         def run() -> tuple[int, str]:
             sha, size = hashlib.sha256(), 0
+            if dest is not None:
+                dest.parent.mkdir(parents=True, exist_ok=True)
             response = self.client.get_object(bucket, key)
             try:
                 with contextlib.ExitStack() as stack:
@@ -714,8 +718,7 @@ class S3Backend:
         def one(i: int, rel: str, meta: dict) -> None:
             dest = None
             if into is not None:
-                dest = into / rel
-                dest.parent.mkdir(parents=True, exist_ok=True)
+                dest = into / rel  # its folder is made inside the retried call: an OSError there names no path
             what = f"download of file {i + 1} of {uri}"
             size, digest = self._download_file(bucket, f"{key}/{version}{rel}", dest, what)
             if size < 0:
