@@ -3,6 +3,7 @@ byte, a server killed mid-upload, a server restarted mid-commit, and the `medrl 
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import json
@@ -11,6 +12,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -355,3 +357,95 @@ def test_ls_of_a_missing_bucket_or_prefix_is_an_error(s3_bucket, tmp_path):
         assert done.returncode == 2 and "does not exist" in done.stderr and uri in done.stderr, done.stderr
         assert "Traceback" not in done.stderr
     assert run_medrl("store", "ls", f"{s3_bucket}").returncode == 0
+
+
+def test_a_file_the_store_keeps_under_another_name_is_never_committed(s3_bucket, tmp_path):
+    """SeaweedFS acknowledges the upload of `back\\slash.txt` and keeps it as `back/slash.txt`: a commit that trusted
+    the acknowledgements reported success for an artifact every reader then found damaged (its file missing)."""
+    src = tmp_path / "dataset"
+    fill(src, {"train.jsonl": b"{}\n", "images/scan\\1.png": b"png"})
+    uri = f"{s3_bucket}/exp/odd"
+    with pytest.raises(store.StoreError, match="1 of 2 uploaded file") as err:
+        store.put_artifact(src, uri)
+    assert "scan" not in str(err.value)  # file names stay out of messages
+    assert not store.is_committed(uri)
+    bucket, key = s3.split(uri)
+    left = store.backend(uri)._objects(bucket, key + "/", True)
+    assert [o.object_name for o in left if not o.object_name.endswith("/")] == []  # its uploads were removed
+    # a replacement of a committed artifact is checked the same way, and the committed version stays
+    good = tmp_path / "good"
+    fill(good, {"train.jsonl": b"{}\n"})
+    store.put_artifact(good, uri)
+    with pytest.raises(store.StoreError, match="not in the store under their own names"):
+        store.put_artifact(src, uri, replace=True)
+    assert store.verify(uri) == {"files": 1, "bytes": 3}
+
+
+def test_a_damaged_copy_in_the_local_cache_is_downloaded_again(s3_bucket, tmp_path, caplog):
+    """The store holds the artifact whole; a byte flipped in the local cache's copy (a disk fault, a user's edit) is
+    not the artifact's damage: reading it fetched again, where it used to fail telling the user to re-run the stage
+    that wrote it."""
+    uri = f"{s3_bucket}/model"
+    payload = os.urandom(5000)
+    with store.commit_dir(uri) as staging:
+        fill(staging, {"model.safetensors": payload})
+    cached = store.open_dir(uri) / "model.safetensors"
+    flipped = bytearray(payload)
+    flipped[10] ^= 0x01
+    cached.write_bytes(bytes(flipped))
+    with caplog.at_level("WARNING", logger="medrl.store"):
+        again = store.open_dir(uri)
+    assert (again / "model.safetensors").read_bytes() == payload
+    assert "local cache" in caplog.text and "model.safetensors" not in caplog.text
+    assert store.verified(uri) == again
+
+
+def test_one_file_of_a_replaced_artifact_is_read_from_its_committed_version(s3_bucket, seaweed, tmp_path):
+    uri = f"{s3_bucket}/model"
+    for text in (b"first\n", b"second\n"):
+        src = tmp_path / text.decode().strip()
+        fill(src, {"train_log.jsonl": text, "w.bin": os.urandom(100)})
+        store.put_artifact(src, uri, replace=True)
+    assert store.member(uri, "train_log.jsonl") == b"second\n"  # under .v-<id>/, where the marker points
+    assert store.member(uri, "absent") is None
+    bucket, key = s3.split(uri)
+    version = store.backend(uri).committed_version(uri)[1]
+    seaweed.client().put_object(bucket, f"{key}/{version}train_log.jsonl", io.BytesIO(b"third\n"), 6)
+    with pytest.raises(store.IntegrityError):
+        store.member(uri, "train_log.jsonl")
+
+
+def test_a_file_gone_before_its_upload_fails_without_naming_it(s3_bucket, tmp_path, monkeypatch):
+    """A file deleted after the folder was listed (another process tidying it): the commit fails as a StoreError
+    naming the artifact, and the file's path (a patient's image) stays out of the message."""
+    src = tmp_path / "dataset"
+    fill(src, {"train.jsonl": b"{}\n", "images/patient-42.png": b"png"})
+    listed = s3.local_files(src)
+    (src / "images" / "patient-42.png").unlink()
+    monkeypatch.setattr(s3, "local_files", lambda root: listed)  # the listing taken before the file went
+    uri = f"{s3_bucket}/gone"
+    with pytest.raises(store.StoreError) as err:
+        store.put_artifact(src, uri)
+    assert uri in str(err.value) and "patient-42" not in str(err.value)
+    assert not store.is_committed(uri)
+
+
+def test_a_download_that_cannot_write_names_the_cause_not_the_file(s3_bucket, tmp_path, monkeypatch):
+    """A disk that fills while an artifact comes down: the error says why, and the folder it was making (patient
+    folders, as MIMIC-CXR's `files/p10/p10000032/...`) stays out of it. A full disk is simulated (stand-in): the
+    folder's creation fails as it would, with ENOSPC and the path."""
+    uri = f"{s3_bucket}/scans"
+    with store.commit_dir(uri) as staging:
+        fill(staging, {"files/p10/p10000032/s1/view.jpg": b"jpg"})
+    mkdir = Path.mkdir
+
+    def full_disk(self, *args, **kwargs):
+        if "p10000032" in str(self):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(self))
+        return mkdir(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "mkdir", full_disk)
+    with pytest.raises(store.StoreError) as err:
+        store.download(uri, tmp_path / "dest")
+    assert "No space left on device" in str(err.value) and "p10000032" not in str(err.value)
+    assert not (tmp_path / "dest").exists()

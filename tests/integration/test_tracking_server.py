@@ -16,7 +16,7 @@ from medrl import store, study, tracking
 from medrl.store.layout import RunLayout
 from medrl.study import arm as arm_steps
 from tests.support.cli import medrl_here
-from tests.support.tiny_runs import MARKERS, QUESTION_MARK, canary_dataset
+from tests.support.tiny_runs import MARKERS, PATH_MARK, PATIENT_MARK, QUESTION_MARK, canary_dataset
 
 pytestmark = pytest.mark.slow
 
@@ -181,6 +181,29 @@ def test_no_marker_of_the_data_reaches_mlflow(tracked_study, tmp_path):
     assert "train/loss" in text and "config/config.yaml" in text  # what was searched
     for marker in MARKERS:
         assert marker not in text
+
+
+def test_the_config_artifact_holds_no_instruction_and_no_data_path(mlflow_server, tmp_path):
+    """config.yaml goes to MLflow without what params leave out: the instructions (which may quote data) and the
+    data's paths (which may name patients); the store keeps the whole config."""
+    prompt = f"Answer {QUESTION_MARK} in <answer> </answer> tags."
+    overrides = [
+        f"tracking.mlflow_uri={mlflow_server.uri}",
+        f"prompt={prompt}",
+        f"data.input=/site/{PATH_MARK}/vqa",
+        f"arms.grpo.prompt=Think about {PATIENT_MARK}.",
+    ]
+    run_uri = study.init_run(config_text=STUDY, overrides=overrides, store_uri=str(tmp_path / "store"), run_id="cfg")
+    assert all(m in store.read_text(RunLayout(run_uri).config) for m in MARKERS)  # the markers are in play
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=mlflow_server.uri)
+    experiment = client.get_experiment_by_name("tiny-tracked").experiment_id
+    parent = runs_of(client, experiment, "cfg")["study"].info.run_id
+    sent = Path(client.download_artifacts(parent, "config/config.yaml", str(tmp_path))).read_text()
+    assert yaml.safe_load(sent)["arms"]["grpo"]["max_steps"] == STEPS  # the settings are there
+    for marker in MARKERS:
+        assert marker not in sent
 
 
 def test_resumed_and_recurring_runs(tracked_study, mlflow_server, monkeypatch):

@@ -96,7 +96,9 @@ SAMPLES = Counter(
     registry=REGISTRY,
 )
 
-_LABEL = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
+# As long as a run id or an arm name may be (store.layout.NAME): a shorter cap made two long run ids share the
+# Pushgateway group 'other', where one run's evaluation replaced the other's.
+_LABEL = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
 
 
 def safe_label(value: str) -> str:

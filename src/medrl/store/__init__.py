@@ -248,6 +248,13 @@ class FileBackend:
         except ValueError:
             raise IntegrityError(f"{uri}: {MANIFEST} is not JSON; the artifact is damaged") from None
 
+    def member(self, uri: str, rel: str) -> bytes | None:
+        meta = self.manifest(uri)["files"].get(rel)
+        if meta is None:
+            return None
+        data = (self.path(uri) / rel).read_bytes() if (self.path(uri) / rel).is_file() else b""
+        return checked_member(uri, rel, data, meta)
+
     @contextlib.contextmanager
     def operation(self) -> Iterator[None]:
         yield  # local files: nothing to retry
@@ -306,6 +313,17 @@ class FileBackend:
             shutil.rmtree(path)
         else:
             path.unlink(missing_ok=True)
+
+
+def checked_member(uri: str, rel: str, data: bytes, meta: dict) -> bytes:
+    """`data`, the file `rel` of the artifact `uri` as read, if it matches its manifest entry `meta`."""
+    if len(data) != meta["size"] or hashlib.sha256(data).hexdigest() != meta["sha256"]:
+        raise IntegrityError(
+            f"{uri}: a file does not match its sha256 in {MANIFEST}; the artifact is damaged. Re-run the stage that "
+            f"wrote it (`medrl store verify {uri} --show-paths` names the file)",
+            file=rel,
+        )
+    return data
 
 
 def _stamp(path: Path) -> list[int]:
@@ -509,6 +527,12 @@ def download(uri: str, dest: Path, scratch: bool = False) -> Path:
 def manifest(uri: str) -> dict:
     """The MANIFEST.json of a committed artifact."""
     return backend(uri).manifest(uri)
+
+
+def member(uri: str, rel: str) -> bytes | None:
+    """One file of the committed artifact at `uri` (checked against its manifest), without fetching the others;
+    None when the manifest does not list `rel`."""
+    return backend(uri).member(uri, rel)
 
 
 def verify(uri: str) -> dict:

@@ -46,6 +46,7 @@ from medrl.store import (
     StoreError,
     cache_root,
     check_output,
+    checked_member,
     damaged,
     extra_files,
     local_files,
@@ -159,6 +160,8 @@ def describe(exc: BaseException) -> str:
         return f"HTTP {exc._code} with a non-S3 reply"
     if isinstance(exc, urllib3.exceptions.MaxRetryError) and exc.reason is not None:
         return type(exc.reason).__name__
+    if isinstance(exc, OSError) and exc.strerror:  # 'No space left on device', without the file's name
+        return f"{type(exc).__name__} ({exc.strerror})"
     return type(exc).__name__
 
 
@@ -492,19 +495,20 @@ class S3Backend:
     # ------------------------------------------------------------------------------------------ files
 
     def _upload_file(self, bucket: str, key: str, path: Path, what: str) -> dict:
-        size = path.stat().st_size
-
-        def run() -> str:
+        def run() -> tuple[int, str]:
+            # Opened inside the retried call: a file gone since the folder was listed fails as a StoreError that
+            # names the artifact, not as an OSError naming the file (a patient's image, say).
             with path.open("rb") as f:
+                size = os.fstat(f.fileno()).st_size
                 reader = HashingReader(f)
                 self.client.put_object(bucket, key, cast(BinaryIO, reader), size, part_size=self.settings.part_size)
             if reader.size != size:
                 raise StoreError(f"{what}: the local file changed while it was uploaded; commit again")
-            return reader.sha.hexdigest()
+            return size, reader.sha.hexdigest()
 
         # Before a retry, the torn multipart upload is aborted in one try: a store that is down would only
         # spend the budget twice.
-        digest = self.call(run, what, before_retry=lambda: self._best_effort(lambda: self._abort(bucket, key)))
+        size, digest = self.call(run, what, before_retry=lambda: self._best_effort(lambda: self._abort(bucket, key)))
         return {"size": size, "sha256": digest}
 
     def _download_file(self, bucket: str, key: str, dest: Path | None, what: str) -> tuple[int, str]:
@@ -512,6 +516,8 @@ class S3Backend:
 
         def run() -> tuple[int, str]:
             sha, size = hashlib.sha256(), 0
+            if dest is not None:
+                dest.parent.mkdir(parents=True, exist_ok=True)
             response = self.client.get_object(bucket, key)
             try:
                 with contextlib.ExitStack() as stack:
@@ -582,9 +588,19 @@ class S3Backend:
         ]
         try:
             entries = dict(zip((rel for rel, _ in files), self._parallel(jobs), strict=True))
+            # Every upload was acknowledged, yet a store may keep an object under another name: SeaweedFS turns
+            # '\\' in a key into '/'. Committed, such a file would be missing to every reader.
+            listed = {o.object_name for o in self._objects(bucket, f"{key}/{version}", True)}
+            lost = sum(f"{key}/{version}{rel}" not in listed for rel in entries)
+            if lost:
+                raise StoreError(
+                    f"{uri}: {lost} of {len(entries)} uploaded file(s) are not in the store under their own names "
+                    "(the store renamed or dropped them; SeaweedFS turns a '\\' in a file name into a folder). "
+                    "Rename such files and commit again"
+                )
             if not version:  # a first commit: what a torn earlier attempt left beside these files goes
                 wanted = {f"{key}/{rel}" for rel in entries} | {f"{key}/{MANIFEST}"}
-                stale = [o.object_name for o in self._objects(bucket, key + "/", True) if o.object_name not in wanted]
+                stale = [name for name in listed if name not in wanted]
                 self._remove_many(bucket, stale, f"removal of stale files of {uri}")
                 self._remove_folders(bucket, key, stale, include_root=False)
             data = manifest_bytes({"version": 1, "files": entries})
@@ -685,6 +701,16 @@ class S3Backend:
     def manifest(self, uri: str) -> dict:
         return self._manifest(uri)[3]
 
+    @as_operation
+    def member(self, uri: str, rel: str) -> bytes | None:
+        _, version, _, doc = self._manifest(uri)
+        meta = doc["files"].get(rel)
+        if meta is None:
+            return None
+        bucket, key = split(uri)
+        data = self._get(bucket, f"{key}/{version}{rel}", f"read of a file of {uri}")
+        return checked_member(uri, rel, data or b"", meta)
+
     def _fetch_all(self, uri: str, version: str, files: dict, into: Path | None) -> None:
         bucket, key = split(uri)
         items = sorted(files.items())
@@ -692,8 +718,7 @@ class S3Backend:
         def one(i: int, rel: str, meta: dict) -> None:
             dest = None
             if into is not None:
-                dest = into / rel
-                dest.parent.mkdir(parents=True, exist_ok=True)
+                dest = into / rel  # its folder is made inside the retried call: an OSError there names no path
             what = f"download of file {i + 1} of {uri}"
             size, digest = self._download_file(bucket, f"{key}/{version}{rel}", dest, what)
             if size < 0:
@@ -740,8 +765,14 @@ class S3Backend:
         digest, _ = self.committed_version(uri)
         local = cache_root() / "s3" / bucket / f"{key}@{digest[:16]}"
         if (local / COMMITTED).is_file():
-            verify_dir(local, uri, cache=not verify)  # the cached copy may have changed since it was downloaded
-            return local
+            try:
+                verify_dir(local, uri, cache=not verify)  # the cached copy may have changed since it was downloaded
+                return local
+            except IntegrityError:
+                # The store's copy is the artifact: a damaged local copy is fetched again (and checked on the way),
+                # never reported as a damaged artifact whose stage would have to run again.
+                log.warning("%s: its copy in the local cache (%s) is damaged; downloading it again", uri, cache_root())
+                return self.download(uri, local, scratch=True)
         return self.download(uri, local, replace=False)
 
     @staticmethod

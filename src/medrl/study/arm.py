@@ -16,6 +16,7 @@ from medrl.evaluate import evaluate_model, metrics_complete, rescore
 from medrl.metrics import pushgateway as prom
 from medrl.rewards import custom_reward
 from medrl.store import checkpoints
+from medrl.store.layout import ArmLayout
 from medrl.study import init_of, live_log, load_run, model_of, push_arm_cost, record_cost, tracked
 from medrl.train.run import rank, scratch_work_dir, train_to_store
 
@@ -29,7 +30,8 @@ def train_in_run(run_uri: str, arm: str) -> str:
     run, cfg = load_run(run_uri)
     spec = cfg.arms[arm]
     if spec.method == "none" or store.is_committed(run.arm(arm).model):
-        if spec.method != "none" and rank() == 0:  # a retry after training: what tracking has not sent yet
+        if spec.method != "none" and rank() == 0:  # a retry after training: what the last attempt left undone
+            finish_trained(run.arm(arm))
             tracked(cfg, run, f"train-{arm}", lambda t: t.trained(arm, run.arm(arm).model))
         return model_of(run, cfg, arm)
     check_custom_rewards(cfg)
@@ -59,6 +61,18 @@ def train_in_run(run_uri: str, arm: str) -> str:
     elif os.environ.get("LOCAL_RANK", "0") == "0":
         shutil.rmtree(work_dir, ignore_errors=True)  # another node's copy of its checkpoints
     return paths.model
+
+
+def finish_trained(paths: ArmLayout) -> None:
+    """What follows the model's commit in `train_in_run`, for an attempt that died right after it (a kill, a store
+    outage): without this the arm kept no train_log.jsonl (the report drew no curves, and said nothing) and every
+    checkpoint stayed in the store. The log comes from the model's own copy."""
+    if not store.exists(paths.train_log):
+        data = store.member(paths.model, "train_log.jsonl")
+        if data is not None:
+            store.write_bytes(paths.train_log, data)
+            log.warning("the arm's train_log.jsonl was missing beside its model; restored from the model's copy")
+    checkpoints.prune_after_commit(paths.checkpoints, keep_checkpoints_after(), checkpoints.Node.from_env().count)
 
 
 def check_custom_rewards(cfg: StudyConfig) -> None:

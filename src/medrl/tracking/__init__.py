@@ -1,6 +1,6 @@
 """MLflow tracking of a study: the study is a parent MLflow run, each arm a child run with its settings as params,
 its training log as per-step metrics, its evaluation metrics under the report's names; the report and the config
-as artifacts, the model as a tag naming its store URI (never the weights).
+(less its instructions and data paths) as artifacts, the model as a tag naming its store URI (never the weights).
 
 Each step of a study (init, train, evaluate, report) runs in a process of its own, so runs are found again by their
 tags (`medrl.run_id`, `medrl.arm`), which is also how a resumed run continues the same MLflow runs. Every call is
@@ -22,6 +22,8 @@ import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 from medrl import store
 from medrl.config import ConfigError, StudyConfig
@@ -53,7 +55,8 @@ BACKOFF_S = 2.0
 CLIENT_ENV = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "20"}
 # Free text and site data paths stay out of params: instructions may quote data, paths may name patients.
 UNLOGGED_SETTINGS = {"prompt", "input", "images", "cache_dir"}
-METRIC_NAME = re.compile(r"[A-Za-z0-9_./ -]{1,250}")
+# MLflow's alphabet for metric names (':' off Windows): TRL names a user's reward `rewards/module:function/mean`.
+METRIC_NAME = re.compile(r"[A-Za-z0-9_./ :-]{1,250}")
 BATCH = 500  # metrics per log_batch call (MLflow accepts up to 1000)
 
 
@@ -218,6 +221,19 @@ def flat_params(settings: dict[str, Any], prefix: str = "") -> dict[str, str]:
     return out
 
 
+def without_unlogged(settings: Any) -> Any:
+    """`settings` with every UNLOGGED_SETTINGS key left out, at any depth.
+
+    >>> without_unlogged({"prompt": "x", "arms": {"a": {"prompt": "y", "lr": 1}}, "data": {"input": "/d"}})
+    {'arms': {'a': {'lr': 1}}, 'data': {}}
+    """
+    if isinstance(settings, dict):
+        return {k: without_unlogged(v) for k, v in settings.items() if k not in UNLOGGED_SETTINGS}
+    if isinstance(settings, list):
+        return [without_unlogged(v) for v in settings]
+    return settings
+
+
 def eval_metrics(metrics: dict[str, Any]) -> dict[str, float]:
     """metrics.json's `metrics` as MLflow metrics under the report's names: `<metric>` (mean), `<metric>_std`."""
     out: dict[str, float] = {}
@@ -304,8 +320,18 @@ class StudyTracking:
         settings = self.cfg.model_dump(mode="json", exclude={"arms", "train", "tracking"})
         params = flat_params(settings) | {"arms": ",".join(self.cfg.arms)}
         self.log_params(run_id, params)
-        self.log_file(run_id, self.run.config, "config")
+        self.log_config(run_id)
         return run_id
+
+    def log_config(self, run_id: str) -> None:
+        """The frozen config.yaml as an artifact, less what params leave out too (UNLOGGED_SETTINGS: instructions
+        may quote data, paths may name patients); the store keeps the whole file."""
+        settings = without_unlogged(yaml.safe_load(store.read_text(self.run.config)))
+        text = f"# {', '.join(sorted(UNLOGGED_SETTINGS))} left out; the whole file: {self.run.config}\n"
+        with tempfile.TemporaryDirectory(prefix="medrl-tracking-") as tmp:
+            local = Path(tmp) / "config.yaml"
+            local.write_text(text + yaml.safe_dump(settings, sort_keys=False))
+            self.tracker.call("logging an artifact", self.client.log_artifact, run_id, str(local), "config")
 
     def arm_run(self, arm: str) -> str | None:
         """The arm's child run, created with its resolved settings as params and its tags."""

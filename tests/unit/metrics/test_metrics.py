@@ -4,6 +4,7 @@ TRL's log records feed the training gauges; batch stages push nothing without a 
 import ast
 import gzip
 import inspect
+import json
 import logging
 import socket
 import urllib.request
@@ -296,3 +297,21 @@ def test_the_trainer_never_waits_for_a_scrape():
         trainer.start()
         trainer.join(timeout=30)  # a deadlock guard, not a speed goal
         assert not trainer.is_alive()
+
+
+def test_runs_and_arms_with_long_names_keep_pushgateway_groups_of_their_own(monkeypatch, pushgateway):
+    """Run ids and arm names may be 128 characters (store.layout.NAME): two that share their first 64 must not
+    share a grouping key, or one run's evaluation overwrites the other's on the Pushgateway (real Pushgateway)."""
+    monkeypatch.setenv(push_metrics.PUSHGATEWAY_ENV, pushgateway.url)
+    stem = "study-" + "x" * 60
+    for run_id, arm, accuracy in ((stem + "-seed0", "grpo", 0.25), (stem + "-seed1", "grpo", 0.75)):
+        with push_metrics.batch_stage("evaluate", run_id, arm) as pushed:
+            pushed.evaluation({"accuracy": {"mean": accuracy}}, questions=4)
+    with urllib.request.urlopen(f"{pushgateway.url}/api/v1/metrics", timeout=10) as reply:
+        groups = json.loads(reply.read())["data"]
+    runs = sorted(g["labels"]["run_id"] for g in groups if g["labels"]["job"] == "medrl_evaluate")
+    assert runs == [stem + "-seed0", stem + "-seed1"]
+    assert push_metrics.delete_run(stem + "-seed0", ["grpo"]) == 4
+    with urllib.request.urlopen(f"{pushgateway.url}/api/v1/metrics", timeout=10) as reply:
+        left = [g["labels"]["run_id"] for g in json.loads(reply.read())["data"]]
+    assert left == [stem + "-seed1"]  # deleting one run's groups leaves the other's

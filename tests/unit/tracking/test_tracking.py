@@ -7,6 +7,7 @@ import pytest
 
 from medrl import tracking
 from medrl.config import ConfigError, load_config
+from medrl.rewards import custom_reward
 
 
 def test_tracking_is_off_by_default(monkeypatch):
@@ -50,6 +51,15 @@ def test_instruction_and_data_paths_never_become_params():
 def test_evaluation_metrics_keep_the_reports_names():
     metrics = {"accuracy": {"mean": 0.5, "std": 0.5, "n": 8}, "similarity": {"mean": None, "status": "n/a"}}
     assert tracking.eval_metrics(metrics) == {"accuracy": 0.5, "accuracy_std": 0.5}
+
+
+def test_a_custom_rewards_training_metrics_are_sent():
+    """TRL logs a reward under its function's name, for a user's reward `module:function`; MLflow takes ':' in
+    metric names (off Windows), so these rows must not be dropped on the way."""
+    name = custom_reward("tests.support.custom_rewards:brevity").__name__
+    rows = [{"step": 1, f"rewards/{name}/mean": 0.5, "loss": 0.1}]
+    sent = {key for key, _, _ in tracking.train_metrics(rows, after=0)}
+    assert sent == {f"train/rewards/{name}/mean", "train/loss"}
 
 
 def test_a_failing_server_costs_one_retry_budget_per_process():
