@@ -150,6 +150,11 @@ def run_study(
         if run_id is None:  # an empty --run-id is refused by the layout's rule, not quietly replaced by a new id
             run_id = new_run_id()
         run = RunLayout.create(store.normalize(cfg.store), cfg.experiment, run_id)
+        if like and run.uri.rstrip("/") == RunLayout(store.normalize(like)).uri.rstrip("/"):
+            # Every step would find its output committed: the original's Table 1, shown as a reproduction.
+            raise ConfigError(
+                f"--like with --run-id {run_id}: that is the run to repeat; give another --run-id, or none"
+            )
         study.check_same_config(run, cfg)  # a resume: before anything runs, and before the arms are announced
         params = {
             "preset": preset or "",

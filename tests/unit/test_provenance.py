@@ -94,3 +94,19 @@ def test_report_has_a_reproducibility_section(tmp_path):
     assert "| hardware | 4 x NVIDIA A100 |" in section and "| CUDA (torch build) / driver | 13.0 / 580.1 |" in section
     assert "| test split | 7000 rows, 6990 images, sha256 abababababababab |" in section
     assert "vllm" not in section and "medrl run --like file:///runs/x/r1" in section
+
+
+def test_like_refuses_the_run_it_repeats_as_the_new_run(tmp_path, monkeypatch):
+    """`--like R --run-id R`: every step would find its output committed and the original's Table 1 would read as a
+    reproduction. Refused before anything runs (kfp.local's pipeline stands replaced by a list of what it would run)."""
+    uri = study.init_run(preset="demo", overrides=["data.train_size=16", "data.test_size=8"],
+                         store_uri=str(tmp_path / "runs"), run_id="r1")  # fmt: skip
+    study.prep(uri)
+    started: list[dict] = []
+    monkeypatch.setattr(local, "run_local", lambda params, *rest: started.append(params))
+    monkeypatch.setattr(study, "collect", lambda run_uri: [])
+    with pytest.raises(ConfigError, match="--like with --run-id r1: that is the run to repeat"):
+        local.run_study(like=uri, run_id="r1", pipeline_root=tmp_path / "kfp")
+    assert started == []
+    local.run_study(like=uri, run_id="r2", pipeline_root=tmp_path / "kfp")  # another id: repeated
+    assert [p["run_id"] for p in started] == ["r2"]
