@@ -39,7 +39,8 @@ def posted(api, path):
 def test_submit_sends_the_package_and_typed_parameters_into_an_experiment(kfp_api, tmp_path):
     out = medrl(
         "pipeline", "submit", "--host", kfp_api.url, "--preset", "paper-table1", "--experiment", "weekly",
-        "--param", "gpus_per_node=4", "--param", 'node_selector={"nvidia.com/gpu.product": "NVIDIA-A100-SXM4-80GB"}',
+        "--param", "gpus_per_node=4", "--param", "eval_gpus=1",
+        "--param", 'node_selector={"nvidia.com/gpu.product": "NVIDIA-A100-SXM4-80GB"}',
         "--param", 'tolerations=[{"key": "nvidia.com/gpu", "operator": "Exists"}]', "--param", "store=s3://medrl/runs",
         "train.learning_rate=1e-5", home=tmp_path,
     )  # fmt: skip
@@ -53,6 +54,7 @@ def test_submit_sends_the_package_and_typed_parameters_into_an_experiment(kfp_ap
     assert params == {
         "preset": "paper-table1",
         "gpus_per_node": 4,
+        "eval_gpus": 1,
         "node_selector": {"nvidia.com/gpu.product": "NVIDIA-A100-SXM4-80GB"},
         "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists"}],
         "store": "s3://medrl/runs",

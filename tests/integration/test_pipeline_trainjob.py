@@ -39,7 +39,7 @@ def test_the_pipeline_compiled_with_launcher_trainjob(tmp_path, kfp_api):
     assert any(name.startswith("train") for name in bound) and any(name.startswith("cleanup") for name in bound)
     assert all(source.endswith("launcher") for source in bound.values()), bound  # from the pipeline's parameter
 
-    args = client.arguments(package, ["launcher=trainjob", "gpus_per_node=4"], preset="paper-table1")
+    args = client.arguments(package, ["launcher=trainjob", "gpus_per_node=4", "eval_gpus=1"], preset="paper-table1")
     client.submit(kfp_api.url, package, args)
     (run,) = kfp_api.runs
     assert run["runtime_config"]["parameters"]["launcher"] == "trainjob"

@@ -78,7 +78,7 @@ def pipeline_submit(
 ) -> None:
     """Start one run of the study pipeline on Kubeflow Pipelines.
 
-    Example: medrl pipeline submit --host http://localhost:8080 --preset paper-table1 --param gpus_per_node=4
+    Example: medrl pipeline submit --host http://kfp --preset paper-table1 --param gpus_per_node=4 --param eval_gpus=1
     """
 
     pkg = _package(package)

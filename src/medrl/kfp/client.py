@@ -134,6 +134,13 @@ def arguments(
         if name not in known:
             raise KubeflowError(f"--param {name}: the pipeline has no such parameter; it has {', '.join(known)}")
         out[name] = _typed(name, raw, known[name]["type"])
+    if out.get("gpus_per_node", 0) > 0 and "eval_gpus" in known and "eval_gpus" not in out:
+        # eval_gpus defaults to 0 (the tiny demo on a CPU cluster): a model trained on GPUs would then answer every
+        # test question on the evaluation pod's CPU, for hours to days, with nothing said.
+        raise KubeflowError(
+            f"--param gpus_per_node={out['gpus_per_node']} trains on GPUs but eval_gpus is left at 0, so evaluation "
+            "would generate every answer on a CPU: add --param eval_gpus=1 (or eval_gpus=0 to mean it)"
+        )
     if preset:
         out["preset"] = preset
     if overrides:

@@ -131,3 +131,10 @@ def test_init_uses_the_sites_default_store_unless_given(tmp_path, monkeypatch):
     assert mine.startswith(store.normalize(str(tmp_path / "mine")))
     theirs = init_from_parameters(run_id="r3", overrides=[f"store={tmp_path}/o"], **quick)
     assert theirs.startswith(store.normalize(f"{tmp_path}/o"))
+
+
+def test_gpu_training_with_evaluation_left_on_the_cpu_is_refused():
+    with pytest.raises(client.KubeflowError, match=r"gpus_per_node=4 trains on GPUs but eval_gpus is left at 0"):
+        client.arguments(packaged_pipeline(), ["gpus_per_node=4"])
+    assert client.arguments(packaged_pipeline(), ["gpus_per_node=4", "eval_gpus=1"])["eval_gpus"] == 1
+    assert client.arguments(packaged_pipeline(), ["gpus_per_node=4", "eval_gpus=0"])["eval_gpus"] == 0  # meant
