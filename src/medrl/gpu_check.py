@@ -252,11 +252,18 @@ def run_eval(work: Path, engine: str, questions: int, shape: Shape = GPU) -> dic
     }
 
 
-def _part(work: Path, part: str, steps: int, questions: int, cpu: bool) -> dict[str, Any]:
-    """Run one part in a fresh process and return its JSON."""
+def _part(
+    work: Path, part: str, steps: int, questions: int, cpu: bool, timeout_s: float | None = None
+) -> dict[str, Any]:
+    """Run one part in a fresh process and return its JSON; a part still running after `timeout_s` is ended and
+    reported as failed, so that the other parts still run within a machine's time limit."""
     cmd = [sys.executable, "-m", "medrl.gpu_check", "--part", part, "--work", str(work)]
     cmd += ["--steps", str(steps), "--questions", str(questions), *(["--cpu"] if cpu else [])]
-    done = subprocess.run(cmd, capture_output=True, text=True)
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s)
+    except subprocess.TimeoutExpired as err:
+        tail = err.stderr.decode(errors="replace") if isinstance(err.stderr, bytes) else err.stderr or ""
+        return {"failed": f"still running after --part-timeout {timeout_s:g} s", "stderr_tail": tail[-2000:]}
     if done.returncode:
         return {"failed": f"exit {done.returncode}", "stderr_tail": done.stderr[-2000:]}
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -268,6 +275,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--questions", type=int, default=64, help="test questions evaluated by each engine")
     parser.add_argument("--work", type=Path, default=None, help="folder for the checkpoint and data (default: temp)")
     parser.add_argument("--cpu", action="store_true", help="run the code path on CPU with the tiny model (tests)")
+    parser.add_argument("--part-timeout", type=float, default=None, help="seconds one part may run (default: no limit)")
     parser.add_argument("--part", choices=PARTS, default=None, help=argparse.SUPPRESS)
     opts = parser.parse_args(argv)
     import torch
@@ -307,7 +315,9 @@ def main(argv: list[str] | None = None) -> int:
             if engine == "vllm" and not with_vllm[kind]:
                 result[part] = {"skipped": _why_no_vllm(kind, shape)}
                 continue
-            result[part] = _part(work, part, opts.steps, opts.questions, shape.cpu)
+            result[part] = _part(work, part, opts.steps, opts.questions, shape.cpu, opts.part_timeout)
+            # Each part's figures as soon as it ends: a run cut off by a machine's time limit keeps those it has.
+            print(f"gpu-check {part}: {json.dumps(result[part])}", file=sys.stderr, flush=True)
         if "questions" in result["eval-vllm"]:
             hf = json.loads((work / "answers-hf.json").read_text())
             result["eval-agreement"] = agreement(hf, json.loads((work / "answers-vllm.json").read_text()))

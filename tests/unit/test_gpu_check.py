@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from medrl.gpu_check import agreement, build_checkpoint, main, model_config
+from medrl.gpu_check import _part, agreement, build_checkpoint, main, model_config
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -34,8 +34,13 @@ def test_the_whole_code_path_runs_on_cpu_and_prints_its_json(tmp_path, monkeypat
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert main(["--cpu", "--steps", "2", "--questions", "4", "--work", str(tmp_path)]) == 0
-    stdout = capsys.readouterr().out
+    done = capsys.readouterr()
+    stdout = done.out
     result = json.loads(stdout[stdout.index("{\n") :])  # the JSON object ends the output
+    # Each part's figures also go to stderr as it ends, so a run cut off by a time limit keeps them.
+    progress = [line for line in done.err.splitlines() if line.startswith("gpu-check ")]
+    assert [line.split(":")[0] for line in progress] == ["gpu-check grpo-hf", "gpu-check eval-hf"]
+    assert json.loads(progress[0].split(": ", 1)[1]) == result["grpo-hf"]
     grpo = result["grpo-hf"]
     assert "failed" not in grpo, grpo.get("stderr_tail")
     assert grpo["steps_timed"] == 1 and grpo["rollout_tokens_per_s"] > 0  # the hf path's (ids, None) is counted
@@ -107,3 +112,10 @@ def test_checkpoint_saves_bf16_and_answers_an_image_question(tmp_path):
 def test_agreement_counts_identical_answers_and_shared_prefixes():
     assert agreement(["same", "abcd"], ["same", "abXX"]) == {"identical": 0.5, "common_prefix": 0.75}
     assert agreement(["", "a"], ["", "b"]) == {"identical": 0.5, "common_prefix": 0.0}
+
+
+def test_a_part_past_its_time_limit_is_ended_and_reported(tmp_path, monkeypatch):
+    # The real part process, given less time than importing torch takes: ended, not waited for.
+    monkeypatch.setenv("PYTHONPATH", f"{ROOT / 'src'}:{ROOT}")
+    out = _part(tmp_path, "grpo-hf", 1, 1, cpu=True, timeout_s=0.5)
+    assert out["failed"] == "still running after --part-timeout 0.5 s" and "stderr_tail" in out
