@@ -406,7 +406,8 @@ class OpenAIJudgeConfig(JudgeBase):
     guided: Literal["structured_outputs", "guided_choice", "none"] = Field(
         "structured_outputs",
         description="Constrain replies to the allowed answers: structured_outputs (vLLM >= 0.10.2), guided_choice "
-        "(older vLLM), none. A server that rejects it is asked again without, for the rest of the run.",
+        "(older vLLM only: newer ones, the judge image's 0.33 included, ignore it without an error and reply "
+        "unconstrained), none. A server that rejects it is asked again without, for the rest of the run.",
     )
     api_key_env: str = Field("MEDRL_JUDGE_API_KEY", description="Environment variable holding the server's API key.")
     timeout_s: float = Field(30.0, gt=0, description="Limit of one call, connection to last byte.")
