@@ -37,7 +37,34 @@ QWEN2_VL_2B: PublishedConfig = {
     "tie_word_embeddings": True,
 }
 
+# Qwen/Qwen3-VL-8B-Instruct: the base model of the chest X-ray preset (radvlm), 8.77 B parameters.
+QWEN3_VL_8B: PublishedConfig = {
+    "text_config": {
+        "hidden_size": 4096,
+        "intermediate_size": 12288,
+        "num_hidden_layers": 36,
+        "num_attention_heads": 32,
+        "num_key_value_heads": 8,
+        "head_dim": 128,
+        "vocab_size": 151936,
+        "max_position_embeddings": 262144,
+        "rope_scaling": {"rope_type": "default", "mrope_section": [24, 20, 20], "mrope_interleaved": True},
+        "rope_theta": 5000000.0,
+    },
+    "vision_config": {
+        "depth": 27,
+        "hidden_size": 1152,
+        "intermediate_size": 4304,
+        "num_heads": 16,
+        "patch_size": 16,
+        "out_hidden_size": 4096,
+        "deepstack_visual_indexes": [8, 16, 24],
+    },
+    "tie_word_embeddings": False,
+}
+
 KNOWN: dict[str, PublishedConfig] = {"Qwen/Qwen2-VL-2B-Instruct": QWEN2_VL_2B, "Qwen/Qwen2-VL-2B": QWEN2_VL_2B}
+KNOWN_QWEN3_VL: dict[str, PublishedConfig] = {"Qwen/Qwen3-VL-8B-Instruct": QWEN3_VL_8B}
 
 
 @dataclass(frozen=True)
@@ -68,6 +95,10 @@ def config_of(ref: str):
         from transformers import Qwen2VLConfig
 
         return Qwen2VLConfig(**KNOWN[ref])
+    if ref in KNOWN_QWEN3_VL:
+        from transformers import Qwen3VLConfig
+
+        return Qwen3VLConfig(**KNOWN_QWEN3_VL[ref])
     from transformers import AutoConfig
 
     return AutoConfig.from_pretrained(local_dir(ref))

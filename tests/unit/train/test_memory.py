@@ -84,3 +84,13 @@ def test_the_plan_counts_vllm_only_where_the_arm_takes_it():
     assert plans["grpo"].vllm == 0 and plans["sft-full"].vllm == 0
     forced = load_config(preset="paper-table1", overrides=["arms.grpo.rollout=vllm"])
     assert {p.arm: p for p in plan_study(forced, gpus=4, gpu_gib=80)}["grpo"].vllm == pytest.approx(8 * GIB)
+
+
+def test_the_radvlm_preset_fits_8_gpus_of_80gb_per_arm_only_with_zero2():
+    qwen3_vl_8b = geometry(config_of("Qwen/Qwen3-VL-8B-Instruct"))  # the published geometry, no hub
+    assert qwen3_vl_8b.parameters == pytest.approx(8.77e9, rel=0.01)  # Qwen3-VL-8B: 8.77 B parameters
+    plans = plan_study(load_config(preset="radvlm"), gpus=8, gpu_gib=80)
+    assert len(plans) == 7 and all(not isinstance(p, str) and p.fits for p in plans), plans
+    # Without ZeRO every GPU holds the whole Adam state of 8.8 B parameters (~98 GiB): no arm fits at any count.
+    bare = plan_study(load_config(preset="radvlm", overrides=["train.deepspeed=null"]), gpus=8, gpu_gib=80)
+    assert all(not isinstance(p, str) and not p.fits for p in bare), bare
