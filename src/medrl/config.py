@@ -115,6 +115,12 @@ class DataConfig(Strict):
     cxr_tasks: list[CxrTask] = Field(
         default_factory=lambda: list(CXR_TASKS), description="Chest X-ray sources: tasks to write."
     )
+    box_scale: Literal[1, 1000] = Field(
+        1,
+        description="Chest X-ray grounding: the scale of box coordinates that the question asks for, SFT targets "
+        "write and the grounding reward and evaluation parse (0..box_scale). 1000: Qwen2-VL's and Qwen3-VL's own "
+        "relative scale (a general Qwen3-VL answers in it zero-shot); 1: fractions of the image.",
+    )
     leak_check: Literal["image", "image_question", "off"] = Field(
         "image",
         description="Test rows leaving the test split as `leak`: image - an image equal to a training image or a "

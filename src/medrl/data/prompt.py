@@ -38,27 +38,34 @@ def target_completion(record: Record, instruction: str = DEFAULT_INSTRUCTION) ->
 REPORT_QUESTION = "Write the findings and impression of the radiology report for this chest X-ray."
 
 
-def grounding_question(phrase: str) -> str:
-    """The grounding question for a phrase.
+def grounding_question(phrase: str, scale: int = 1) -> str:
+    """The grounding question for a phrase; it states the scale the boxes are to be answered in.
 
     >>> grounding_question("the left pleural effusion")[:52]
     'Locate the left pleural effusion in this chest X-ray'
+    >>> grounding_question("a nodule", 1000).split(". ")[1]
+    'Give each box as [x1, y1, x2, y2] with coordinates between 0 and 1000.'
     """
     return (
         f"Locate {phrase.strip().rstrip('.')} in this chest X-ray. "
-        "Give each box as [x1, y1, x2, y2] with coordinates between 0 and 1."
+        f"Give each box as [x1, y1, x2, y2] with coordinates between 0 and {scale}."
     )
 
 
-def format_boxes(boxes: list[list[float]] | None) -> str:
-    """Boxes as the grounding reward parses them; 'No box.' for none.
+def format_boxes(boxes: list[list[float]] | None, scale: int = 1) -> str:
+    """Boxes (0..1) as the grounding reward parses them at `scale`: 2 decimals at scale 1, whole numbers at
+    1000 (as Qwen-VL writes them); 'No box.' for none.
 
     >>> format_boxes([[0.1, 0.25, 0.5, 0.755], [0.6, 0.2, 0.9, 0.4]]), format_boxes([])
     ('[0.10, 0.25, 0.50, 0.76] [0.60, 0.20, 0.90, 0.40]', 'No box.')
+    >>> format_boxes([[0.1, 0.25, 0.5, 0.7555]], 1000)
+    '[100, 250, 500, 756]'
     """
     if not boxes:
         return "No box."
-    return " ".join("[" + ", ".join(f"{v:.2f}" for v in box) + "]" for box in boxes)
+    if scale == 1:
+        return " ".join("[" + ", ".join(f"{v:.2f}" for v in box) + "]" for box in boxes)
+    return " ".join("[" + ", ".join(str(round(v * scale)) for v in box) + "]" for box in boxes)
 
 
 def cxr_target(record: Record, instruction: str) -> str:

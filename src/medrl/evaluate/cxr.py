@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from medrl.config import ReportScorer
+from medrl.data.cxr.common import box_scale
 from medrl.data.records import Record
 from medrl.rewards.grounding import Box, box_f1, iou, parse_boxes, reference_boxes
 from medrl.rewards.parse import final_text
@@ -142,7 +143,7 @@ def score_tasks(
         if rec.task == "report":
             reports.append((answer, rec.report or rec.answer, row))
         else:
-            groundings.append((parse_boxes(answer), reference_boxes(rec.boxes), row))
+            groundings.append((parse_boxes(answer, box_scale(rec.meta)), reference_boxes(rec.boxes), row))
     if reports:
         generated, reference = [g for g, _, _ in reports], [r for _, r, _ in reports]
         for gen, ref, row in reports:

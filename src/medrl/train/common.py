@@ -19,6 +19,7 @@ from transformers import TrainerCallback
 
 from medrl import metrics
 from medrl.config import ConfigError, GrpoArm, StudyConfig, Training
+from medrl.data.cxr.common import box_scale
 from medrl.data.images import require_8bit
 from medrl.data.prompt import prompt_messages, target_completion
 from medrl.data.records import read_records
@@ -65,6 +66,7 @@ def vision_dataset(cfg: StudyConfig, data_dir: Path, split: str = "train", compl
             # what the report and grounding rewards compare with
             "task": rec.task,
             "boxes": rec.boxes or [],
+            "box_scale": box_scale(rec.meta),  # the scale the grounding question asked the boxes in
             "report": rec.report or "",
         }
         if completions:

@@ -9,6 +9,7 @@ import hashlib
 import io
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from medrl.config import DataConfig
 from medrl.data.prompt import REPORT_QUESTION, format_boxes, grounding_question
@@ -104,22 +105,24 @@ def report_record(rid: str, image: str, report: str, source: str, split: str, me
 
 
 def grounding_record(
-    rid: str, image: str, phrase: str, boxes: list[list[float]], source: str, split: str, meta: dict
+    rid: str, image: str, phrase: str, boxes: list[list[float]], source: str, split: str, meta: dict, *, box_scale: int
 ) -> Record:
+    """A grounding question whose answer writes `boxes` (0..1, as the record keeps them) at `box_scale`; the
+    scale is kept in meta.box_scale, where the grounding reward and the evaluation read it back."""
     return Record(
         id=rid,
         image=image,
-        question=grounding_question(phrase),
-        answer=format_boxes(boxes),
+        question=grounding_question(phrase, box_scale),
+        answer=format_boxes(boxes, box_scale),
         boxes=boxes,
         task="grounding",
         source=source,
         split=split,
-        meta={"phrase": phrase, **meta},
+        meta={"phrase": phrase, **meta, "box_scale": box_scale},
     )
 
 
-Box = tuple[float, float, float, float]  # x1, y1, x2, y2 in 0..1
+Box = tuple[float, float, float, float]  # x1, y1, x2, y2 in 0..1 (answers at another scale are divided back)
 
 # The 14 CheXpert observations: the labels of MIMIC-CXR's reports and of the report rewards.
 OBSERVATIONS = [
@@ -138,6 +141,15 @@ OBSERVATIONS = [
     "Fracture",
     "Support Devices",
 ]
+
+
+def box_scale(meta: dict[str, Any] | None) -> int:
+    """The scale a grounding record asked its boxes in (meta.box_scale); 1 for records written before it existed.
+
+    >>> box_scale({"box_scale": 1000}), box_scale({})
+    (1000, 1)
+    """
+    return int((meta or {}).get("box_scale", 1))
 
 
 def iou(a: Box, b: Box) -> float:

@@ -103,6 +103,8 @@ def source(cfg: DataConfig, staging: Path) -> tuple[Path, Iterator[Row]]:
             split = ("test" if split == "test" else "train") if split else split_of(patient)
             meta = {"category": group[0].get("category_name", "")}
             rid = f"mscxr-{dicom_id}-{number}"
-            yield Row(number, record=grounding_record(rid, rel, phrase, boxes, SOURCE, split, meta))
+            yield Row(
+                number, record=grounding_record(rid, rel, phrase, boxes, SOURCE, split, meta, box_scale=cfg.box_scale)
+            )
 
     return images_root, rows()

@@ -181,7 +181,9 @@ def generate(cfg: DataConfig, out_dir: Path) -> Iterator:
                         break
                     box = [round(v, 2) for v in f.box]  # as the answer writes it: the target scores 1
                     meta = {**base, "rationale": f.trace}
-                    yield grounding_record(f"cxr-{i:06d}-g{j}", rel, f.phrase, [box], SOURCE, split, meta)
+                    yield grounding_record(
+                        f"cxr-{i:06d}-g{j}", rel, f.phrase, [box], SOURCE, split, meta, box_scale=cfg.box_scale
+                    )
                     made += 1
             i += 1
 

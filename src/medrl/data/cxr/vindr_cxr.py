@@ -120,7 +120,14 @@ def source(cfg: DataConfig, staging: Path) -> tuple[Path, Iterator[Row]]:
                 slug = "-".join(name.lower().replace("/", " ").split())
                 meta = {"class_name": name, "radiologists": len({r for r, _ in found})}
                 rec = grounding_record(
-                    f"vindr-{image_id}-{slug}", rel, f"the {name.lower()}", boxes, SOURCE, split, meta
+                    f"vindr-{image_id}-{slug}",
+                    rel,
+                    f"the {name.lower()}",
+                    boxes,
+                    SOURCE,
+                    split,
+                    meta,
+                    box_scale=cfg.box_scale,
                 )
                 yield Row(number, record=rec)
 
