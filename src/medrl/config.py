@@ -115,7 +115,7 @@ class DataConfig(Strict):
     cxr_tasks: list[CxrTask] = Field(
         default_factory=lambda: list(CXR_TASKS), description="Chest X-ray sources: tasks to write."
     )
-    box_scale: Literal[1, 1000] = Field(
+    box_scale: int = Field(
         1,
         description="Chest X-ray grounding: the scale of box coordinates that the question asks for, SFT targets "
         "write and the grounding reward and evaluation parse (0..box_scale). 1000: Qwen2-VL's and Qwen3-VL's own "
@@ -145,6 +145,15 @@ class DataConfig(Strict):
             raise ValueError(
                 f"data.leak_distance={value}: give 0..16 bits of 64 (default 8; more than 16 lets distinct scans "
                 "through to the pixel check in bulk)"
+            )
+        return value
+
+    @field_validator("box_scale")
+    @classmethod
+    def _box_scale(cls, value: int) -> int:
+        if value not in (1, 1000):
+            raise ValueError(
+                f"data.box_scale={value}: give 1 (boxes in 0..1) or 1000 (Qwen2-VL's and Qwen3-VL's 0..1000 scale)"
             )
         return value
 

@@ -408,6 +408,21 @@ def test_cxr_synthetic(tmp_path):
     assert (again / "train.jsonl").read_text() == (out / "train.jsonl").read_text()
 
 
+def test_box_scale_sets_the_grounding_question_target_and_reward(tmp_path):
+    config = dict(source="cxr-synthetic", train_size=20, test_size=4, cxr_tasks=["grounding"], seed=1)
+    prepare(DataConfig(**config), tmp_path / "one")
+    prepare(DataConfig(**config, box_scale=1000), tmp_path / "thousand")
+    one, thousand = read_records(tmp_path / "one", "train"), read_records(tmp_path / "thousand", "train")
+    assert [r.boxes for r in one] == [r.boxes for r in thousand]  # records keep boxes in 0..1 either way
+    for a, b in zip(one, thousand, strict=True):
+        assert "between 0 and 1." in a.question and a.meta["box_scale"] == 1
+        assert "between 0 and 1000." in b.question and b.meta["box_scale"] == 1000
+        assert b.answer == format_boxes(b.boxes, 1000)
+        assert b.answer == " ".join(f"[{', '.join(str(round(v * 1000)) for v in box)}]" for box in b.boxes)
+        assert grounding_reward([b.answer], boxes=[b.boxes], task=["grounding"], box_scale=[1000]) == [1.0]
+        assert grounding_reward([a.answer], boxes=[a.boxes], task=["grounding"], box_scale=[1]) == [1.0]
+
+
 def test_cxr_tasks_select_records(tmp_path):
     prepare(DataConfig(source="cxr-synthetic", train_size=30, test_size=5, cxr_tasks=["grounding"]), tmp_path / "g")
     assert {r.task for r in read_records(tmp_path / "g", "train")} == {"grounding"}

@@ -155,3 +155,16 @@ def test_report_gains_the_cxr_section_only_when_measured(tmp_path):
     assert "Model-based scores skipped: green (no weights in evaluate.report_scorers)" in text
     vqa_only = [ArmResult("base", "Base", "none", 100, {"accuracy": {"mean": 0.5, "std": 0.5}})]
     assert "Chest X-ray" not in build_report("Study", vqa_only, tmp_path / "b").read_text()
+
+
+def test_score_tasks_parses_boxes_at_the_records_box_scale():
+    records = [
+        Record(id="g1", question="q", answer="", boxes=[list(A)], task="grounding", meta={"box_scale": 1000}),
+        Record(id="g2", question="q", answer="", boxes=[list(A)], task="grounding", meta={"box_scale": 1000}),
+        Record(id="g3", question="q", answer="", boxes=[list(A)], task="grounding"),  # written before box_scale: 1
+    ]
+    rows = _rows(["[0, 0, 500, 500]", "[0, 0, 1001, 500]", "[0, 0, 500, 500]"])
+    metrics = score_tasks(records, rows, {})
+    assert [r["box_f1"] for r in rows] == [1.0, 0.0, 0.0]  # 1001 is outside 0..1000; 500 outside 0..1
+    assert [r["ap50"] for r in rows] == [1.0, 0.0, 0.0]
+    assert metrics["map50"]["mean"] == pytest.approx(1 / 3)

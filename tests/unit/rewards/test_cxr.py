@@ -1,6 +1,8 @@
 """Chest X-ray rewards, table-driven: the CheXpert label extractor (negation, uncertainty), label F1, ROUGE-L,
 and the grounding reward (several boxes, swapped corners, out-of-range and malformed boxes)."""
 
+import re
+
 import pytest
 
 from medrl.rewards import REWARDS
@@ -150,6 +152,26 @@ GROUNDING_CASES = [
 @pytest.mark.parametrize(("text", "boxes", "expected"), GROUNDING_CASES)
 def test_grounding_reward(text, boxes, expected):
     assert grounding_reward([text], boxes=[boxes], task=["grounding"]) == [pytest.approx(expected)]
+
+
+def _scaled(text: str) -> str:
+    """A 0..1 answer written at Qwen-VL's 0..1000 scale: every number times 1000, as whole numbers."""
+    return re.sub(r"\d+\.\d+", lambda m: str(round(float(m.group()) * 1000)), text)
+
+
+@pytest.mark.parametrize(("text", "boxes", "expected"), GROUNDING_CASES)
+def test_grounding_reward_at_box_scale_1000_scores_as_its_0_to_1_twin(text, boxes, expected):
+    twin = grounding_reward([text], boxes=[boxes], task=["grounding"], box_scale=[1])
+    assert grounding_reward([_scaled(text)], boxes=[boxes], task=["grounding"], box_scale=[1000]) == twin
+
+
+def test_box_scale_1000_parses_0_to_1000_and_rejects_values_beyond():
+    assert parse_boxes("[100, 100, 400, 400] [0, 0, 1000, 1000]", 1000) == [(0.1, 0.1, 0.4, 0.4), (0, 0, 1, 1)]
+    assert parse_boxes("[100, 100, 1001, 400] [100, -1, 400, 400]", 1000) == [None, None]
+    # asked for 0..1000, an answer in 0..1 is a box of under a thousandth of the image: it misses
+    assert grounding_reward(["[0.1, 0.1, 0.4, 0.4]"], boxes=[[REF[0]]], task=["grounding"], box_scale=[1000]) == [0.0]
+    # without the column (records written before the setting) the scale is 1: 0..1000 numbers are malformed
+    assert grounding_reward(["[100, 100, 400, 400]"], boxes=[[REF[0]]], task=["grounding"]) == [0.0]
 
 
 def test_grounding_matching_is_one_to_one():

@@ -25,6 +25,8 @@ def test_radvlm_preset_has_the_papers_settings_and_arms():
     assert cfg.arms["general-think-grpo"].init == "arm:general-think-sft"
     for name in cfg.arms:
         assert (THINK in cfg.for_arm(name).prompt) == ("think" in name)
+    # Qwen3-VL's own box scale, so the zero-shot general arm is not scored on a number format it was never taught
+    assert cfg.data.box_scale == 1000
     assert cfg.levels() == [
         ["general-zero-shot", "radvlm-sft", "general-grpo", "general-think-sft"],
         ["radvlm-grpo", "radvlm-think-sft", "general-think-grpo"],
@@ -61,3 +63,19 @@ def test_training_rows_follow_the_arms_prompt_and_carry_reward_columns(tmp_path)
     assert {t for t, g in zip(columns["task"], grounding, strict=True) if g is not None} == {"grounding"}
     assert all(g == 1.0 for g in grounding if g is not None)
     assert all(r == 1.0 for r in report if r is not None) and any(r is not None for r in report)
+
+
+def test_box_scale_reaches_the_sft_targets_and_the_reward_columns(tmp_path):
+    old = load_config(text=STUDY)
+    assert old.data.box_scale == 1  # a config written before the setting keeps boxes in 0..1
+    cfg = load_config(text=STUDY.replace("test_size: 4}", "test_size: 4, box_scale: 1000}"))
+    prepare(DataConfig(**cfg.data.model_dump()), tmp_path)
+    rows = [r for r in vision_dataset(cfg.for_arm("sft"), tmp_path, completions=True) if r["task"] == "grounding"]
+    assert rows and all(r["box_scale"] == 1000 for r in rows)
+    for row in rows:
+        target = row["completion"][0]["content"]
+        assert "between 0 and 1000" in row["prompt"][0]["content"]
+        assert float(target.strip("[]").split(",")[2]) > 1  # written in 0..1000, not 0..1
+    columns = {k: [r[k] for r in rows] for k in ("task", "boxes", "box_scale")}
+    grounding = REWARDS["grounding_iou"]([r["completion"] for r in rows], **columns)
+    assert grounding == [1.0] * len(rows)
